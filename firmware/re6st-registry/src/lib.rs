@@ -1,0 +1,10 @@
+//! re6st registry (in progress).
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// Entry point of `re6st-registry`.
+pub fn main(_args: Vec<OsString>) -> ExitCode {
+    eprintln!("re6st-registry: not implemented yet");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,45 @@
+//! One binary for every re6st command, chosen by the name it is run as
+//! (a symlink `re6st-registry -> re6st`) or by its first argument
+//! (`re6st registry ...`). One binary keeps flash use low on routers.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+type Entry = fn(Vec<OsString>) -> ExitCode;
+
+/// (argv[0] name, subcommand name, entry point)
+const COMMANDS: &[(&str, &str, Entry)] = &[("re6st-registry", "registry", re6st_registry::main)];
+
+fn usage() -> ExitCode {
+    eprintln!("usage: re6st COMMAND [ARGS...]\n\ncommands:");
+    for (name, sub, _) in COMMANDS {
+        eprintln!("  {sub:<10} (also runs as {name})");
+    }
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let argv0 = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some((_, _, entry)) = COMMANDS.iter().find(|(name, _, _)| *name == argv0) {
+        return entry(args);
+    }
+    // `re6st SUBCOMMAND ...`: the subcommand becomes argv[0].
+    if args.len() < 2 {
+        return usage();
+    }
+    let sub = args[1].to_string_lossy().into_owned();
+    match COMMANDS.iter().find(|(name, s, _)| *s == sub || *name == sub) {
+        Some((name, _, entry)) => {
+            args.remove(0);
+            args[0] = OsString::from(*name);
+            entry(args)
+        }
+        None => usage(),
+    }
+}
