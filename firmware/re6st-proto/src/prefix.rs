@@ -132,7 +132,8 @@ impl Prefix {
         let total_bits = usize::from(self.len) + 1;
         let nbytes = total_bits.div_ceil(8);
         let mut out = vec![0u8; nbytes];
-        let mut set = |bit_from_lsb: usize| out[nbytes - 1 - bit_from_lsb / 8] |= 1 << (bit_from_lsb % 8);
+        let mut set =
+            |bit_from_lsb: usize| out[nbytes - 1 - bit_from_lsb / 8] |= 1 << (bit_from_lsb % 8);
         set(total_bits - 1);
         for i in 0..self.len {
             if self.bit(i) == Some(true) {
@@ -163,7 +164,13 @@ impl Prefix {
         if len > 128 {
             return Err(PrefixError::TooLong(len));
         }
-        let tail = if self.len == 0 { other.bits } else if self.len == 128 { 0 } else { other.bits >> self.len };
+        let tail = if self.len == 0 {
+            other.bits
+        } else if self.len == 128 {
+            0
+        } else {
+            other.bits >> self.len
+        };
         Ok(Prefix {
             bits: self.bits | tail,
             len: len as u8,
@@ -187,7 +194,11 @@ impl Prefix {
     }
 
     fn from_left_aligned(bits: u128, len: u8) -> Prefix {
-        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
         Prefix {
             bits: bits & mask,
             len,
@@ -211,7 +222,13 @@ impl Prefix {
     /// bits (upstream's `ipFromBin(prefix, suffix)`). Bits of `suffix` that
     /// overlap the prefix are ignored.
     pub fn to_ipv6_with_suffix(&self, suffix: u128) -> Ipv6Addr {
-        let host_mask = if self.len == 0 { u128::MAX } else if self.len == 128 { 0 } else { u128::MAX >> self.len };
+        let host_mask = if self.len == 0 {
+            u128::MAX
+        } else if self.len == 128 {
+            0
+        } else {
+            u128::MAX >> self.len
+        };
         Ipv6Addr::from(self.bits | (suffix & host_mask))
     }
 

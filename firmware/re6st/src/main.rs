@@ -34,7 +34,10 @@ fn main() -> ExitCode {
         return usage();
     }
     let sub = args[1].to_string_lossy().into_owned();
-    match COMMANDS.iter().find(|(name, s, _)| *s == sub || *name == sub) {
+    match COMMANDS
+        .iter()
+        .find(|(name, s, _)| *s == sub || *name == sub)
+    {
         Some((name, _, entry)) => {
             args.remove(0);
             args[0] = OsString::from(*name);
