@@ -1,0 +1,50 @@
+# re6st firmware: top-level entry points. See README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+export RE6ST_UPSTREAM_PYTHON ?= $(CURDIR)/.venv/bin/python
+
+.PHONY: all deps build release test lint unit fuzz-build fuzz demo bench clean
+
+all: build
+
+## Install every apt, pip and rustup dependency (idempotent; root for apt).
+deps:
+	bash scripts/deps.sh
+
+## Debug build of the whole workspace.
+build:
+	$(CARGO) build --workspace
+
+## Size-optimised multi-call binary (target/release/re6st).
+release:
+	$(CARGO) build --release -p re6st
+
+## Everything CI checks: lint, unit/property/cross-check/netns tests, fuzz targets build.
+test: deps lint unit fuzz-build
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+## The fuzz targets compile (stable toolchain; no sanitizer).
+fuzz-build:
+	@if [ -f fuzz/Cargo.toml ]; then $(CARGO) build --manifest-path fuzz/Cargo.toml --bins; fi
+
+## Run every fuzz target for FUZZ_SECONDS each (needs cargo-fuzz).
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+## A local demo network (Ctrl-C stops and cleans up).
+demo: deps release
+	bash scripts/demo.sh
+
+## Benchmarks; writes bench/report.md and bench/report.json.
+bench: deps release
+	bash scripts/bench.sh
+
+clean:
+	$(CARGO) clean

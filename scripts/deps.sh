@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need on Debian 12.
+# Idempotent: a second run only checks, and talks to no server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential pkg-config libssl-dev   # openssl-sys links the system libssl
+  python3 python3-venv                    # the upstream re6stnet test oracle
+  openssl                                 # upstream's x509 code shells out to it
+  iproute2 iputils-ping procps psmisc     # network namespaces for tests/demo
+  openvpn babeld                          # the node's tunnels and routing (stock babeld 1.12)
+  graphviz                                # the demo renders its topology
+)
+# QEMU comes from bookworm-backports because qemu-utils is preinstalled from
+# there: mixing suites makes apt refuse.
+BACKPORTS_PACKAGES=(qemu-system-x86)
+UPSTREAM_PIP=(re6stnet==0.642 pyOpenSSL==24.2.1)
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "make deps: installing Debian packages needs root (run as root or with sudo)" >&2
+    exit 1
+  fi
+}
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+missing_bpo=()
+for p in "${BACKPORTS_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing_bpo+=("$p")
+done
+
+if [ ${#missing_bpo[@]} -gt 0 ] && ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  need_root
+  echo "deps: adding the bookworm-backports suite"
+  cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_bpo[@]} -gt 0 ]; then
+  need_root
+  echo "deps: installing ${missing[*]} ${missing_bpo[*]}"
+  apt-get update -qq
+  export DEBIAN_FRONTEND=noninteractive
+  [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ ${#missing_bpo[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bpo[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "deps: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# The upstream implementation, used as a test oracle by the cross-checks.
+if ! .venv/bin/python -c 'import re6st.registry, OpenSSL.crypto; OpenSSL.crypto.X509Req' 2>/dev/null; then
+  echo "deps: installing upstream ${UPSTREAM_PIP[*]} into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q "${UPSTREAM_PIP[@]}"
+fi
+echo "deps: ok"
