@@ -19,6 +19,8 @@ use openssl::x509::extension::{BasicConstraints, KeyUsage};
 use openssl::x509::{X509Name, X509};
 use re6st_proto::prefix::Prefix;
 
+pub mod netns;
+
 /// Path of the workspace root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
