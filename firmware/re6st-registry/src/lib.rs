@@ -1,5 +1,7 @@
 //! re6st registry (in progress).
 
+pub mod alloc;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 
