@@ -3,4 +3,5 @@
 //! [`transport`] does one HTTP GET; [`client`] adds the authenticated
 //! session of upstream's `RegistryClient` (hello, per-call HMAC, ratchet).
 
+pub mod call;
 pub mod transport;

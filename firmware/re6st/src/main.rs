@@ -9,7 +9,10 @@ use std::process::ExitCode;
 type Entry = fn(Vec<OsString>) -> ExitCode;
 
 /// (argv[0] name, subcommand name, entry point)
-const COMMANDS: &[(&str, &str, Entry)] = &[("re6st-registry", "registry", re6st_registry::main)];
+const COMMANDS: &[(&str, &str, Entry)] = &[
+    ("re6st-conf", "conf", re6st_conf::main),
+    ("re6st-registry", "registry", re6st_registry::main),
+];
 
 fn usage() -> ExitCode {
     eprintln!("usage: re6st COMMAND [ARGS...]\n\ncommands:");
