@@ -1,6 +1,7 @@
 //! re6st registry (in progress).
 
 pub mod alloc;
+pub mod certs;
 pub mod db;
 
 use std::ffi::OsString;
