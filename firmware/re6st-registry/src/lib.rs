@@ -2,7 +2,9 @@
 
 pub mod alloc;
 pub mod certs;
+pub mod community;
 pub mod db;
+pub mod network;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
