@@ -4,6 +4,7 @@ pub mod alloc;
 pub mod certs;
 pub mod community;
 pub mod db;
+pub mod methods;
 pub mod network;
 
 use std::ffi::OsString;
