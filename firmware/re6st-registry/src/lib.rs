@@ -3,6 +3,7 @@
 pub mod alloc;
 pub mod certs;
 pub mod community;
+pub mod config;
 pub mod db;
 pub mod methods;
 pub mod network;
