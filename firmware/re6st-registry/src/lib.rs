@@ -5,6 +5,7 @@ pub mod certs;
 pub mod community;
 pub mod config;
 pub mod db;
+pub mod mail;
 pub mod methods;
 pub mod network;
 
