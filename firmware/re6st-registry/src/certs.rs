@@ -137,8 +137,8 @@ pub fn issue(ca: &Ca, i: &Issue<'_>) -> Result<X509, CertsError> {
     let subject = subject.build();
 
     let mut b = X509::builder()?;
-    b.set_not_before(&Asn1Time::from_unix(i.not_before as _)?.as_ref())?;
-    b.set_not_after(&Asn1Time::from_unix(i.not_after as _)?.as_ref())?;
+    b.set_not_before(Asn1Time::from_unix(i.not_before as _)?.as_ref())?;
+    b.set_not_after(Asn1Time::from_unix(i.not_after as _)?.as_ref())?;
     b.set_issuer_name(ca.cert.subject_name())?;
     b.set_subject_name(&subject)?;
     b.set_pubkey(i.key)?;
