@@ -5,9 +5,12 @@ pub mod certs;
 pub mod community;
 pub mod config;
 pub mod db;
+pub mod geoip;
 pub mod mail;
 pub mod methods;
 pub mod network;
+pub mod relay;
+pub mod session;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
