@@ -9,6 +9,7 @@ pub mod geoip;
 pub mod mail;
 pub mod methods;
 pub mod network;
+pub mod registry;
 pub mod relay;
 pub mod session;
 

@@ -1,0 +1,934 @@
+//! The registry service: every RPC, over the database, the CA and the
+//! sessions. Transport-independent: [`Registry::handle`] takes a request
+//! target and headers and returns a status, body and response HMAC.
+//!
+//! Every database change runs in one transaction under the database lock,
+//! so concurrent requests never get the same prefix or serial and never
+//! lose an update.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use openssl::x509::X509;
+use re6st_proto::cert as pcert;
+use re6st_proto::crypto;
+use re6st_proto::prefix::Prefix;
+use rusqlite::types::Value;
+use serde_json::Value as Json;
+use thiserror::Error;
+
+use crate::alloc::{self, AllocError};
+use crate::certs::{self, Ca, Issue, Renewal};
+use crate::community::Communities;
+use crate::db::{Db, DbError, Token, Tx, RESERVED};
+use crate::geoip::{GeoIp, UNKNOWN};
+use crate::mail::{self, Mailer};
+use crate::methods::{self, Bound, MethodId};
+use crate::network::{python_json, HmacKeys, NetworkParams, BABEL_HMAC};
+use crate::relay::Relay;
+use crate::session::{self, Sessions};
+
+/// Header of request and response HMACs (base64).
+pub const HMAC_HEADER: &str = "Re6stHMAC";
+
+/// How long a list of bootstrap candidates is reused.
+const BOOTSTRAP_CACHE_SECS: i64 = 60;
+
+/// An RPC failure, with its HTTP status.
+#[derive(Debug, Error)]
+pub enum RpcError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("forbidden")]
+    Forbidden,
+    #[error("conflict")]
+    Conflict,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RpcError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RpcError::BadRequest(_) => 400,
+            RpcError::Forbidden => 403,
+            RpcError::Conflict => 409,
+            RpcError::Internal(_) => 500,
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    RpcError::Internal(e.to_string())
+}
+
+impl From<DbError> for RpcError {
+    fn from(e: DbError) -> Self {
+        internal(e)
+    }
+}
+
+impl From<rusqlite::Error> for RpcError {
+    fn from(e: rusqlite::Error) -> Self {
+        internal(e)
+    }
+}
+
+/// Time and randomness, passed in so that tests control them.
+pub trait Environment: Send + Sync {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> i64;
+    fn now_micros(&self) -> u64;
+    fn random(&self, buf: &mut [u8]);
+}
+
+pub struct SystemEnvironment;
+
+impl Environment for SystemEnvironment {
+    fn now(&self) -> i64 {
+        (self.now_micros() / 1_000_000) as i64
+    }
+    fn now_micros(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    }
+    fn random(&self, buf: &mut [u8]) {
+        // OpenSSL's CSPRNG only fails when it cannot be seeded at all.
+        if openssl::rand::rand_bytes(buf).is_err() {
+            panic!("no source of randomness");
+        }
+    }
+}
+
+/// Prefixes of the nodes the registry's own node routes to (babel's
+/// neighbours' routes): candidates for bootstrap and `versions`.
+pub trait PeerSource: Send + Sync {
+    fn peers(&self) -> Vec<Prefix>;
+}
+
+/// No routing information: only the registry's own node is known.
+pub struct NoPeers;
+
+impl PeerSource for NoPeers {
+    fn peers(&self) -> Vec<Prefix> {
+        vec![]
+    }
+}
+
+/// Settings from the command line.
+pub struct Settings {
+    pub prefix_length: u8,
+    pub anonymous_prefix_length: Option<u8>,
+    pub grace_period: i64,
+    pub dh: PathBuf,
+    pub authorized_origins: Vec<String>,
+    pub mailer: Option<Mailer>,
+    pub communities: Communities,
+    pub params: NetworkParams,
+}
+
+/// What the transport passes in.
+pub struct Request<'a> {
+    /// Path and query, as received (the HMAC covers exactly this).
+    pub target: &'a str,
+    /// The `Re6stHMAC` header.
+    pub hmac: Option<&'a str>,
+    /// The peer of the connection.
+    pub client: IpAddr,
+    pub forwarded_for: Option<&'a str>,
+}
+
+/// What the transport sends back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// `Re6stHMAC` of the body, for authenticated calls.
+    pub hmac: Option<String>,
+}
+
+impl Reply {
+    pub fn error(status: u16) -> Reply {
+        Reply {
+            status,
+            body: vec![],
+            hmac: None,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Db(#[from] DbError),
+    #[error("invalid community configuration: {0}")]
+    Community(String),
+    #[error("{0}")]
+    Rpc(#[from] RpcError),
+}
+
+pub struct Registry {
+    db: Mutex<Db>,
+    sessions: Mutex<Sessions>,
+    ca: Ca,
+    settings: Settings,
+    geoip: Option<GeoIp>,
+    relay: Option<Relay>,
+    peers: Box<dyn PeerSource>,
+    /// Bootstrap candidates and when they go stale.
+    bootstrap: Mutex<(i64, Vec<Prefix>)>,
+    env: Box<dyn Environment>,
+    /// Raised when a token or certificate is added, so that the cleanup
+    /// task recomputes its next deadline.
+    cleanup_wake: (Mutex<bool>, Condvar),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_authorized(origins: &[String], who: &str) -> bool {
+    let who = who.trim();
+    let parsed: Option<IpAddr> = who.parse().ok().map(canonical_ip);
+    origins.iter().any(|o| {
+        o == who || (parsed.is_some() && o.parse::<IpAddr>().ok().map(canonical_ip) == parsed)
+    })
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4 (a dual-stack socket reports them).
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn parse_bits(s: &str) -> Result<Prefix, RpcError> {
+    s.parse()
+        .map_err(|_| RpcError::BadRequest(format!("invalid prefix {s:?}")))
+}
+
+impl Registry {
+    /// Opens the registry: checks the database and communities, removes
+    /// expired entries and brings the network configuration up to date.
+    pub fn new(
+        db: Db,
+        ca: Ca,
+        settings: Settings,
+        geoip: Option<GeoIp>,
+        relay: Option<Relay>,
+        peers: Box<dyn PeerSource>,
+        env: Box<dyn Environment>,
+    ) -> Result<Registry, StartError> {
+        let r = Registry {
+            db: Mutex::new(db),
+            sessions: Mutex::new(Sessions::default()),
+            ca,
+            settings,
+            geoip,
+            relay,
+            peers,
+            bootstrap: Mutex::new((0, vec![])),
+            env,
+            cleanup_wake: (Mutex::new(false), Condvar::new()),
+        };
+        let communities = r.settings.communities.prefixes();
+        let check = lock(&r.db).transaction(|tx| alloc::check_communities(tx, &communities))?;
+        check.map_err(StartError::Community)?;
+        r.cleanup()?;
+        let bumped = lock(&r.db).transaction(|tx| {
+            if tx.config_has("prefix")? {
+                r.refresh_network_config(tx)
+            } else {
+                // Until the registry's own node exists, nodes get a fresh
+                // babel key at each start.
+                tx.set_config(BABEL_HMAC[0], r.random_vec(16))?;
+                Ok(None)
+            }
+        })?;
+        r.notify(bumped);
+        Ok(r)
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    fn random_vec(&self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.env.random(&mut v);
+        v
+    }
+
+    /// Serves one request.
+    pub fn handle(&self, req: &Request<'_>) -> Reply {
+        let bound = match methods::bind(req.target) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!("{}: {e}", req.target);
+                return Reply::error(400);
+            }
+        };
+        let name = bound.method.name;
+        if bound.method.private {
+            let origins = &self.settings.authorized_origins;
+            let client = canonical_ip(req.client).to_string();
+            let forwarded_ok = req
+                .forwarded_for
+                .is_none_or(|f| f.is_empty() || is_authorized(origins, f));
+            if !is_authorized(origins, &client) || !forwarded_ok {
+                tracing::warn!("{name}: forbidden for {client} ({:?})", req.forwarded_for);
+                return Reply::error(403);
+            }
+        }
+        let mut auth = None;
+        if let Some(cn) = bound.cn() {
+            let mac = req.hmac.and_then(|h| B64.decode(h.trim()).ok());
+            let Some(mac) = mac else {
+                return Reply::error(400);
+            };
+            match lock(&self.sessions).authenticate(cn, req.target.as_bytes(), &mac) {
+                Ok(a) => auth = Some(a),
+                Err(e) => {
+                    tracing::info!("{name} from {cn}: {e}");
+                    return Reply::error(400);
+                }
+            }
+        } else {
+            tracing::info!(
+                "{name}: {}",
+                req.forwarded_for.unwrap_or(&req.client.to_string())
+            );
+        }
+        let client_ip = req
+            .forwarded_for
+            .and_then(|f| f.split(',').next())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| canonical_ip(req.client).to_string(), str::to_owned);
+        match self.call(&bound, &client_ip) {
+            Ok(body) => {
+                let body = body.unwrap_or_default();
+                let hmac = match auth {
+                    Some(a) => match crypto::hmac_sha1(&a.response_key, &body) {
+                        Ok(h) => Some(B64.encode(h)),
+                        Err(e) => {
+                            tracing::error!("{name}: {e}");
+                            return Reply::error(500);
+                        }
+                    },
+                    None => None,
+                };
+                Reply {
+                    status: if body.is_empty() { 204 } else { 200 },
+                    body,
+                    hmac,
+                }
+            }
+            Err(e) => {
+                if e.status() == 500 {
+                    tracing::warn!("{}: {e}", req.target);
+                } else {
+                    tracing::info!("{name}: {e}");
+                }
+                Reply::error(e.status())
+            }
+        }
+    }
+
+    fn call(&self, b: &Bound, client_ip: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        let a = |n: &str| b.arg(n);
+        match b.method.id {
+            MethodId::Hello => self.hello(a("client_prefix"), a("protocol")).map(Some),
+            MethodId::RequestToken => self.request_token(a("email")).map(|()| None),
+            MethodId::RequestCertificate => {
+                let ip = if a("ip").is_empty() { client_ip } else { a("ip") };
+                self.request_certificate(a("token"), a("req"), a("location"), ip)
+            }
+            MethodId::RenewCertificate => self.renew_certificate(a("cn")).map(Some),
+            MethodId::GetCa => Ok(Some(self.ca.pem().map_err(internal)?)),
+            MethodId::GetDh => std::fs::read(&self.settings.dh)
+                .map(Some)
+                .map_err(|e| internal(format!("{}: {e}", self.settings.dh.display()))),
+            MethodId::GetNetworkConfig => self.network_config(a("cn")).map(Some),
+            MethodId::GetCountry => self.country(a("address")),
+            MethodId::GetBootstrapPeer => self.bootstrap_peer(a("cn")),
+            MethodId::Revoke => self.revoke(a("cn_or_serial")).map(|()| None),
+            MethodId::AddToken => self.add_token(a("email"), a("token")),
+            MethodId::IsToken => {
+                let found = lock(&self.db).transaction(|tx| tx.token(a("token")))?;
+                Ok(found.map(|_| b"1".to_vec()))
+            }
+            MethodId::DeleteToken => {
+                lock(&self.db).transaction(|tx| tx.delete_token(a("token")))?;
+                Ok(None)
+            }
+            MethodId::UpdateHmac => self.update_hmac().map(|()| None),
+            MethodId::GetNodePrefix => {
+                Ok(self.node_prefix(a("email"))?.map(|p| p.to_subnet().into_bytes()))
+            }
+            MethodId::GetIpv6Address => self.ipv6_address(a("email")),
+            MethodId::GetIpv4Information => self.ipv4_information(a("email")),
+            MethodId::Versions => self.versions(),
+            MethodId::Topology => self.topology(),
+        }
+    }
+
+    // --- sessions and certificates ---
+
+    fn cert_of(tx: &Tx<'_>, prefix: &Prefix) -> Result<(String, X509), RpcError> {
+        let pem = tx
+            .cert(prefix)?
+            .filter(|c| c != RESERVED)
+            .ok_or_else(|| internal(format!("no certificate for prefix {prefix}")))?;
+        let cert = X509::from_pem(pem.as_bytes()).map_err(internal)?;
+        Ok((pem, cert))
+    }
+
+    fn hello(&self, client_prefix: &str, protocol: &str) -> Result<Vec<u8>, RpcError> {
+        let prefix = parse_bits(client_prefix)?;
+        let protocol: u32 = protocol
+            .trim()
+            .parse()
+            .map_err(|_| internal(format!("invalid protocol {protocol:?}")))?;
+        let (_, cert) = lock(&self.db).transaction(|tx| Self::cert_of(tx, &prefix))?;
+        let mut random = [0u8; 12];
+        self.env.random(&mut random);
+        let secret = session::new_secret(self.env.now_micros(), &random);
+        let encrypted = crypto::encrypt_for(&cert, &secret).map_err(internal)?;
+        let signature = crypto::sign(&self.ca.key, &encrypted).map_err(internal)?;
+        lock(&self.sessions).hello(client_prefix, &secret, protocol);
+        Ok([encrypted, signature].concat())
+    }
+
+    /// Subject serials in use, by parsing every certificate.
+    fn subject_serials(tx: &Tx<'_>) -> Result<Vec<u64>, RpcError> {
+        Ok(tx
+            .cert_rows()?
+            .into_iter()
+            .filter_map(|r| X509::from_pem(r.cert.as_bytes()).ok())
+            .filter_map(|c| pcert::subject_serial(&c).ok())
+            .collect())
+    }
+
+    fn next_serial(tx: &Tx<'_>) -> Result<u64, RpcError> {
+        let serial = tx.config_int("serial")?.unwrap_or(0).max(0) as u64 + 1;
+        tx.set_config("serial", serial as i64)?;
+        Ok(serial)
+    }
+
+    fn location(&self, location: &str, ip: &str) -> Result<(String, String), RpcError> {
+        let Some(geoip) = &self.geoip else {
+            return Ok((UNKNOWN.into(), UNKNOWN.into()));
+        };
+        let (country, continent) = if location.is_empty() {
+            geoip.lookup(ip)
+        } else {
+            let (c, k) = location
+                .split_once(',')
+                .filter(|(_, k)| !k.contains(','))
+                .ok_or_else(|| internal(format!("invalid location {location:?}")))?;
+            (c.to_owned(), k.to_owned())
+        };
+        let continent = if continent == UNKNOWN {
+            continent
+        } else {
+            format!("@{continent}")
+        };
+        Ok((country, continent))
+    }
+
+    fn request_certificate(
+        &self,
+        token: &str,
+        req: &str,
+        location: &str,
+        ip: &str,
+    ) -> Result<Option<Vec<u8>>, RpcError> {
+        let request = certs::parse_request(req.as_bytes()).map_err(internal)?;
+        let (country, continent) = self.location(location, ip)?;
+        let community = self.settings.communities.select(&country, &continent);
+        let now = self.env.now();
+        let (pem, bumped) = lock(&self.db).transaction(|tx| {
+            let (prefix_len, email) = if token.is_empty() {
+                match self.settings.anonymous_prefix_length {
+                    Some(n) if n > 0 => (n, None),
+                    _ => return Err(RpcError::Forbidden),
+                }
+            } else {
+                if self.settings.prefix_length == 0 {
+                    return Err(RpcError::Forbidden);
+                }
+                let Some(t) = tx.token(token)? else {
+                    return Ok((None, None));
+                };
+                tx.delete_token(token)?;
+                (t.prefix_len, Some(t.email))
+            };
+            let prefix = alloc::allocate(tx, self.ca.network.len(), &community, prefix_len)
+                .map_err(|e: AllocError<DbError>| internal(e))?;
+            tx.set_email(&prefix, email.as_deref())?;
+            let mut bumped = None;
+            if !tx.config_has("prefix")? {
+                tx.set_config("prefix", prefix.to_string())?;
+                bumped = self.refresh_network_config(tx)?;
+            }
+            let subject_serial = certs::smallest_unused(Self::subject_serials(tx)?);
+            let cert = certs::issue(
+                &self.ca,
+                &Issue {
+                    subject: &request.subject,
+                    key: &request.key,
+                    prefix: &prefix,
+                    subject_serial: Some(subject_serial),
+                    serial: Self::next_serial(tx)?,
+                    not_before: now,
+                    not_after: now + certs::CERT_DURATION,
+                },
+            )
+            .map_err(internal)?;
+            let pem = String::from_utf8(cert.to_pem().map_err(internal)?).map_err(internal)?;
+            tx.set_cert(&prefix, &pem)?;
+            tracing::info!("issued {} for {}", prefix.to_subnet(), email.as_deref().unwrap_or("anonymous"));
+            Ok((Some(pem.into_bytes()), bumped))
+        })?;
+        self.notify(bumped);
+        self.wake_cleanup();
+        Ok(pem)
+    }
+
+    fn renew_certificate(&self, cn: &str) -> Result<Vec<u8>, RpcError> {
+        let prefix = parse_bits(cn)?;
+        let now = self.env.now();
+        let pem = lock(&self.db).transaction(|tx| -> Result<Vec<u8>, RpcError> {
+            let (pem, cert) = Self::cert_of(tx, &prefix)?;
+            let not_after = pcert::not_after(&cert).map_err(internal)?;
+            let serial = pcert::serial(&cert).map_err(internal)?;
+            let revoked = i64::try_from(serial).map_or(Ok(false), |s| tx.is_revoked(s))?;
+            let not_after = match certs::renewal(not_after, revoked, now) {
+                Renewal::Keep => return Ok(pem.into_bytes()),
+                Renewal::Extend => now + certs::CERT_DURATION,
+                Renewal::Reissue { not_after } => not_after,
+            };
+            let key = cert.public_key().map_err(internal)?;
+            let new = certs::issue(
+                &self.ca,
+                &Issue {
+                    subject: cert.subject_name(),
+                    key: &key,
+                    prefix: &prefix,
+                    subject_serial: None,
+                    serial: Self::next_serial(tx)?,
+                    not_before: now,
+                    not_after,
+                },
+            )
+            .map_err(internal)?;
+            let new = new.to_pem().map_err(internal)?;
+            tx.set_cert(&prefix, &String::from_utf8_lossy(&new))?;
+            tracing::info!("renewed {}", prefix.to_subnet());
+            Ok(new)
+        })?;
+        self.wake_cleanup();
+        Ok(pem)
+    }
+
+    // --- network configuration ---
+
+    /// Bumps the signed network version.
+    fn bump_version(&self, tx: &Tx<'_>) -> Result<(), RpcError> {
+        let old = tx.config_bytes("version")?.unwrap_or_else(|| vec![0]);
+        let n = crypto::version_number(&old).map_err(internal)? + 1;
+        let blob = crypto::sign_version(&self.ca.key, n).map_err(internal)?;
+        tx.set_config("version", Value::Blob(blob))?;
+        Ok(())
+    }
+
+    /// Compares the parameters with those last published and bumps the
+    /// version when they differ; returns the prefix of the registry's node
+    /// to notify.
+    fn refresh_network_config(&self, tx: &Tx<'_>) -> Result<Option<Prefix>, RpcError> {
+        let prefix = tx.config_text("prefix")?;
+        let params = self
+            .settings
+            .params
+            .to_json(&tx.crl_serials()?, prefix.as_deref());
+        let text = python_json(&Json::Object(params));
+        if tx.config_text("last_config")?.as_deref() == Some(text.as_str()) {
+            return Ok(None);
+        }
+        self.bump_version(tx)?;
+        tx.set_config("last_config", text)?;
+        tracing::info!("network configuration changed: new version");
+        Ok(prefix.and_then(|p| p.parse().ok()))
+    }
+
+    fn notify(&self, prefix: Option<Prefix>) {
+        if let (Some(relay), Some(p)) = (&self.relay, prefix) {
+            relay.notify_version(&p);
+        }
+    }
+
+    fn network_config(&self, cn: &str) -> Result<Vec<u8>, RpcError> {
+        let prefix = parse_bits(cn)?;
+        let mut config = lock(&self.db).transaction(|tx| {
+            let (_, cert) = Self::cert_of(tx, &prefix)?;
+            let registry_prefix = tx.config_text("prefix")?;
+            let mut m = self
+                .settings
+                .params
+                .to_json(&tx.crl_serials()?, registry_prefix.as_deref());
+            let version = tx.config_bytes("version")?.unwrap_or_else(|| vec![0]);
+            m.insert(String::new(), Json::Array(vec!["version".into()]));
+            m.insert("version".into(), B64.encode(version).into());
+            let mut keys = HmacKeys::default();
+            for (slot, name) in keys.0.iter_mut().zip(BABEL_HMAC) {
+                *slot = tx.config_bytes(name)?;
+            }
+            let (sign, accept) = keys.sign_accept();
+            for (name, key) in [("babel_hmac_sign", sign), ("babel_hmac_accept", accept)] {
+                if let Some(key) = key {
+                    let v = if key.is_empty() {
+                        String::new()
+                    } else {
+                        B64.encode(crypto::encrypt_for(&cert, key).map_err(internal)?)
+                    };
+                    m.insert(name.into(), v.into());
+                }
+            }
+            Ok::<_, RpcError>(m)
+        })?;
+        config.sort_keys();
+        let json = serde_json::to_vec(&Json::Object(config)).map_err(internal)?;
+        zlib(&json)
+    }
+
+    fn update_hmac(&self) -> Result<(), RpcError> {
+        let fresh = self.random_vec(16);
+        let prefix = lock(&self.db).transaction(|tx| {
+            let mut keys = HmacKeys::default();
+            for (slot, name) in keys.0.iter_mut().zip(BABEL_HMAC) {
+                *slot = tx.config_bytes(name)?;
+            }
+            let next = keys.rotate(fresh);
+            for (slot, name) in next.0.iter().zip(BABEL_HMAC) {
+                match slot {
+                    Some(k) => tx.set_config(name, Value::Blob(k.clone()))?,
+                    None => tx.delete_config(name)?,
+                }
+            }
+            self.bump_version(tx)?;
+            Ok::<_, RpcError>(tx.config_text("prefix")?.and_then(|p| p.parse().ok()))
+        })?;
+        self.notify(prefix);
+        Ok(())
+    }
+
+    // --- tokens ---
+
+    /// Stores a token for `email`, generating one when `token` is None.
+    fn store_token(&self, email: &str, token: Option<&str>) -> Result<String, RpcError> {
+        if self.settings.prefix_length == 0 {
+            return Err(RpcError::Forbidden);
+        }
+        let now = self.env.now();
+        let t = lock(&self.db).transaction(|tx| loop {
+            let candidate = match token {
+                Some(t) => t.to_owned(),
+                None => {
+                    let mut r = [0u8; 8];
+                    self.env.random(&mut r);
+                    mail::new_token(&r)
+                }
+            };
+            let row = Token {
+                token: candidate.clone(),
+                email: email.to_owned(),
+                prefix_len: self.settings.prefix_length,
+                date: now,
+            };
+            if tx.insert_token(&row)? {
+                return Ok(candidate);
+            }
+            // A given token that exists is a conflict; a generated one is
+            // simply drawn again.
+            if token.is_some() {
+                return Err(RpcError::Conflict);
+            }
+        })?;
+        self.wake_cleanup();
+        Ok(t)
+    }
+
+    fn add_token(&self, email: &str, token: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        if token.is_empty() {
+            // Our extension: an empty token asks for a generated one.
+            return self.store_token(email, None).map(|t| Some(t.into_bytes()));
+        }
+        self.store_token(email, Some(token)).map(|_| None)
+    }
+
+    fn request_token(&self, email: &str) -> Result<(), RpcError> {
+        let Some(mailer) = &self.settings.mailer else {
+            return Err(RpcError::Forbidden);
+        };
+        // Refuse what cannot be a mail header before storing anything.
+        mail::token_message(None, email, "").map_err(|e| RpcError::BadRequest(e.to_string()))?;
+        let token = self.store_token(email, None)?;
+        let from = self.ca.email();
+        if let Err(e) = mailer.send_token(from.as_deref(), email, &token, self.env.now()) {
+            // Not delivered: the token is of no use to anybody.
+            let _ = lock(&self.db).transaction(|tx| tx.delete_token(&token));
+            return Err(internal(e));
+        }
+        Ok(())
+    }
+
+    // --- revocation and cleanup ---
+
+    fn revoke(&self, cn_or_serial: &str) -> Result<(), RpcError> {
+        let now = self.env.now();
+        let bumped = lock(&self.db).transaction(|tx| {
+            let cert = match cn_or_serial.trim().parse::<u128>() {
+                Ok(serial) => tx
+                    .cert_rows()?
+                    .into_iter()
+                    .filter_map(|r| X509::from_pem(r.cert.as_bytes()).ok())
+                    .find(|c| pcert::serial(c).ok() == Some(serial))
+                    .ok_or_else(|| internal(format!("no certificate with serial {serial}")))?,
+                Err(_) => {
+                    let prefix = Prefix::from_subnet(cn_or_serial).map_err(internal)?;
+                    let (_, cert) = Self::cert_of(tx, &prefix)?;
+                    tx.clear_cert(&prefix)?;
+                    lock(&self.sessions).forget(&prefix.to_string());
+                    cert
+                }
+            };
+            let not_after = pcert::not_after(&cert).map_err(internal)?;
+            let serial = i64::try_from(pcert::serial(&cert).map_err(internal)?).map_err(internal)?;
+            if now < not_after && tx.revoke(serial, not_after)? {
+                tracing::warn!("revoked certificate {serial}");
+                return self.refresh_network_config(tx);
+            }
+            Ok(None)
+        })?;
+        self.notify(bumped);
+        Ok(())
+    }
+
+    /// Deletes tokens and certificates expired for longer than the grace
+    /// period (freeing their prefixes) and revocations of expired
+    /// certificates; returns when to run again.
+    pub fn cleanup(&self) -> Result<Option<i64>, RpcError> {
+        let now = self.env.now();
+        let grace = self.settings.grace_period;
+        let old = now - grace;
+        let (next, bumped) = lock(&self.db).transaction(|tx| {
+            let mut next: Option<i64> = None;
+            let mut later = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
+            for (token, date) in tx.token_dates()? {
+                if date <= old {
+                    tx.delete_token(&token)?;
+                } else {
+                    later(date + grace);
+                }
+            }
+            let registry_prefix = tx.config_text("prefix")?;
+            for row in tx.cert_rows()? {
+                let Ok(cert) = X509::from_pem(row.cert.as_bytes()) else {
+                    continue;
+                };
+                let Ok(not_after) = pcert::not_after(&cert) else {
+                    continue;
+                };
+                if not_after > old {
+                    later(not_after + grace);
+                } else if registry_prefix.as_deref() == Some(row.prefix.to_string().as_str()) {
+                    tracing::error!(
+                        "refusing to delete the certificate of the registry's own node \
+                         (wrong clock?)"
+                    );
+                } else {
+                    tracing::info!(
+                        "deleting expired certificate {} ({})",
+                        row.prefix.to_subnet(),
+                        row.email.as_deref().unwrap_or("anonymous")
+                    );
+                    tx.clear_cert(&row.prefix)?;
+                }
+            }
+            alloc::merge(tx)?;
+            let bumped = if tx.purge_crl(now)? > 0 && tx.config_has("prefix")? {
+                self.refresh_network_config(tx)?
+            } else {
+                None
+            };
+            Ok::<_, RpcError>((next, bumped))
+        })?;
+        self.notify(bumped);
+        Ok(next)
+    }
+
+    fn wake_cleanup(&self) {
+        let (m, c) = &self.cleanup_wake;
+        *lock(m) = true;
+        c.notify_all();
+    }
+
+    /// Runs [`Self::cleanup`] whenever due, forever (a dedicated thread).
+    pub fn cleanup_loop(&self) {
+        loop {
+            let next = match self.cleanup() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("cleanup: {e}");
+                    Some(self.env.now() + 60)
+                }
+            };
+            let wait = next.map_or(86400, |n| (n - self.env.now()).clamp(1, 86400));
+            let (m, c) = &self.cleanup_wake;
+            let guard = lock(m);
+            let (mut woken, _) = c
+                .wait_timeout_while(guard, std::time::Duration::from_secs(wait as u64), |w| !*w)
+                .unwrap_or_else(|e| e.into_inner());
+            *woken = false;
+        }
+    }
+
+    // --- lookups by e-mail ---
+
+    fn node_prefix(&self, email: &str) -> Result<Option<Prefix>, RpcError> {
+        let pem = lock(&self.db).transaction(|tx| tx.cert_by_email(email))?;
+        let Some(pem) = pem else { return Ok(None) };
+        let cert = X509::from_pem(pem.as_bytes()).map_err(internal)?;
+        Ok(Some(pcert::node_prefix(&cert).map_err(internal)?))
+    }
+
+    fn ipv6_address(&self, email: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        let Some(p) = self.node_prefix(email)? else {
+            return Ok(None);
+        };
+        let full = self.ca.network.concat(&p).map_err(internal)?;
+        Ok(Some(full.to_ipv6().to_string().into_bytes()))
+    }
+
+    fn country(&self, address: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        let geoip = self
+            .geoip
+            .as_ref()
+            .ok_or_else(|| RpcError::BadRequest("no GeoIP database".into()))?;
+        let (country, _) = geoip.lookup(address);
+        Ok((country != UNKNOWN).then(|| country.into_bytes()))
+    }
+
+    // --- through the local node ---
+
+    fn relay(&self) -> Result<&Relay, RpcError> {
+        self.relay
+            .as_ref()
+            .ok_or_else(|| internal("no relay to the local node"))
+    }
+
+    fn registry_prefix(&self) -> Result<Option<Prefix>, RpcError> {
+        let p = lock(&self.db).transaction(|tx| tx.config_text("prefix"))?;
+        Ok(p.and_then(|p| p.parse().ok()))
+    }
+
+    fn bootstrap_peer(&self, cn: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        let relay = self.relay()?;
+        let own = self
+            .registry_prefix()?
+            .ok_or_else(|| internal("the registry has no node yet"))?;
+        let peer = {
+            let mut cache = lock(&self.bootstrap);
+            let now = self.env.now();
+            if cache.0 < now || cache.1.is_empty() {
+                let mut peers = self.peers.peers();
+                peers.push(own);
+                // Shuffle (Fisher-Yates) so that load spreads over nodes.
+                for i in (1..peers.len()).rev() {
+                    let mut r = [0u8; 4];
+                    self.env.random(&mut r);
+                    peers.swap(i, u32::from_be_bytes(r) as usize % (i + 1));
+                }
+                *cache = (now + BOOTSTRAP_CACHE_SECS, peers);
+            }
+            match cache.1.pop() {
+                Some(p) if p.to_string() != cn => p,
+                _ => own,
+            }
+        };
+        let Some(mut msg) = relay.query_address(&peer) else {
+            tracing::info!("no address for {}", peer.to_subnet());
+            return Ok(None);
+        };
+        let protocol = lock(&self.sessions).protocol(cn).unwrap_or(0);
+        if protocol < 7 {
+            // Old nodes do not understand the country field.
+            msg = msg
+                .split(';')
+                .map(|a| a.split(',').take(3).collect::<Vec<_>>().join(","))
+                .collect::<Vec<_>>()
+                .join(";");
+        }
+        let cn_prefix = parse_bits(cn)?;
+        let (_, cert) = lock(&self.db).transaction(|tx| Self::cert_of(tx, &cn_prefix))?;
+        let text = format!("{peer} {msg}");
+        Ok(Some(
+            crypto::encrypt_for(&cert, text.as_bytes()).map_err(internal)?,
+        ))
+    }
+
+    fn ipv4_information(&self, email: &str) -> Result<Option<Vec<u8>>, RpcError> {
+        let Some(p) = self.node_prefix(email)? else {
+            return Ok(None);
+        };
+        let relay = self.relay()?;
+        if !self.peers.peers().contains(&p) {
+            return Ok(None);
+        }
+        Ok(relay
+            .query_address(&p)
+            .and_then(|m| m.split(',').next().map(|ip| ip.as_bytes().to_vec()))
+            .filter(|v| !v.is_empty()))
+    }
+
+    fn versions(&self) -> Result<Option<Vec<u8>>, RpcError> {
+        let relay = self.relay()?;
+        let mut peers: BTreeSet<Prefix> = self.peers.peers().into_iter().collect();
+        if let Some(own) = self.registry_prefix()? {
+            peers.insert(own);
+        }
+        let answers = relay.versions(&peers);
+        let map: serde_json::Map<String, Json> = answers
+            .into_iter()
+            .map(|(p, v)| (p.to_string(), v.map_or(Json::Null, Json::from)))
+            .collect();
+        Ok(Some(serde_json::to_vec(&map).map_err(internal)?))
+    }
+
+    fn topology(&self) -> Result<Option<Vec<u8>>, RpcError> {
+        let relay = self.relay()?;
+        let own = self
+            .registry_prefix()?
+            .ok_or_else(|| internal("the registry has no node yet"))?;
+        let graph = relay.topology(&own);
+        let map: serde_json::Map<String, Json> = graph
+            .into_iter()
+            .map(|(k, v)| (k, Json::Array(v.into_iter().map(Json::from).collect())))
+            .collect();
+        Ok(Some(serde_json::to_vec(&map).map_err(internal)?))
+    }
+}
+
+fn zlib(data: &[u8]) -> Result<Vec<u8>, RpcError> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).map_err(internal)?;
+    e.finish().map_err(internal)
+}
