@@ -170,6 +170,11 @@ fn value_bytes(v: ValueRef<'_>) -> Option<Vec<u8>> {
     }
 }
 
+/// A TEXT or BLOB column as text (upstream stores PEM as BLOB).
+fn text(v: ValueRef<'_>) -> String {
+    value_bytes(v).map_or_else(String::new, |b| String::from_utf8_lossy(&b).into_owned())
+}
+
 impl Tx<'_> {
     // --- config ---
 
@@ -278,15 +283,16 @@ impl Tx<'_> {
             .query_row(
                 "SELECT cert FROM cert WHERE prefix=? AND cert IS NOT NULL",
                 [prefix.to_string()],
-                |r| r.get(0),
+                |r| Ok(text(r.get_ref(0)?)),
             )
             .optional()?)
     }
 
+    /// Stores a certificate, as a BLOB like upstream does.
     pub fn set_cert(&self, prefix: &Prefix, pem: &str) -> Result<(), DbError> {
         self.conn.execute(
             "UPDATE cert SET cert=? WHERE prefix=?",
-            params![pem, prefix.to_string()],
+            params![pem.as_bytes(), prefix.to_string()],
         )?;
         Ok(())
     }
@@ -316,8 +322,8 @@ impl Tx<'_> {
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
+                r.get_ref(1).map(|v| value_bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned()))?,
+                text(r.get_ref(2)?),
             ))
         })?;
         let mut out = vec![];
@@ -339,7 +345,7 @@ impl Tx<'_> {
             .query_row(
                 "SELECT cert FROM cert WHERE email=? AND cert IS NOT NULL",
                 [email],
-                |r| r.get(0),
+                |r| Ok(text(r.get_ref(0)?)),
             )
             .optional()?)
     }
@@ -443,7 +449,11 @@ impl PrefixTree for Tx<'_> {
     }
 
     fn reserve(&mut self, p: &Prefix) -> Result<(), DbError> {
-        self.set_cert(p, RESERVED)
+        self.conn.execute(
+            "UPDATE cert SET cert=? WHERE prefix=?",
+            params![RESERVED, p.to_string()],
+        )?;
+        Ok(())
     }
 
     fn longest_free_len_below(&mut self, below: u16) -> Result<Option<u8>, DbError> {

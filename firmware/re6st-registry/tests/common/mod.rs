@@ -1,0 +1,274 @@
+//! A registry served over HTTP on loopback, with a throw-away CA, a
+//! controllable clock and, optionally, a fake local node relay.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use re6st_proto::prefix::Prefix;
+use re6st_registry::community::Communities;
+use re6st_registry::db::Db;
+use re6st_registry::mail::Mailer;
+use re6st_registry::network::NetworkParams;
+use re6st_registry::registry::{Environment, PeerSource, Registry, Settings, SystemEnvironment};
+use re6st_registry::relay::Relay;
+use re6st_registry::{certs, http};
+use re6st_testkit::Pki;
+
+/// Real time shifted by an adjustable offset.
+#[derive(Clone, Default)]
+pub struct Clock(pub Arc<AtomicI64>);
+
+impl Clock {
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Environment for Clock {
+    fn now(&self) -> i64 {
+        SystemEnvironment.now() + self.0.load(Ordering::SeqCst)
+    }
+    fn now_micros(&self) -> u64 {
+        (SystemEnvironment.now_micros() as i64 + self.0.load(Ordering::SeqCst) * 1_000_000) as u64
+    }
+    fn random(&self, buf: &mut [u8]) {
+        SystemEnvironment.random(buf)
+    }
+}
+
+pub struct FixedPeers(pub Vec<Prefix>);
+
+impl PeerSource for FixedPeers {
+    fn peers(&self) -> Vec<Prefix> {
+        self.0.clone()
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::AtomicU32;
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "re6st-reg-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Options {
+    pub anonymous: Option<u8>,
+    pub prefix_length: u8,
+    pub grace_period: i64,
+    pub mbox: bool,
+    pub relay: Option<SocketAddr>,
+    pub peers: Vec<Prefix>,
+    pub communities: Option<&'static str>,
+    pub authorized: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            anonymous: Some(20),
+            prefix_length: 16,
+            grace_period: 8_640_000,
+            mbox: true,
+            relay: None,
+            peers: vec![],
+            communities: None,
+            authorized: vec!["127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+pub fn params() -> NetworkParams {
+    NetworkParams {
+        ipv4: None,
+        same_country: vec![],
+        client_count: 10,
+        encrypt: false,
+        hello: 15,
+        max_clients: 20,
+        min_protocol: 1,
+        tunnel_refresh: 300,
+        protocol: re6st_proto::PROTOCOL,
+    }
+}
+
+pub struct Server {
+    pub dir: PathBuf,
+    pub url: String,
+    pub addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    pub clock: Clock,
+    pub mbox: PathBuf,
+    pub db: PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Writes ca.crt, ca.key and dh.pem into `dir`.
+pub fn write_pki(pki: &Pki, dir: &Path) {
+    std::fs::write(dir.join("ca.crt"), pki.ca_pem()).unwrap();
+    std::fs::write(dir.join("ca.key"), pki.ca_key_pem()).unwrap();
+    std::fs::write(dir.join("dh.pem"), re6st_registry::init::FFDHE2048_PEM).unwrap();
+}
+
+impl Server {
+    pub fn start(pki: &Pki, dir: &Path, o: Options) -> Server {
+        write_pki(pki, dir);
+        let ca = certs::Ca::from_pem(&pki.ca_pem(), &pki.ca_key_pem()).unwrap();
+        let mbox = dir.join("mail.mbox");
+        let db_path = dir.join("registry.db");
+        let clock = Clock::default();
+        let settings = Settings {
+            prefix_length: o.prefix_length,
+            anonymous_prefix_length: o.anonymous,
+            grace_period: o.grace_period,
+            dh: dir.join("dh.pem"),
+            authorized_origins: o.authorized.clone(),
+            mailer: o
+                .mbox
+                .then(|| Mailer::new(mbox.to_str().unwrap(), false, None, None)),
+            communities: o
+                .communities
+                .map_or_else(Communities::default, |c| Communities::parse(c).unwrap()),
+            params: params(),
+        };
+        let relay = o
+            .relay
+            .map(|a| Relay::new(a, Duration::from_millis(500)).unwrap());
+        let registry = Arc::new(
+            Registry::new(
+                Db::open(&db_path).unwrap(),
+                ca,
+                settings,
+                None,
+                relay,
+                Box::new(FixedPeers(o.peers.clone())),
+                Box::new(clock.clone()),
+            )
+            .unwrap(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(async { http::listen("127.0.0.1:0".parse().unwrap()) })
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(http::run(listener, registry.clone(), None));
+        Server {
+            dir: dir.to_owned(),
+            url: format!("http://{addr}/"),
+            addr,
+            registry,
+            clock,
+            mbox,
+            db: db_path,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// A raw HTTP/1.0 GET; returns (status, headers, body).
+    pub fn get(&self, target: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+        raw_get(self.addr, target, headers)
+    }
+}
+
+pub fn raw_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = vec![];
+    let _ = s.read_to_end(&mut out);
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no HTTP head");
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, head, out[split + 4..].to_vec())
+}
+
+/// Runs upstream's `re6st-conf` with `args`; returns (success, stdout+stderr).
+pub fn re6st_conf(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(re6st_testkit::upstream_python())
+        .arg("-c")
+        .arg("import sys; from re6st.cli.conf import main; sys.argv[0] = 're6st-conf'; main()")
+        .args(args)
+        .arg("-d")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The last token mailed to the mbox.
+pub fn last_token(mbox: &Path) -> String {
+    let text = std::fs::read_to_string(mbox).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Hello, your token to join re6st network is: "))
+        .last()
+        .expect("no token in mbox")
+        .trim()
+        .to_owned()
+}
+
+/// Everything in the database, for before/after comparisons.
+pub fn dump_db(path: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut out = vec![];
+    for table in ["config", "token", "cert", "crl"] {
+        let mut st = c
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+            .unwrap();
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                let mut v = vec![];
+                for i in 0..n {
+                    v.push(format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?));
+                }
+                Ok(v.join("|"))
+            })
+            .unwrap();
+        for r in rows {
+            out.push(format!("{table}: {}", r.unwrap()));
+        }
+    }
+    out
+}
