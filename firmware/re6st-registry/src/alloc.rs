@@ -205,9 +205,7 @@ impl PrefixTree for MemoryTree {
         Ok(self
             .leaves
             .iter()
-            .filter(|(p, l)| {
-                **l == Leaf::Free && p.starts_with(community) && p.len() <= max_len
-            })
+            .filter(|(p, l)| **l == Leaf::Free && p.starts_with(community) && p.len() <= max_len)
             .map(|(p, _)| *p)
             .max_by(|a, b| a.len().cmp(&b.len()).then(b.cmp(a))))
     }

@@ -54,7 +54,9 @@ impl Ca {
         }
         let network = pcert::network_from_ca(&cert)?;
         if network.len() >= 128 {
-            return Err(CertsError::Ca("the network prefix leaves no host bits".into()));
+            return Err(CertsError::Ca(
+                "the network prefix leaves no host bits".into(),
+            ));
         }
         Ok(Ca { cert, key, network })
     }
@@ -248,12 +250,18 @@ mod tests {
         );
         assert_eq!(pcert::serial(&cert).unwrap(), 42);
         assert_eq!(pcert::not_before(&cert).unwrap(), 1_700_000_000);
-        assert_eq!(pcert::not_after(&cert).unwrap(), 1_700_000_000 + CERT_DURATION);
+        assert_eq!(
+            pcert::not_after(&cert).unwrap(),
+            1_700_000_000 + CERT_DURATION
+        );
         assert_eq!(
             cert.issuer_name().to_der().unwrap(),
             ca.cert.subject_name().to_der().unwrap()
         );
-        assert_eq!(cert.signature_algorithm().object().nid(), Nid::SHA512WITHRSAENCRYPTION);
+        assert_eq!(
+            cert.signature_algorithm().object().nid(),
+            Nid::SHA512WITHRSAENCRYPTION
+        );
         assert!(cert.verify(&ca.cert.public_key().unwrap()).unwrap());
     }
 
@@ -281,7 +289,10 @@ mod tests {
     fn renewal_rules() {
         let now = 1_000_000_000;
         assert_eq!(renewal(now + RENEW_PERIOD + 10, false, now), Renewal::Keep);
-        assert_eq!(renewal(now + RENEW_PERIOD - 10, false, now), Renewal::Extend);
+        assert_eq!(
+            renewal(now + RENEW_PERIOD - 10, false, now),
+            Renewal::Extend
+        );
         assert_eq!(renewal(now - 10, true, now), Renewal::Extend);
         assert_eq!(
             renewal(now + 2 * RENEW_PERIOD, true, now),

@@ -181,7 +181,9 @@ impl Options {
             client_count: self.client_count,
             encrypt: self.encrypt,
             hello: self.hello,
-            max_clients: self.max_clients.unwrap_or(self.client_count.saturating_mul(2)),
+            max_clients: self
+                .max_clients
+                .unwrap_or(self.client_count.saturating_mul(2)),
             min_protocol: self.min_protocol,
             tunnel_refresh: self.tunnel_refresh,
             protocol,
@@ -238,10 +240,31 @@ mod tests {
         assert!(o.pki_paths().is_ok());
 
         let o = parse(&[
-            "--port", "8080", "-4", "127.0.0.1", "-6", "", "--ipv4", "10.1.2.3/16", "8",
-            "--authorized-origin", "192.0.2.1", "--same-country", "FR", "--same-country", "DE",
-            "--encrypt", "--anonymous-prefix-length", "20", "-v", "3", "-l", "-",
-            "--smtp-starttls", "--max-clients", "5",
+            "--port",
+            "8080",
+            "-4",
+            "127.0.0.1",
+            "-6",
+            "",
+            "--ipv4",
+            "10.1.2.3/16",
+            "8",
+            "--authorized-origin",
+            "192.0.2.1",
+            "--same-country",
+            "FR",
+            "--same-country",
+            "DE",
+            "--encrypt",
+            "--anonymous-prefix-length",
+            "20",
+            "-v",
+            "3",
+            "-l",
+            "-",
+            "--smtp-starttls",
+            "--max-clients",
+            "5",
         ]);
         assert_eq!(o.bind6, "");
         assert_eq!(o.authorized_origins(), ["127.0.0.1", "::1", "192.0.2.1"]);
@@ -264,7 +287,10 @@ mod tests {
         assert!(parse_ipv4(&["10.0.0.0/8".into(), "x".into()]).is_err());
         assert!(parse_ipv4(&["300.0.0.0/8".into(), "24".into()]).is_err());
         let o = parse(&["--min-protocol", "11"]);
-        assert_eq!(o.network_params(10, false), Err(ConfigError::MinProtocol(10)));
+        assert_eq!(
+            o.network_params(10, false),
+            Err(ConfigError::MinProtocol(10))
+        );
         let o = parse(&["--tls-cert", "x"]);
         assert_eq!(o.tls(), Err(ConfigError::Tls));
     }

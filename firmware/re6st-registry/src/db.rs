@@ -34,11 +34,18 @@ const TABLES: &[(&str, &[&str])] = &[
     ),
     (
         "cert",
-        &["prefix TEXT PRIMARY KEY NOT NULL", "email TEXT", "cert TEXT"],
+        &[
+            "prefix TEXT PRIMARY KEY NOT NULL",
+            "email TEXT",
+            "cert TEXT",
+        ],
     ),
     (
         "crl",
-        &["serial INTEGER PRIMARY KEY NOT NULL", "date INTEGER NOT NULL"],
+        &[
+            "serial INTEGER PRIMARY KEY NOT NULL",
+            "date INTEGER NOT NULL",
+        ],
     ),
 ];
 
@@ -125,9 +132,9 @@ impl Db {
                 }
             }
             // The tree starts as one free leaf: the whole network.
-            let empty: bool = tx
-                .conn
-                .query_row("SELECT NOT EXISTS (SELECT 1 FROM cert)", [], |r| r.get(0))?;
+            let empty: bool =
+                tx.conn
+                    .query_row("SELECT NOT EXISTS (SELECT 1 FROM cert)", [], |r| r.get(0))?;
             if empty {
                 tx.conn
                     .execute("INSERT INTO cert VALUES ('', NULL, NULL)", [])?;
@@ -214,7 +221,10 @@ impl Tx<'_> {
 
     /// Whether `name` is present with a non-NULL value.
     pub fn config_has(&self, name: &str) -> Result<bool, DbError> {
-        Ok(!matches!(self.config_value(name)?, None | Some(Value::Null)))
+        Ok(!matches!(
+            self.config_value(name)?,
+            None | Some(Value::Null)
+        ))
     }
 
     pub fn set_config(&self, name: &str, value: impl Into<Value>) -> Result<(), DbError> {
@@ -322,7 +332,8 @@ impl Tx<'_> {
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get_ref(1).map(|v| value_bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned()))?,
+                r.get_ref(1)
+                    .map(|v| value_bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned()))?,
                 text(r.get_ref(2)?),
             ))
         })?;
@@ -379,9 +390,7 @@ impl Tx<'_> {
     /// Removes revocations of certificates expired before `now`; returns
     /// how many.
     pub fn purge_crl(&self, now: i64) -> Result<usize, DbError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM crl WHERE date < ?", [now])?)
+        Ok(self.conn.execute("DELETE FROM crl WHERE date < ?", [now])?)
     }
 }
 
@@ -435,10 +444,8 @@ impl PrefixTree for Tx<'_> {
     }
 
     fn insert_free(&mut self, p: &Prefix) -> Result<(), DbError> {
-        self.conn.execute(
-            "INSERT INTO cert VALUES (?, NULL, NULL)",
-            [p.to_string()],
-        )?;
+        self.conn
+            .execute("INSERT INTO cert VALUES (?, NULL, NULL)", [p.to_string()])?;
         Ok(())
     }
 
@@ -539,14 +546,18 @@ mod tests {
     fn sql_tree_matches_memory_tree() {
         let mut db = Db::memory().unwrap();
         let mut mem = MemoryTree::default();
-        let communities: Vec<Prefix> = ["0", "10", "11"].iter().map(|s| s.parse().unwrap()).collect();
+        let communities: Vec<Prefix> = ["0", "10", "11"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         let mut live = vec![];
         for i in 0..40u8 {
             let c = &communities[usize::from(i % 3)];
             let len = 1 + i % 5;
             let a = db
                 .transaction(|tx| {
-                    let a = allocate(tx, 120, c, len).map_err(|e| DbError::BadPrefix(e.to_string()))?;
+                    let a =
+                        allocate(tx, 120, c, len).map_err(|e| DbError::BadPrefix(e.to_string()))?;
                     tx.set_cert(&a, "pem")?;
                     Ok::<_, DbError>(a)
                 })

@@ -44,7 +44,10 @@ impl GeoIp {
                     .and_then(|c| c.iso_code)
                     .unwrap_or(UNKNOWN)
                     .to_owned(),
-                c.continent.and_then(|c| c.code).unwrap_or(UNKNOWN).to_owned(),
+                c.continent
+                    .and_then(|c| c.code)
+                    .unwrap_or(UNKNOWN)
+                    .to_owned(),
             ),
             Err(_) => unknown(),
         }

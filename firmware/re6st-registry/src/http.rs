@@ -38,7 +38,10 @@ fn response(reply: Reply) -> Response<Full<Bytes>> {
     *r.status_mut() = status;
     let h = r.headers_mut();
     if has_body || status == StatusCode::OK {
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
     }
     if let Some(mac) = reply.hmac.and_then(|m| HeaderValue::from_str(&m).ok()) {
         h.insert(HMAC_HEADER, mac);
@@ -90,7 +93,10 @@ async fn serve(
 }
 
 /// TLS settings for HTTPS.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<SslAcceptor, openssl::error::ErrorStack> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     b.set_certificate_chain_file(cert)?;
     b.set_private_key_file(key, SslFiletype::PEM)?;

@@ -71,7 +71,11 @@ pub fn parse_network(s: &str) -> Result<Prefix, InitError> {
 }
 
 /// A self-signed CA for `network`.
-pub fn make_ca(network: &Prefix, email: Option<&str>, key: &PKey<openssl::pkey::Private>) -> Result<X509, InitError> {
+pub fn make_ca(
+    network: &Prefix,
+    email: Option<&str>,
+    key: &PKey<openssl::pkey::Private>,
+) -> Result<X509, InitError> {
     let mut name = X509Name::builder()?;
     name.append_entry_by_text("O", "re6st")?;
     name.append_entry_by_text(
@@ -92,7 +96,13 @@ pub fn make_ca(network: &Prefix, email: Option<&str>, key: &PKey<openssl::pkey::
     b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
     b.set_not_after(Asn1Time::days_from_now(CA_DAYS)?.as_ref())?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
     b.sign(key, MessageDigest::sha512())?;
@@ -164,10 +174,7 @@ mod tests {
             &std::fs::read(&c.key).unwrap(),
         )
         .unwrap();
-        assert_eq!(
-            ca.network,
-            parse_network("2001:db8:42::/48").unwrap()
-        );
+        assert_eq!(ca.network, parse_network("2001:db8:42::/48").unwrap());
         assert_eq!(ca.email().as_deref(), Some("ca@example.com"));
         assert!(openssl::dh::Dh::params_from_pem(&std::fs::read(&c.dh).unwrap()).is_ok());
         assert_eq!(c.fingerprint.len(), 40);

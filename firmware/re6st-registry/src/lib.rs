@@ -90,7 +90,9 @@ fn setup_log(o: &Options) {
         3 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false);
     let file = (o.logfile != "-" && !o.logfile.is_empty())
         .then(|| {
             std::fs::OpenOptions::new()
@@ -130,7 +132,12 @@ pub fn build(o: &Options) -> Result<Registry, String> {
         None => community::Communities::default(),
     };
     let mailer = o.mailhost.as_deref().map(|h| {
-        mail::Mailer::new(h, o.smtp_starttls, o.smtp_user.as_deref(), o.smtp_pwd.as_deref())
+        mail::Mailer::new(
+            h,
+            o.smtp_starttls,
+            o.smtp_user.as_deref(),
+            o.smtp_pwd.as_deref(),
+        )
     });
     let settings = Settings {
         prefix_length: o.prefix_length,
@@ -144,12 +151,9 @@ pub fn build(o: &Options) -> Result<Registry, String> {
     };
     let db = db::Db::open(&o.db).map_err(|e| format!("{}: {e}", o.db.display()))?;
     let node: SocketAddr = LOCAL_NODE.parse().map_err(|e| format!("{e}"))?;
-    let relay = relay::Relay::new(node, relay::TIMEOUT).map_err(|e| format!("relay socket: {e}"))?;
-    tracing::info!(
-        "network: {}/{}",
-        ca.network.to_ipv6(),
-        ca.network.len()
-    );
+    let relay =
+        relay::Relay::new(node, relay::TIMEOUT).map_err(|e| format!("relay socket: {e}"))?;
+    tracing::info!("network: {}/{}", ca.network.to_ipv6(), ca.network.len());
     Registry::new(
         db,
         ca,
@@ -164,9 +168,9 @@ pub fn build(o: &Options) -> Result<Registry, String> {
 
 fn run(o: Options) -> Result<(), String> {
     let tls = match o.tls().map_err(|e| e.to_string())? {
-        Some((cert, key)) => {
-            Some(Arc::new(http::tls_acceptor(cert, key).map_err(|e| format!("TLS: {e}"))?))
-        }
+        Some((cert, key)) => Some(Arc::new(
+            http::tls_acceptor(cert, key).map_err(|e| format!("TLS: {e}"))?,
+        )),
         None => None,
     };
     let registry = Arc::new(build(&o)?);
@@ -188,11 +192,17 @@ fn run(o: Options) -> Result<(), String> {
             if bind.is_empty() {
                 continue;
             }
-            let ip: std::net::IpAddr = bind.parse().map_err(|_| format!("invalid address {bind:?}"))?;
+            let ip: std::net::IpAddr = bind
+                .parse()
+                .map_err(|_| format!("invalid address {bind:?}"))?;
             let addr = SocketAddr::new(ip, o.port);
             let listener = http::listen(addr).map_err(|e| format!("{addr}: {e}"))?;
             tracing::info!("listening on {addr}");
-            tasks.push(tokio::spawn(http::run(listener, registry.clone(), tls.clone())));
+            tasks.push(tokio::spawn(http::run(
+                listener,
+                registry.clone(),
+                tls.clone(),
+            )));
         }
         if tasks.is_empty() {
             return Err("nothing to listen on (-4 and -6 are both empty)".to_owned());

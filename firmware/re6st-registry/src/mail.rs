@@ -221,10 +221,17 @@ mod tests {
 
     #[test]
     fn mailhost_kinds() {
-        assert!(matches!(Mailer::new("/tmp/x.mbox", false, None, None), Mailer::Mbox(_)));
+        assert!(matches!(
+            Mailer::new("/tmp/x.mbox", false, None, None),
+            Mailer::Mbox(_)
+        ));
         assert!(matches!(
             Mailer::new("smtp.example.com:587", true, Some("u"), Some("p")),
-            Mailer::Smtp { port: 587, starttls: true, .. }
+            Mailer::Smtp {
+                port: 587,
+                starttls: true,
+                ..
+            }
         ));
         assert!(matches!(
             Mailer::new("localhost", false, None, None),
@@ -240,8 +247,13 @@ mod tests {
         let path = dir.join("mail.mbox");
         let _ = std::fs::remove_file(&path);
         let m = Mailer::new(path.to_str().unwrap(), false, None, None);
-        m.send_token(Some("ca@example.com"), "a@example.com", "abcdefgh", 1_700_000_000)
-            .unwrap();
+        m.send_token(
+            Some("ca@example.com"),
+            "a@example.com",
+            "abcdefgh",
+            1_700_000_000,
+        )
+        .unwrap();
         m.send_token(None, "b@example.com", "ijklmnop", 1_700_000_001)
             .unwrap();
         let out = re6st_testkit::run_upstream(

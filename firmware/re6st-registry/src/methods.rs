@@ -56,28 +56,53 @@ const fn m(id: MethodId, name: &'static str, params: &'static [Param], private: 
 use MethodId::*;
 
 pub const METHODS: &[Method] = &[
-    m(Hello, "hello", &[("client_prefix", None), ("protocol", Some("1"))], false),
+    m(
+        Hello,
+        "hello",
+        &[("client_prefix", None), ("protocol", Some("1"))],
+        false,
+    ),
     m(RequestToken, "requestToken", &[("email", None)], false),
     m(
         RequestCertificate,
         "requestCertificate",
-        &[("token", None), ("req", None), ("location", Some("")), ("ip", Some(""))],
+        &[
+            ("token", None),
+            ("req", None),
+            ("location", Some("")),
+            ("ip", Some("")),
+        ],
         false,
     ),
     m(RenewCertificate, "renewCertificate", &[("cn", None)], false),
     m(GetCa, "getCa", &[], false),
     m(GetDh, "getDh", &[("cn", None)], false),
     m(GetNetworkConfig, "getNetworkConfig", &[("cn", None)], false),
-    m(GetCountry, "getCountry", &[("cn", None), ("address", None)], false),
+    m(
+        GetCountry,
+        "getCountry",
+        &[("cn", None), ("address", None)],
+        false,
+    ),
     m(GetBootstrapPeer, "getBootstrapPeer", &[("cn", None)], false),
     m(Revoke, "revoke", &[("cn_or_serial", None)], true),
-    m(AddToken, "addToken", &[("email", None), ("token", None)], true),
+    m(
+        AddToken,
+        "addToken",
+        &[("email", None), ("token", None)],
+        true,
+    ),
     m(IsToken, "isToken", &[("token", None)], true),
     m(DeleteToken, "deleteToken", &[("token", None)], true),
     m(UpdateHmac, "updateHMAC", &[], true),
     m(GetNodePrefix, "getNodePrefix", &[("email", None)], true),
     m(GetIpv6Address, "getIPv6Address", &[("email", None)], true),
-    m(GetIpv4Information, "getIPv4Information", &[("email", None)], true),
+    m(
+        GetIpv4Information,
+        "getIPv4Information",
+        &[("email", None)],
+        true,
+    ),
     m(Versions, "versions", &[], true),
     m(Topology, "topology", &[], true),
 ];
@@ -156,7 +181,10 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' => match (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) {
+            b'%' => match (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;
@@ -218,10 +246,7 @@ mod tests {
         assert_eq!(bind("/a/b"), Err(BindError::BadPath));
         assert_eq!(bind("http://x/getCa"), Err(BindError::BadPath));
         assert_eq!(bind("/getDh"), Err(BindError::Missing("cn")));
-        assert_eq!(
-            bind("/getCa?x=1"),
-            Err(BindError::Unexpected("x".into()))
-        );
+        assert_eq!(bind("/getCa?x=1"), Err(BindError::Unexpected("x".into())));
         assert_eq!(bind("/getDh?cn"), Err(BindError::BadQuery("cn".into())));
         assert_eq!(
             bind("/getDh?cn=1&&x=2"),

@@ -48,7 +48,10 @@ impl NetworkParams {
         if !self.same_country.is_empty() {
             m.insert(
                 "same_country".into(),
-                self.same_country.iter().map(|s| Value::from(s.as_str())).collect(),
+                self.same_country
+                    .iter()
+                    .map(|s| Value::from(s.as_str()))
+                    .collect(),
             );
         }
         m.insert("client_count".into(), self.client_count.into());
@@ -194,7 +197,10 @@ mod tests {
              \"max_clients\": 20, \"min_protocol\": 1, \"protocol\": 8, \
              \"registry_prefix\": \"0001\", \"tunnel_refresh\": 300}"
         );
-        assert_eq!(python_json(&Value::from("é\u{1}\"")), "\"\\u00e9\\u0001\\\"\"");
+        assert_eq!(
+            python_json(&Value::from("é\u{1}\"")),
+            "\"\\u00e9\\u0001\\\"\""
+        );
         assert_eq!(python_json(&Value::from("😀")), "\"\\ud83d\\ude00\"");
     }
 
@@ -230,10 +236,16 @@ mod tests {
         assert_eq!(s2.sign_accept(), (Some(&[1u8; 16][..]), None));
         let s3 = s2.rotate(vec![2; 16]);
         assert_eq!(s3, HmacKeys([k(1), k(2), None]));
-        assert_eq!(s3.sign_accept(), (Some(&[1u8; 16][..]), Some(&[2u8; 16][..])));
+        assert_eq!(
+            s3.sign_accept(),
+            (Some(&[1u8; 16][..]), Some(&[2u8; 16][..]))
+        );
         let s4 = s3.rotate(vec![9; 16]);
         assert_eq!(s4, HmacKeys([None, k(2), k(1)]));
-        assert_eq!(s4.sign_accept(), (Some(&[2u8; 16][..]), Some(&[1u8; 16][..])));
+        assert_eq!(
+            s4.sign_accept(),
+            (Some(&[2u8; 16][..]), Some(&[1u8; 16][..]))
+        );
         let s5 = s4.rotate(vec![9; 16]);
         assert_eq!(s5, HmacKeys([k(2), None, None]));
     }

@@ -347,7 +347,11 @@ impl Registry {
             MethodId::Hello => self.hello(a("client_prefix"), a("protocol")).map(Some),
             MethodId::RequestToken => self.request_token(a("email")).map(|()| None),
             MethodId::RequestCertificate => {
-                let ip = if a("ip").is_empty() { client_ip } else { a("ip") };
+                let ip = if a("ip").is_empty() {
+                    client_ip
+                } else {
+                    a("ip")
+                };
                 self.request_certificate(a("token"), a("req"), a("location"), ip)
             }
             MethodId::RenewCertificate => self.renew_certificate(a("cn")).map(Some),
@@ -369,9 +373,9 @@ impl Registry {
                 Ok(None)
             }
             MethodId::UpdateHmac => self.update_hmac().map(|()| None),
-            MethodId::GetNodePrefix => {
-                Ok(self.node_prefix(a("email"))?.map(|p| p.to_subnet().into_bytes()))
-            }
+            MethodId::GetNodePrefix => Ok(self
+                .node_prefix(a("email"))?
+                .map(|p| p.to_subnet().into_bytes())),
             MethodId::GetIpv6Address => self.ipv6_address(a("email")),
             MethodId::GetIpv4Information => self.ipv4_information(a("email")),
             MethodId::Versions => self.versions(),
@@ -494,7 +498,11 @@ impl Registry {
             .map_err(internal)?;
             let pem = String::from_utf8(cert.to_pem().map_err(internal)?).map_err(internal)?;
             tx.set_cert(&prefix, &pem)?;
-            tracing::info!("issued {} for {}", prefix.to_subnet(), email.as_deref().unwrap_or("anonymous"));
+            tracing::info!(
+                "issued {} for {}",
+                prefix.to_subnet(),
+                email.as_deref().unwrap_or("anonymous")
+            );
             Ok((Some(pem.into_bytes()), bumped))
         })?;
         self.notify(bumped);
@@ -710,7 +718,8 @@ impl Registry {
                 }
             };
             let not_after = pcert::not_after(&cert).map_err(internal)?;
-            let serial = i64::try_from(pcert::serial(&cert).map_err(internal)?).map_err(internal)?;
+            let serial =
+                i64::try_from(pcert::serial(&cert).map_err(internal)?).map_err(internal)?;
             if now < not_after && tx.revoke(serial, not_after)? {
                 tracing::warn!("revoked certificate {serial}");
                 return self.refresh_network_config(tx);

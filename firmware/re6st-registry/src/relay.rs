@@ -74,17 +74,16 @@ impl Relay {
     /// Tells the node with `prefix` (normally our own node) about a new
     /// network version. Best effort.
     pub fn notify_version(&self, prefix: &Prefix) {
-        if let Err(e) = self.lock().send_to(&encode(prefix, CODE_VERSION), self.node) {
+        if let Err(e) = self
+            .lock()
+            .send_to(&encode(prefix, CODE_VERSION), self.node)
+        {
             tracing::info!("cannot notify the local node: {e}");
         }
     }
 
     /// Receives answers with `code` until `deadline`.
-    fn recv_until(
-        socket: &UdpSocket,
-        code: u8,
-        deadline: Instant,
-    ) -> Option<(Prefix, String)> {
+    fn recv_until(socket: &UdpSocket, code: u8, deadline: Instant) -> Option<(Prefix, String)> {
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -127,8 +126,7 @@ impl Relay {
             out.insert(*p, None);
             let _ = socket.send_to(&encode(p, CODE_INFO), self.node);
         }
-        while let Some((p, v)) =
-            Self::recv_until(&socket, CODE_INFO, Instant::now() + self.timeout)
+        while let Some((p, v)) = Self::recv_until(&socket, CODE_INFO, Instant::now() + self.timeout)
         {
             out.insert(p, Some(v));
         }
@@ -168,7 +166,10 @@ impl Relay {
                     pending.push_back(x.clone());
                 }
             }
-            graph.entry(node.clone()).or_default().extend(clients.iter().cloned());
+            graph
+                .entry(node.clone())
+                .or_default()
+                .extend(clients.iter().cloned());
             for s in served {
                 graph.entry(s.clone()).or_default().insert(node.clone());
             }

@@ -75,7 +75,10 @@ fn upstream_conf_registers_anonymously_and_with_token() {
     // which is closed), read it from the mbox, and register with it.
     let node2 = dir.join("node2");
     std::fs::create_dir_all(&node2).unwrap();
-    let (ok, out) = re6st_conf(&node2, &["--registry", &server.url, "--email", "n2@example.com"]);
+    let (ok, out) = re6st_conf(
+        &node2,
+        &["--registry", &server.url, "--email", "n2@example.com"],
+    );
     assert!(!ok, "{out}");
     let token = last_token(&server.mbox);
     assert_eq!(token.len(), 8);
@@ -95,7 +98,13 @@ fn upstream_conf_registers_anonymously_and_with_token() {
     let fp = hex::encode(pki.ca.digest(openssl::hash::MessageDigest::sha1()).unwrap());
     let (ok, out) = re6st_conf(
         &node3,
-        &["--registry", &server.url, "--ca-only", "--fingerprint", &format!("sha1:{fp}")],
+        &[
+            "--registry",
+            &server.url,
+            "--ca-only",
+            "--fingerprint",
+            &format!("sha1:{fp}"),
+        ],
     );
     assert!(ok, "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -113,7 +122,11 @@ fn upstream_client_verifies_our_hmacs() {
 
     let r = client(&node, &server.url);
     let cert_pem = std::fs::read_to_string(node.join("cert.crt")).unwrap();
-    assert_eq!(r["renew"], cert_pem.as_str(), "fresh certificate kept as is");
+    assert_eq!(
+        r["renew"],
+        cert_pem.as_str(),
+        "fresh certificate kept as is"
+    );
     assert_eq!(r["ca"], String::from_utf8(pki.ca_pem()).unwrap().as_str());
     assert_eq!(r["dh"], re6st_registry::init::FFDHE2048_PEM);
     let cfg = &r["config"];
@@ -170,7 +183,11 @@ fn with_upstream_registry(dir: &Path, port: u16, f: impl FnOnce(&str)) {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(up, "upstream registry did not start; see {}", p("upstream.log"));
+    assert!(
+        up,
+        "upstream registry did not start; see {}",
+        p("upstream.log")
+    );
 }
 
 fn free_port() -> u16 {
@@ -208,7 +225,10 @@ fn database_of_upstream_registry_is_served_unchanged() {
         assert!(!ok, "{out}");
     });
     let before = dump_db(&dir.join("registry.db"));
-    assert!(before.iter().any(|l| l.starts_with("token: ")), "{before:#?}");
+    assert!(
+        before.iter().any(|l| l.starts_with("token: ")),
+        "{before:#?}"
+    );
 
     let server = Server::start(&pki, &dir, Options::default());
     // Opening it changed nothing (same schema, same last_config, nothing
@@ -216,7 +236,10 @@ fn database_of_upstream_registry_is_served_unchanged() {
     let after = dump_db(&server.db);
     let strip = |v: &[String]| -> Vec<String> {
         v.iter()
-            .filter(|l| !l.starts_with("config: Text(\"version\")") && !l.starts_with("config: Text(\"last_config\")"))
+            .filter(|l| {
+                !l.starts_with("config: Text(\"version\")")
+                    && !l.starts_with("config: Text(\"last_config\")")
+            })
             .cloned()
             .collect()
     };
@@ -227,7 +250,12 @@ fn database_of_upstream_registry_is_served_unchanged() {
     for n in &nodes {
         let r = client(n, &server.url);
         let pem = std::fs::read_to_string(n.join("cert.crt")).unwrap();
-        assert_eq!(r["renew"], pem.as_str(), "certificate of {} intact", n.display());
+        assert_eq!(
+            r["renew"],
+            pem.as_str(),
+            "certificate of {} intact",
+            n.display()
+        );
     }
     // A new node gets a prefix distinct from all the others.
     let new = dir.join("new");

@@ -2,8 +2,8 @@
 //! controllable clock and, optionally, a fake local node relay.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpStream};
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -71,6 +71,7 @@ pub struct Options {
     pub peers: Vec<Prefix>,
     pub communities: Option<&'static str>,
     pub authorized: Vec<String>,
+    pub params: NetworkParams,
 }
 
 impl Default for Options {
@@ -84,6 +85,7 @@ impl Default for Options {
             peers: vec![],
             communities: None,
             authorized: vec!["127.0.0.1".into(), "::1".into()],
+            params: params(),
         }
     }
 }
@@ -147,7 +149,7 @@ impl Server {
             communities: o
                 .communities
                 .map_or_else(Communities::default, |c| Communities::parse(c).unwrap()),
-            params: params(),
+            params: o.params.clone(),
         };
         let relay = o
             .relay
@@ -241,8 +243,8 @@ pub fn re6st_conf(dir: &Path, args: &[&str]) -> (bool, String) {
 pub fn last_token(mbox: &Path) -> String {
     let text = std::fs::read_to_string(mbox).unwrap();
     text.lines()
-        .filter_map(|l| l.strip_prefix("Hello, your token to join re6st network is: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("Hello, your token to join re6st network is: "))
         .expect("no token in mbox")
         .trim()
         .to_owned()
@@ -271,4 +273,147 @@ pub fn dump_db(path: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A node of the network, with the session state of a registry client.
+pub struct Node {
+    pub key: openssl::pkey::PKey<openssl::pkey::Private>,
+    pub cert: openssl::x509::X509,
+    pub prefix: String,
+    next_key: Option<Vec<u8>>,
+}
+
+pub fn csr(key: &openssl::pkey::PKey<openssl::pkey::Private>) -> String {
+    let mut n = openssl::x509::X509Name::builder().unwrap();
+    n.append_entry_by_text("O", "test").unwrap();
+    let mut r = openssl::x509::X509ReqBuilder::new().unwrap();
+    r.set_subject_name(&n.build()).unwrap();
+    r.set_pubkey(key).unwrap();
+    r.sign(key, openssl::hash::MessageDigest::sha512()).unwrap();
+    String::from_utf8(r.build().to_pem().unwrap()).unwrap()
+}
+
+impl Node {
+    pub fn from_pem(key: openssl::pkey::PKey<openssl::pkey::Private>, pem: &[u8]) -> Node {
+        let cert = openssl::x509::X509::from_pem(pem).unwrap();
+        let prefix = re6st_proto::cert::node_prefix(&cert).unwrap().to_string();
+        Node {
+            key,
+            cert,
+            prefix,
+            next_key: None,
+        }
+    }
+
+    /// Registers anonymously (or with `token`).
+    pub fn register(server: &Server, token: &str) -> Node {
+        let key = re6st_testkit::rsa_key(2048);
+        let target = format!(
+            "/requestCertificate?token={}&req={}&location=&ip=",
+            enc(token),
+            enc(&csr(&key))
+        );
+        let (status, _, body) = server.get(&target, &[]);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        Node::from_pem(key, &body)
+    }
+
+    /// Opens a session with `hello`.
+    pub fn hello(&mut self, server: &Server) {
+        let (status, _, body) = server.get(
+            &format!("/hello?client_prefix={}&protocol=8", self.prefix),
+            &[],
+        );
+        assert_eq!(status, 200);
+        let n = body.len() / 2;
+        let ca = openssl::x509::X509::from_pem(&std::fs::read(server.dir.join("ca.crt")).unwrap())
+            .unwrap();
+        re6st_proto::crypto::verify(&ca, &body[n..], &body[..n]).unwrap();
+        self.next_key = Some(re6st_proto::crypto::decrypt(&self.key, &body[..n]).unwrap());
+    }
+
+    /// The HMAC header for `target` with the current key, advancing the
+    /// session; returns (header, response key).
+    pub fn sign(&mut self, target: &str) -> (String, Vec<u8>) {
+        use base64::Engine;
+        let key = self.next_key.take().expect("no session");
+        let mac = re6st_proto::crypto::hmac_sha1(&key, target.as_bytes()).unwrap();
+        let response_key = re6st_proto::crypto::sha1(&key).unwrap().to_vec();
+        self.next_key = Some(re6st_proto::crypto::sha1(&response_key).unwrap().to_vec());
+        (
+            base64::engine::general_purpose::STANDARD.encode(mac),
+            response_key,
+        )
+    }
+
+    /// An authenticated call (`cn` is added); checks the response HMAC.
+    pub fn call(
+        &mut self,
+        server: &Server,
+        method: &str,
+        params: &[(&str, &str)],
+    ) -> (u16, Vec<u8>) {
+        use base64::Engine;
+        if self.next_key.is_none() {
+            self.hello(server);
+        }
+        let mut target = format!("/{method}?cn={}", self.prefix);
+        for (k, v) in params {
+            target.push_str(&format!("&{k}={}", enc(v)));
+        }
+        let (mac, response_key) = self.sign(&target);
+        let (status, head, body) = server.get(&target, &[("Re6stHMAC", &mac)]);
+        if status == 200 || status == 204 {
+            let got = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("re6sthmac: ")
+                        .or_else(|| l.strip_prefix("Re6stHMAC: "))
+                })
+                .expect("response HMAC");
+            let want = re6st_proto::crypto::hmac_sha1(&response_key, &body).unwrap();
+            assert_eq!(
+                base64::engine::general_purpose::STANDARD
+                    .decode(got.trim())
+                    .unwrap(),
+                want
+            );
+        } else {
+            self.next_key = None;
+        }
+        (status, body)
+    }
+}
+
+/// The network configuration served to `node`, decompressed.
+pub fn network_config(server: &Server, node: &mut Node) -> serde_json::Value {
+    use std::io::Read;
+    let (status, body) = node.call(server, "getNetworkConfig", &[]);
+    assert_eq!(status, 200);
+    let mut json = vec![];
+    flate2::read::ZlibDecoder::new(&body[..])
+        .read_to_end(&mut json)
+        .unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+/// The version number in a network configuration.
+pub fn version_of(config: &serde_json::Value) -> u64 {
+    use base64::Engine;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(config["version"].as_str().unwrap())
+        .unwrap();
+    re6st_proto::crypto::version_number(&blob).unwrap()
 }
