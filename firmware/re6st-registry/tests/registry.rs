@@ -685,3 +685,103 @@ fn subnet(bits: &str) -> String {
         .unwrap()
         .to_subnet()
 }
+
+#[test]
+fn communities_from_location_and_geoip() {
+    let pki = Pki::new("2001:db8::/32");
+    let dir = temp_dir("geoip");
+    let geoip = mmdb::build(&[
+        ("192.0.2.0".parse().unwrap(), 24, "FR", "EU"),
+        ("198.51.100.0".parse().unwrap(), 24, "JP", "AS"),
+        ("203.0.113.0".parse().unwrap(), 24, "DE", "EU"),
+    ]);
+    let server = Server::start(
+        &pki,
+        &dir,
+        Options {
+            communities: Some("# test\n0 *\n10 FR\n110 @AS\n111 @EU\n"),
+            geoip: Some(geoip),
+            ..Options::default()
+        },
+    );
+    let register = |location: &str, ip: &str| {
+        let key = re6st_testkit::rsa_key(2048);
+        let t = format!(
+            "/requestCertificate?token=&req={}&location={}&ip={}",
+            enc(&csr(&key)),
+            enc(location),
+            enc(ip)
+        );
+        let (status, _, body) = server.get(&t, &[]);
+        assert_eq!(status, 200, "{location} {ip}");
+        Node::from_pem(key, &body)
+    };
+    // The location given wins over the address.
+    assert!(register("FR,EU", "198.51.100.1").prefix.starts_with("10"));
+    // From the address: country first, then continent, then default.
+    assert!(register("", "192.0.2.9").prefix.starts_with("10"));
+    assert!(register("", "198.51.100.1").prefix.starts_with("110"));
+    assert!(register("", "203.0.113.5").prefix.starts_with("111"));
+    let unknown = register("", "");
+    assert!(unknown.prefix.starts_with('0'), "{}", unknown.prefix);
+    let mut a = register("US,NA", "");
+    assert!(a.prefix.starts_with('0'));
+    // The anonymous length counts after the community ("0").
+    assert_eq!(a.prefix.len(), 1 + 20);
+    // getCountry.
+    let (status, body) = a.call(&server, "getCountry", &[("address", "192.0.2.1")]);
+    assert_eq!((status, body), (200, b"FR".to_vec()));
+    let (status, _) = a.call(&server, "getCountry", &[("address", "10.0.0.1")]);
+    assert_eq!(status, 204);
+    // A malformed location is refused without allocating.
+    let before = dump_db(&server.db);
+    let key = re6st_testkit::rsa_key(2048);
+    let t = format!(
+        "/requestCertificate?token=&req={}&location=FR&ip=",
+        enc(&csr(&key))
+    );
+    assert_eq!(server.get(&t, &[]).0, 500);
+    assert_eq!(dump_db(&server.db), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn overlapping_communities_are_refused() {
+    let pki = Pki::new("2001:db8::/32");
+    let dir = temp_dir("overlap");
+    let server = Server::start(&pki, &dir, Options::default());
+    let node = Node::register(&server, "");
+    drop(server);
+    write_pki(&pki, &dir);
+    let settings = |c: &str| re6st_registry::registry::Settings {
+        prefix_length: 16,
+        anonymous_prefix_length: Some(20),
+        grace_period: 100,
+        dh: dir.join("dh.pem"),
+        authorized_origins: vec![],
+        mailer: None,
+        communities: re6st_registry::community::Communities::parse(c).unwrap(),
+        params: params(),
+    };
+    let open = |c: &str| {
+        re6st_registry::registry::Registry::new(
+            re6st_registry::db::Db::open(&dir.join("registry.db")).unwrap(),
+            re6st_registry::certs::Ca::from_pem(&pki.ca_pem(), &pki.ca_key_pem()).unwrap(),
+            settings(c),
+            None,
+            None,
+            Box::new(FixedPeers(vec![])),
+            Box::new(Clock::default()),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert!(open("1 *\n01 FR\n").is_ok());
+    let err = open("1 *\n10 FR\n").unwrap_err();
+    assert!(err.contains("overlap"), "{err}");
+    // A community inside the allocated prefix of a node.
+    let inside = format!("1 *\n{}1 FR\n", node.prefix);
+    let err = open(&inside).unwrap_err();
+    assert!(err.contains("contains community"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,6 +2,8 @@
 //! controllable clock and, optionally, a fake local node relay.
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -72,6 +74,8 @@ pub struct Options {
     pub communities: Option<&'static str>,
     pub authorized: Vec<String>,
     pub params: NetworkParams,
+    /// A MaxMind DB, as GEOIP2_MMDB would name.
+    pub geoip: Option<Vec<u8>>,
 }
 
 impl Default for Options {
@@ -86,6 +90,7 @@ impl Default for Options {
             communities: None,
             authorized: vec!["127.0.0.1".into(), "::1".into()],
             params: params(),
+            geoip: None,
         }
     }
 }
@@ -159,7 +164,9 @@ impl Server {
                 Db::open(&db_path).unwrap(),
                 ca,
                 settings,
-                None,
+                o.geoip
+                    .clone()
+                    .map(|b| re6st_registry::geoip::GeoIp::from_bytes(b).unwrap()),
                 relay,
                 Box::new(FixedPeers(o.peers.clone())),
                 Box::new(clock.clone()),
