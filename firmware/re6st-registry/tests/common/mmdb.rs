@@ -28,7 +28,10 @@ fn uint(kind: u8, v: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&bytes);
 }
 
-fn map(entries: &[(&str, &dyn Fn(&mut Vec<u8>))], out: &mut Vec<u8>) {
+/// Writes a value into the buffer.
+type Writer<'a> = &'a dyn Fn(&mut Vec<u8>);
+
+fn map(entries: &[(&str, Writer)], out: &mut Vec<u8>) {
     control(7, entries.len(), out);
     for (k, v) in entries {
         string(k, out);
