@@ -785,3 +785,46 @@ fn overlapping_communities_are_refused() {
     assert!(err.contains("contains community"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn https_when_configured() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use std::io::{Read, Write};
+    let pki = Pki::new("2001:db8::/32");
+    let dir = temp_dir("https");
+    // Any certificate will do for the server: reuse a node-shaped one.
+    let id = pki.node("1/16", 1);
+    std::fs::write(dir.join("tls.crt"), id.cert_pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), id.key_pem()).unwrap();
+    let server = Server::start(
+        &pki,
+        &dir,
+        Options {
+            tls: Some((dir.join("tls.crt"), dir.join("tls.key"))),
+            ..Options::default()
+        },
+    );
+    let mut c = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    c.set_verify(SslVerifyMode::NONE);
+    let tcp = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut s = c.build().connect("registry", tcp).unwrap();
+    s.write_all(b"GET /getCa HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = vec![];
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with(std::str::from_utf8(&pki.ca_pem()).unwrap()));
+    // Plain HTTP on the TLS port gets no answer.
+    let mut plain = std::net::TcpStream::connect(server.addr).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET /getCa HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = vec![];
+    let _ = plain.read_to_end(&mut out);
+    assert!(!out.starts_with(b"HTTP/1.1 200"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

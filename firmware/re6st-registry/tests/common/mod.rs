@@ -76,6 +76,8 @@ pub struct Options {
     pub params: NetworkParams,
     /// A MaxMind DB, as GEOIP2_MMDB would name.
     pub geoip: Option<Vec<u8>>,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             authorized: vec!["127.0.0.1".into(), "::1".into()],
             params: params(),
             geoip: None,
+            tls: None,
         }
     }
 }
@@ -182,7 +185,11 @@ impl Server {
             .block_on(async { http::listen("127.0.0.1:0".parse().unwrap()) })
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        runtime.spawn(http::run(listener, registry.clone(), None));
+        let tls = o
+            .tls
+            .as_ref()
+            .map(|(c, k)| Arc::new(http::tls_acceptor(c, k).unwrap()));
+        runtime.spawn(http::run(listener, registry.clone(), tls));
         Server {
             dir: dir.to_owned(),
             url: format!("http://{addr}/"),
