@@ -1,0 +1,194 @@
+//! Crash consistency: a registry process busy registering, renewing and
+//! revoking is killed (SIGKILL) at random moments; each time, the database
+//! reopens and is consistent: the prefix tree partitions the network, every
+//! certificate matches its leaf, serials are unique and below the counter.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use re6st_proto::cert as pcert;
+use re6st_proto::prefix::Prefix;
+use re6st_registry::registry::{Registry, Request, Settings};
+use re6st_testkit::Pki;
+
+const CHILD_ENV: &str = "RE6ST_REGISTRY_CRASH_CHILD";
+
+fn open(pki: &Pki, dir: &Path) -> Registry {
+    let settings = Settings {
+        prefix_length: 16,
+        // Long prefixes in a small space: many splits and merges.
+        anonymous_prefix_length: Some(8),
+        grace_period: 0,
+        dh: dir.join("dh.pem"),
+        authorized_origins: vec!["127.0.0.1".into()],
+        mailer: None,
+        communities: Default::default(),
+        params: params(),
+    };
+    Registry::new(
+        re6st_registry::db::Db::open(&dir.join("registry.db")).unwrap(),
+        re6st_registry::certs::Ca::from_pem(&pki.ca_pem(), &pki.ca_key_pem()).unwrap(),
+        settings,
+        None,
+        None,
+        Box::new(FixedPeers(vec![])),
+        Box::new(Clock::default()),
+    )
+    .unwrap()
+}
+
+/// The busy registry (runs until killed).
+fn child(dir: &Path) {
+    let pki_pem = std::fs::read(dir.join("ca.crt")).unwrap();
+    let key_pem = std::fs::read(dir.join("ca.key")).unwrap();
+    let ca = openssl::x509::X509::from_pem(&pki_pem).unwrap();
+    let pki = Pki {
+        network: pcert::network_from_ca(&ca).unwrap(),
+        ca,
+        ca_key: openssl::pkey::PKey::private_key_from_pem(&key_pem).unwrap(),
+    };
+    let registry = std::sync::Arc::new(open(&pki, dir));
+    let key = re6st_testkit::rsa_key(2048);
+    let target = format!(
+        "/requestCertificate?token=&req={}&location=&ip=",
+        enc(&csr(&key))
+    );
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    std::thread::scope(|s| {
+        for worker in 0..4u32 {
+            let registry = registry.clone();
+            let target = target.clone();
+            s.spawn(move || {
+                for i in 0u32.. {
+                    let reply = registry.handle(&Request {
+                        target: &target,
+                        hmac: None,
+                        client: local,
+                        forwarded_for: None,
+                    });
+                    if reply.status != 200 {
+                        // Full: free some space.
+                        let _ = registry.cleanup();
+                    }
+                    if let Ok(cert) = openssl::x509::X509::from_pem(&reply.body) {
+                        if (i + worker) % 2 == 0 {
+                            let cn = pcert::common_name(&cert).unwrap();
+                            registry.handle(&Request {
+                                target: &format!("/revoke?cn_or_serial={}", enc(&cn)),
+                                hmac: None,
+                                client: local,
+                                forwarded_for: None,
+                            });
+                        }
+                    }
+                    if i % 7 == 0 {
+                        let _ = registry.cleanup();
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn check(pki: &Pki, dir: &Path) -> usize {
+    // Reopening runs the start-up checks and cleanup.
+    drop(open(pki, dir));
+    let c = rusqlite::Connection::open(dir.join("registry.db")).unwrap();
+    let mut st = c.prepare("SELECT prefix, cert FROM cert").unwrap();
+    let rows: Vec<(String, Option<Vec<u8>>)> = st
+        .query_map([], |r| {
+            let cert: Option<rusqlite::types::Value> = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                cert.and_then(|v| match v {
+                    rusqlite::types::Value::Blob(b) => Some(b),
+                    rusqlite::types::Value::Text(t) => Some(t.into_bytes()),
+                    _ => None,
+                }),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let leaves: Vec<Prefix> = rows.iter().map(|(p, _)| p.parse().unwrap()).collect();
+    let coverage: f64 = leaves.iter().map(|p| 0.5f64.powi(p.len().into())).sum();
+    assert!(
+        (coverage - 1.0).abs() < 1e-9,
+        "tree does not partition: {leaves:?}"
+    );
+    let mut sorted = leaves.clone();
+    sorted.sort();
+    for w in sorted.windows(2) {
+        assert!(!w[1].starts_with(&w[0]), "{} inside {}", w[1], w[0]);
+    }
+    let counter: i64 = c
+        .query_row("SELECT value FROM config WHERE name='serial'", [], |r| {
+            r.get(0)
+        })
+        .unwrap_or(0);
+    let mut serials = BTreeSet::new();
+    let mut subject_serials = BTreeSet::new();
+    let mut live = 0;
+    for (prefix, cert) in &rows {
+        let Some(pem) = cert else { continue };
+        if pem == b"reserved" {
+            continue;
+        }
+        let cert = openssl::x509::X509::from_pem(pem).unwrap();
+        assert_eq!(pcert::node_prefix(&cert).unwrap().to_string(), *prefix);
+        let serial = pcert::serial(&cert).unwrap();
+        assert!(
+            serial as i64 <= counter,
+            "serial {serial} above counter {counter}"
+        );
+        assert!(serials.insert(serial), "duplicate serial {serial}");
+        assert!(subject_serials.insert(pcert::subject_serial(&cert).unwrap()));
+        live += 1;
+    }
+    live
+}
+
+#[test]
+fn crash_at_any_point_leaves_a_consistent_database() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        child(Path::new(&dir));
+        return;
+    }
+    let pki = Pki::new("2001:db8::/112");
+    let dir = temp_dir("crash");
+    write_pki(&pki, &dir);
+    let mut total = 0;
+    for round in 0..5u64 {
+        let mut c = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_at_any_point_leaves_a_consistent_database",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700 + 290 * round));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        total += check(&pki, &dir);
+    }
+    // The child did work between crashes.
+    let counter: i64 = rusqlite::Connection::open(dir.join("registry.db"))
+        .unwrap()
+        .query_row("SELECT value FROM config WHERE name='serial'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(counter > 10, "only {counter} certificates issued");
+    let _ = total;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
