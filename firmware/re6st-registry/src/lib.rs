@@ -2,7 +2,8 @@
 //! service, over HTTP, wire-compatible with upstream re6stnet's registry
 //! and using the same `registry.db`.
 //!
-//! Modules, one job each: [`alloc`] (prefix tree), [`certs`] (issuance),
+//! Modules, one job each: [`alloc`] (prefix tree), [`babel`] (routed
+//! nodes from babeld), [`certs`] (issuance),
 //! [`community`], [`config`] (options), [`db`] (schema, transactions),
 //! [`geoip`], [`http`] (hyper shell), [`init`] (new network), [`mail`]
 //! (tokens), [`methods`] (RPC table and binding), [`network`] (network
@@ -10,6 +11,7 @@
 //! [`relay`] (UDP to the local node), [`session`] (HMAC sessions).
 
 pub mod alloc;
+pub mod babel;
 pub mod certs;
 pub mod community;
 pub mod config;
@@ -30,7 +32,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use config::Options;
-use registry::{NoPeers, Registry, Settings, SystemEnvironment};
+use registry::{Registry, Settings, SystemEnvironment};
 
 /// UDP address of the local node's relay.
 pub const LOCAL_NODE: &str = "[::1]:326";
@@ -154,13 +156,17 @@ pub fn build(o: &Options) -> Result<Registry, String> {
     let relay =
         relay::Relay::new(node, relay::TIMEOUT).map_err(|e| format!("relay socket: {e}"))?;
     tracing::info!("network: {}/{}", ca.network.to_ipv6(), ca.network.len());
+    let peers = babel::BabelPeers {
+        socket: o.run.join("babeld.sock"),
+        network: ca.network,
+    };
     Registry::new(
         db,
         ca,
         settings,
         geoip,
         Some(relay),
-        Box::new(NoPeers),
+        Box::new(peers),
         Box::new(SystemEnvironment),
     )
     .map_err(|e| e.to_string())
