@@ -198,10 +198,16 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The method a request target names.
+pub fn method_of(target: &str) -> Result<&'static Method, BindError> {
+    let (name, _) = split_target(target)?;
+    find(name).ok_or_else(|| BindError::UnknownMethod(name.to_owned()))
+}
+
 /// Binds a request target to a method and its arguments.
 pub fn bind(target: &str) -> Result<Bound, BindError> {
-    let (name, query) = split_target(target)?;
-    let method = find(name).ok_or_else(|| BindError::UnknownMethod(name.to_owned()))?;
+    let method = method_of(target)?;
+    let (_, query) = split_target(target)?;
     let mut given: BTreeMap<String, String> = parse_query(query)?.into_iter().collect();
     let mut args = BTreeMap::new();
     for (p, default) in method.params {

@@ -267,15 +267,17 @@ impl Registry {
 
     /// Serves one request.
     pub fn handle(&self, req: &Request<'_>) -> Reply {
-        let bound = match methods::bind(req.target) {
-            Ok(b) => b,
+        // As upstream: the method must exist, then the origin is checked
+        // for private methods, and only then the parameters.
+        let method = match methods::method_of(req.target) {
+            Ok(m) => m,
             Err(e) => {
                 tracing::info!("{}: {e}", req.target);
                 return Reply::error(400);
             }
         };
-        let name = bound.method.name;
-        if bound.method.private {
+        let name = method.name;
+        if method.private {
             let origins = &self.settings.authorized_origins;
             let client = canonical_ip(req.client).to_string();
             let forwarded_ok = req
@@ -286,6 +288,13 @@ impl Registry {
                 return Reply::error(403);
             }
         }
+        let bound = match methods::bind(req.target) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!("{}: {e}", req.target);
+                return Reply::error(400);
+            }
+        };
         let mut auth = None;
         if let Some(cn) = bound.cn() {
             let mac = req.hmac.and_then(|h| B64.decode(h.trim()).ok());

@@ -122,6 +122,12 @@ fn bad_input_gets_errors_and_changes_nothing() {
             403,
         ),
         (
+            "private method with bad parameters from a stranger",
+            "/revoke?x=1".into(),
+            vec![("X-Forwarded-For", "192.0.2.7")],
+            403,
+        ),
+        (
             "hello for an unknown prefix",
             "/hello?client_prefix=1111".into(),
             vec![],
