@@ -29,7 +29,7 @@ pub mod session;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use config::Options;
 use registry::{Registry, Settings, SystemEnvironment};
@@ -110,8 +110,6 @@ fn setup_log(o: &Options) {
         None => builder.with_writer(std::io::stderr).try_init(),
     };
 }
-
-use std::sync::Mutex;
 
 /// Builds the registry from options (without listening).
 pub fn build(o: &Options) -> Result<Registry, String> {
