@@ -25,8 +25,9 @@ pub enum PrefixError {
     ZeroSerial,
 }
 
-/// A sequence of up to 128 bits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// A sequence of up to 128 bits. Serialized as (right-aligned value, length).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "(u128, u8)", into = "(u128, u8)")]
 pub struct Prefix {
     /// Bits stored from the most significant end; unused bits are zero.
     bits: u128,
@@ -245,6 +246,19 @@ pub fn node_address(network: &Prefix, node: &Prefix) -> Result<Ipv6Addr, PrefixE
         return Err(PrefixError::TooLong(129));
     }
     Ok(full.to_ipv6_with_suffix(1))
+}
+
+impl TryFrom<(u128, u8)> for Prefix {
+    type Error = PrefixError;
+    fn try_from((value, len): (u128, u8)) -> Result<Self, Self::Error> {
+        Prefix::new(value, len)
+    }
+}
+
+impl From<Prefix> for (u128, u8) {
+    fn from(p: Prefix) -> Self {
+        (p.value(), p.len)
+    }
 }
 
 impl Ord for Prefix {

@@ -4,4 +4,5 @@
 //! session of upstream's `RegistryClient` (hello, per-call HMAC, ratchet).
 
 pub mod call;
+pub mod client;
 pub mod transport;
