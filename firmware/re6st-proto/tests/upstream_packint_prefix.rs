@@ -23,7 +23,7 @@ fn packint_matches_upstream() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        values.push(x % (packint::MAX + 1) >> (x % 60));
+        values.push((x % (packint::MAX + 1)) >> (x % 60));
     }
     let input: String = values.iter().map(|v| format!("{v}\n")).collect();
     let script = r#"
