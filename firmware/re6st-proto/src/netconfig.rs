@@ -93,8 +93,13 @@ pub struct NetworkConfig {
 /// Compresses a configuration object (server side).
 pub fn pack(config: &Map<String, Value>) -> Result<Vec<u8>, ConfigError> {
     let json = serde_json::to_vec(config).map_err(|e| ConfigError::Json(e.to_string()))?;
+    compress(&json)
+}
+
+/// Compresses configuration JSON already serialized by the caller.
+pub fn compress(json: &[u8]) -> Result<Vec<u8>, ConfigError> {
     let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&json).map_err(|_| ConfigError::Zlib)?;
+    z.write_all(json).map_err(|_| ConfigError::Zlib)?;
     z.finish().map_err(|_| ConfigError::Zlib)
 }
 

@@ -24,7 +24,6 @@ pub mod methods;
 pub mod network;
 pub mod registry;
 pub mod relay;
-pub mod session;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

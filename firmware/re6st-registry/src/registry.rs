@@ -30,7 +30,7 @@ use crate::mail::{self, Mailer};
 use crate::methods::{self, Bound, MethodId};
 use crate::network::{python_json, HmacKeys, NetworkParams, BABEL_HMAC};
 use crate::relay::Relay;
-use crate::session::{self, Sessions};
+use re6st_proto::rpc::{self, Sessions};
 
 /// Header of request and response HMACs (base64).
 pub const HMAC_HEADER: &str = "Re6stHMAC";
@@ -324,8 +324,8 @@ impl Registry {
             Ok(body) => {
                 let body = body.unwrap_or_default();
                 let hmac = match auth {
-                    Some(a) => match crypto::hmac_sha1(&a.response_key, &body) {
-                        Ok(h) => Some(B64.encode(h)),
+                    Some(a) => match rpc::response_header(&a.response_key, &body) {
+                        Ok(h) => Some(h),
                         Err(e) => {
                             tracing::error!("{name}: {e}");
                             return Reply::error(500);
@@ -410,13 +410,12 @@ impl Registry {
             .parse()
             .map_err(|_| internal(format!("invalid protocol {protocol:?}")))?;
         let (_, cert) = lock(&self.db).transaction(|tx| Self::cert_of(tx, &prefix))?;
-        let mut random = [0u8; 12];
-        self.env.random(&mut random);
-        let secret = session::new_secret(self.env.now_micros(), &random);
-        let encrypted = crypto::encrypt_for(&cert, &secret).map_err(internal)?;
-        let signature = crypto::sign(&self.ca.key, &encrypted).map_err(internal)?;
+        // Like upstream's registry, a fully random secret.
+        let mut secret = [0u8; rpc::KEY_LEN];
+        self.env.random(&mut secret);
+        let answer = rpc::hello_response(&cert, &self.ca.key, &secret).map_err(internal)?;
         lock(&self.sessions).hello(client_prefix, &secret, protocol);
-        Ok([encrypted, signature].concat())
+        Ok(answer)
     }
 
     /// Subject serials in use, by parsing every certificate.
@@ -622,7 +621,7 @@ impl Registry {
         })?;
         config.sort_keys();
         let json = serde_json::to_vec(&Json::Object(config)).map_err(internal)?;
-        zlib(&json)
+        re6st_proto::netconfig::compress(&json).map_err(internal)
     }
 
     fn update_hmac(&self) -> Result<(), RpcError> {
@@ -942,11 +941,4 @@ impl Registry {
             .collect();
         Ok(Some(serde_json::to_vec(&map).map_err(internal)?))
     }
-}
-
-fn zlib(data: &[u8]) -> Result<Vec<u8>, RpcError> {
-    use std::io::Write;
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).map_err(internal)?;
-    e.finish().map_err(internal)
 }

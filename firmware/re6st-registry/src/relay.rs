@@ -23,25 +23,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A relay request for `prefix`.
 pub fn encode(prefix: &Prefix, code: u8) -> Vec<u8> {
-    let mut v = prefix.to_string().into_bytes();
-    v.extend_from_slice(&[0, code]);
-    v
+    re6st_proto::relay::encode(prefix, code, &[])
 }
 
 /// A relay answer with the expected code: (prefix, data).
 pub fn decode(datagram: &[u8], code: u8) -> Option<(Prefix, String)> {
-    let nul = datagram.iter().position(|&b| b == 0)?;
-    let (prefix, rest) = datagram.split_at(nul);
-    if prefix.is_empty() {
-        return None;
-    }
-    let prefix: Prefix = std::str::from_utf8(prefix).ok()?.parse().ok()?;
-    match rest.get(1..) {
-        Some([c, data @ ..]) if *c == code => {
-            Some((prefix, String::from_utf8_lossy(data).into_owned()))
-        }
-        _ => None,
-    }
+    let r = re6st_proto::relay::decode(datagram).ok()?;
+    (r.code == code).then(|| (r.prefix, String::from_utf8_lossy(r.payload).into_owned()))
 }
 
 /// The UDP socket to the local node; one exchange at a time, so that
