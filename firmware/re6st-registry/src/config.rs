@@ -162,8 +162,22 @@ pub fn parse_ipv4(v: &[String]) -> Result<(String, u8), ConfigError> {
 }
 
 impl Options {
+    /// Parses the command line, expanding `@FILE` options files first.
     pub fn parse_from_args(args: Vec<OsString>) -> Result<Options, clap::Error> {
-        Options::try_parse_from(args)
+        let cmd = <Options as clap::CommandFactory>::command();
+        let longs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+            .collect();
+        let args = args.into_iter().map(|a| a.to_string_lossy().into_owned());
+        let expanded = re6st_proto::options::expand(
+            args,
+            &|o| longs.iter().any(|l| l == o),
+            &mut |f: &str| std::fs::read_to_string(f),
+        )
+        .map_err(|e| cmd.clone().error(clap::error::ErrorKind::Io, e))?;
+        Options::try_parse_from(expanded)
     }
 
     /// Checks the options of a running registry and derives the network
@@ -218,6 +232,18 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_file() {
+        let f = std::env::temp_dir().join(format!("re6st-registry-{}.conf", std::process::id()));
+        std::fs::write(&f, "port 9000\n# comment\nprefix-length 20\nhello 4\n").unwrap();
+        let o = parse(&[&format!("@{}", f.display()), "--ca", "ca.crt"]);
+        std::fs::remove_file(&f).ok();
+        assert_eq!((o.port, o.prefix_length, o.hello), (9000, 20, 4));
+        let bad =
+            Options::parse_from_args(vec!["re6st-registry".into(), "@/nonexistent/x.conf".into()]);
+        assert!(bad.unwrap_err().to_string().contains("nonexistent"));
+    }
 
     fn parse(args: &[&str]) -> Options {
         let mut v = vec![OsString::from("re6st-registry")];
