@@ -8,6 +8,7 @@
 pub mod address;
 pub mod cert;
 pub mod crypto;
+pub mod message;
 pub mod netconfig;
 pub mod options;
 pub mod packint;
