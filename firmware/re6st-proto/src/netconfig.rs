@@ -103,8 +103,11 @@ pub fn compress(json: &[u8]) -> Result<Vec<u8>, ConfigError> {
     z.finish().map_err(|_| ConfigError::Zlib)
 }
 
+/// A configuration as a JSON object.
+pub type JsonMap = Map<String, Value>;
+
 /// Inflates (with a size bound) and parses a configuration blob.
-pub fn unpack(blob: &[u8]) -> Result<Map<String, Value>, ConfigError> {
+pub fn unpack(blob: &[u8]) -> Result<JsonMap, ConfigError> {
     let mut json = Vec::new();
     ZlibDecoder::new(blob)
         .take(MAX_JSON + 1)
@@ -113,7 +116,12 @@ pub fn unpack(blob: &[u8]) -> Result<Map<String, Value>, ConfigError> {
     if json.len() as u64 > MAX_JSON {
         return Err(ConfigError::TooLarge);
     }
-    match serde_json::from_slice(&json) {
+    parse_json(&json)
+}
+
+/// Parses configuration JSON (already inflated).
+pub fn parse_json(json: &[u8]) -> Result<JsonMap, ConfigError> {
+    match serde_json::from_slice(json) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ConfigError::Json("not an object".into())),
         Err(e) => Err(ConfigError::Json(e.to_string())),
