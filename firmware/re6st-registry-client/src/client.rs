@@ -59,6 +59,11 @@ impl RegistryClient {
         }
     }
 
+    /// Forgets the session: the next authenticated call starts with hello.
+    pub fn reset_session(&mut self) {
+        self.session.reset();
+    }
+
     pub fn url(&self) -> &RegistryUrl {
         &self.url
     }

@@ -175,6 +175,8 @@ pub enum StartError {
 pub struct Registry {
     db: Mutex<Db>,
     sessions: Mutex<Sessions>,
+    /// Subject serial of each certificate PEM (see `subject_serials`).
+    subject_serial_memo: Mutex<std::collections::HashMap<String, Option<u64>>>,
     ca: Ca,
     settings: Settings,
     geoip: Option<GeoIp>,
@@ -228,6 +230,7 @@ impl Registry {
         let r = Registry {
             db: Mutex::new(db),
             sessions: Mutex::new(Sessions::default()),
+            subject_serial_memo: Mutex::default(),
             ca,
             settings,
             geoip,
@@ -418,14 +421,26 @@ impl Registry {
         Ok(answer)
     }
 
-    /// Subject serials in use, by parsing every certificate.
-    fn subject_serials(tx: &Tx<'_>) -> Result<Vec<u64>, RpcError> {
-        Ok(tx
-            .cert_rows()?
-            .into_iter()
-            .filter_map(|r| X509::from_pem(r.cert.as_bytes()).ok())
-            .filter_map(|c| pcert::subject_serial(&c).ok())
-            .collect())
+    /// Subject serials in use, read from every certificate. Parsing each
+    /// PEM on every request made issuance quadratic, so results are
+    /// remembered by PEM (certificates never change in place); entries of
+    /// certificates no longer in the table are dropped.
+    fn subject_serials(&self, tx: &Tx<'_>) -> Result<Vec<u64>, RpcError> {
+        let rows = tx.cert_rows()?;
+        let mut memo = lock(&self.subject_serial_memo);
+        let mut fresh = std::collections::HashMap::with_capacity(rows.len());
+        for r in rows {
+            let serial = match memo.remove(&r.cert) {
+                Some(s) => s,
+                None => X509::from_pem(r.cert.as_bytes())
+                    .ok()
+                    .and_then(|c| pcert::subject_serial(&c).ok()),
+            };
+            fresh.insert(r.cert, serial);
+        }
+        let serials = fresh.values().filter_map(|s| *s).collect();
+        *memo = fresh;
+        Ok(serials)
     }
 
     fn next_serial(tx: &Tx<'_>) -> Result<u64, RpcError> {
@@ -490,7 +505,7 @@ impl Registry {
                 tx.set_config("prefix", prefix.to_string())?;
                 bumped = self.refresh_network_config(tx)?;
             }
-            let subject_serial = certs::smallest_unused(Self::subject_serials(tx)?);
+            let subject_serial = certs::smallest_unused(self.subject_serials(tx)?);
             let cert = certs::issue(
                 &self.ca,
                 &Issue {
