@@ -1,0 +1,60 @@
+//! Token e-mails over SMTP reach a real SMTP server (Python's smtpd, on
+//! loopback).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use re6st_registry::mail::Mailer;
+use re6st_testkit::upstream_python;
+use re6st_testkit::upstream_registry::free_port;
+
+#[test]
+fn token_mail_over_smtp() {
+    let port = free_port();
+    // Python 3.11 still ships smtpd: it prints every message it receives.
+    let mut server = Command::new(upstream_python())
+        .args([
+            "-W",
+            "ignore",
+            "-u",
+            "-m",
+            "smtpd",
+            "-n",
+            "-c",
+            "DebuggingServer",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "smtpd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mailer = Mailer::new(&format!("127.0.0.1:{port}"), false, None, None);
+    let sent = mailer.send_token(Some("ca@example.com"), "node@example.com", "abcdefgh", 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = server.kill();
+    let mut out = String::new();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = server.wait();
+    sent.unwrap();
+    assert!(
+        out.contains("your token to join re6st network is: abcdefgh"),
+        "{out}"
+    );
+    assert!(out.contains("To: node@example.com"), "{out}");
+    // An unreachable server is an error, not a hang or a panic.
+    let dead = Mailer::new(&format!("127.0.0.1:{}", free_port()), false, None, None);
+    assert!(dead
+        .send_token(None, "node@example.com", "abcdefgh", 0)
+        .is_err());
+}
