@@ -1,0 +1,4 @@
+//! Init of the re6st router firmware.
+
+pub mod backoff;
+pub mod profile;
