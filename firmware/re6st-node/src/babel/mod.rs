@@ -1,0 +1,15 @@
+//! Stock babeld (Debian's 1.12), as the node uses it.
+//!
+//! * [`config`]: the command line equivalent to upstream's (our subnet
+//!   only, hello interval, default interface parameters, HMAC keys,
+//!   source-specific default routes, pref-src), plus a read-write local
+//!   control socket instead of upstream's patched binary protocol.
+//! * [`control`]: the text protocol of that socket, parsed into events.
+//! * [`table`]: neighbours and routes built from those events, and the
+//!   questions the tunnel manager asks of them.
+//! * [`client`]: the tokio connection to the socket.
+
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod table;

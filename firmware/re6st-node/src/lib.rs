@@ -1,0 +1,4 @@
+//! The re6stnet node (in progress): today, the control of a stock babeld
+//! (configuration, local control socket, routing table model).
+
+pub mod babel;

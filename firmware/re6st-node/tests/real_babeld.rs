@@ -1,0 +1,136 @@
+//! Our babeld configuration, control client and routing table against
+//! real babeld 1.12 processes in two network namespaces.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use re6st_node::babel::client::BabelClient;
+use re6st_node::babel::config::BabelConfig;
+use re6st_node::babel::control::{set_rxcost, Line};
+use re6st_node::babel::table::Table;
+use re6st_proto::prefix::Prefix;
+use re6st_testkit::netns::Lab;
+
+fn config(dir: &std::path::Path, n: u8, network: Prefix) -> BabelConfig {
+    BabelConfig {
+        address: format!("2001:db8:{n}::1").parse().unwrap(),
+        subnet_len: 48,
+        ipv4: None,
+        network,
+        gateway: false,
+        ipv6_subtrees: true,
+        hello: 1,
+        default: "type tunnel".into(),
+        hmac_sign: Some(vec![7; 16]),
+        hmac_accept: None,
+        log: dir.join(format!("babeld{n}.log")),
+        state: dir.join(format!("babeld{n}.state")),
+        pidfile: dir.join(format!("babeld{n}.pid")),
+        control_socket: dir.join(format!("babeld{n}.sock")),
+        extra: vec![],
+        interfaces: vec!["t0".into()],
+    }
+}
+
+async fn table(sock: &std::path::Path) -> Table {
+    let mut c = BabelClient::connect(sock, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut t = Table::default();
+    for l in c.dump().await.unwrap() {
+        t.apply(&l);
+    }
+    t
+}
+
+#[test]
+fn neighbours_routes_and_draining() {
+    let dir = std::env::temp_dir().join(format!("re6st-babel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
+    let mut lab = Lab::new();
+    lab.add_ns("a");
+    lab.add_ns("b");
+    lab.link("a", &[], "b", &[], "t0");
+    let mut configs = Vec::new();
+    for (ns, n) in [("a", 1u8), ("b", 2)] {
+        lab.sh(ns, &format!("ip addr add 2001:db8:{n}::1/48 dev lo"));
+        let c = config(&dir, n, network);
+        let mut argv = vec!["babeld".to_string()];
+        argv.extend(c.args());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        lab.spawn(ns, &argv, &dir.join(format!("stdout{n}.log")));
+        configs.push(c);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a_sock, b_sock) = (
+        configs[0].control_socket.clone(),
+        configs[1].control_socket.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b_prefix = Prefix::from_subnet("2/16").unwrap();
+    // A learns B's subnet, from B itself (refmetric 0), over t0: HMAC-signed
+    // hellos with the same key on both sides.
+    loop {
+        let ready = a_sock.exists() && b_sock.exists() && {
+            let t = rt.block_on(table(&a_sock));
+            let by = t.by_neighbour(&network);
+            t.reachable(&network).contains(&b_prefix)
+                && by.iter().any(|((i, _), (own, via))| {
+                    i == "t0" && *own == Some(b_prefix) && via.contains(&b_prefix)
+                })
+                && t.routes_through(&network, "t0") == 1
+        };
+        if ready {
+            break;
+        }
+        let log = std::fs::read_to_string(dir.join("babeld1.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "A never learned B's route; babeld log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The kernel has the route too.
+    assert!(lab
+        .sh("a", "ip -6 route show 2001:db8:2::/48")
+        .contains("t0"));
+    // Drain t0 on A: B sees A's link as expensive.
+    rt.block_on(async {
+        let mut c = BabelClient::connect(&a_sock, Duration::from_secs(5))
+            .await
+            .unwrap();
+        for r in set_rxcost("t0", 4096, &configs[0].interface_defaults()) {
+            c.request(&r).await.unwrap();
+        }
+        assert!(c.request("no-such-directive").await.is_err());
+    });
+    loop {
+        let t = rt.block_on(table(&b_sock));
+        if t.neighbours()
+            .any(|n| n.interface == "t0" && n.txcost >= 4096)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never saw the drained cost");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Garbage requests don't break the connection or babeld.
+    rt.block_on(async {
+        let mut c = BabelClient::connect(&b_sock, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let _ = c.request("\u{1}\u{2}garbage").await;
+        assert!(c
+            .dump()
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| matches!(l, Line::Neighbour { .. })));
+    });
+    drop(lab);
+    std::fs::remove_dir_all(&dir).ok();
+}
