@@ -1,7 +1,6 @@
 //! Our babeld configuration, control client and routing table against
 //! real babeld 1.12 processes in two network namespaces.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use re6st_node::babel::client::BabelClient;
