@@ -2,3 +2,4 @@
 //! (configuration, local control socket, routing table model).
 
 pub mod babel;
+pub mod openvpn;

@@ -12,7 +12,24 @@ type Entry = fn(Vec<OsString>) -> ExitCode;
 const COMMANDS: &[(&str, &str, Entry)] = &[
     ("re6st-conf", "conf", re6st_conf::main),
     ("re6st-registry", "registry", re6st_registry::main),
+    ("re6st-ovpn-hook", "ovpn-hook", ovpn_hook),
 ];
+
+/// OpenVPN's hook (`--up`, `--route-up`, `--client-connect`, ...).
+fn ovpn_hook(args: Vec<OsString>) -> ExitCode {
+    let args: Vec<String> = args
+        .into_iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match re6st_node::openvpn::hook::run(&args, &|k| std::env::var(k).ok()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("re6st ovpn-hook: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn usage() -> ExitCode {
     eprintln!("usage: re6st COMMAND [ARGS...]\n\ncommands:");

@@ -1,0 +1,307 @@
+//! OpenVPN hook events. OpenVPN runs `re6st ovpn-hook SOCKET [up|route-up]`
+//! with the event in its environment; the hook forwards it as one
+//! datagram to the daemon's Unix socket and, for `client-connect`, waits
+//! for the verdict (one byte: 1 accept, 0 refuse) before telling the new
+//! client its external address.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::Duration;
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer connects to one of our servers (it may be refused).
+    ClientConnect(Peer),
+    ClientDisconnect(Peer),
+    /// Our client tunnel is up; `external_ip` is how the server sees us.
+    RouteUp {
+        cn: String,
+        serial: u64,
+        external_ip: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's certificate CN (`N/LEN`).
+    pub cn: String,
+    /// The tap interface of the server.
+    pub dev: String,
+    /// The peer certificate's serial number.
+    pub serial: u64,
+    /// The peer's public address.
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HookError {
+    #[error("OpenVPN did not set {0}")]
+    MissingEnv(&'static str),
+    #[error("invalid {0} in the environment")]
+    BadEnv(&'static str),
+    #[error("unknown script type {0:?}")]
+    UnknownScript(String),
+    #[error("malformed hook event")]
+    Malformed,
+}
+
+fn env_var<'a>(
+    env: &'a dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, HookError> {
+    let _ = env as &'a dyn Fn(&str) -> Option<String>;
+    env(name).ok_or(HookError::MissingEnv(name))
+}
+
+fn serial(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, HookError> {
+    // OpenVPN gives the serial in decimal.
+    env_var(env, "tls_serial_0")?
+        .parse()
+        .map_err(|_| HookError::BadEnv("tls_serial_0"))
+}
+
+/// The event OpenVPN describes in its environment (`script_type` etc.).
+/// `Ok(None)` for `up`, which the hook handles alone.
+pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Event>, HookError> {
+    let script = env_var(env, "script_type")?;
+    let peer = || -> Result<Peer, HookError> {
+        Ok(Peer {
+            cn: env_var(env, "common_name")?,
+            dev: env_var(env, "dev")?,
+            serial: serial(env)?,
+            ip: env("trusted_ip")
+                .or_else(|| env("trusted_ip6"))
+                .ok_or(HookError::MissingEnv("trusted_ip"))?,
+        })
+    };
+    Ok(Some(match script.as_str() {
+        "client-connect" => Event::ClientConnect(peer()?),
+        "client-disconnect" => Event::ClientDisconnect(peer()?),
+        "route-up" => Event::RouteUp {
+            cn: env_var(env, "common_name")?,
+            serial: serial(env)?,
+            external_ip: env("OPENVPN_external_ip").unwrap_or_default(),
+        },
+        "up" => return Ok(None),
+        _ => return Err(HookError::UnknownScript(script)),
+    }))
+}
+
+impl Event {
+    /// One line of tab-separated fields (no field may contain a tab or
+    /// newline: CNs, interface names, serials and IPs never do).
+    pub fn encode(&self) -> Vec<u8> {
+        let fields: Vec<String> = match self {
+            Event::ClientConnect(p) | Event::ClientDisconnect(p) => {
+                let kind = if matches!(self, Event::ClientConnect(_)) {
+                    "connect"
+                } else {
+                    "disconnect"
+                };
+                vec![
+                    kind.into(),
+                    p.cn.clone(),
+                    p.dev.clone(),
+                    p.serial.to_string(),
+                    p.ip.clone(),
+                ]
+            }
+            Event::RouteUp {
+                cn,
+                serial,
+                external_ip,
+            } => {
+                vec![
+                    "route-up".into(),
+                    cn.clone(),
+                    serial.to_string(),
+                    external_ip.clone(),
+                ]
+            }
+        };
+        fields.join("\t").into_bytes()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Event, HookError> {
+        let text = std::str::from_utf8(data).map_err(|_| HookError::Malformed)?;
+        let f: Vec<&str> = text.split('\t').collect();
+        let serial = |s: &str| s.parse::<u64>().map_err(|_| HookError::Malformed);
+        match f.as_slice() {
+            [kind @ ("connect" | "disconnect"), cn, dev, s, ip] => {
+                let p = Peer {
+                    cn: (*cn).into(),
+                    dev: (*dev).into(),
+                    serial: serial(s)?,
+                    ip: (*ip).into(),
+                };
+                Ok(if *kind == "connect" {
+                    Event::ClientConnect(p)
+                } else {
+                    Event::ClientDisconnect(p)
+                })
+            }
+            ["route-up", cn, s, ip] => Ok(Event::RouteUp {
+                cn: (*cn).into(),
+                serial: serial(s)?,
+                external_ip: (*ip).into(),
+            }),
+            _ => Err(HookError::Malformed),
+        }
+    }
+}
+
+/// Runs the hook: `args` are what follows `ovpn-hook` (SOCKET, then the
+/// words OpenVPN appends, e.g. the client-connect config file).
+pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    let socket = args.first().ok_or("usage: ovpn-hook SOCKET ...")?;
+    let event = match from_env(env).map_err(|e| e.to_string())? {
+        Some(e) => e,
+        None => {
+            // `up`: OpenVPN only brings a tap up itself in IPv4 mode.
+            let dev = env("dev").ok_or("OpenVPN did not set dev")?;
+            let mtu = env("tun_mtu").unwrap_or_else(|| "1500".into());
+            let ok = std::process::Command::new("ip")
+                .args(["link", "set", &dev, "up", "mtu", &mtu])
+                .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
+                .status()
+                .map_err(|e| e.to_string())?
+                .success();
+            return if ok {
+                Ok(())
+            } else {
+                Err(format!("cannot bring {dev} up"))
+            };
+        }
+    };
+    let sock = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+    let reply_path = std::env::temp_dir().join(format!("re6st-ovpn-hook-{}", std::process::id()));
+    let _ = std::fs::remove_file(&reply_path);
+    let needs_reply = matches!(event, Event::ClientConnect(_));
+    let sock = if needs_reply {
+        let s = UnixDatagram::bind(&reply_path).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        s
+    } else {
+        sock
+    };
+    let sent = sock.send_to(&event.encode(), Path::new(socket));
+    let verdict = if needs_reply && sent.is_ok() {
+        let mut b = [0u8; 1];
+        sock.recv(&mut b).map(|_| b[0])
+    } else {
+        Ok(1)
+    };
+    let _ = std::fs::remove_file(&reply_path);
+    sent.map_err(|e| format!("daemon socket {socket}: {e}"))?;
+    match (verdict, &event) {
+        (Ok(1), Event::ClientConnect(p)) => {
+            // OpenVPN passes the file for the client's dynamic options last.
+            if let Some(conf) = args.last().filter(|_| args.len() > 1) {
+                let mut f = std::fs::File::create(conf).map_err(|e| e.to_string())?;
+                writeln!(f, "push \"setenv-safe external_ip {}\"", p.ip)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        (Ok(1), _) => Ok(()),
+        (Ok(_), _) => Err("refused by the daemon".into()),
+        (Err(e), _) => Err(format!("no verdict from the daemon: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn events_from_openvpn_environment() {
+        let e = env(&[
+            ("script_type", "client-connect"),
+            ("common_name", "2/16"),
+            ("dev", "re6stnet-udp"),
+            ("tls_serial_0", "12"),
+            ("trusted_ip", "198.18.0.2"),
+        ]);
+        let ev = from_env(&e).unwrap().unwrap();
+        assert_eq!(Event::decode(&ev.encode()).unwrap(), ev);
+        let e = env(&[
+            ("script_type", "route-up"),
+            ("common_name", "2/16"),
+            ("tls_serial_0", "3"),
+            ("OPENVPN_external_ip", "198.18.0.9"),
+        ]);
+        let ev = from_env(&e).unwrap().unwrap();
+        assert_eq!(
+            ev,
+            Event::RouteUp {
+                cn: "2/16".into(),
+                serial: 3,
+                external_ip: "198.18.0.9".into()
+            }
+        );
+        assert_eq!(Event::decode(&ev.encode()).unwrap(), ev);
+        assert_eq!(from_env(&env(&[("script_type", "up")])).unwrap(), None);
+        assert!(from_env(&env(&[("script_type", "client-connect")])).is_err());
+        assert!(from_env(&env(&[("script_type", "tls-verify")])).is_err());
+        for bad in [
+            &b""[..],
+            b"connect\ta",
+            b"route-up\tx\tnotanumber\ty",
+            b"\xff",
+        ] {
+            assert!(Event::decode(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn connect_waits_for_the_verdict_and_pushes_the_address() {
+        let dir = std::env::temp_dir().join(format!("re6st-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let daemon_path = dir.join("daemon.sock");
+        let daemon = UnixDatagram::bind(&daemon_path).unwrap();
+        let conf = dir.join("client.conf");
+        let e = env(&[
+            ("script_type", "client-connect"),
+            ("common_name", "2/16"),
+            ("dev", "t"),
+            ("tls_serial_0", "7"),
+            ("trusted_ip", "198.18.0.2"),
+        ]);
+        for (verdict, ok) in [(1u8, true), (0u8, false)] {
+            let d = daemon.try_clone().unwrap();
+            let t = std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                let (n, from) = d.recv_from(&mut buf).unwrap();
+                d.send_to(&[verdict], from.as_pathname().unwrap()).unwrap();
+                Event::decode(&buf[..n]).unwrap()
+            });
+            let args = vec![
+                daemon_path.display().to_string(),
+                conf.display().to_string(),
+            ];
+            assert_eq!(run(&args, &e).is_ok(), ok);
+            assert!(matches!(t.join().unwrap(), Event::ClientConnect(p) if p.serial == 7));
+        }
+        assert_eq!(
+            std::fs::read_to_string(&conf).unwrap(),
+            "push \"setenv-safe external_ip 198.18.0.2\"\n"
+        );
+        // No daemon: an error, not a hang.
+        let args = vec![dir.join("nobody.sock").display().to_string()];
+        assert!(run(&args, &e).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
