@@ -175,10 +175,9 @@ pub fn parse_file(source: Source, text: &str) -> Result<Layer, ProfileError> {
             continue;
         }
         let position = n + 1;
-        let (key, value) = line.split_once('=').ok_or(ProfileError::Syntax(Origin {
-            source,
-            position,
-        }))?;
+        let (key, value) = line
+            .split_once('=')
+            .ok_or(ProfileError::Syntax(Origin { source, position }))?;
         layer.insert(key.trim(), value.trim().to_owned(), position)?;
     }
     Ok(layer)
@@ -417,7 +416,9 @@ fn parse_token(token: &str) -> Result<Credential, String> {
 }
 
 fn parse_location(location: &str) -> Result<String, String> {
-    let ok = |part: &str| (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric());
+    let ok = |part: &str| {
+        (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
+    };
     match location.split_once(',') {
         Some((country, continent)) if ok(country) && ok(continent) => Ok(location.to_owned()),
         _ => Err("expected COUNTRY,CONTINENT, e.g. FR,EU".into()),
@@ -431,7 +432,9 @@ pub fn parse_hostname(name: &str) -> Result<String, String> {
     }
     for label in name.split('.') {
         let valid = (1..=63).contains(&label.len())
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !valid {
@@ -456,10 +459,7 @@ pub fn parse_interface(name: &str) -> Result<String, String> {
     }
 }
 
-fn parse_list<T>(
-    text: &str,
-    item: impl Fn(&str) -> Result<T, String>,
-) -> Result<Vec<T>, String> {
+fn parse_list<T>(text: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -468,7 +468,8 @@ fn parse_list<T>(
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    text.parse().map_err(|_| format!("{text:?} is not an IP address"))
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))
 }
 
 fn parse_static_address(text: &str) -> Result<StaticAddress, String> {
@@ -562,7 +563,9 @@ fn parse_provisioning(m: &Merged) -> Result<Option<Provisioning>, ProfileError> 
     Ok(Some(Provisioning {
         registry,
         fingerprint,
-        credential: m.parse("token", parse_token)?.unwrap_or(Credential::Anonymous),
+        credential: m
+            .parse("token", parse_token)?
+            .unwrap_or(Credential::Anonymous),
         location: m.parse("location", parse_location)?,
     }))
 }
@@ -573,7 +576,8 @@ fn parse_services(m: &Merged) -> Result<Vec<ServiceSpec>, ProfileError> {
         let Some((name, false)) = service_key(key) else {
             continue;
         };
-        let invalid = |why: &str| ProfileError::Invalid(origin.clone(), key.to_string(), why.into());
+        let invalid =
+            |why: &str| ProfileError::Invalid(origin.clone(), key.to_string(), why.into());
         let argv = split_words(value).ok_or_else(|| invalid("unterminated double quote"))?;
         if argv.is_empty() {
             // An empty command disables a service that a lower layer defines.
@@ -799,9 +803,18 @@ mod tests {
             ("wan=eth0/1", "wan"),
             ("wan=averyveryverylongname", "wan"),
             ("wan=eth0\nwan.mode=pppoe", "wan.mode"),
-            ("wan=eth0\nwan.mode=static\nwan.address=192.0.2.1", "wan.address"),
-            ("wan=eth0\nwan.mode=static\nwan.address=192.0.2.1/33", "wan.address"),
-            ("wan=eth0\nwan.mode=static\nwan.address=::1/129", "wan.address"),
+            (
+                "wan=eth0\nwan.mode=static\nwan.address=192.0.2.1",
+                "wan.address",
+            ),
+            (
+                "wan=eth0\nwan.mode=static\nwan.address=192.0.2.1/33",
+                "wan.address",
+            ),
+            (
+                "wan=eth0\nwan.mode=static\nwan.address=::1/129",
+                "wan.address",
+            ),
             (
                 "wan=eth0\nwan.mode=static\nwan.address=::1/64\nwan.gateway=gw",
                 "wan.gateway",
