@@ -3,3 +3,4 @@
 
 pub mod babel;
 pub mod openvpn;
+pub mod state;
