@@ -4,3 +4,4 @@
 pub mod babel;
 pub mod openvpn;
 pub mod state;
+pub mod tunnel;

@@ -1,0 +1,894 @@
+//! The tunnel manager's decisions (sans-IO).
+//!
+//! Every refresh (`tunnel_refresh` seconds) the least useful client tunnel
+//! (fewest nodes routed through it, never a `--neighbour`) is drained and
+//! closed, and new tunnels go to random *distant* peers (known through
+//! babel but not direct neighbours), so the graph keeps changing while
+//! staying connected. Without a route to the registry the node bootstraps
+//! from its cache, then from the registry's `getBootstrapPeer`.
+//!
+//! Draining, with stock babeld: the tunnel's tap announces a high rxcost so
+//! routes move away; once nothing is routed through it, we ask the peer to
+//! close (code 2) and close on its answer (code 3) or after a timeout.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use re6st_proto::address::{parse_list, Address, Proto};
+use re6st_proto::prefix::Prefix;
+
+use crate::state::peers::PeerCache;
+
+/// rxcost announced on a tunnel being drained.
+pub const DRAIN_RXCOST: u32 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub me: Prefix,
+    pub registry: Option<Prefix>,
+    pub client_count: usize,
+    /// Seconds between two refreshes.
+    pub tunnel_refresh: i64,
+    /// OpenVPN ping-exit / peer timeout (4 × hello).
+    pub timeout: i64,
+    /// `--neighbour`: peers we always keep a tunnel to.
+    pub neighbours: BTreeSet<Prefix>,
+    pub disabled: BTreeSet<Proto>,
+}
+
+/// What babeld says, reduced to what the manager needs.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingView {
+    /// Node prefixes babel has a route to.
+    pub known: BTreeSet<Prefix>,
+    /// Direct neighbours (by their own prefix) and the nodes routed via each.
+    pub neighbours: BTreeMap<Prefix, BTreeSet<Prefix>>,
+    /// Installed node routes per tunnel interface.
+    pub routes_per_iface: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start OpenVPN to `prefix` on `iface` with the first of `addresses`.
+    Open {
+        prefix: Prefix,
+        iface: String,
+        address: Address,
+    },
+    /// Stop the OpenVPN client to `prefix` (its tap stays for reuse).
+    Close { prefix: Prefix, iface: String },
+    /// Ask `prefix` for its addresses (peer message code 1).
+    QueryAddress(Prefix),
+    /// Send a tunnel kill request (2) or response (3).
+    SendKill { prefix: Prefix, code: u8 },
+    /// Change the rxcost babeld announces on a tunnel interface.
+    SetRxCost { iface: String, rxcost: Option<u32> },
+    /// Call `getBootstrapPeer` and report with [`Manager::on_bootstrap`].
+    RequestBootstrap,
+    /// Dump babeld and report with [`Manager::on_routes`].
+    RequestDump,
+}
+
+#[derive(Debug, Clone)]
+struct Connection {
+    iface: String,
+    addresses: Vec<Address>,
+    /// Index of the address being tried; `None` once established.
+    trying: Option<usize>,
+    serial: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillState {
+    /// rxcost raised; waiting for routes to move away.
+    Draining,
+    /// Kill request sent; waiting for the peer's answer.
+    Requested,
+}
+
+#[derive(Debug, Clone)]
+struct Killer {
+    state: KillState,
+    deadline: i64,
+}
+
+pub struct Manager {
+    cfg: Config,
+    cache: PeerCache,
+    connections: BTreeMap<Prefix, Connection>,
+    /// Peers connected to our servers.
+    served: BTreeSet<Prefix>,
+    killing: BTreeMap<Prefix, Killer>,
+    free_ifaces: Vec<String>,
+    next_iface: usize,
+    /// Peers asked for their address, not answered yet.
+    connecting: BTreeSet<Prefix>,
+    /// Until when not to ask the registry for a bootstrap peer again.
+    bootstrap_quiet_until: i64,
+    /// Whether we believe we are cut from the registry.
+    disconnected: bool,
+    next_refresh: i64,
+    crl: BTreeSet<u64>,
+    actions: VecDeque<Action>,
+    last_view: RoutingView,
+    rng: u64,
+}
+
+impl Manager {
+    pub fn new(cfg: Config, cache: PeerCache, now: i64, seed: u64) -> Manager {
+        Manager {
+            next_refresh: now + cfg.tunnel_refresh,
+            cfg,
+            cache,
+            connections: BTreeMap::new(),
+            served: BTreeSet::new(),
+            killing: BTreeMap::new(),
+            free_ifaces: Vec::new(),
+            next_iface: 1,
+            connecting: BTreeSet::new(),
+            bootstrap_quiet_until: 0,
+            disconnected: false,
+            crl: BTreeSet::new(),
+            actions: VecDeque::from([Action::RequestDump]),
+            last_view: RoutingView::default(),
+            rng: seed | 1,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64: reproducible for a given seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    pub fn cache(&self) -> &PeerCache {
+        &self.cache
+    }
+
+    pub fn cache_mut(&mut self) -> &mut PeerCache {
+        &mut self.cache
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Client tunnels (established or being set up), by peer.
+    pub fn tunnels(&self) -> impl Iterator<Item = (&Prefix, &str)> {
+        self.connections.iter().map(|(p, c)| (p, c.iface.as_str()))
+    }
+
+    pub fn is_established(&self, prefix: &Prefix) -> bool {
+        self.connections
+            .get(prefix)
+            .is_some_and(|c| c.trying.is_none())
+    }
+
+    pub fn served(&self) -> &BTreeSet<Prefix> {
+        &self.served
+    }
+
+    /// When [`Self::tick`] should be called next.
+    pub fn next_timeout(&self) -> i64 {
+        let k = self
+            .killing
+            .values()
+            .map(|k| k.deadline)
+            .min()
+            .unwrap_or(i64::MAX);
+        self.next_refresh.min(k)
+    }
+
+    /// Time passes: asks for a babel dump when decisions are due.
+    pub fn tick(&mut self, now: i64) {
+        if now >= self.next_timeout() || self.connections.len() < self.cfg.client_count {
+            self.actions.push_back(Action::RequestDump);
+        }
+    }
+
+    /// The babel dump arrived: advance drains, refresh, open new tunnels.
+    pub fn on_routes(&mut self, now: i64, view: RoutingView) {
+        self.last_view = view;
+        self.advance_killers(now);
+        if now >= self.next_refresh {
+            self.remove_one_tunnel(now);
+            self.next_refresh = now + self.cfg.tunnel_refresh;
+        }
+        self.make_new_tunnels(now);
+    }
+
+    fn limit(&self) -> usize {
+        // Not reachable from outside (nobody connects to our servers):
+        // keep few tunnels, as upstream.
+        if self.served.is_empty() && !self.disconnected {
+            self.cfg.client_count.min(2)
+        } else {
+            self.cfg.client_count
+        }
+    }
+
+    fn score(&self, prefix: &Prefix) -> (bool, usize) {
+        let routed = self
+            .connections
+            .get(prefix)
+            .and_then(|c| self.last_view.routes_per_iface.get(&c.iface))
+            .copied()
+            .unwrap_or(0);
+        (self.cfg.neighbours.contains(prefix), routed)
+    }
+
+    fn remove_one_tunnel(&mut self, now: i64) {
+        let candidates: Vec<Prefix> = self
+            .connections
+            .iter()
+            .filter(|(p, c)| c.trying.is_none() && !self.killing.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        let all_neighbours = candidates.iter().all(|p| self.cfg.neighbours.contains(p));
+        if candidates.len() < self.limit() || all_neighbours {
+            return;
+        }
+        if let Some(victim) = candidates.into_iter().min_by_key(|p| self.score(p)) {
+            let iface = self.connections[&victim].iface.clone();
+            self.actions.push_back(Action::SetRxCost {
+                iface,
+                rxcost: Some(DRAIN_RXCOST),
+            });
+            self.killing.insert(
+                victim,
+                Killer {
+                    state: KillState::Draining,
+                    deadline: now + 2 * self.cfg.timeout,
+                },
+            );
+        }
+    }
+
+    fn advance_killers(&mut self, now: i64) {
+        let prefixes: Vec<Prefix> = self.killing.keys().copied().collect();
+        for p in prefixes {
+            let Some(c) = self.connections.get(&p) else {
+                self.killing.remove(&p);
+                continue;
+            };
+            let iface = c.iface.clone();
+            let k = self.killing[&p].clone();
+            if now >= k.deadline {
+                // Give up draining (or the peer never answered): a
+                // request unanswered closes anyway, a drain is undone.
+                self.killing.remove(&p);
+                match k.state {
+                    KillState::Requested => self.close(p),
+                    KillState::Draining => self.actions.push_back(Action::SetRxCost {
+                        iface,
+                        rxcost: None,
+                    }),
+                }
+                continue;
+            }
+            if k.state == KillState::Draining
+                && self
+                    .last_view
+                    .routes_per_iface
+                    .get(&iface)
+                    .copied()
+                    .unwrap_or(0)
+                    == 0
+            {
+                self.actions
+                    .push_back(Action::SendKill { prefix: p, code: 2 });
+                self.killing.insert(
+                    p,
+                    Killer {
+                        state: KillState::Requested,
+                        deadline: now + 2 * self.cfg.timeout,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A peer message with code 2 or 3 from `prefix`.
+    pub fn on_kill_message(&mut self, prefix: Prefix, code: u8) {
+        match code {
+            // The client side of one of our served tunnels is drained:
+            // our side is a shared tap, nothing to drain; just agree.
+            2 if self.served.contains(&prefix) => {
+                self.actions.push_back(Action::SendKill { prefix, code: 3 })
+            }
+            3 if self
+                .killing
+                .get(&prefix)
+                .is_some_and(|k| k.state == KillState::Requested) =>
+            {
+                self.close(prefix);
+            }
+            _ => {}
+        }
+    }
+
+    fn close(&mut self, prefix: Prefix) {
+        if let Some(c) = self.connections.remove(&prefix) {
+            if self.killing.remove(&prefix).is_some() {
+                self.actions.push_back(Action::SetRxCost {
+                    iface: c.iface.clone(),
+                    rxcost: None,
+                });
+            }
+            self.actions.push_back(Action::Close {
+                prefix,
+                iface: c.iface.clone(),
+            });
+            self.free_ifaces.push(c.iface);
+        }
+    }
+
+    fn take_iface(&mut self) -> String {
+        self.free_ifaces.pop().unwrap_or_else(|| {
+            let i = format!("re6stnet{}", self.next_iface);
+            self.next_iface += 1;
+            i
+        })
+    }
+
+    /// Opens a tunnel to `prefix` if it makes sense; whether it did.
+    fn make_tunnel(&mut self, prefix: Prefix, address: &str) -> bool {
+        if prefix == self.cfg.me
+            || self.served.contains(&prefix)
+            || self.connections.contains_key(&prefix)
+        {
+            return false;
+        }
+        let addresses: Vec<Address> = parse_list(address)
+            .addresses
+            .into_iter()
+            .filter(|a| !self.cfg.disabled.contains(&a.proto))
+            .collect();
+        self.cache.connecting(prefix, true);
+        let Some(first) = addresses.first().cloned() else {
+            return false;
+        };
+        let iface = self.take_iface();
+        self.actions.push_back(Action::Open {
+            prefix,
+            iface: iface.clone(),
+            address: first,
+        });
+        self.connections.insert(
+            prefix,
+            Connection {
+                iface,
+                addresses,
+                trying: Some(0),
+                serial: None,
+            },
+        );
+        true
+    }
+
+    fn make_new_tunnels(&mut self, now: i64) {
+        let mut count = self.cfg.client_count.saturating_sub(self.connections.len());
+        if count == 0 {
+            return;
+        }
+        self.connecting.clear();
+        let view = self.last_view.clone();
+        let mut distant: Vec<Prefix> = view
+            .known
+            .iter()
+            .filter(|p| !view.neighbours.contains_key(p) && **p != self.cfg.me)
+            .copied()
+            .collect();
+        // Persistent neighbours first, the others in random order.
+        let mut scored: Vec<(bool, u64, Prefix)> = distant
+            .iter()
+            .map(|p| (self.cfg.neighbours.contains(p), 0, *p))
+            .collect();
+        for s in &mut scored {
+            s.1 = self.random();
+        }
+        scored.sort();
+        distant = scored.into_iter().map(|(_, _, p)| p).collect();
+
+        let mut use_cache = false;
+        match self.cfg.registry {
+            Some(r) if r == self.cfg.me => use_cache = distant.is_empty(),
+            Some(r)
+                if view.known.contains(&r)
+                    || self.connections.contains_key(&r)
+                    || self.served.contains(&r) =>
+            {
+                self.disconnected = false;
+            }
+            Some(_) if now >= self.bootstrap_quiet_until => {
+                self.disconnected = true;
+                let n = view.known.len() as u64 + 1;
+                let backoff = self.cfg.timeout * (1 + (self.random() % n) as i64);
+                self.bootstrap_quiet_until = now + backoff;
+                use_cache = true;
+                if !view.known.is_empty() {
+                    // We are not alone to be cut: ask the registry.
+                    self.actions.push_back(Action::RequestBootstrap);
+                }
+            }
+            _ => {}
+        }
+        if !use_cache && !distant.is_empty() {
+            if self.served.is_empty() {
+                count = self
+                    .cfg
+                    .client_count
+                    .min(2)
+                    .saturating_sub(self.connections.len())
+                    .min(count);
+            }
+            while count > 0 {
+                let Some(peer) = distant.pop() else { break };
+                if let Some(address) = self.cache.address(&peer).map(str::to_owned) {
+                    if self.make_tunnel(peer, &address) {
+                        count -= 1;
+                    }
+                } else {
+                    self.actions.push_back(Action::QueryAddress(peer));
+                    self.connecting.insert(peer);
+                    count -= 1;
+                }
+            }
+            return;
+        }
+        if use_cache || view.known.is_empty() {
+            // Start-up or cut off: peers from the cache we have no route to.
+            let me = self.cfg.me;
+            let mut rng = self.rng;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut made = 0;
+            for (peer, address) in self.cache.peer_list(&me, false, &mut next) {
+                if made == count {
+                    break;
+                }
+                if !view.known.contains(&peer) && self.make_tunnel(peer, &address) {
+                    made += 1;
+                }
+            }
+            self.rng = next();
+            if made == 0 && view.known.is_empty() {
+                if self.cfg.registry != Some(me) && now >= self.bootstrap_quiet_until.min(now) {
+                    self.actions.push_back(Action::RequestBootstrap);
+                }
+                // Last chance: addresses that already failed.
+                for (peer, address) in self.cache.peer_list(&me, true, &mut || 0) {
+                    if self.make_tunnel(peer, &address) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A peer answered our address query.
+    pub fn on_address(&mut self, prefix: Prefix, address: &str) {
+        let mut r = self.rng;
+        self.cache.add_peer(prefix, address, false, &mut || {
+            r = r.wrapping_mul(6364136223846793005).wrapping_add(1);
+            r
+        });
+        if self.connecting.remove(&prefix) {
+            self.make_tunnel(prefix, address);
+        }
+    }
+
+    /// The registry's bootstrap answer.
+    pub fn on_bootstrap(&mut self, peer: Option<(Prefix, String)>) {
+        if let Some((prefix, address)) = peer {
+            if prefix != self.cfg.me && !self.last_view.known.contains(&prefix) {
+                self.on_address(prefix, &address);
+                self.make_tunnel(prefix, &address);
+            }
+        }
+    }
+
+    /// Our OpenVPN client to `prefix` is up (its certificate's serial).
+    pub fn on_tunnel_up(&mut self, prefix: Prefix, serial: u64) {
+        if self.crl.contains(&serial) {
+            self.close(prefix);
+            return;
+        }
+        let Some(c) = self.connections.get_mut(&prefix) else {
+            return;
+        };
+        let worked = c.trying.and_then(|i| c.addresses.get(i).cloned());
+        let first = c.trying == Some(0);
+        c.trying = None;
+        c.serial = Some(serial);
+        match worked {
+            Some(a) if !first => {
+                let mut r = self.rng;
+                self.cache.add_peer(prefix, &a.to_string(), true, &mut || {
+                    r = r.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    r
+                })
+            }
+            _ => self.cache.connecting(prefix, false),
+        }
+    }
+
+    /// Our OpenVPN client to `prefix` exited: retry the next address, or
+    /// give up on the peer for this session.
+    pub fn on_tunnel_exit(&mut self, prefix: Prefix) {
+        let Some(c) = self.connections.get_mut(&prefix) else {
+            return;
+        };
+        match c.trying {
+            Some(i) if i + 1 < c.addresses.len() => {
+                c.trying = Some(i + 1);
+                let action = Action::Open {
+                    prefix,
+                    iface: c.iface.clone(),
+                    address: c.addresses[i + 1].clone(),
+                };
+                self.actions.push_back(action);
+            }
+            _ => {
+                self.close(prefix);
+                self.actions.push_back(Action::RequestDump);
+            }
+        }
+    }
+
+    /// A peer connected to (or left) one of our servers.
+    pub fn on_served(&mut self, prefix: Prefix, connected: bool) {
+        if connected {
+            self.served.insert(prefix);
+        } else {
+            self.served.remove(&prefix);
+        }
+    }
+
+    /// New CRL: tunnels to revoked peers are closed.
+    pub fn on_crl(&mut self, crl: BTreeSet<u64>) {
+        let revoked: Vec<Prefix> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.serial.is_some_and(|s| crl.contains(&s)))
+            .map(|(p, _)| *p)
+            .collect();
+        self.crl = crl;
+        for p in revoked {
+            self.close(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(i: u32) -> Prefix {
+        Prefix::new(u128::from(i), 16).unwrap()
+    }
+
+    fn addr(i: u32) -> String {
+        format!(
+            "198.18.{}.{},1194,udp;198.18.{}.{},1194,tcp",
+            i / 250,
+            i % 250 + 1,
+            i / 250,
+            i % 250 + 1
+        )
+    }
+
+    fn cfg(me: u32, client_count: usize) -> Config {
+        Config {
+            me: p(me),
+            registry: Some(p(0)),
+            client_count,
+            tunnel_refresh: 60,
+            timeout: 20,
+            neighbours: BTreeSet::new(),
+            disabled: BTreeSet::new(),
+        }
+    }
+
+    fn drain(m: &mut Manager) -> Vec<Action> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    #[test]
+    fn starts_from_cache_then_limits_to_two_when_not_served() {
+        let mut cache = PeerCache::new(50);
+        for i in 1..=5 {
+            cache.add_peer(p(i), &addr(i), false, &mut || 1);
+        }
+        let mut m = Manager::new(cfg(9, 4), cache, 0, 1);
+        m.on_routes(0, RoutingView::default());
+        let opens: Vec<_> = drain(&mut m)
+            .into_iter()
+            .filter(|a| matches!(a, Action::Open { .. }))
+            .collect();
+        assert_eq!(opens.len(), 4, "start-up from the cache fills client_count");
+        // Interfaces are distinct.
+        let ifaces: BTreeSet<_> = m.tunnels().map(|(_, i)| i.to_owned()).collect();
+        assert_eq!(ifaces.len(), 4);
+    }
+
+    #[test]
+    fn failing_tunnels_try_next_address_then_give_up() {
+        let mut m = Manager::new(cfg(9, 1), PeerCache::new(10), 0, 1);
+        assert!(m.make_tunnel(p(1), &addr(1)));
+        drain(&mut m);
+        m.on_tunnel_exit(p(1));
+        let a = drain(&mut m);
+        assert!(matches!(&a[0], Action::Open { address, .. } if address.proto == Proto::Tcp));
+        m.on_tunnel_exit(p(1));
+        assert!(drain(&mut m)
+            .iter()
+            .any(|a| matches!(a, Action::Close { .. })));
+        assert_eq!(
+            m.cache().address(&p(1)),
+            None,
+            "failed peer skipped this session"
+        );
+        // Disabled protocols are never used; ourselves never.
+        let mut c = cfg(9, 2);
+        c.disabled = [Proto::Udp, Proto::Tcp].into();
+        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
+        assert!(!m.make_tunnel(p(1), &addr(1)));
+        assert!(!m.make_tunnel(p(9), &addr(9)));
+    }
+
+    #[test]
+    fn revoked_peers_are_closed() {
+        let mut m = Manager::new(cfg(9, 2), PeerCache::new(10), 0, 1);
+        m.make_tunnel(p(1), &addr(1));
+        m.make_tunnel(p(2), &addr(2));
+        m.on_tunnel_up(p(1), 11);
+        m.on_tunnel_up(p(2), 12);
+        drain(&mut m);
+        m.on_crl([12].into());
+        assert_eq!(
+            drain(&mut m),
+            vec![Action::Close {
+                prefix: p(2),
+                iface: "re6stnet2".into()
+            }]
+        );
+        m.make_tunnel(p(3), &addr(3));
+        m.on_tunnel_up(p(3), 12);
+        assert!(drain(&mut m)
+            .iter()
+            .any(|a| matches!(a, Action::Close { prefix, .. } if *prefix == p(3))));
+    }
+
+    #[test]
+    fn refresh_drains_the_least_useful_tunnel_never_a_neighbour() {
+        let mut c = cfg(9, 2);
+        c.neighbours = [p(1)].into();
+        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
+        m.on_served(p(7), true);
+        for i in [1, 2] {
+            m.make_tunnel(p(i), &addr(i));
+            m.on_tunnel_up(p(i), i.into());
+        }
+        drain(&mut m);
+        let mut view = RoutingView::default();
+        view.routes_per_iface.insert("re6stnet1".into(), 0); // neighbour, useless
+        view.routes_per_iface.insert("re6stnet2".into(), 5);
+        m.on_routes(60, view.clone());
+        let a = drain(&mut m);
+        assert!(
+            a.contains(&Action::SetRxCost {
+                iface: "re6stnet2".into(),
+                rxcost: Some(DRAIN_RXCOST)
+            }),
+            "{a:?}"
+        );
+        // Routes moved away: kill request; the answer closes it.
+        view.routes_per_iface.insert("re6stnet2".into(), 0);
+        m.on_routes(61, view.clone());
+        assert!(drain(&mut m).contains(&Action::SendKill {
+            prefix: p(2),
+            code: 2
+        }));
+        m.on_kill_message(p(2), 3);
+        let a = drain(&mut m);
+        assert!(a.contains(&Action::Close {
+            prefix: p(2),
+            iface: "re6stnet2".into()
+        }));
+        assert!(a.contains(&Action::SetRxCost {
+            iface: "re6stnet2".into(),
+            rxcost: None
+        }));
+        // A served peer asking us to close gets our agreement.
+        m.on_kill_message(p(7), 2);
+        assert_eq!(
+            drain(&mut m),
+            vec![Action::SendKill {
+                prefix: p(7),
+                code: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn unreachable_registry_asks_for_bootstrap_with_backoff() {
+        let mut m = Manager::new(cfg(9, 2), PeerCache::new(10), 0, 1);
+        let view = RoutingView {
+            known: [p(3)].into(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        assert!(drain(&mut m).contains(&Action::RequestBootstrap));
+        m.on_routes(1, view.clone());
+        assert!(
+            !drain(&mut m).contains(&Action::RequestBootstrap),
+            "back-off"
+        );
+        m.on_bootstrap(Some((p(4), addr(4))));
+        assert!(drain(&mut m)
+            .iter()
+            .any(|a| matches!(a, Action::Open { prefix, .. } if *prefix == p(4))));
+    }
+
+    /// A toy network: every node runs a manager; "babel" is a BFS over the
+    /// tunnel graph; tunnels come up instantly. The overlay must become
+    /// connected and keep changing.
+    #[test]
+    fn toy_network_connects_and_rewires() {
+        const N: u32 = 30;
+        let mut nodes: Vec<Manager> = (0..N)
+            .map(|i| {
+                let mut cache = PeerCache::new(200);
+                // Everybody knows the registry node (0) at start.
+                if i != 0 {
+                    cache.add_peer(p(0), &addr(0), false, &mut || 7);
+                }
+                let mut c = cfg(i, 3);
+                c.tunnel_refresh = 30;
+                Manager::new(c, cache, 0, u64::from(i) + 1)
+            })
+            .collect();
+        let mut edges: BTreeSet<(u32, u32)> = BTreeSet::new();
+        // Interfaces with a raised rxcost, per node.
+        let mut drained: BTreeSet<(u32, String)> = BTreeSet::new();
+        let mut history = Vec::new();
+        for step in 0..200i64 {
+            let now = step * 5;
+            // Routing view of each node from the current graph.
+            let adj = |a: u32| -> Vec<u32> {
+                edges
+                    .iter()
+                    .filter_map(|&(x, y)| {
+                        if x == a {
+                            Some(y)
+                        } else if y == a {
+                            Some(x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            for i in 0..N {
+                let mut view = RoutingView::default();
+                let mut via: Vec<(u32, BTreeSet<Prefix>)> = Vec::new();
+                for n in adj(i) {
+                    // Nodes reached through neighbour n: BFS not via i.
+                    let mut seen: BTreeSet<u32> = [i, n].into();
+                    let mut q = vec![n];
+                    while let Some(x) = q.pop() {
+                        for y in adj(x) {
+                            if seen.insert(y) {
+                                q.push(y);
+                            }
+                        }
+                    }
+                    seen.remove(&i);
+                    via.push((n, seen.iter().map(|&x| p(x)).collect()));
+                }
+                for (n, set) in &via {
+                    view.known.extend(set.iter().copied());
+                    let iface = nodes[i as usize]
+                        .tunnels()
+                        .find(|(q, _)| **q == p(*n))
+                        .map(|(_, f)| f.to_owned());
+                    if let Some(f) = iface {
+                        // Like babel: a drained link keeps only the routes
+                        // that have no other way.
+                        let routed = if drained.contains(&(i, f.clone())) {
+                            set.iter()
+                                .filter(|x| !via.iter().any(|(m, s)| m != n && s.contains(x)))
+                                .count()
+                        } else {
+                            set.len()
+                        };
+                        *view.routes_per_iface.entry(f).or_default() += routed;
+                    }
+                    view.neighbours.insert(p(*n), set.clone());
+                }
+                nodes[i as usize].tick(now);
+                nodes[i as usize].on_routes(now, view);
+            }
+            // Carry out the actions.
+            for i in 0..N {
+                while let Some(a) = nodes[i as usize].poll_action() {
+                    match a {
+                        Action::Open { prefix, .. } => {
+                            let j = prefix.value() as u32;
+                            edges.insert((i.min(j), i.max(j)));
+                            nodes[j as usize].on_served(p(i), true);
+                            nodes[i as usize].on_tunnel_up(prefix, u64::from(j));
+                        }
+                        Action::Close { prefix, .. } => {
+                            let j = prefix.value() as u32;
+                            edges.remove(&(i.min(j), i.max(j)));
+                            nodes[j as usize].on_served(p(i), false);
+                        }
+                        Action::QueryAddress(q) => {
+                            let j = q.value() as u32;
+                            nodes[i as usize].on_address(q, &addr(j));
+                        }
+                        Action::SendKill { prefix, code } => {
+                            let j = prefix.value() as usize;
+                            nodes[j].on_kill_message(p(i), code);
+                            // Answers go straight back.
+                            while let Some(b) = nodes[j].poll_action() {
+                                if let Action::SendKill { prefix: back, code } = b {
+                                    nodes[back.value() as usize].on_kill_message(p(j as u32), code);
+                                }
+                            }
+                        }
+                        Action::RequestBootstrap => {
+                            nodes[i as usize].on_bootstrap(Some((p(0), addr(0))))
+                        }
+                        Action::SetRxCost {
+                            iface,
+                            rxcost: Some(_),
+                        } => {
+                            drained.insert((i, iface));
+                        }
+                        Action::SetRxCost {
+                            iface,
+                            rxcost: None,
+                        } => {
+                            drained.remove(&(i, iface));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            history.push(edges.clone());
+        }
+        // Connected at the end.
+        let mut seen: BTreeSet<u32> = [0].into();
+        let mut q = vec![0u32];
+        while let Some(x) = q.pop() {
+            for &(a, b) in &edges {
+                let y = if a == x {
+                    b
+                } else if b == x {
+                    a
+                } else {
+                    continue;
+                };
+                if seen.insert(y) {
+                    q.push(y);
+                }
+            }
+        }
+        assert_eq!(seen.len(), N as usize, "overlay not connected: {edges:?}");
+        // And it changed over refresh cycles.
+        let changed = history.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(changed > 20, "graph changed only {changed} times");
+        for n in &nodes {
+            assert!(n.tunnels().count() <= 3);
+        }
+    }
+}
