@@ -179,7 +179,7 @@ impl PeerCache {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), CacheError> {
-        super::write_atomic(path, &self.to_bytes())
+        super::write_atomic(path, &self.to_bytes(), 0o600)
             .map_err(|e| CacheError::Io(path.display().to_string(), e))
     }
 
