@@ -2,6 +2,7 @@
 //! (configuration, local control socket, routing table model).
 
 pub mod babel;
+pub mod daemon;
 pub mod openvpn;
 pub mod state;
 pub mod tunnel;
