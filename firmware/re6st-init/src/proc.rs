@@ -43,13 +43,23 @@ pub fn run(program: &Path, args: &[&str]) -> std::io::Result<i32> {
 }
 
 /// Starts a service in a new session and process group; returns its pid.
-/// The caller reaps it (the `Child` handle is dropped without waiting).
-pub fn spawn_service(argv: &[String], dir: &Path, env: &[(&str, &OsStr)]) -> std::io::Result<u32> {
+/// Its standard input is init's (the console) with `console`, else
+/// /dev/null; output goes to init's. The caller reaps it (the `Child`
+/// handle is dropped without waiting).
+pub fn spawn_service(
+    argv: &[String],
+    dir: &Path,
+    env: &[(&str, &OsStr)],
+    console: bool,
+) -> std::io::Result<u32> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args).current_dir(dir);
+    if !console {
+        cmd.stdin(Stdio::null());
+    }
     if std::env::var_os("PATH").is_none() {
         cmd.env("PATH", DEFAULT_PATH);
     }
@@ -99,6 +109,7 @@ mod tests {
             &["sh".into(), "-c".into(), "sleep 5".into()],
             Path::new("/"),
             &[],
+            false,
         )
         .unwrap();
         let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
@@ -109,7 +120,7 @@ mod tests {
         )
         .unwrap();
         nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
-        assert!(spawn_service(&[], Path::new("/"), &[]).is_err());
-        assert!(spawn_service(&["/nonexistent".into()], Path::new("/"), &[]).is_err());
+        assert!(spawn_service(&[], Path::new("/"), &[], false).is_err());
+        assert!(spawn_service(&["/nonexistent".into()], Path::new("/"), &[], false).is_err());
     }
 }

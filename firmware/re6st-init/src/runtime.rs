@@ -1,0 +1,612 @@
+//! Init itself: the boot sequence, then the event loop that supervises
+//! services, reaps orphans, brings milestones (network, clock,
+//! provisioned), serves the control socket and waits for a shutdown
+//! request; then the shutdown sequence.
+//!
+//! Shutdown requests: the control socket (`reboot`, `poweroff`, `halt`),
+//! or signals as busybox init takes them: SIGTERM and SIGINT (Ctrl-Alt-Del)
+//! reboot, SIGUSR1 halts, SIGUSR2 powers off. When init is not PID 1
+//! (tests, a host), SIGTERM and SIGINT mean poweroff: stop and exit.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::clock::{self, Decision};
+use crate::control::{self, Request, Shutdown};
+use crate::datapart_io::{self, DataDir};
+use crate::layout::Layout;
+use crate::logging::{self, RingLog};
+use crate::profile::{Profile, ServiceSpec};
+use crate::supervisor::{Action, DependencyError, Policy, ServiceDef, StopSignal, Supervisor};
+use crate::{network, proc, provision, sources, system, timekeeping};
+
+pub const NETWORK: &str = "network";
+pub const CLOCK: &str = "clock";
+pub const PROVISIONED: &str = "provisioned";
+pub const MILESTONES: &[&str] = &[NETWORK, CLOCK, PROVISIONED];
+
+/// The service that gets the console as standard input.
+pub const CONSOLE_SERVICE: &str = "console";
+
+const RING_LINES: usize = 2000;
+const RING_BYTES: usize = 256 * 1024;
+/// After this, shutdown goes on even if services linger.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+/// TERM-to-KILL grace for processes left at the very end.
+const FINAL_GRACE: Duration = Duration::from_secs(2);
+const NETWORK_TIME_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Root directory prefix; set, init never mounts, sets the clock or
+    /// reboots (tests, a host).
+    pub root: Option<PathBuf>,
+    pub verbose: bool,
+}
+
+/// Everything the event loop works with.
+struct Init {
+    layout: Layout,
+    pid1: bool,
+    profile: Profile,
+    data: DataDir,
+    specs: Vec<ServiceSpec>,
+    sup: Supervisor,
+    ring: RingLog,
+    floor: Option<SystemTime>,
+    milestones: watch::Sender<BTreeSet<String>>,
+}
+
+enum LoopEvent {
+    Milestone(&'static str),
+    Control(Request, oneshot::Sender<String>),
+}
+
+/// Drops services whose definition the supervisor refuses (duplicate,
+/// unknown dependency, cycle) until it accepts the rest.
+fn build_supervisor(mut specs: Vec<ServiceSpec>) -> (Vec<ServiceSpec>, Supervisor) {
+    loop {
+        let defs = specs
+            .iter()
+            .map(|s| ServiceDef {
+                name: s.name.clone(),
+                after: s.after.clone(),
+            })
+            .collect();
+        match Supervisor::new(defs, MILESTONES, Policy::default()) {
+            Ok(sup) => return (specs, sup),
+            Err(e) => {
+                error!("services: {e}");
+                let drop_names: Vec<String> = match e {
+                    DependencyError::Duplicate(n) => {
+                        // Keep the first definition (the profile's).
+                        if let Some(i) = specs.iter().rposition(|s| s.name == n) {
+                            specs.remove(i);
+                        }
+                        continue;
+                    }
+                    DependencyError::Unknown(n, _) => vec![n],
+                    DependencyError::Cycle(names) => names,
+                };
+                specs.retain(|s| !drop_names.contains(&s.name));
+            }
+        }
+    }
+}
+
+fn set_clock(layout: &Layout, decision: Decision, why: &str) {
+    let Decision::Set(t) = decision else {
+        return;
+    };
+    let shown = httpdate::fmt_http_date(t);
+    if !layout.system {
+        info!("clock: would set to {shown} ({why})");
+        return;
+    }
+    match system::set_clock(t) {
+        Ok(()) => info!("clock set to {shown} ({why})"),
+        Err(e) => warn!("cannot set the clock to {shown}: {e}"),
+    }
+}
+
+fn save_clock(data: &DataDir, floor: Option<SystemTime>) {
+    // Never save less than the floor: a clock that could not be set must
+    // not lower it.
+    let now = clock::floor([Some(SystemTime::now()), floor]).unwrap_or_else(SystemTime::now);
+    if let Err(e) = timekeeping::save(&data.clock_file(), now) {
+        warn!("cannot save the clock: {e}");
+    }
+}
+
+/// Runs init to the end; returns only when not a real PID 1.
+pub fn run(opts: Options) -> ExitCode {
+    let pid1 = std::process::id() == 1;
+    let layout = Layout {
+        root: opts.root.clone().unwrap_or_else(|| PathBuf::from("/")),
+        system: pid1 && opts.root.is_none(),
+    };
+    let ring = RingLog::new(RING_LINES, RING_BYTES);
+    logging::init(&ring, opts.verbose, pid1);
+    info!(
+        "re6st init {} (root {}, {})",
+        env!("CARGO_PKG_VERSION"),
+        layout.root.display(),
+        if layout.system {
+            "system"
+        } else {
+            "no system changes"
+        }
+    );
+    if layout.system {
+        system::mount_early();
+        // Ctrl-Alt-Del becomes SIGINT, handled as a clean reboot.
+        let _ = nix::sys::reboot::set_cad_enabled(false);
+    } else if !pid1 {
+        // Orphans of our services come to us, to be reaped and stopped.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            warn!("cannot become a subreaper: {e}");
+        }
+    }
+
+    let profile = sources::load(&layout);
+    if layout.system {
+        system::set_hostname(&profile.hostname);
+        system::load_modules(&profile.modules);
+        system::loopback_up();
+        system::write_sysctls(&network::sysctls(&profile));
+    }
+    let data = datapart_io::prepare(&layout, &profile);
+    info!(
+        "data in {} ({})",
+        data.path.display(),
+        if data.persistent {
+            "persistent"
+        } else {
+            "RAM only"
+        }
+    );
+
+    let floor = clock::floor([
+        timekeeping::read_saved(&data.clock_file()),
+        timekeeping::image_time(&layout.board_defaults()),
+    ]);
+    set_clock(
+        &layout,
+        clock::decide(SystemTime::now(), floor, None),
+        "saved time",
+    );
+
+    let net = network::plan(&profile);
+    if layout.system {
+        apply_network(&layout, &net);
+    }
+    let mut specs = profile.services.clone();
+    specs.extend(net.services.iter().cloned());
+    let (specs, sup) = build_supervisor(specs);
+
+    let (milestones, _) = watch::channel(BTreeSet::new());
+    let mut init = Init {
+        layout,
+        pid1,
+        profile,
+        data,
+        specs,
+        sup,
+        ring,
+        floor,
+        milestones,
+    };
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, event_loop(&mut init))
+        });
+    let how = match outcome {
+        Ok(Ok(how)) => how,
+        Ok(Err(e)) | Err(e) => {
+            error!("event loop failed: {e}");
+            Shutdown::Reboot
+        }
+    };
+
+    info!("{}: stopping what is left", how.name());
+    save_clock(&init.data, init.floor);
+    system::kill_remaining(init.pid1, FINAL_GRACE);
+    if init.layout.system {
+        system::final_shutdown(how, init.data.mounted.as_deref());
+    }
+    info!("stopped ({})", how.name());
+    ExitCode::SUCCESS
+}
+
+fn apply_network(layout: &Layout, net: &network::NetPlan) {
+    for cmd in &net.commands {
+        let Some((prog, args)) = cmd.split_first() else {
+            continue;
+        };
+        let Some(path) = proc::find_program(prog) else {
+            warn!("network: no {prog} in the image");
+            break;
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match proc::run(&path, &args) {
+            Ok(0) => debug!("network: {}", cmd.join(" ")),
+            Ok(code) => warn!("network: {} failed ({code})", cmd.join(" ")),
+            Err(e) => warn!("network: {}: {e}", cmd.join(" ")),
+        }
+    }
+    if let Some(text) = &net.resolv_conf {
+        if let Err(e) = std::fs::write(layout.resolv_conf(), text) {
+            warn!("cannot write resolv.conf: {e}");
+        }
+    }
+}
+
+impl Init {
+    fn reach(&mut self, milestone: &str) {
+        if self.sup.has_reached(milestone) {
+            return;
+        }
+        info!("milestone {milestone}");
+        self.sup.reach(milestone);
+        self.milestones.send_modify(|m| {
+            m.insert(milestone.to_owned());
+        });
+    }
+
+    fn perform(&mut self, now: Instant) {
+        for action in self.sup.poll(now.into_std()) {
+            match action {
+                Action::Spawn(i) => self.spawn(i, now),
+                Action::Signal { index, pid, signal } => {
+                    let sig = match signal {
+                        StopSignal::Term => Signal::SIGTERM,
+                        StopSignal::Kill => Signal::SIGKILL,
+                    };
+                    let name = self.sup.name(index).unwrap_or("?");
+                    info!("stopping {name} (pid {pid}) with {sig}");
+                    if let Err(e) = killpg(Pid::from_raw(pid), sig) {
+                        debug!("signal {name}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, index: usize, now: Instant) {
+        let Some(spec) = self.specs.get(index) else {
+            return;
+        };
+        let identity = self.data.identity();
+        let env: [(&str, &OsStr); 2] = [
+            ("RE6ST_DATA", self.data.path.as_os_str()),
+            ("RE6ST_IDENTITY", identity.as_os_str()),
+        ];
+        let console = spec.name == CONSOLE_SERVICE;
+        match proc::spawn_service(&spec.argv, &self.layout.root, &env, console) {
+            Ok(pid) => {
+                info!("started {} (pid {pid}): {}", spec.name, spec.argv.join(" "));
+                self.sup.spawned(index, pid as i32, now.into_std());
+            }
+            Err(e) => {
+                let name = spec.name.clone();
+                if let Some(ex) = self.sup.spawn_failed(index, now.into_std()) {
+                    warn!(
+                        "cannot start {name}: {e}; retry in {:?}",
+                        ex.restart_in.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reaps every exited child: services (restarted later) and orphans.
+    fn reap(&mut self) {
+        loop {
+            let (pid, how) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, format!("exit code {code}")),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, format!("signal {sig}")),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            match self.sup.exited(pid.as_raw(), Instant::now().into_std()) {
+                Some(ex) => match ex.restart_in {
+                    Some(d) => warn!("{} (pid {pid}) ended ({how}); restart in {d:?}", ex.name),
+                    None => info!("{} (pid {pid}) stopped ({how})", ex.name),
+                },
+                None => debug!("reaped orphan {pid} ({how})"),
+            }
+        }
+    }
+
+    fn status(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "re6st init {}: {}{}",
+            env!("CARGO_PKG_VERSION"),
+            if self.sup.is_shutting_down() {
+                "shutting down"
+            } else {
+                "running"
+            },
+            if self.layout.system {
+                ""
+            } else {
+                " (no system changes)"
+            },
+        );
+        let _ = writeln!(out, "hostname: {}", self.profile.hostname);
+        let _ = writeln!(
+            out,
+            "data: {} ({})",
+            self.data.path.display(),
+            if self.data.persistent {
+                "persistent"
+            } else {
+                "RAM only"
+            }
+        );
+        let reached: Vec<&str> = MILESTONES
+            .iter()
+            .copied()
+            .filter(|m| self.sup.has_reached(m))
+            .collect();
+        let _ = writeln!(out, "milestones: {}", reached.join(" "));
+        let _ = writeln!(
+            out,
+            "{:<16} {:<9} {:>7} {:>8}",
+            "SERVICE", "STATE", "PID", "RESTARTS"
+        );
+        for s in self.sup.status() {
+            let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<16} {:<9} {:>7} {:>8}",
+                s.name, s.state, pid, s.restarts
+            );
+        }
+        out
+    }
+
+    fn begin_shutdown(
+        &mut self,
+        how: Shutdown,
+        why: &str,
+        deadline: &mut Option<(Shutdown, Instant)>,
+    ) {
+        if deadline.is_some() {
+            info!(
+                "{} requested ({why}) while already shutting down",
+                how.name()
+            );
+            return;
+        }
+        info!("{} requested ({why}): stopping services", how.name());
+        self.sup.begin_shutdown();
+        *deadline = Some((how, Instant::now() + SHUTDOWN_DEADLINE));
+    }
+
+    /// Background tasks bringing milestones.
+    fn start_tasks(
+        &mut self,
+        events: &mpsc::UnboundedSender<LoopEvent>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        // network
+        if self.layout.system {
+            let tx = events.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                loop {
+                    let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+                    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+                    if network::has_default_route(&v4, &v6) {
+                        let _ = tx.send(LoopEvent::Milestone(NETWORK));
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }));
+        } else {
+            // Not our network to manage: take it as it is.
+            self.reach(NETWORK);
+        }
+        // clock
+        let registry = self
+            .profile
+            .provisioning
+            .as_ref()
+            .map(|p| p.registry.clone());
+        if self.profile.ntp.is_empty() && registry.is_none() {
+            self.reach(CLOCK);
+        } else {
+            let tx = events.clone();
+            let mut reached = self.milestones.subscribe();
+            let ntp = self.profile.ntp.clone();
+            let layout = self.layout.clone();
+            let floor = self.floor;
+            tasks.push(tokio::task::spawn_local(async move {
+                let _ = reached.wait_for(|m| m.contains(NETWORK)).await;
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match timekeeping::network_time(&ntp, registry.as_deref(), NETWORK_TIME_TIMEOUT)
+                        .await
+                    {
+                        Ok((source, t)) => {
+                            let why = format!("{source:?}");
+                            set_clock(
+                                &layout,
+                                clock::decide(SystemTime::now(), floor, Some(t)),
+                                &why,
+                            );
+                            let _ = tx.send(LoopEvent::Milestone(CLOCK));
+                            return;
+                        }
+                        Err(e) => {
+                            let delay = provision::RETRY.delay(attempt);
+                            warn!("no network time ({e}); retry in {delay:?}");
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            }));
+        }
+        // provisioning
+        let identity = self.data.identity();
+        if provision::is_provisioned(&identity) {
+            self.reach(PROVISIONED);
+        } else if let Some(p) = self.profile.provisioning.clone() {
+            let tx = events.clone();
+            let mut reached = self.milestones.subscribe();
+            tasks.push(tokio::task::spawn_local(async move {
+                let _ = reached.wait_for(|m| m.contains(NETWORK)).await;
+                provision::provision_with_retries(
+                    &p,
+                    identity,
+                    provision::RETRY,
+                    provision::CALL_TIMEOUT,
+                )
+                .await;
+                let _ = tx.send(LoopEvent::Milestone(PROVISIONED));
+            }));
+        } else {
+            warn!("no registry in the profile: this router will not be provisioned");
+        }
+        tasks
+    }
+}
+
+/// Serves control connections, forwarding requests to the loop.
+fn serve_control(
+    init: &Init,
+    events: &mpsc::UnboundedSender<LoopEvent>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let path = init.layout.control_socket();
+    let listener = match control::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("no control socket at {}: {e}", path.display());
+            return None;
+        }
+    };
+    let ring = init.ring.clone();
+    let events = events.clone();
+    Some(tokio::task::spawn_local(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let ring = ring.clone();
+            let events = events.clone();
+            tokio::task::spawn_local(async move {
+                let answer = match control::read_request(&mut stream).await {
+                    Err(e) => e,
+                    Ok(Request::Log) => ring.contents(),
+                    Ok(req) => {
+                        let (tx, rx) = oneshot::channel();
+                        if events.send(LoopEvent::Control(req, tx)).is_err() {
+                            "init is stopping\n".to_owned()
+                        } else {
+                            rx.await.unwrap_or_else(|_| "init is stopping\n".to_owned())
+                        }
+                    }
+                };
+                control::write_answer(&mut stream, &answer).await;
+            });
+        }
+    }))
+}
+
+async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
+    let mut sigchld = signal(SignalKind::child())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
+    let term_means = if init.pid1 {
+        Shutdown::Reboot
+    } else {
+        Shutdown::Poweroff
+    };
+
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut tasks = init.start_tasks(&tx);
+    // Kept to the end, so that status works while services stop.
+    let control_task = serve_control(init, &tx);
+    let mut save_timer =
+        tokio::time::interval_at(Instant::now() + clock::SAVE_INTERVAL, clock::SAVE_INTERVAL);
+    let mut shutdown: Option<(Shutdown, Instant)> = None;
+    // Children may have exited before the SIGCHLD handler existed.
+    init.reap();
+    loop {
+        init.perform(Instant::now());
+        if let Some((_, deadline)) = shutdown {
+            if init.sup.all_stopped() {
+                info!("all services stopped");
+                break;
+            }
+            if Instant::now() >= deadline {
+                warn!("services still running after {SHUTDOWN_DEADLINE:?}: going on");
+                break;
+            }
+        }
+        let wake = [
+            init.sup.next_deadline().map(Instant::from_std),
+            shutdown.map(|(_, d)| d),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        tokio::select! {
+            _ = sigchld.recv() => init.reap(),
+            _ = sigterm.recv() => init.begin_shutdown(term_means, "SIGTERM", &mut shutdown),
+            _ = sigint.recv() => init.begin_shutdown(term_means, "SIGINT", &mut shutdown),
+            _ = sigusr1.recv() => init.begin_shutdown(Shutdown::Halt, "SIGUSR1", &mut shutdown),
+            _ = sigusr2.recv() => init.begin_shutdown(Shutdown::Poweroff, "SIGUSR2", &mut shutdown),
+            Some(ev) = events.recv() => match ev {
+                LoopEvent::Milestone(m) => init.reach(m),
+                LoopEvent::Control(Request::Shutdown(how), reply) => {
+                    init.begin_shutdown(how, "control socket", &mut shutdown);
+                    let _ = reply.send(format!("{}\n", how.name()));
+                }
+                LoopEvent::Control(_, reply) => {
+                    let _ = reply.send(init.status());
+                }
+            },
+            _ = save_timer.tick() => save_clock(&init.data, init.floor),
+            _ = sleep_until(wake) => {}
+        }
+        if shutdown.is_some() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+    let how = shutdown.map_or(Shutdown::Reboot, |(h, _)| h);
+    if let Some(t) = control_task {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(init.layout.control_socket());
+    // A final reap, so that services that just exited are not "remaining".
+    init.reap();
+    Ok(how)
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
