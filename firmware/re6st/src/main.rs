@@ -10,6 +10,7 @@ type Entry = fn(Vec<OsString>) -> ExitCode;
 
 /// (argv[0] name, subcommand name, entry point)
 const COMMANDS: &[(&str, &str, Entry)] = &[
+    ("re6stnet", "node", re6st_node::daemon::run::main),
     ("re6st-conf", "conf", re6st_conf::main),
     ("re6st-registry", "registry", re6st_registry::main),
     ("re6st-ovpn-hook", "ovpn-hook", ovpn_hook),

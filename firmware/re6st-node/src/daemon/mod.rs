@@ -1,5 +1,7 @@
-//! The `re6stnet` daemon (in progress): its options today; the event loop
-//! that wires babeld, OpenVPN, the peer protocol and the tunnel manager
-//! together comes next.
+//! The `re6stnet` daemon: options, the peer protocol glue, and the event
+//! loop that wires babeld, OpenVPN, the peer protocol and the tunnel
+//! manager together.
 
 pub mod options;
+pub mod peer_link;
+pub mod run;

@@ -11,7 +11,11 @@ use re6st_proto::address::Proto;
 pub const DEFAULT_DISABLED: [Proto; 2] = [Proto::Udp, Proto::Udp6];
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "re6stnet", about = "Resilient, scalable IPv6 overlay node.")]
+#[command(
+    name = "re6stnet",
+    about = "Resilient, scalable IPv6 overlay node.",
+    args_override_self = true
+)]
 pub struct Options {
     /// IP address advertised to other nodes; `upnp` or `any` for IPv4 (repeatable).
     #[arg(long = "ip")]

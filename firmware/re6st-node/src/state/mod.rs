@@ -4,6 +4,7 @@
 //!
 //! * [`peers`]: the peer address cache.
 
+pub mod netconfig;
 pub mod peers;
 
 /// Crash-safe writes (temp file, fsync, rename, fsync of the directory),

@@ -1,0 +1,223 @@
+//! The node's side of the UDP peer protocol: sessions with every peer,
+//! turning datagrams into replies and events for the tunnel manager.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use re6st_proto::message::{Code, Message};
+use re6st_proto::peer::{
+    handle_handshake, new_secret, HandshakeAction, Identity, PeerTable, Received,
+};
+use re6st_proto::prefix::Prefix;
+use re6st_proto::PEER_PORT;
+
+/// What a datagram means for the rest of the daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    Address(Prefix, String),
+    Kill(Prefix, u8),
+    Version(Prefix, Vec<u8>),
+    /// An answer to a request the registry relayed through us.
+    Forward(Prefix, u8, Vec<u8>),
+}
+
+pub struct PeerLink {
+    pub me: Identity,
+    pub peers: PeerTable,
+    pub crl: BTreeSet<u64>,
+    /// Our address list (answer to code 1).
+    pub my_address: String,
+    pub version: Vec<u8>,
+    pub info: String,
+}
+
+fn micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn random12() -> [u8; 12] {
+    let mut b = [0u8; 12];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    b
+}
+
+impl PeerLink {
+    pub fn address_of(&self, prefix: &Prefix) -> Option<SocketAddr> {
+        let ip = re6st_proto::prefix::node_address(&self.me.network, prefix).ok()?;
+        Some(SocketAddr::new(IpAddr::V6(ip), PEER_PORT))
+    }
+
+    /// Datagrams to send `payload` to `prefix`: the message itself if we
+    /// have a session, else a hello0 (the caller retries later).
+    pub fn send(&mut self, prefix: Prefix, payload: &[u8], now: i64) -> Vec<(SocketAddr, Vec<u8>)> {
+        let Some(to) = self.address_of(&prefix) else {
+            return Vec::new();
+        };
+        let peer = self.peers.entry(prefix, new_secret(0, random12()));
+        if peer.connected(now) && peer.cert().is_some() {
+            match peer.encode(payload) {
+                Ok(d) => {
+                    peer.sent(now);
+                    vec![(to, d)]
+                }
+                Err(_) => Vec::new(),
+            }
+        } else {
+            match peer.hello0(&self.me.cert_der, now) {
+                Ok(Some(h)) => {
+                    peer.hello0_sent(now);
+                    vec![(to, h)]
+                }
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    /// Handles a datagram from `from` (not the local relay).
+    pub fn receive(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: i64,
+    ) -> (Vec<(SocketAddr, Vec<u8>)>, Option<PeerEvent>) {
+        let IpAddr::V6(ip) = from.ip() else {
+            return (Vec::new(), None);
+        };
+        let Ok(bits) = Prefix::from_ipv6(ip, 128) else {
+            return (Vec::new(), None);
+        };
+        if !bits.starts_with(&self.me.network) || datagram.len() <= 4 {
+            return (Vec::new(), None);
+        }
+        let sender = bits.suffix_from(self.me.network.len());
+        let received = {
+            let Some(peer) = self.peers.lookup(&sender) else {
+                // Unknown: only a handshake can introduce it.
+                return self.handshake(from, &sender, datagram, now);
+            };
+            match peer.decode(datagram) {
+                Received::Handshake { .. } => None,
+                Received::Rejected => return (Vec::new(), None),
+                Received::Message(m) => Some((peer.prefix, m.to_vec())),
+            }
+        };
+        match received {
+            None => self.handshake(from, &sender, datagram, now),
+            Some((prefix, m)) => self.message(from, prefix, &m, now),
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        from: SocketAddr,
+        sender: &Prefix,
+        datagram: &[u8],
+        now: i64,
+    ) -> (Vec<(SocketAddr, Vec<u8>)>, Option<PeerEvent>) {
+        let mut tmp = re6st_proto::peer::Peer::new(*sender, [0; 20]);
+        let Received::Handshake {
+            seqno,
+            protocol,
+            body,
+        } = tmp.decode(datagram)
+        else {
+            return (Vec::new(), None);
+        };
+        let action = handle_handshake(
+            &self.me,
+            &mut self.peers,
+            sender,
+            seqno,
+            protocol,
+            body,
+            &self.crl,
+            now,
+            new_secret(micros(), random12()),
+            new_secret(0, random12()),
+        );
+        let out = match action {
+            HandshakeAction::SendHello0(h) => {
+                if let Some(p) = self.peers.lookup(sender) {
+                    p.hello0_sent(now);
+                }
+                vec![(from, h)]
+            }
+            HandshakeAction::SendHello(h) => vec![(from, h)],
+            HandshakeAction::SessionAccepted => {
+                let version = [&[Code::Version as u8][..], &self.version].concat();
+                match self.peers.lookup(sender).map(|p| p.encode(&version)) {
+                    Some(Ok(d)) => vec![(from, d)],
+                    _ => Vec::new(),
+                }
+            }
+            HandshakeAction::Ignored(_) => Vec::new(),
+        };
+        (out, None)
+    }
+
+    /// Answers a message locally; used for peers and for the relay.
+    pub fn answer(
+        &self,
+        from_peer: bool,
+        msg: &Message<'_>,
+    ) -> (Option<Vec<u8>>, Option<PeerEvent>) {
+        let _ = from_peer;
+        match msg.code {
+            Code::Address if msg.data.is_empty() => {
+                (Some(self.my_address.as_bytes().to_vec()), None)
+            }
+            Code::Info if msg.data.is_empty() => (Some(self.info.as_bytes().to_vec()), None),
+            _ => (None, None),
+        }
+    }
+
+    fn message(
+        &mut self,
+        from: SocketAddr,
+        prefix: Prefix,
+        payload: &[u8],
+        now: i64,
+    ) -> (Vec<(SocketAddr, Vec<u8>)>, Option<PeerEvent>) {
+        let Ok(msg) = Message::decode(payload) else {
+            // Empty: a keep-alive; nothing to answer.
+            return (Vec::new(), None);
+        };
+        let event = match msg.code {
+            _ if msg.forward && !msg.data.is_empty() => Some(PeerEvent::Forward(
+                prefix,
+                msg.code as u8,
+                msg.data.to_vec(),
+            )),
+            Code::Address if !msg.data.is_empty() => Some(PeerEvent::Address(
+                prefix,
+                String::from_utf8_lossy(msg.data).into_owned(),
+            )),
+            Code::KillRequest | Code::KillResponse => Some(PeerEvent::Kill(prefix, msg.code as u8)),
+            Code::Version if !msg.data.is_empty() => {
+                Some(PeerEvent::Version(prefix, msg.data.to_vec()))
+            }
+            _ => None,
+        };
+        let (answer, _) = self.answer(true, &msg);
+        let mut out = Vec::new();
+        if let Some(a) = answer {
+            // Same first byte: a forwarded request gets a forwarded answer.
+            let reply = [&payload[..1], &a].concat();
+            if let Some(p) = self.peers.get_mut(&prefix) {
+                if let Ok(d) = p.encode(&reply) {
+                    p.sent(now);
+                    out.push((from, d));
+                }
+            }
+        }
+        (out, event)
+    }
+}
+
+/// Our unspecified-address bind for the peer socket.
+pub fn bind_address() -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), PEER_PORT)
+}

@@ -1,0 +1,650 @@
+//! The `re6stnet` event loop: sets the node up, runs babeld and the
+//! OpenVPN servers, drives the tunnel manager, answers peers, and undoes
+//! everything on SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use re6st_proto::cert;
+use re6st_proto::message::{Code, Message};
+use re6st_proto::netconfig::NetworkConfig;
+use re6st_proto::peer::{Identity, PeerTable};
+use re6st_proto::prefix::{node_address, Prefix};
+use re6st_proto::relay;
+use re6st_registry_client::client::RegistryClient;
+use re6st_registry_client::transport::RegistryUrl;
+use tokio::net::{UdpSocket, UnixDatagram};
+use tokio::process::{Child, Command};
+
+use super::options::Options;
+use super::peer_link::{bind_address, PeerEvent, PeerLink};
+use crate::babel::client::BabelClient;
+use crate::babel::config::BabelConfig;
+use crate::babel::control::set_rxcost;
+use crate::babel::table::Table;
+use crate::openvpn::args::{client, server, Common};
+use crate::openvpn::hook::Event;
+use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAULT_CAPACITY};
+use crate::tunnel::manager::{Action, Config, Manager, RoutingView};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn log(level: u8, verbose: u8, msg: impl std::fmt::Display) {
+    if verbose >= level {
+        eprintln!("re6stnet: {msg}");
+    }
+}
+
+/// Runs a command; on success, remembers its undo for the clean-up.
+fn ip(args: &[&str], undo: &mut Vec<Vec<String>>, verbose: u8) -> Result<(), String> {
+    let ok = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .map_err(|e| e.to_string())?
+        .success();
+    if !ok {
+        return Err(format!("ip {} failed", args.join(" ")));
+    }
+    let mut u: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if let Some(pos) = u.iter().position(|a| a == "add") {
+        u[pos] = "del".into();
+        undo.push(u);
+    }
+    log(3, verbose, format!("ip {}", args.join(" ")));
+    Ok(())
+}
+
+struct Node {
+    o: Options,
+    network: Prefix,
+    prefix: Prefix,
+    link: PeerLink,
+    manager: Manager,
+    babel_socket: PathBuf,
+    common: Common,
+    clients: BTreeMap<Prefix, Child>,
+    undo: Vec<Vec<String>>,
+    registry: RegistryClient,
+    forward_to: Option<SocketAddr>,
+    defaults: String,
+    client_count: usize,
+}
+
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let o = match Options::parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("re6stnet: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(o)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("re6stnet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn network_config(
+    o: &Options,
+    registry: &mut RegistryClient,
+    ca: &X509,
+) -> Result<NetworkConfig, String> {
+    let path = o.state.join("network-config.bin");
+    let mut delay = 1;
+    loop {
+        match registry.network_config().await {
+            Ok(c) => {
+                if let Err(e) = netconfig_cache::save(&path, &c) {
+                    log(
+                        1,
+                        o.verbose,
+                        format!("cannot cache the network configuration: {e}"),
+                    );
+                }
+                return Ok(c);
+            }
+            Err(e) => {
+                match netconfig_cache::load(&path) {
+                    Ok(c) if c.verify_version(ca).is_ok() => {
+                        log(1, o.verbose, format!("registry unreachable ({e}): using the cached network configuration"));
+                        return Ok(c);
+                    }
+                    _ => {
+                        log(
+                            1,
+                            o.verbose,
+                            format!(
+                                "registry unreachable ({e}), no usable cache: retrying in {delay}s"
+                            ),
+                        );
+                        tokio::time::sleep(Duration::from_secs(delay)).await;
+                        delay = (delay * 2).min(60);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run(o: Options) -> Result<(), String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let ca = X509::from_pem(&read(&o.ca)?).map_err(|e| format!("CA: {e}"))?;
+    let my_cert = X509::from_pem(&read(&o.cert)?).map_err(|e| format!("certificate: {e}"))?;
+    let key = PKey::private_key_from_pem(&read(&o.key)?).map_err(|e| format!("key: {e}"))?;
+    let network = cert::network_from_ca(&ca).map_err(|e| e.to_string())?;
+    let prefix = cert::node_prefix(&my_cert).map_err(|e| e.to_string())?;
+    for d in [&o.state, &o.run, &o.log] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let url = RegistryUrl::parse(&o.registry).map_err(|e| e.to_string())?;
+    let mut registry = RegistryClient::new(
+        url,
+        ca.clone(),
+        key.clone(),
+        &prefix,
+        Duration::from_secs(20),
+    );
+    let config = network_config(&o, &mut registry, &ca).await?;
+    let dh = match &o.dh {
+        Some(d) => d.clone(),
+        None => {
+            let d = o.state.join("dh.pem");
+            if !d.exists() {
+                let pem = registry
+                    .dh()
+                    .await
+                    .map_err(|e| format!("DH parameters: {e}"))?;
+                crate::state::write_atomic(&d, &pem, 0o644).map_err(|e| e.to_string())?;
+            }
+            d
+        }
+    };
+    let subnet = network.concat(&prefix).map_err(|e| e.to_string())?;
+    let my_ip = node_address(&network, &prefix).map_err(|e| e.to_string())?;
+    let client_count = o.client_count.unwrap_or(config.client_count as usize);
+    let max_clients = o.max_clients.unwrap_or(config.max_clients);
+    let servers = o.servers()?;
+    let disabled = o.disabled()?;
+    let timeout = 4 * i64::from(config.hello);
+    let hook_sock = o.run.join("ovpn.sock");
+    let _ = std::fs::remove_file(&hook_sock);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let common = Common {
+        ca: o.ca.clone(),
+        cert: o.cert.clone(),
+        key: o.key.clone(),
+        encrypt: config.encrypt,
+        hook: format!("{} ovpn-hook {}", exe.display(), hook_sock.display()),
+        ping_exit: timeout as u32,
+        log_dir: o.ovpnlog.then(|| o.log.clone()),
+        extra: o.openvpn_args.clone(),
+    };
+    // Our addresses, announced to peers.
+    let my_address =
+        o.ip.iter()
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+            .flat_map(|ip| {
+                servers
+                    .iter()
+                    .map(move |(port, proto)| format!("{ip},{port},{proto}"))
+            })
+            .collect::<Vec<_>>()
+            .join(";");
+
+    let mut undo = Vec::new();
+    let v = o.verbose;
+    let setup = (|| -> Result<(), String> {
+        ip(
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{my_ip}/{}", subnet.len()),
+                "dev",
+                &o.main_interface,
+            ],
+            &mut undo,
+            v,
+        )?;
+        ip(
+            &[
+                "-6",
+                "route",
+                "add",
+                "unreachable",
+                &format!("{}/{}", network.to_ipv6(), network.len()),
+            ],
+            &mut undo,
+            v,
+        )?;
+        for i in 1..=client_count {
+            let t = format!("re6stnet{i}");
+            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
+            ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
+        }
+        Ok(())
+    })();
+    let result = match setup {
+        Ok(()) => {
+            run_node(
+                o.clone(),
+                Node {
+                    o: o.clone(),
+                    network,
+                    prefix,
+                    link: PeerLink {
+                        me: Identity::new(ca.clone(), my_cert, key).map_err(|e| e.to_string())?,
+                        peers: PeerTable::default(),
+                        crl: config.crl.clone(),
+                        my_address,
+                        version: config.version.clone(),
+                        info: format!("re6st-rs {}", env!("CARGO_PKG_VERSION")),
+                    },
+                    manager: {
+                        let cache_path = o.state.join("peers.bin");
+                        let (mut cache, err) = PeerCache::load(&cache_path, DEFAULT_CAPACITY);
+                        if let Some(e) = err {
+                            log(1, v, e);
+                        }
+                        cache.reset_connecting();
+                        let neighbours = o
+                            .neighbours
+                            .iter()
+                            .filter_map(|n| Prefix::from_subnet(n).ok())
+                            .collect();
+                        Manager::new(
+                            Config {
+                                me: prefix,
+                                registry: config.registry_prefix,
+                                client_count,
+                                tunnel_refresh: i64::from(config.tunnel_refresh),
+                                timeout,
+                                neighbours,
+                                disabled: disabled.iter().copied().collect(),
+                            },
+                            cache,
+                            now(),
+                            u64::from(openssl_random()),
+                        )
+                    },
+                    babel_socket: o.run.join("babeld.sock"),
+                    common,
+                    clients: BTreeMap::new(),
+                    undo: Vec::new(),
+                    registry,
+                    forward_to: None,
+                    defaults: String::new(),
+                    client_count,
+                },
+                &config,
+                &dh,
+                servers,
+                max_clients,
+                my_ip,
+                subnet.len(),
+                hook_sock,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    for u in undo.iter().rev() {
+        let _ = std::process::Command::new("ip").args(u).status();
+    }
+    result
+}
+
+fn openssl_random() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    u32::from_be_bytes(b)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_node(
+    o: Options,
+    mut node: Node,
+    config: &NetworkConfig,
+    dh: &Path,
+    servers: Vec<(u16, re6st_proto::address::Proto)>,
+    max_clients: u32,
+    my_ip: std::net::Ipv6Addr,
+    subnet_len: u8,
+    hook_sock: PathBuf,
+) -> Result<(), String> {
+    let v = o.verbose;
+    let mut server_ifaces = Vec::new();
+    let mut children: Vec<Child> = Vec::new();
+    for (port, proto) in &servers {
+        let iface = format!("re6stnet-{proto}");
+        let args = server(&node.common, &iface, *port, *proto, max_clients, dh);
+        children.push(
+            Command::new("openvpn")
+                .args(&args)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("openvpn: {e}"))?,
+        );
+        server_ifaces.push(iface);
+    }
+    let mut interfaces: Vec<String> = server_ifaces.clone();
+    interfaces.extend((1..=node.client_count).map(|i| format!("re6stnet{i}")));
+    interfaces.extend(o.interfaces.iter().cloned());
+    let babel = BabelConfig {
+        address: my_ip,
+        subnet_len,
+        ipv4: None,
+        network: node.network,
+        gateway: o.gateway,
+        ipv6_subtrees: true,
+        hello: config.hello,
+        default: config.babel_default.clone(),
+        hmac_sign: config.babel_hmac_sign.clone().filter(|k| !k.is_empty()),
+        hmac_accept: config.babel_hmac_accept.clone(),
+        log: o.log.join("babeld.log"),
+        state: o.state.join("babeld.state"),
+        pidfile: o.run.join("babeld.pid"),
+        control_socket: node.babel_socket.clone(),
+        extra: o.babel_args.clone(),
+        interfaces,
+    };
+    node.defaults = babel.interface_defaults();
+    let spawn_babel = |b: &BabelConfig| {
+        let _ = std::fs::remove_file(&b.pidfile);
+        let _ = std::fs::remove_file(&b.control_socket);
+        Command::new("babeld")
+            .args(b.args())
+            .kill_on_drop(true)
+            .spawn()
+    };
+    let mut babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+    let hook =
+        UnixDatagram::bind(&hook_sock).map_err(|e| format!("{}: {e}", hook_sock.display()))?;
+    let udp = UdpSocket::bind(bind_address())
+        .await
+        .map_err(|e| format!("UDP port 326: {e}"))?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| e.to_string())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut buf = vec![0u8; 65536];
+    let mut hook_buf = vec![0u8; 4096];
+    let mut babel_backoff = 1u64;
+    let mut cache_saved = now();
+    log(
+        2,
+        v,
+        format!("node {} up, address {my_ip}", node.prefix.to_subnet()),
+    );
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            status = babeld.wait() => {
+                log(1, v, format!("babeld exited ({status:?}); restarting in {babel_backoff}s"));
+                tokio::time::sleep(Duration::from_secs(babel_backoff)).await;
+                babel_backoff = (babel_backoff * 2).min(60);
+                babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+            }
+            r = hook.recv_from(&mut hook_buf) => {
+                if let Ok((n, from)) = r {
+                    node.hook_event(&hook, &hook_buf[..n], from.as_pathname()).await;
+                }
+            }
+            r = udp.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    let datagram = buf[..n].to_vec();
+                    node.datagram(&udp, from, &datagram).await;
+                }
+            }
+            _ = tick.tick() => {
+                node.reap_clients();
+                node.manager.tick(now());
+                node.run_actions(&udp).await;
+                if now() - cache_saved > 60 {
+                    let _ = node.manager.cache().save(&o.state.join("peers.bin"));
+                    cache_saved = now();
+                }
+            }
+        }
+    }
+    log(2, v, "stopping");
+    let _ = node.manager.cache().save(&o.state.join("peers.bin"));
+    for (_, mut c) in std::mem::take(&mut node.clients) {
+        let _ = c.kill().await;
+    }
+    for mut c in children {
+        let _ = c.kill().await;
+    }
+    let _ = babeld.kill().await;
+    let _ = std::fs::remove_file(&hook_sock);
+    for u in node.undo.iter().rev() {
+        let _ = std::process::Command::new("ip").args(u).status();
+    }
+    Ok(())
+}
+
+impl Node {
+    async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
+        for (to, d) in self.link.send(prefix, payload, now()) {
+            let _ = udp.send_to(&d, to).await;
+        }
+    }
+
+    async fn datagram(&mut self, udp: &UdpSocket, from: SocketAddr, datagram: &[u8]) {
+        if from.ip().is_loopback() {
+            // The registry's relay.
+            let Ok(r) = relay::decode(datagram) else {
+                return;
+            };
+            self.forward_to = Some(from);
+            if r.prefix == self.prefix {
+                let payload = [&[r.code][..], r.payload].concat();
+                if let Ok(m) = Message::decode(&payload) {
+                    let (answer, _) = self.link.answer(false, &m);
+                    if let Some(a) = answer {
+                        let _ = udp
+                            .send_to(&relay::encode(&r.prefix, r.code, &a), from)
+                            .await;
+                    } else if m.code == Code::Topology {
+                        let tunnels: Vec<String> =
+                            self.manager.tunnels().map(|(p, _)| p.to_subnet()).collect();
+                        let served: Vec<String> = self
+                            .manager
+                            .served()
+                            .iter()
+                            .map(|p| p.to_subnet())
+                            .collect();
+                        let text = format!(
+                            "{}{}",
+                            tunnels.len(),
+                            tunnels
+                                .iter()
+                                .chain(&served)
+                                .map(|s| format!(" {s}"))
+                                .collect::<String>()
+                        );
+                        let _ = udp
+                            .send_to(&relay::encode(&r.prefix, r.code, text.as_bytes()), from)
+                            .await;
+                    }
+                }
+            } else {
+                let payload = [&[r.code | re6st_proto::message::FORWARD][..], r.payload].concat();
+                self.send_to(udp, r.prefix, &payload).await;
+            }
+            return;
+        }
+        let (out, event) = self.link.receive(from, datagram, now());
+        for (to, d) in out {
+            let _ = udp.send_to(&d, to).await;
+        }
+        match event {
+            // Answers to requests the registry relayed through us.
+            Some(PeerEvent::Forward(p, code, data)) => {
+                if let Some(fwd) = self.forward_to {
+                    let _ = udp.send_to(&relay::encode(&p, code, &data), fwd).await;
+                }
+            }
+            Some(PeerEvent::Address(p, a)) => self.manager.on_address(p, &a),
+            Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(p, code),
+            Some(PeerEvent::Version(_, _)) | None => {}
+        }
+        self.run_actions(udp).await;
+    }
+
+    async fn hook_event(&mut self, hook: &UnixDatagram, data: &[u8], from: Option<&Path>) {
+        let Ok(event) = Event::decode(data) else {
+            return;
+        };
+        match event {
+            Event::ClientConnect(p) => {
+                let ok = !self.link.crl.contains(&p.serial);
+                if let Some(from) = from {
+                    let _ = hook.send_to(&[u8::from(ok)], from).await;
+                }
+                if let (true, Ok(prefix)) = (ok, Prefix::from_subnet(&p.cn)) {
+                    self.manager.on_served(prefix, true);
+                }
+            }
+            Event::ClientDisconnect(p) => {
+                if let Ok(prefix) = Prefix::from_subnet(&p.cn) {
+                    self.manager.on_served(prefix, false);
+                }
+            }
+            Event::RouteUp { cn, serial, .. } => {
+                if let Ok(prefix) = Prefix::from_subnet(&cn) {
+                    self.manager.on_tunnel_up(prefix, serial);
+                }
+            }
+        }
+    }
+
+    fn reap_clients(&mut self) {
+        let exited: Vec<Prefix> = self
+            .clients
+            .iter_mut()
+            .filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p))
+            .collect();
+        for p in exited {
+            self.clients.remove(&p);
+            self.manager.on_tunnel_exit(p);
+        }
+    }
+
+    async fn run_actions(&mut self, udp: &UdpSocket) {
+        while let Some(a) = self.manager.poll_action() {
+            match a {
+                Action::RequestDump => {
+                    let view = self.routing_view().await;
+                    if let Some(view) = view {
+                        self.manager.on_routes(now(), view);
+                    }
+                }
+                Action::Open {
+                    prefix,
+                    iface,
+                    address,
+                } => {
+                    if let Some(mut old) = self.clients.remove(&prefix) {
+                        let _ = old.kill().await;
+                    }
+                    let args = client(
+                        &self.common,
+                        &iface,
+                        &prefix.to_subnet(),
+                        &[(address.ip.to_string(), address.port, address.proto)],
+                    );
+                    match Command::new("openvpn")
+                        .args(&args)
+                        .kill_on_drop(true)
+                        .spawn()
+                    {
+                        Ok(c) => {
+                            self.clients.insert(prefix, c);
+                        }
+                        Err(e) => {
+                            log(1, self.o.verbose, format!("openvpn: {e}"));
+                            self.manager.on_tunnel_exit(prefix);
+                        }
+                    }
+                }
+                Action::Close { prefix, .. } => {
+                    if let Some(mut c) = self.clients.remove(&prefix) {
+                        let _ = c.kill().await;
+                    }
+                }
+                Action::QueryAddress(p) => self.send_to(udp, p, &[Code::Address as u8]).await,
+                Action::SendKill { prefix, code } => self.send_to(udp, prefix, &[code]).await,
+                Action::SetRxCost { iface, rxcost } => {
+                    if let Ok(mut c) =
+                        BabelClient::connect(&self.babel_socket, Duration::from_secs(5)).await
+                    {
+                        let lines = match rxcost {
+                            Some(cost) => set_rxcost(&iface, cost, &self.defaults).to_vec(),
+                            None => vec![
+                                format!("flush interface {iface}"),
+                                format!("interface {iface} {}", self.defaults),
+                            ],
+                        };
+                        for l in lines {
+                            let _ = c.request(&l).await;
+                        }
+                    }
+                }
+                Action::RequestBootstrap => {
+                    let peer = self.registry.bootstrap_peer().await.ok().flatten();
+                    let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
+                    self.manager.on_bootstrap(peer);
+                }
+            }
+        }
+    }
+
+    async fn routing_view(&self) -> Option<RoutingView> {
+        let mut c = BabelClient::connect(&self.babel_socket, Duration::from_secs(5))
+            .await
+            .ok()?;
+        let mut t = Table::default();
+        for l in c.dump().await.ok()? {
+            t.apply(&l);
+        }
+        let mut view = RoutingView {
+            known: t.reachable(&self.network),
+            ..Default::default()
+        };
+        for ((iface, _), (own, via)) in t.by_neighbour(&self.network) {
+            if let Some(p) = own {
+                view.neighbours.insert(p, via.clone());
+            }
+            *view.routes_per_iface.entry(iface).or_default() += via.len();
+        }
+        view.known.remove(&self.prefix);
+        Some(view)
+    }
+}

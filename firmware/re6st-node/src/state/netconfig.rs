@@ -1,0 +1,22 @@
+//! The last network configuration obtained from the registry, so that a
+//! node restarts without it.
+
+use std::path::Path;
+
+use re6st_proto::netconfig::NetworkConfig;
+
+const MAGIC: &[u8; 8] = b"re6stnc1";
+
+pub fn save(path: &Path, config: &NetworkConfig) -> std::io::Result<()> {
+    let mut data = MAGIC.to_vec();
+    data.extend(postcard::to_allocvec(config).map_err(std::io::Error::other)?);
+    super::write_atomic(path, &data, 0o600)
+}
+
+/// The cached configuration; `Err` says why it is unusable (missing,
+/// corrupt), for the log.
+pub fn load(path: &Path) -> Result<NetworkConfig, String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    let body = data.strip_prefix(&MAGIC[..]).ok_or("bad magic")?;
+    postcard::from_bytes(body).map_err(|e| format!("corrupt: {e}"))
+}
