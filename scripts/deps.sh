@@ -8,7 +8,7 @@ APT_PACKAGES=(
   build-essential pkg-config libssl-dev   # openssl-sys links the system libssl
   python3 python3-venv                    # the upstream re6stnet test oracle
   openssl                                 # upstream's x509 code shells out to it
-  iproute2 iputils-ping procps psmisc     # network namespaces for tests/demo
+  iproute2 iputils-ping procps psmisc iptables  # network namespaces for tests/demo
   openvpn babeld                          # the node's tunnels and routing (stock babeld 1.12)
   graphviz                                # the demo renders its topology
 )

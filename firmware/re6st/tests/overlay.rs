@@ -8,7 +8,8 @@ use std::time::Duration;
 use re6st_testkit::netns::Lab;
 
 const BIN: &str = env!("CARGO_BIN_EXE_re6st");
-const NODES: u32 = 3;
+/// The registry's own node and 7 more (issue: 8 nodes and a registry).
+const NODES: u32 = 8;
 
 fn node_args(dir: &Path, ip: &str) -> Vec<String> {
     let d = |s: &str| dir.join(s).display().to_string();
@@ -59,6 +60,12 @@ fn nodes_reach_each_other_over_the_overlay() {
         );
     };
     host(&mut lab, "reg", 1);
+    // Not every node can reach every other directly: the "internet" drops
+    // traffic between the last two nodes' networks.
+    lab.sh(
+        "inet",
+        &format!("iptables -A FORWARD -s 198.18.{a}.0/24 -d 198.18.{b}.0/24 -j DROP; iptables -A FORWARD -s 198.18.{b}.0/24 -d 198.18.{a}.0/24 -j DROP", a = NODES - 1, b = NODES),
+    );
     // The registry, for 2001:db8:42::/48, sharing its run directory with
     // its own node (babeld's socket).
     let reg = dir.join("registry");
@@ -182,8 +189,19 @@ fn nodes_reach_each_other_over_the_overlay() {
             let _ = from;
         }
     }
-    // The route goes through a tunnel (an OpenVPN tap).
+    // The routes go through tunnels (OpenVPN taps), also between the two
+    // nodes that cannot reach each other directly.
     let route = lab.sh("n1", &format!("ip -6 route get {}", addrs[2]));
+    assert!(route.contains("re6stnet"), "{route}");
+    let (a, b) = (NODES as usize - 2, NODES as usize - 1);
+    assert!(
+        !lab.try_sh(
+            &format!("n{a}"),
+            &format!("ping -c1 -W1 198.18.{}.2", b + 1)
+        ),
+        "underlay should be cut"
+    );
+    let route = lab.sh(&format!("n{a}"), &format!("ip -6 route get {}", addrs[b]));
     assert!(route.contains("re6stnet"), "{route}");
     drop(lab);
     std::fs::remove_dir_all(&dir).ok();
