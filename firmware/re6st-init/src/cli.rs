@@ -79,16 +79,29 @@ fn client(root: Option<PathBuf>, command: Command) -> ExitCode {
     }
 }
 
+/// What PID 1 takes from its arguments: the kernel hands init the
+/// command-line words it doesn't know, and PID 1 must never stop on a usage
+/// error, so anything else is ignored.
+fn lenient_options(args: &[OsString]) -> Options {
+    let mut opts = Options::default();
+    let mut words = args.iter().skip(1);
+    while let Some(w) = words.next() {
+        if w == "-v" || w == "--verbose" {
+            opts.verbose = true;
+        } else if w == "--root" {
+            opts.root = words.next().map(PathBuf::from);
+        } else if let Some(dir) = w.to_str().and_then(|w| w.strip_prefix("--root=")) {
+            opts.root = Some(PathBuf::from(dir));
+        }
+    }
+    opts.root = root_from_env(opts.root);
+    opts
+}
+
 /// Entry point, `args[0]` being the program name.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     if std::process::id() == 1 {
-        // The kernel hands init the command-line words it doesn't know;
-        // PID 1 must never stop on a usage error.
-        let verbose = args.iter().any(|a| a == "-v" || a == "--verbose");
-        return runtime::run(Options {
-            root: None,
-            verbose,
-        });
+        return runtime::run(lenient_options(&args));
     }
     let parsed = match Args::try_parse_from(args) {
         Ok(a) => a,
@@ -108,5 +121,28 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             root,
             verbose: parsed.verbose,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lenient(words: &[&str]) -> Options {
+        let args: Vec<OsString> = words.iter().map(OsString::from).collect();
+        lenient_options(&args)
+    }
+
+    #[test]
+    fn pid1_arguments_are_read_leniently() {
+        let o = lenient(&["init", "single", "--root", "/tmp/r", "-v", "nonsense"]);
+        assert_eq!(o.root, Some(PathBuf::from("/tmp/r")));
+        assert!(o.verbose);
+        let o = lenient(&["init", "--root=/x"]);
+        assert_eq!(o.root, Some(PathBuf::from("/x")));
+        // A dangling --root is ignored rather than fatal.
+        let o = lenient(&["init", "emergency", "--root"]);
+        assert!(!o.verbose);
+        assert_eq!(o.root, root_from_env(None));
     }
 }
