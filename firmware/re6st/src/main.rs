@@ -14,6 +14,7 @@ const COMMANDS: &[(&str, &str, Entry)] = &[
     ("re6st-conf", "conf", re6st_conf::main),
     ("re6st-registry", "registry", re6st_registry::main),
     ("re6st-ovpn-hook", "ovpn-hook", ovpn_hook),
+    ("init", "init", re6st_init::main),
 ];
 
 /// OpenVPN's hook (`--up`, `--route-up`, `--client-connect`, ...).
