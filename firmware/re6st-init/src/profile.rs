@@ -23,7 +23,7 @@
 //! | `config` | config partition (block device) or file holding a profile |
 //! | `ntp` | NTP servers, comma-separated (optional) |
 //! | `modules` | kernel modules to load, comma-separated |
-//! | `service.NAME` | command line of a supervised service (empty: disabled) |
+//! | `service.NAME` | command line of a supervised service (empty: disabled); `service.console` gets the console as standard input |
 //! | `service.NAME.after` | milestones (`network`, `clock`, `provisioned`) or services it starts after |
 //!
 //! Sources are layered: an earlier source overrides a later one key by key

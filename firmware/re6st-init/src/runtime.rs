@@ -576,7 +576,13 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
             _ = sigusr1.recv() => init.begin_shutdown(Shutdown::Halt, "SIGUSR1", &mut shutdown),
             _ = sigusr2.recv() => init.begin_shutdown(Shutdown::Poweroff, "SIGUSR2", &mut shutdown),
             Some(ev) = events.recv() => match ev {
-                LoopEvent::Milestone(m) => init.reach(m),
+                LoopEvent::Milestone(m) => {
+                    init.reach(m);
+                    if m == CLOCK {
+                        // A good time is worth keeping at once.
+                        save_clock(&init.data, init.floor);
+                    }
+                }
                 LoopEvent::Control(Request::Shutdown(how), reply) => {
                     init.begin_shutdown(how, "control socket", &mut shutdown);
                     let _ = reply.send(format!("{}\n", how.name()));

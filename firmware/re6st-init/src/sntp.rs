@@ -164,7 +164,12 @@ async fn query_inner(server: &str) -> Result<SystemTime, QueryError> {
             // A stray or spoofed datagram: keep waiting for ours.
             Err(SntpError::WrongOrigin) => continue,
             Err(e) => return Err(QueryError::Bad(server.to_owned(), e)),
-            Ok(t) => return Ok(t + sent.elapsed() / 2),
+            Ok(t) => {
+                // Half the round trip: the answer's age on arrival.
+                return t
+                    .checked_add(sent.elapsed() / 2)
+                    .ok_or(QueryError::Bad(server.to_owned(), SntpError::NoTime));
+            }
         }
     }
 }
