@@ -616,3 +616,32 @@ async fn sleep_until(t: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, argv: &str, after: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            argv: argv.split(' ').map(String::from).collect(),
+            after: after.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn refused_services_are_dropped_and_the_rest_kept() {
+        let (kept, sup) = build_supervisor(vec![
+            spec("a", "first", &[NETWORK]),
+            spec("b", "x", &["nowhere"]),
+            spec("c", "x", &["d"]),
+            spec("d", "x", &["c"]),
+            spec("e", "x", &["a", PROVISIONED]),
+            spec("a", "second", &[]),
+        ]);
+        let names: Vec<&str> = kept.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "e"]);
+        assert_eq!(kept[0].argv, ["first"]);
+        assert_eq!(sup.status().len(), 2);
+    }
+}
