@@ -297,6 +297,30 @@ mod tests {
         assert_eq!(classify(&read_state(&again.path)), StateHealth::Intact);
     }
 
+    /// The device steps on an image file (mounting needs a loop device,
+    /// which tests don't have): probe, mkfs, probe again, e2fsck.
+    #[test]
+    fn device_steps_on_an_image_file() {
+        use crate::datapart::Signature;
+        let (_d, layout) = scratch("image");
+        let image = layout.root.join("data.img");
+        std::fs::write(&image, vec![0u8; 8 << 20]).unwrap();
+        assert_eq!(probe(&image), Event::Identified(Signature::Blank));
+        assert_eq!(fsck(&image), Event::Checked(FsckOutcome::NotChecked));
+        assert_eq!(
+            format(&image, &layout.data_mount()),
+            Event::Formatted { ok: true }
+        );
+        assert_eq!(probe(&image), Event::Identified(Signature::Ext));
+        assert_eq!(fsck(&image), Event::Checked(FsckOutcome::Clean));
+        std::fs::write(&image, b"short").unwrap();
+        assert_eq!(probe(&image), Event::Identified(Signature::Other));
+        assert_eq!(
+            probe(&layout.root.join("missing")),
+            Event::Identified(Signature::Other)
+        );
+    }
+
     #[test]
     fn unknown_content_is_wiped() {
         let (_d, layout) = scratch("unknown");
