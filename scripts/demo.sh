@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Local demo network in network namespaces.
-#
-# Today (the node daemon is not finished) it runs the registry alone: a new
-# network CA, the registry in its own namespace on a simulated internet,
-# and six "routers" that provision their identities from it with
-# re6st-conf. It then waits for Ctrl-C and removes everything.
+# A local re6st network in network namespaces: our registry with its own
+# node, and NODES more nodes on a simulated IPv4 internet (198.18.0.0/15).
+# Each node provisions itself with re6st-conf, bootstraps through the
+# registry, opens OpenVPN tunnels and routes with babeld. The script waits
+# until every node reaches every other over the overlay, prints the tunnel
+# graph (text, Graphviz DOT, and SVG when dot is installed), then keeps
+# running for you to explore; Ctrl-C stops and removes everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/target/release/re6st
@@ -18,7 +19,7 @@ cleanup() {
   for ns in $(ip netns list | awk '{print $1}' | grep "^$TAG-"); do
     for pid in $(ip netns pids "$ns"); do kill "$pid" 2>/dev/null; done
   done
-  sleep 0.5
+  sleep 1
   for ns in $(ip netns list | awk '{print $1}' | grep "^$TAG-"); do
     for pid in $(ip netns pids "$ns"); do kill -9 "$pid" 2>/dev/null; done
     ip netns del "$ns"
@@ -34,10 +35,8 @@ cleanup >/dev/null 2>&1 || true
 WORK=$(mktemp -d /tmp/re6st-demo.XXXXXX)
 
 ns() { ip netns exec "$TAG-$1" "${@:2}"; }
-mkns() { ip netns add "$TAG-$1"; ns "$1" ip link set lo up; }
+mkns() { ip netns add "$TAG-$1"; ns "$1" ip link set lo up; ns "$1" sysctl -qw net.ipv6.conf.all.forwarding=1; }
 
-# A simulated IPv4 internet: one "inet" router, each host on its own /24
-# of 198.18.0.0/15 (the benchmarking range, never routed elsewhere).
 mkns inet
 ns inet sysctl -qw net.ipv4.ip_forward=1
 link_host() { # name index
@@ -52,26 +51,63 @@ link_host() { # name index
 echo "demo: creating network $NETWORK"
 mkns registry; link_host registry 1
 "$BIN" registry --init-network "$NETWORK" --dir "$WORK/registry" >/dev/null
+mkdir -p "$WORK/node0"
 ns registry "$BIN" registry --port 9080 -4 198.18.1.2 -6 "" \
   --ca "$WORK/registry/ca.crt" --key "$WORK/registry/ca.key" --dh "$WORK/registry/dh.pem" \
-  --db "$WORK/registry/registry.db" -l "$WORK/registry/registry.log" -r "$WORK/registry/run" \
-  --anonymous-prefix-length 16 >"$WORK/registry/stdout.log" 2>&1 &
-for _ in $(seq 50); do ns registry sh -c 'exec 3<>/dev/tcp/198.18.1.2/9080' 2>/dev/null && break; sleep 0.1; done
+  --db "$WORK/registry/registry.db" -l "$WORK/registry/registry.log" -r "$WORK/node0/run" \
+  --anonymous-prefix-length 16 --hello 4 --client-count 3 >"$WORK/registry/stdout.log" 2>&1 &
+for _ in $(seq 50); do ns registry bash -c 'exec 3<>/dev/tcp/198.18.1.2/9080' 2>/dev/null && break; sleep 0.1; done
 FP=sha256:$(openssl x509 -in "$WORK/registry/ca.crt" -outform DER | sha256sum | cut -d' ' -f1)
 
-for i in $(seq 2 $((NODES + 1))); do
-  n=node$((i - 1)); mkns "$n"; link_host "$n" "$i"
-  ns "$n" "$BIN" conf --registry http://198.18.1.2:9080/ --fingerprint "$FP" \
-    --anonymous --dir "$WORK/$n" | grep -E "^Your subnet" | sed "s/^/demo: $n: /"
+declare -A NSOF SUBNET
+start_node() { # n namespace index
+  local d=$WORK/node$1
+  mkdir -p "$d"
+  SUBNET[node$1]=$(ns "$2" "$BIN" conf --registry http://198.18.1.2:9080/ --fingerprint "$FP" \
+    --anonymous --dir "$d" | sed -n 's/^Your subnet: \([^ ]*\) .*/\1/p')
+  NSOF[node$1]=$2
+  (cd "$d" && ns "$2" "$BIN" node @re6stnet.conf --ip "198.18.$3.2" -s "$d/state" -r "$d/run" -l "$d/log" \
+     >"$d/node.log" 2>&1 &)
+  echo "demo: node$1 in namespace $TAG-$2, subnet ${SUBNET[node$1]}"
+}
+start_node 0 registry 1
+for i in $(seq 1 "$NODES"); do
+  mkns "n$i"; link_host "n$i" $((i + 1))
+  start_node "$i" "n$i" $((i + 1))
 done
 
+addr() { echo "${SUBNET[$1]%%/*}1"; }
+echo "demo: waiting until every node reaches every other over the overlay..."
+deadline=$((SECONDS + 240))
+while :; do
+  missing=0
+  for a in "${!NSOF[@]}"; do for b in "${!NSOF[@]}"; do
+    [ "$a" = "$b" ] && continue
+    ns "${NSOF[$a]}" ping -6 -c1 -W1 "$(addr "$b")" >/dev/null 2>&1 || missing=$((missing + 1))
+  done; done
+  [ "$missing" = 0 ] && break
+  [ "$SECONDS" -lt "$deadline" ] || { echo "demo: $missing pairs still unreachable after 240 s; logs in $WORK/node*/node.log" >&2; exit 1; }
+  echo "demo: $missing pairs not yet connected"
+  sleep 5
+done
+echo "demo: all $((NODES + 1)) nodes reach each other (${SECONDS}s)"
+
+args=()
+for n in "${!NSOF[@]}"; do args+=("$n=$WORK/$n/run=${SUBNET[$n]}"); done
+python3 scripts/topology.py "$WORK/topology.dot" "${args[@]}"
+echo "demo: Graphviz DOT in $WORK/topology.dot"
+if command -v dot >/dev/null; then dot -Tsvg "$WORK/topology.dot" -o "$WORK/topology.svg" && echo "demo: drawing in $WORK/topology.svg"; fi
 cat <<MSG
 
-demo: registry at http://198.18.1.2:9080/ in namespace $TAG-registry
-demo: $NODES routers provisioned (certificates under $WORK/node*/)
-demo: the node daemon is not finished yet, so no overlay is built: this
-      demo shows the registry and zero-touch provisioning only.
-demo: try: ip netns exec $TAG-node1 $BIN conf --registry http://198.18.1.2:9080/ --ca-only --dir /tmp
+demo: try, e.g.
+  ip netns exec $TAG-n1 ping -6 $(addr node2)
+  ip netns exec $TAG-n1 ip -6 route
+  tail -f $WORK/node1/node.log
 demo: Ctrl-C to stop and clean up.
 MSG
-if [ -n "${DEMO_SECONDS:-}" ]; then sleep "$DEMO_SECONDS"; else sleep infinity; fi
+if [ -n "${DEMO_SECONDS:-}" ]; then
+  sleep "$DEMO_SECONDS"
+  python3 scripts/topology.py "$WORK/topology.dot" "${args[@]}"
+else
+  sleep infinity
+fi

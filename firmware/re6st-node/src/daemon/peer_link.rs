@@ -29,7 +29,12 @@ pub struct PeerLink {
     pub my_address: String,
     pub version: Vec<u8>,
     pub info: String,
+    /// Messages waiting for a session with their peer (a few per peer).
+    pub pending: std::collections::BTreeMap<Prefix, Vec<Vec<u8>>>,
 }
+
+/// Messages kept per peer while its session is being set up.
+const MAX_PENDING: usize = 4;
 
 fn micros() -> u64 {
     std::time::SystemTime::now()
@@ -66,6 +71,13 @@ impl PeerLink {
                 Err(_) => Vec::new(),
             }
         } else {
+            let queue = self.pending.entry(prefix).or_default();
+            if queue.len() < MAX_PENDING {
+                queue.push(payload.to_vec());
+            }
+            let Some(peer) = self.peers.get_mut(&prefix) else {
+                return Vec::new();
+            };
             match peer.hello0(&self.me.cert_der, now) {
                 Ok(Some(h)) => {
                     peer.hello0_sent(now);
@@ -203,6 +215,15 @@ impl PeerLink {
         };
         let (answer, _) = self.answer(true, &msg);
         let mut out = Vec::new();
+        // The session works: what waited for it can go.
+        for queued in self.pending.remove(&prefix).unwrap_or_default() {
+            if let Some(p) = self.peers.get_mut(&prefix) {
+                if let Ok(d) = p.encode(&queued) {
+                    p.sent(now);
+                    out.push((from, d));
+                }
+            }
+        }
         if let Some(a) = answer {
             // Same first byte: a forwarded request gets a forwarded answer.
             let reply = [&payload[..1], &a].concat();

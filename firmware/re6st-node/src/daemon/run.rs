@@ -263,6 +263,7 @@ async fn run(o: Options) -> Result<(), String> {
                         my_address,
                         version: config.version.clone(),
                         info: format!("re6st-rs {}", env!("CARGO_PKG_VERSION")),
+                        pending: Default::default(),
                     },
                     manager: {
                         let cache_path = o.state.join("peers.bin");
