@@ -1,30 +1,102 @@
-//! The registry's authenticated RPC session (upstream `RegistryClient` and
-//! `RegistryServer.handle_request`).
+//! The registry's RPC: request targets, and the authenticated session
+//! (upstream `RegistryClient` and `RegistryServer.handle_request`).
+//!
+//! # Wire format
 //!
 //! ```text
-//! hello:   C -> S  /hello?client_prefix=CN&protocol=P
-//!          S -> C  X = encrypt(client cert, secret) || sign(CA key, X)
-//! call:    C -> S  /method?cn=CN&...   header Re6stHMAC: b64(HMAC(k, path?query))
-//!          S -> C  body                header Re6stHMAC: b64(HMAC(sha1(k), body))
-//! next call uses k' = sha1(sha1(k)): a captured request cannot be replayed.
+//! hello:   C -> S  GET /hello?client_prefix=CN&protocol=P
+//!          S -> C  X || sign(CA key, X)        X = encrypt(client cert, secret)
+//! call:    C -> S  GET /method?cn=CN&...       Re6stHMAC: b64(HMAC(k, "/method?cn=CN&..."))
+//!          S -> C  body                        Re6stHMAC: b64(HMAC(sha1(k), body))
+//! then     k <- sha1(sha1(k)): a captured request cannot be replayed.
 //! ```
 //!
-//! The server keeps two keys per client, the last one really used and the
-//! one of the latest `hello`, so a `hello` sent by somebody else for a
-//! client's prefix cannot break that client's session.
+//! `secret` is 20 random bytes; HMACs are HMAC-SHA1; RSA is PKCS#1 v1.5
+//! (signatures over SHA-512). The HMAC covers `/method?query` exactly as
+//! sent, without the path of the registry's URL: upstream's server checks
+//! the path it receives, so a registry under a URL path must sit behind a
+//! proxy that strips it. A 204 answer is authenticated as an empty body.
+//!
+//! The query is Python's `urlencode` of *every* parameter, defaults
+//! included, in declaration order (see [`request_target`]):
+//!
+//! | method | parameters (default) | access |
+//! |---|---|---|
+//! | `hello` | `client_prefix`, `protocol` (`"1"`) | open |
+//! | `requestToken` | `email` | open |
+//! | `requestCertificate` | `token`, `req`, `location` (`""`), `ip` (`""`) | open |
+//! | `getCa` | | open |
+//! | `renewCertificate` | `cn` | session |
+//! | `getDh` | `cn` | session |
+//! | `getNetworkConfig` | `cn` | session |
+//! | `getCountry` | `cn`, `address` | session |
+//! | `getBootstrapPeer` | `cn` | session |
+//! | `revoke` | `cn_or_serial` | private |
+//! | `addToken` | `email`, `token` | private |
+//! | `isToken`, `deleteToken` | `token` | private |
+//! | `getNodePrefix`, `getIPv6Address`, `getIPv4Information` | `email` | private |
+//! | `updateHMAC`, `versions`, `topology` | | private |
+//!
+//! "session" methods are those with a `cn` parameter (the client's prefix
+//! as a bit string); "private" ones are limited to authorized origins.
+//! Upstream's server replaces an empty `ip` of `requestCertificate` by the
+//! client's address. [`Rpc`] holds this table.
+//!
+//! # Client side (the node)
+//!
+//! ```text
+//! let mut s = ClientSession::default();
+//! if s.needs_hello() {
+//!     let answer = GET(hello_target(my_prefix, PROTOCOL)?);   // no HMAC
+//!     s.accept_hello(&answer, &ca, &my_key)?;                 // checks the CA signature
+//! }
+//! let target = request_target(Rpc::GetNetworkConfig, &[("cn", my_prefix)])?;
+//! let signed = s.sign(&target)?;                              // ratchets
+//! let (status, body, mac) = GET(target, Re6stHMAC: signed.header);
+//! s.verify_response(&signed, &body, mac)?;                    // resets on failure
+//! ```
+//!
+//! Any failed call (transport error, status other than 200/204, bad HMAC)
+//! must [`ClientSession::reset`] the session; like upstream, retry once
+//! with a fresh `hello` when the failed call used an older key.
+//!
+//! # Server side (the registry)
+//!
+//! ```text
+//! let req = parse_target(target)?;                            // 400 on error
+//! match req.rpc {
+//!     Rpc::Hello => sessions.answer_hello(client_prefix, protocol,
+//!                                         &client_cert, &ca_key, &random_20_bytes)?,
+//!     _ if let Some(cn) = req.session() => {
+//!         let auth = sessions.authenticate_header(cn, target, header)?;  // 400 on error
+//!         ... body ...;  Re6stHMAC: auth.response_header(&body)?
+//!     }
+//! }
+//! ```
+//!
+//! [`Sessions`] keeps upstream's two keys per client: the one of the session
+//! in use, and the one of the latest `hello`. So a `hello` sent by somebody
+//! else for a client's prefix cannot break that client's session, and the
+//! first successful call drops the other key.
 //!
 //! Both sides are plain state: the caller supplies the random secret and
 //! does the HTTP.
 
-use std::collections::HashMap;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use openssl::pkey::{PKeyRef, Private};
-use openssl::x509::X509Ref;
 use thiserror::Error;
 
-use crate::crypto::{self, hmac_sha1, mac_eq, sha1, CryptoError};
+use crate::crypto::{hmac_sha1, CryptoError};
+
+mod client;
+mod methods;
+mod query;
+mod server;
+
+pub use client::{hello_target, ClientSession, SignedRequest};
+pub use methods::{Access, Param, Rpc, SESSION_PARAM};
+pub use query::{form_decode, form_encode, parse_target, request_target, Request, TargetError};
+pub use server::{hello_response, Authenticated, Sessions};
 
 /// HTTP header carrying the HMACs, base64-encoded.
 pub const HMAC_HEADER: &str = "Re6stHMAC";
@@ -32,8 +104,14 @@ pub const HMAC_HEADER: &str = "Re6stHMAC";
 /// Certificates are renewed this long before they expire (30 days).
 pub const RENEW_PERIOD: i64 = 30 * 86400;
 
-/// Length of a session key.
+/// Length of a session secret and of every key derived from it (SHA-1).
 pub const KEY_LEN: usize = 20;
+
+/// Length of an HMAC-SHA1.
+pub const MAC_LEN: usize = 20;
+
+/// A session secret or a key ratcheted from it.
+pub type SessionKey = [u8; KEY_LEN];
 
 #[derive(Debug, Error)]
 pub enum RpcError {
@@ -49,183 +127,25 @@ pub enum RpcError {
     HelloNotSigned,
     #[error("session secret has the wrong length ({0} bytes)")]
     BadSecret(usize),
+    #[error("client key ({client} bytes) and CA key ({ca} bytes) differ in size")]
+    KeySizeMismatch { client: usize, ca: usize },
+    #[error("{0}")]
+    Target(#[from] TargetError),
     #[error("{0}")]
     Crypto(#[from] CryptoError),
 }
 
-/// HMAC of a response body, as the `Re6stHMAC` header value.
-pub fn response_header(response_key: &[u8; KEY_LEN], body: &[u8]) -> Result<String, RpcError> {
+/// The `Re6stHMAC` header of an answer: HMAC of `body` with the response key.
+pub fn response_header(response_key: &[u8], body: &[u8]) -> Result<String, RpcError> {
     Ok(B64.encode(hmac_sha1(response_key, body)?))
 }
 
-/// Decodes a `Re6stHMAC` header value.
-pub fn decode_header(value: &[u8]) -> Result<[u8; 20], RpcError> {
-    let raw = B64.decode(value).map_err(|_| RpcError::BadHeader)?;
+/// Decodes a `Re6stHMAC` header value (surrounding whitespace allowed).
+pub fn decode_header(value: &[u8]) -> Result<[u8; MAC_LEN], RpcError> {
+    let raw = B64
+        .decode(value.trim_ascii())
+        .map_err(|_| RpcError::BadHeader)?;
     raw.try_into().map_err(|_| RpcError::BadHeader)
-}
-
-/// Server side: the `hello` answer for a client, `secret` being fresh
-/// random bytes the caller also records with [`Sessions::hello`].
-pub fn hello_response(
-    client_cert: &X509Ref,
-    ca_key: &PKeyRef<Private>,
-    secret: &[u8; KEY_LEN],
-) -> Result<Vec<u8>, RpcError> {
-    let mut x = crypto::encrypt_for(client_cert, secret)?;
-    let signature = crypto::sign(ca_key, &x)?;
-    // The client splits in the middle: both halves have the key's size.
-    x.extend_from_slice(&signature);
-    Ok(x)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SessionKey {
-    key: Vec<u8>,
-    protocol: u32,
-}
-
-/// A successful authentication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated {
-    /// Key of the response's HMAC.
-    pub response_key: [u8; KEY_LEN],
-    /// Protocol the client announced in its `hello`.
-    pub protocol: u32,
-}
-
-/// Server side: the sessions of every client, by client prefix (bit string).
-#[derive(Debug, Default)]
-pub struct Sessions {
-    by_client: HashMap<String, Vec<SessionKey>>,
-}
-
-impl Sessions {
-    /// Records the secret of a new `hello`, keeping the last used key.
-    pub fn hello(&mut self, client: &str, secret: &[u8; KEY_LEN], protocol: u32) {
-        let keys = self.by_client.entry(client.to_owned()).or_default();
-        keys.truncate(1);
-        keys.push(SessionKey {
-            key: secret.to_vec(),
-            protocol,
-        });
-    }
-
-    /// Checks the HMAC of a request target (`/method?query`); on success
-    /// the session moves on to the next key and the hello key is dropped.
-    pub fn authenticate(
-        &mut self,
-        client: &str,
-        target: &[u8],
-        mac: &[u8],
-    ) -> Result<Authenticated, RpcError> {
-        let keys = self.by_client.get_mut(client).ok_or(RpcError::NoSession)?;
-        for k in keys.iter() {
-            if mac_eq(&hmac_sha1(&k.key, target)?, mac) {
-                let response_key = sha1(&k.key)?;
-                let protocol = k.protocol;
-                *keys = vec![SessionKey {
-                    key: sha1(&response_key)?.to_vec(),
-                    protocol,
-                }];
-                return Ok(Authenticated {
-                    response_key,
-                    protocol,
-                });
-            }
-        }
-        Err(RpcError::WrongHmac)
-    }
-
-    /// Protocol of a client's current session.
-    pub fn protocol(&self, client: &str) -> Option<u32> {
-        self.by_client.get(client)?.first().map(|k| k.protocol)
-    }
-
-    /// Drops a client's session (e.g. when it is revoked).
-    pub fn forget(&mut self, client: &str) {
-        self.by_client.remove(client);
-    }
-}
-
-/// Client side: the key of the session with the registry, if any.
-#[derive(Debug, Default, Clone)]
-pub struct ClientSession {
-    key: Option<[u8; KEY_LEN]>,
-}
-
-/// What a signed request needs: the header value to send and the key to
-/// check the answer with.
-#[derive(Debug, Clone)]
-pub struct SignedRequest {
-    pub header: String,
-    pub response_key: [u8; KEY_LEN],
-}
-
-impl ClientSession {
-    /// Whether the next authenticated call must be preceded by `hello`.
-    pub fn needs_hello(&self) -> bool {
-        self.key.is_none()
-    }
-
-    /// Takes the secret out of a `hello` answer: checks the CA's signature
-    /// of the encrypted half and decrypts it with our key.
-    pub fn accept_hello(
-        &mut self,
-        answer: &[u8],
-        ca: &X509Ref,
-        our_key: &PKeyRef<Private>,
-    ) -> Result<(), RpcError> {
-        if answer.is_empty() || !answer.len().is_multiple_of(2) {
-            return Err(RpcError::BadHello);
-        }
-        let (encrypted, signature) = answer.split_at(answer.len() / 2);
-        crypto::verify(ca, signature, encrypted).map_err(|_| RpcError::HelloNotSigned)?;
-        let secret = crypto::decrypt(our_key, encrypted).map_err(|_| RpcError::BadHello)?;
-        let key: [u8; KEY_LEN] = secret
-            .as_slice()
-            .try_into()
-            .map_err(|_| RpcError::BadSecret(secret.len()))?;
-        self.key = Some(key);
-        Ok(())
-    }
-
-    /// Signs a request target (`/method?query`, without the URL's path
-    /// prefix) and ratchets the key.
-    pub fn sign(&mut self, target: &str) -> Result<SignedRequest, RpcError> {
-        let key = self.key.ok_or(RpcError::NoSession)?;
-        let mac = hmac_sha1(&key, target.as_bytes())?;
-        let response_key = sha1(&key)?;
-        self.key = Some(sha1(&response_key)?);
-        Ok(SignedRequest {
-            header: B64.encode(mac),
-            response_key,
-        })
-    }
-
-    /// Checks the HMAC header of an answer. On failure the session is
-    /// dropped, so that the next call starts with `hello`.
-    pub fn verify_response(
-        &mut self,
-        request: &SignedRequest,
-        body: &[u8],
-        header: Option<&[u8]>,
-    ) -> Result<(), RpcError> {
-        let ok = match header.map(decode_header) {
-            Some(Ok(mac)) => mac_eq(&hmac_sha1(&request.response_key, body)?, &mac),
-            _ => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            self.reset();
-            Err(RpcError::WrongHmac)
-        }
-    }
-
-    /// Forgets the session (after any failed call, as upstream does).
-    pub fn reset(&mut self) {
-        self.key = None;
-    }
 }
 
 #[cfg(test)]
@@ -234,91 +154,27 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn server_ratchet_and_replay() {
-        let mut s = Sessions::default();
-        let secret = [7u8; 20];
-        s.hello("01", &secret, 8);
-        let mac = hmac_sha1(&secret, b"/getDh?cn=01").unwrap();
-        let a = s.authenticate("01", b"/getDh?cn=01", &mac).unwrap();
-        assert_eq!(a.response_key, sha1(&secret).unwrap());
-        assert_eq!(a.protocol, 8);
-        assert!(matches!(
-            s.authenticate("01", b"/getDh?cn=01", &mac),
-            Err(RpcError::WrongHmac)
-        ));
-        let next = sha1(&a.response_key).unwrap();
-        let mac = hmac_sha1(&next, b"/getCa").unwrap();
-        assert!(s.authenticate("01", b"/getCa", &mac).is_ok());
-        assert!(matches!(
-            s.authenticate("10", b"/getCa", &mac),
-            Err(RpcError::NoSession)
-        ));
-    }
-
-    #[test]
-    fn foreign_hello_keeps_session() {
-        let mut s = Sessions::default();
-        s.hello("01", &[1; 20], 8);
-        let mac = hmac_sha1(&[1; 20], b"/a").unwrap();
-        let a = s.authenticate("01", b"/a", &mac).unwrap();
-        let used = sha1(&a.response_key).unwrap();
-        s.hello("01", &[2; 20], 8);
-        let mac = hmac_sha1(&used, b"/b").unwrap();
-        assert!(s.authenticate("01", b"/b", &mac).is_ok());
-    }
-
-    #[test]
-    fn client_and_server_agree() {
-        let pki = re6st_testkit::Pki::new("2001:db8::/32");
-        let node = pki.node("1/16", 1);
-        let mut server = Sessions::default();
-        let secret = [42u8; 20];
-        server.hello("0000000000000001", &secret, 10);
-        let answer = hello_response(&node.cert, &pki.ca_key, &secret).unwrap();
-
-        let mut client = ClientSession::default();
-        assert!(client.needs_hello());
-        client.accept_hello(&answer, &pki.ca, &node.key).unwrap();
-        for target in ["/getNetworkConfig?cn=0000000000000001", "/getCa", "/x"] {
-            let req = client.sign(target).unwrap();
-            let mac = decode_header(req.header.as_bytes()).unwrap();
-            let auth = server
-                .authenticate("0000000000000001", target.as_bytes(), &mac)
-                .unwrap();
-            let header = response_header(&auth.response_key, b"body").unwrap();
-            client
-                .verify_response(&req, b"body", Some(header.as_bytes()))
-                .unwrap();
-        }
-        // A tampered answer resets the session.
-        let req = client.sign("/y").unwrap();
-        assert!(client
-            .verify_response(&req, b"body", Some(b"AAAA"))
-            .is_err());
-        assert!(client.needs_hello());
-    }
-
-    #[test]
-    fn hello_signed_by_another_ca_is_refused() {
-        let pki = re6st_testkit::Pki::new("2001:db8::/32");
-        let other = re6st_testkit::Pki::new("2001:db8::/32");
-        let node = pki.node("1/16", 1);
-        let answer = hello_response(&node.cert, &other.ca_key, &[1; 20]).unwrap();
-        let mut client = ClientSession::default();
-        assert!(matches!(
-            client.accept_hello(&answer, &pki.ca, &node.key),
-            Err(RpcError::HelloNotSigned)
-        ));
-        for bad in [&b""[..], b"abc", &[0u8; 512]] {
-            assert!(client.accept_hello(bad, &pki.ca, &node.key).is_err());
-        }
-        assert!(client.needs_hello());
+    fn header_round_trip() {
+        let h = response_header(&[3; 20], b"body").unwrap();
+        assert_eq!(
+            decode_header(format!(" {h}\r\n").as_bytes()).unwrap(),
+            hmac_sha1(&[3; 20], b"body").unwrap()
+        );
+        assert!(decode_header(b"AAAA").is_err());
+        assert!(decode_header(b"").is_err());
     }
 
     proptest! {
         #[test]
         fn header_decoding_never_panics(v in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_header(&v);
+        }
+
+        #[test]
+        fn headers_decode_to_their_mac(key in any::<[u8; 20]>(),
+                                       body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let h = response_header(&key, &body).unwrap();
+            prop_assert_eq!(decode_header(h.as_bytes()).unwrap(), hmac_sha1(&key, &body).unwrap());
         }
     }
 }
