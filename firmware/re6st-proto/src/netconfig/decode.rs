@@ -33,7 +33,7 @@ fn inflate_bounded(blob: &[u8], limit: usize) -> Result<Vec<u8>, ConfigError> {
         if out.len() == out.capacity() {
             // Grow geometrically, but never past one byte over the limit.
             let room = out.len().clamp(4096, 1 << 20);
-            out.reserve_exact(room.min(limit + 1 - out.len()));
+            out.reserve_exact(room.min(limit.saturating_add(1) - out.len()));
         }
         let consumed = usize::try_from(z.total_in()).map_err(|_| ConfigError::Zlib)?;
         let input = blob.get(consumed..).ok_or(ConfigError::Zlib)?;
