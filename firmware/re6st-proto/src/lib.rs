@@ -6,6 +6,7 @@
 //! decisions out. OpenSSL is used as a computation library only.
 
 pub mod address;
+pub mod babel_ctl;
 pub mod cert;
 pub mod crypto;
 pub mod message;

@@ -15,7 +15,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_re6st");
 #[derive(Clone, Copy, PartialEq)]
 enum Registry {
     Ours,
-    #[allow(dead_code)]
     Upstream,
 }
 
@@ -183,6 +182,10 @@ impl Overlay {
             ]
             .map(String::from),
         );
+        if kind == Registry::Upstream {
+            // INFO: its log says which bootstrap peers it hands out.
+            args.extend(["-v".into(), "2".into()]);
+        }
         let registry_pid = lab.spawn(
             "reg",
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -248,6 +251,36 @@ fn nodes_reach_each_other_over_the_overlay() {
     );
     let route = o.lab.sh("n6", &format!("ip -6 route get {}", o.addrs[7]));
     assert!(route.contains("re6stnet"), "{route}");
+    o.finish();
+}
+
+#[test]
+fn nodes_join_a_network_run_by_upstreams_registry() {
+    // Upstream's registry (re6stnet 0.642) provisions every node and reads
+    // routes from our node0 through its babeld.sock (upstream's protocol,
+    // served by our node from stock babeld) to answer getBootstrapPeer.
+    let o = Overlay::start(Registry::Upstream, 4, Some((2, 3)));
+    o.all_pairs_reach(Duration::from_secs(120));
+    let route = o.lab.sh("n2", &format!("ip -6 route get {}", o.addrs[3]));
+    assert!(route.contains("re6stnet"), "{route}");
+    let log = std::fs::read_to_string(o.dir.join("registry/registry.log")).unwrap_or_default();
+    assert!(log.contains("Sending bootstrap peer"), "{log}");
+    // What upstream's registry reads from node0's babeld.sock: a route to
+    // every other node.
+    let sock = o.node_dir(0).join("run/babeld.sock");
+    let script = "import logging, sys\nlogging.trace = lambda *a, **k: None\n\
+        from re6st import ctl, utils\n\
+        net = utils.binFromIp('2001:db8:42::')[:48]\n\
+        print(sorted(utils.ipFromBin(net + p) for p in ctl.iterRoutes(sys.argv[1], net)))";
+    let seen = re6st_testkit::run_upstream(script, &[&sock.display().to_string()], b"");
+    let seen = String::from_utf8_lossy(&seen);
+    for n in 1..4 {
+        let net = o.addrs[n].strip_suffix('1').unwrap();
+        assert!(
+            seen.contains(&format!("'{net}'")),
+            "node{n} ({net}) missing: {seen}"
+        );
+    }
     o.finish();
 }
 

@@ -45,6 +45,8 @@ pub enum Action {
 pub struct Neighbour {
     pub address: IpAddr,
     pub interface: String,
+    /// Reachability bitmap of the neighbour's hellos (0 when not said).
+    pub reach: u16,
     pub rxcost: u32,
     pub txcost: u32,
     pub cost: u32,
@@ -165,6 +167,10 @@ pub fn parse_line(line: &str) -> Result<Line, ControlError> {
                         .parse()
                         .map_err(|_| bad("address"))?,
                     interface: get("neighbour", "if")?.clone(),
+                    reach: match f.get("reach") {
+                        Some(r) => u16::from_str_radix(r, 16).map_err(|_| bad("reach"))?,
+                        None => 0,
+                    },
                     rxcost: num("neighbour", "rxcost")?,
                     txcost: num("neighbour", "txcost")?,
                     cost: num("neighbour", "cost")?,

@@ -8,8 +8,11 @@
 //! * [`table`]: neighbours and routes built from those events, and the
 //!   questions the tunnel manager asks of them.
 //! * [`client`]: the tokio connection to the socket.
+//! * [`upstream_ctl`]: upstream's binary control protocol, served on
+//!   `RUN/babeld.sock` from stock babeld's dump, for upstream's registry.
 
 pub mod client;
 pub mod config;
 pub mod control;
 pub mod table;
+pub mod upstream_ctl;

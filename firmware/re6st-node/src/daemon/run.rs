@@ -292,7 +292,9 @@ async fn run(o: Options) -> Result<(), String> {
                             u64::from(openssl_random()),
                         )
                     },
-                    babel_socket: o.run.join("babeld.sock"),
+                    // Stock babeld's text socket; RUN/babeld.sock speaks upstream's
+                    // protocol (see babel::upstream_ctl).
+                    babel_socket: o.run.join("babeld-stock.sock"),
                     common,
                     clients: BTreeMap::new(),
                     undo: Vec::new(),
@@ -383,6 +385,11 @@ async fn run_node(
             .spawn()
     };
     let mut babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+    let upstream_sock = o.run.join("babeld.sock");
+    let upstream_ctl = tokio::spawn(crate::babel::upstream_ctl::serve(
+        upstream_sock.clone(),
+        node.babel_socket.clone(),
+    ));
     let hook =
         UnixDatagram::bind(&hook_sock).map_err(|e| format!("{}: {e}", hook_sock.display()))?;
     let udp = UdpSocket::bind(bind_address())
@@ -443,6 +450,8 @@ async fn run_node(
         let _ = c.kill().await;
     }
     let _ = babeld.kill().await;
+    upstream_ctl.abort();
+    let _ = std::fs::remove_file(&upstream_sock);
     let _ = std::fs::remove_file(&hook_sock);
     for u in node.undo.iter().rev() {
         let _ = std::process::Command::new("ip").args(u).status();
