@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench
+rm -f bench/node-*.json
 CLIENTS=${BENCH_CLIENTS:-200}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 cargo build --release -p re6st -p re6st-bench
@@ -20,11 +21,24 @@ BIN=target/release/re6st
   echo "## Registry: ours against upstream re6stnet 0.642, $CLIENTS concurrent clients, ${SECONDS_EACH}s per test"
   echo
   target/release/re6st-bench registry --binary "$BIN" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --json bench/registry.json
+  echo
+  echo "## Node: a network of our nodes in namespaces (registry + N nodes)"
+  echo
+  echo "Time from the start (registry, provisioning, node start) to every node pinging every other over the overlay; then, at steady state, per node: tunnels (babel neighbours), our daemon's memory (VmRSS; private = RssAnon; PSS shares library pages among the processes mapping them) and CPU, and the memory of its babeld and OpenVPN children. Upstream's node cannot run here: it needs re6st's patched babeld (option -X, binary control socket)."
+  echo
+  echo "| nodes | client count | s to full connectivity | s after last node start | tunnels mean / max | daemon VmRSS KiB mean / max | private KiB | PSS KiB | CPU % mean / max | children RSS KiB | connected at end |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  for spec in ${BENCH_NODES:-8:2 16:10}; do
+    n=${spec%%:*} c=${spec##*:}
+    target/release/re6st-bench node --binary "$BIN" --nodes "$n" --client-count "$c" --settle 30 --json "bench/node-$n.json"
+  done
 } | tee bench/report.md
 python3 - "$BIN" <<'PY'
 import json, os, sys
+import glob
 report = {"binary_bytes": os.path.getsize(sys.argv[1]),
-          "registry": json.load(open("bench/registry.json"))}
+          "registry": json.load(open("bench/registry.json")),
+          "node": [json.load(open(f)) for f in sorted(glob.glob("bench/node-*.json"))]}
 json.dump(report, open("bench/report.json", "w"), indent=2)
 PY
 echo "bench: wrote bench/report.md and bench/report.json"

@@ -1,3 +1,5 @@
+//! `re6st-bench node`: see [`node`].
+//!
 //! `re6st-bench registry`: our registry against upstream's, side by side on
 //! this machine, with many concurrent clients:
 //! - certificate requests per second (anonymous `requestCertificate`);
@@ -269,8 +271,21 @@ async fn bench_server(
     });
 }
 
+mod node;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("registry") => registry_main(args),
+        Some("node") => node::main(args),
+        _ => {
+            eprintln!("usage: re6st-bench registry|node [options]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn registry_main(args: Vec<String>) {
     let get = |flag: &str, default: &str| -> String {
         args.iter()
             .position(|a| a == flag)

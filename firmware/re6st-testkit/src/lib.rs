@@ -20,6 +20,7 @@ use openssl::x509::{X509Name, X509};
 use re6st_proto::prefix::Prefix;
 
 pub mod netns;
+pub mod overlay;
 pub mod upstream_registry;
 
 /// Path of the workspace root.
