@@ -41,6 +41,11 @@ impl Overlay {
     }
 
     pub fn start_node(&mut self, n: u32) -> u32 {
+        self.start_node_with(n, &[])
+    }
+
+    /// Starts node `n` with more options on its command line.
+    pub fn start_node_with(&mut self, n: u32, extra: &[&str]) -> u32 {
         let d = self.node_dir(n);
         let p = |s: &str| d.join(s).display().to_string();
         let args: Vec<String> = vec![
@@ -64,6 +69,8 @@ impl Overlay {
             "-v".into(),
             "3".into(),
         ];
+        let mut args = args;
+        args.extend(extra.iter().map(|a| a.to_string()));
         let log = d.join(format!("node-{}.out", self.node_pids.len()));
         let pid = self.lab.spawn(
             &ns_of(n),

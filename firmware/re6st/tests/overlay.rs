@@ -90,8 +90,25 @@ fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
         )
         .unwrap();
     }
-    o.start_node(3);
+    // Upstream's --up and --daemon come along.
+    let up_file = o.dir.join("up-ran");
+    o.start_node_with(
+        3,
+        &[
+            "--up",
+            &format!("touch {}", up_file.display()),
+            "--daemon",
+            "exec sleep 4242",
+            "--country",
+            "FR",
+        ],
+    );
     o.all_pairs_reach(Duration::from_secs(120));
+    assert!(up_file.exists(), "--up did not run");
+    assert!(
+        o.lab.try_sh("n3", "pgrep -f '[s]leep 4242'"),
+        "--daemon not running"
+    );
 
     // Garbage, truncated and replayed-looking datagrams on port 326.
     let target = o.addrs[1].clone();
@@ -127,6 +144,14 @@ fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
     assert!(
         log.contains("using the cached network configuration"),
         "{log}"
+    );
+    // A stopping node stops its --daemon commands.
+    signal("-TERM", o.node_pids[4]);
+    assert!(
+        Lab::wait_until(Duration::from_secs(15), || !o
+            .lab
+            .try_sh("n3", "pgrep -f '[s]leep 4242'")),
+        "--daemon left behind"
     );
     o.finish();
 }

@@ -204,13 +204,16 @@ async fn run(o: Options) -> Result<(), String> {
         extra: o.openvpn_args.clone(),
     };
     // Our addresses, announced to peers.
+    let country = o.country.as_deref();
     let my_address =
         o.ip.iter()
             .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
             .flat_map(|ip| {
-                servers
-                    .iter()
-                    .map(move |(port, proto)| format!("{ip},{port},{proto}"))
+                servers.iter().map(move |(port, proto)| match country {
+                    // Upstream's 4th field (protocol 7 and later).
+                    Some(c) => format!("{ip},{port},{proto},{c}"),
+                    None => format!("{ip},{port},{proto}"),
+                })
             })
             .collect::<Vec<_>>()
             .join(";");
@@ -399,6 +402,27 @@ async fn run_node(
         .map_err(|e| e.to_string())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| e.to_string())?;
+    // Upstream's --up and --daemon: user commands once we are set up.
+    if let Some(up) = &o.up {
+        let status = Command::new("sh")
+            .args(["-c", up])
+            .status()
+            .await
+            .map_err(|e| format!("--up: {e}"))?;
+        if !status.success() {
+            return Err(format!("--up command failed ({status})"));
+        }
+    }
+    let mut daemons = Vec::new();
+    for cmd in &o.daemon {
+        daemons.push(
+            Command::new("sh")
+                .args(["-c", cmd])
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("--daemon {cmd:?}: {e}"))?,
+        );
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
@@ -448,6 +472,23 @@ async fn run_node(
     }
     for mut c in children {
         let _ = c.kill().await;
+    }
+    // --daemon commands: TERM, then KILL 5 s later, as upstream.
+    for d in &daemons {
+        if let Some(pid) = d.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for mut d in daemons {
+        if tokio::time::timeout(Duration::from_secs(5), d.wait())
+            .await
+            .is_err()
+        {
+            let _ = d.kill().await;
+        }
     }
     let _ = babeld.kill().await;
     upstream_ctl.abort();
