@@ -1,8 +1,10 @@
-//! The re6stnet node (in progress): today, the control of a stock babeld
-//! (configuration, local control socket, routing table model).
+//! The re6stnet node: stock babeld control, OpenVPN tunnels, state files,
+//! the sans-IO tunnel manager, the daemon's event loop, and the LAN side
+//! (router advertisements).
 
 pub mod babel;
 pub mod daemon;
+pub mod lan;
 pub mod openvpn;
 pub mod state;
 pub mod tunnel;

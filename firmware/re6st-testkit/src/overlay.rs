@@ -128,6 +128,22 @@ impl Overlay {
         cut: Option<(u32, u32)>,
         registry_args: &[&str],
     ) -> Overlay {
+        Self::start_with(bin, kind, nodes, cut, registry_args, &|_| {}, &|_| vec![])
+    }
+
+    /// [`Overlay::start`], with `setup` run on the lab once the node
+    /// namespaces exist (before any node starts), and `node_args(n)`
+    /// appended to node `n`'s command line.
+    #[allow(clippy::type_complexity)]
+    pub fn start_with(
+        bin: &Path,
+        kind: Registry,
+        nodes: u32,
+        cut: Option<(u32, u32)>,
+        registry_args: &[&str],
+        setup: &dyn Fn(&mut Lab),
+        node_args: &dyn Fn(u32) -> Vec<String>,
+    ) -> Overlay {
         let dir =
             std::env::temp_dir().join(format!("re6st-overlay-{}-{nodes}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -150,6 +166,7 @@ impl Overlay {
             let (a, b) = (a + 1, b + 1);
             lab.sh("inet", &format!("iptables -A FORWARD -s 198.18.{a}.0/24 -d 198.18.{b}.0/24 -j DROP; iptables -A FORWARD -s 198.18.{b}.0/24 -d 198.18.{a}.0/24 -j DROP"));
         }
+        setup(&mut lab);
         let reg = dir.join("registry");
         let out = Command::new(bin)
             .args(["registry", "--init-network", "2001:db8:42::/48", "--dir"])
@@ -243,7 +260,8 @@ impl Overlay {
                 .unwrap_or_else(|| panic!("{conf}"));
             let net = subnet.split('/').next().unwrap();
             o.addrs.push(format!("{net}1"));
-            o.start_node(n);
+            let extra = node_args(n);
+            o.start_node_with(n, &extra.iter().map(String::as_str).collect::<Vec<_>>());
         }
         o
     }

@@ -15,6 +15,7 @@ const COMMANDS: &[(&str, &str, Entry)] = &[
     ("re6st-registry", "registry", re6st_registry::main),
     ("re6st-ovpn-hook", "ovpn-hook", ovpn_hook),
     ("init", "init", re6st_init::main),
+    ("re6st-lan", "lan", re6st_node::lan::advertiser::main),
 ];
 
 /// OpenVPN's hook (`--up`, `--route-up`, `--client-connect`, ...).

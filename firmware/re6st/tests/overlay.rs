@@ -64,6 +64,86 @@ fn nodes_join_a_network_run_by_upstreams_registry() {
 }
 
 #[test]
+fn lan_hosts_get_slaac_addresses_and_reach_the_overlay() {
+    // node1 is a router with a LAN (lan0) and a host behind it; its re6st
+    // address lives on lan0 (-I), `re6st lan` advertises the /64.
+    let o = Overlay::start_with(
+        BIN.as_ref(),
+        Registry::Ours,
+        3,
+        None,
+        &[],
+        &|lab| {
+            lab.add_ns("host");
+            lab.link("n1", &[], "host", &[], "lan0");
+            lab.sh("n1", "sysctl -qw net.ipv6.conf.all.forwarding=1");
+            // A host, not a router (new namespaces may inherit forwarding
+            // from this machine), so it listens to advertisements.
+            lab.sh("host", "sysctl -qw net.ipv6.conf.all.forwarding=0");
+        },
+        &|n| {
+            if n == 1 {
+                vec!["-I".into(), "lan0".into()]
+            } else {
+                vec![]
+            }
+        },
+    );
+    o.all_pairs_reach(Duration::from_secs(120));
+    let d = o.node_dir(1);
+    let mut lab = o.lab;
+    let ra_log = o.dir.join("lan.out");
+    lab.spawn(
+        "n1",
+        &[
+            BIN,
+            "lan",
+            "-i",
+            "lan0",
+            "--ca",
+            &d.join("ca.crt").display().to_string(),
+            "--cert",
+            &d.join("cert.crt").display().to_string(),
+            "--dns",
+            "2001:db8::53",
+        ],
+        &ra_log,
+    );
+    // The host autoconfigures an address in node1's /64.
+    let net64 = o.addrs[1].strip_suffix("::1").unwrap().to_string();
+    let prefix = net64.trim_end_matches(':');
+    let got = Lab::wait_until(Duration::from_secs(30), || {
+        lab.sh("host", "ip -6 addr show dev lan0 scope global")
+            .contains(prefix)
+    });
+    assert!(
+        got,
+        "no SLAAC address in {net64}/64: {}\n{}",
+        lab.sh("host", "ip -6 addr; ip -6 route"),
+        std::fs::read_to_string(&ra_log).unwrap_or_default()
+    );
+    // ... and a default route through the router, then reaches node2 on
+    // the other side of the overlay.
+    let to = &o.addrs[2];
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || lab
+            .try_sh("host", &format!("ping -6 -c1 -W1 {to}"))),
+        "host cannot reach node2 ({to}): {}",
+        lab.sh("host", "ip -6 addr; ip -6 route")
+    );
+    // Stopping the advertiser withdraws us as the host's router.
+    lab.sh("n1", "pkill -TERM -f '[r]e6st lan'");
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || !lab
+            .sh("host", "ip -6 route show default")
+            .contains("via")),
+        "default route still there"
+    );
+    drop(lab);
+    std::fs::remove_dir_all(&o.dir).ok();
+}
+
+#[test]
 fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
     let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 4, None, &[]);
     o.all_pairs_reach(Duration::from_secs(120));
