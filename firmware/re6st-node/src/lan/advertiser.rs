@@ -187,7 +187,7 @@ async fn run(o: &Options, advert: Advert) -> Result<(), String> {
                     let Ok(mut guard) = r else { continue };
                     let solicited = match guard.try_io(|s| {
                         use std::io::Read;
-                        (&*s.get_ref()).read(&mut buf)
+                        s.get_ref().read(&mut buf)
                     }) {
                         Ok(Ok(n)) => ra::is_solicitation(&buf[..n]),
                         _ => false,
