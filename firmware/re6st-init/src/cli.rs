@@ -1,7 +1,7 @@
 //! `re6st init`: run as init, or talk to the running init.
 //!
 //! ```text
-//! re6st init [--root DIR] [-v]                   run (PID 1, or a test root)
+//! re6st init [--root DIR [--network]] [-v]       run (PID 1, or a test root)
 //! re6st init status|log|reboot|poweroff|halt [--root DIR]
 //! ```
 //!
@@ -28,6 +28,10 @@ struct Args {
     /// Log debug messages too.
     #[arg(short, long)]
     verbose: bool,
+    /// With --root: still configure loopback, sysctls, WAN and LAN (for a
+    /// test in a network namespace of its own).
+    #[arg(long)]
+    network: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,6 +92,8 @@ fn lenient_options(args: &[OsString]) -> Options {
     while let Some(w) = words.next() {
         if w == "-v" || w == "--verbose" {
             opts.verbose = true;
+        } else if w == "--network" {
+            opts.network = true;
         } else if w == "--root" {
             opts.root = words.next().map(PathBuf::from);
         } else if let Some(dir) = w.to_str().and_then(|w| w.strip_prefix("--root=")) {
@@ -120,6 +126,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         None => runtime::run(Options {
             root,
             verbose: parsed.verbose,
+            network: parsed.network,
         }),
     }
 }

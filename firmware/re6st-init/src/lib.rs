@@ -17,6 +17,7 @@ pub mod clock;
 pub mod control;
 pub mod datapart;
 pub mod datapart_io;
+pub mod firmware_services;
 pub mod layout;
 pub mod logging;
 pub mod network;

@@ -18,7 +18,9 @@
 //! | `wan.address` | static addresses, `ADDR/LEN[,ADDR/LEN...]` |
 //! | `wan.gateway` | static default gateway |
 //! | `wan.dns` | static name servers, comma-separated |
-//! | `lan` | LAN interface name |
+//! | `lan` | LAN interface name: the node's re6st address goes there and its /64 is advertised |
+//! | `lan.dns` | IPv6 DNS servers advertised on the LAN (RDNSS), comma-separated, up to 3 |
+//! | `node.args` | more options for the re6st node, e.g. `--ip 198.51.100.7` or `--country FR` |
 //! | `data` | block device of the data partition |
 //! | `config` | config partition (block device) or file holding a profile |
 //! | `ntp` | NTP servers, comma-separated (optional) |
@@ -139,6 +141,8 @@ const SIMPLE_KEYS: &[&str] = &[
     "wan.gateway",
     "wan.dns",
     "lan",
+    "lan.dns",
+    "node.args",
     "data",
     "config",
     "ntp",
@@ -334,12 +338,18 @@ pub struct Profile {
     pub hostname: String,
     pub wan: Option<Wan>,
     pub lan: Option<String>,
+    /// RDNSS servers advertised on the LAN.
+    pub lan_dns: Vec<std::net::Ipv6Addr>,
+    /// Extra options of the re6st node.
+    pub node_args: Vec<String>,
     pub data_device: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub ntp: Vec<String>,
     pub modules: Vec<String>,
     /// In name order, so that a profile always starts services alike.
     pub services: Vec<ServiceSpec>,
+    /// Services an empty command disables (built-in ones included).
+    pub disabled_services: Vec<String>,
 }
 
 impl Default for Profile {
@@ -350,11 +360,14 @@ impl Default for Profile {
             hostname: DEFAULT_HOSTNAME.to_owned(),
             wan: None,
             lan: None,
+            lan_dns: Vec::new(),
+            node_args: Vec::new(),
             data_device: None,
             config: None,
             ntp: Vec::new(),
             modules: Vec::new(),
             services: Vec::new(),
+            disabled_services: Vec::new(),
         }
     }
 }
@@ -570,8 +583,9 @@ fn parse_provisioning(m: &Merged) -> Result<Option<Provisioning>, ProfileError> 
     }))
 }
 
-fn parse_services(m: &Merged) -> Result<Vec<ServiceSpec>, ProfileError> {
+fn parse_services(m: &Merged) -> Result<(Vec<ServiceSpec>, Vec<String>), ProfileError> {
     let mut services = Vec::new();
+    let mut disabled = Vec::new();
     for (key, (value, origin)) in &m.entries {
         let Some((name, false)) = service_key(key) else {
             continue;
@@ -580,7 +594,9 @@ fn parse_services(m: &Merged) -> Result<Vec<ServiceSpec>, ProfileError> {
             |why: &str| ProfileError::Invalid(origin.clone(), key.to_string(), why.into());
         let argv = split_words(value).ok_or_else(|| invalid("unterminated double quote"))?;
         if argv.is_empty() {
-            // An empty command disables a service that a lower layer defines.
+            // An empty command disables a service that a lower layer (or
+            // the firmware itself) defines.
+            disabled.push(name.to_owned());
             continue;
         }
         let after_key = format!("service.{name}.after");
@@ -601,12 +617,13 @@ fn parse_services(m: &Merged) -> Result<Vec<ServiceSpec>, ProfileError> {
             after,
         });
     }
-    Ok(services)
+    Ok((services, disabled))
 }
 
 /// Merges the layers (earlier sources win) and validates the result.
 pub fn resolve(layers: &[Layer]) -> Result<Profile, ProfileError> {
     let m = Merged::new(layers);
+    let (services, disabled_services) = parse_services(&m)?;
     Ok(Profile {
         provisioning: parse_provisioning(&m)?,
         hostname: m
@@ -614,6 +631,23 @@ pub fn resolve(layers: &[Layer]) -> Result<Profile, ProfileError> {
             .unwrap_or_else(|| DEFAULT_HOSTNAME.to_owned()),
         wan: parse_wan(&m)?,
         lan: m.parse("lan", parse_interface)?,
+        lan_dns: m
+            .parse("lan.dns", |t| {
+                let l = parse_list(t, |a| {
+                    a.parse::<std::net::Ipv6Addr>()
+                        .map_err(|_| format!("{a:?} is not an IPv6 address"))
+                })?;
+                if l.len() > 3 {
+                    return Err("at most 3 servers".into());
+                }
+                Ok(l)
+            })?
+            .unwrap_or_default(),
+        node_args: m
+            .parse("node.args", |t| {
+                split_words(t).ok_or_else(|| "unterminated double quote".to_string())
+            })?
+            .unwrap_or_default(),
         data_device: m.parse("data", parse_path)?,
         config: m.parse("config", parse_path)?,
         ntp: m
@@ -622,7 +656,8 @@ pub fn resolve(layers: &[Layer]) -> Result<Profile, ProfileError> {
         modules: m
             .parse("modules", |t| parse_list(t, parse_module))?
             .unwrap_or_default(),
-        services: parse_services(&m)?,
+        services,
+        disabled_services,
     })
 }
 

@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::clock::{self, Decision};
 use crate::control::{self, Request, Shutdown};
 use crate::datapart_io::{self, DataDir};
+use crate::firmware_services;
 use crate::layout::Layout;
 use crate::logging::{self, RingLog};
 use crate::profile::{Profile, ServiceSpec};
@@ -54,6 +55,10 @@ pub struct Options {
     /// reboots (tests, a host).
     pub root: Option<PathBuf>,
     pub verbose: bool,
+    /// With `root`: still bring up loopback, write the network sysctls and
+    /// apply the profile's WAN/LAN settings (a test in its own network
+    /// namespace).
+    pub network: bool,
 }
 
 /// Everything the event loop works with.
@@ -161,9 +166,12 @@ pub fn run(opts: Options) -> ExitCode {
     }
 
     let profile = sources::load(&layout);
+    let own_network = layout.system || opts.network;
     if layout.system {
         system::set_hostname(&profile.hostname);
         system::load_modules(&profile.modules);
+    }
+    if own_network {
         system::loopback_up();
         system::write_sysctls(&network::sysctls(&profile));
     }
@@ -189,11 +197,23 @@ pub fn run(opts: Options) -> ExitCode {
     );
 
     let net = network::plan(&profile);
-    if layout.system {
+    if own_network {
         apply_network(&layout, &net);
     }
     let mut specs = profile.services.clone();
     specs.extend(net.services.iter().cloned());
+    match std::env::current_exe() {
+        Ok(exe) => specs.extend(firmware_services::services(
+            &profile,
+            &firmware_services::Paths {
+                exe,
+                identity: data.identity(),
+                state: data.path.join("node"),
+                run: layout.path("/run/re6stnet"),
+            },
+        )),
+        Err(e) => error!("cannot find our own binary: {e}; no re6st node"),
+    }
     let (specs, sup) = build_supervisor(specs);
 
     let (milestones, _) = watch::channel(BTreeSet::new());
@@ -431,6 +451,14 @@ impl Init {
             .provisioning
             .as_ref()
             .map(|p| p.registry.clone());
+        // A time saved by an earlier boot is good enough to start with (the
+        // clock never goes below it): a router whose registry and NTP are
+        // down must still come up. Network time still corrects it later.
+        let saved = timekeeping::read_saved(&self.data.clock_file()).is_some();
+        if saved {
+            info!("clock: starting from the saved time");
+            self.reach(CLOCK);
+        }
         if self.profile.ntp.is_empty() && registry.is_none() {
             self.reach(CLOCK);
         } else {

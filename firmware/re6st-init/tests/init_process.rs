@@ -208,7 +208,9 @@ fn services_start_restart_with_backoff_and_stop_on_sigterm() {
          service.top = sleep 1000\n\
          service.top.after = base\n\
          service.node = sleep 1000\n\
-         service.node.after = provisioned\n",
+         service.node.after = provisioned\n\
+         # This test binary is init alone, without the node.\n\
+         service.re6st-node =\n",
     );
     let mut init = Init::start(root, &[]);
     let base = init.wait_running("base", 0);
@@ -358,7 +360,9 @@ fn provisions_from_the_registry_then_starts_the_node() {
         &root,
         "etc/re6st/profile",
         "service.node = sh -c \"test -s $RE6ST_IDENTITY/cert.crt && exec sleep 1000\"\n\
-         service.node.after = provisioned\n",
+         service.node.after = provisioned\n\
+         # This test binary is init alone, without the node.\n\
+         service.re6st-node =\n",
     );
     let mut init = Init::start(root, &[]);
     // The node only stays up if the certificate is there when it starts.

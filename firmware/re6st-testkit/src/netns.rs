@@ -57,6 +57,15 @@ impl Lab {
         name
     }
 
+    /// Deletes namespace `short` after killing what runs in it (its links
+    /// go with it): a router losing power, as the network sees it.
+    pub fn remove_ns(&mut self, short: &str) {
+        let name = self.ns(short);
+        kill_all_in(&name);
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        self.namespaces.retain(|n| *n != name);
+    }
+
     /// Joins namespaces `a` and `b` with a veth pair named `ifname` on both
     /// sides, brings it up and adds the given addresses (CIDR, may be empty).
     pub fn link(&mut self, a: &str, a_addrs: &[&str], b: &str, b_addrs: &[&str], ifname: &str) {
@@ -159,15 +168,16 @@ impl Drop for Lab {
         // Anything else still running in our namespaces (e.g. daemons that
         // forked) goes too, then the namespaces themselves.
         for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip")
-                .args(["netns", "pids", ns])
-                .output()
-                .map(|o| {
-                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = Command::new("kill").args(["-9", pid]).status();
-                    }
-                });
+            kill_all_in(ns);
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn kill_all_in(ns: &str) {
+    if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
         }
     }
 }

@@ -77,8 +77,8 @@ fn lan_hosts_get_slaac_addresses_and_reach_the_overlay() {
             lab.add_ns("host");
             lab.link("n1", &[], "host", &[], "lan0");
             lab.sh("n1", "sysctl -qw net.ipv6.conf.all.forwarding=1");
-            // A host, not a router (new namespaces may inherit forwarding
-            // from this machine), so it listens to advertisements.
+            // A host, not a router (lab namespaces forward), so it
+            // listens to advertisements.
             lab.sh("host", "sysctl -qw net.ipv6.conf.all.forwarding=0");
         },
         &|n| {
