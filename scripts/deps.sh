@@ -11,6 +11,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping procps psmisc iptables  # network namespaces for tests/demo
   openvpn babeld                          # the node's tunnels and routing (stock babeld 1.12)
   graphviz                                # the demo renders its topology
+  libfaketime util-linux                  # firmware boot tests: a 1970 clock, unshare
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse.

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -117,6 +117,15 @@ fn set_clock(layout: &Layout, decision: Decision, why: &str) {
     };
     let shown = httpdate::fmt_http_date(t);
     if !layout.system {
+        // Tests run the whole process tree under libfaketime with a shared
+        // timestamp file: setting the clock is writing it.
+        if let Some(file) = std::env::var_os(timekeeping::FAKETIME_FILE_ENV) {
+            match timekeeping::set_fake_clock(Path::new(&file), t) {
+                Ok(()) => info!("clock set to {shown} ({why}; libfaketime)"),
+                Err(e) => warn!("cannot set the fake clock: {e}"),
+            }
+            return;
+        }
         info!("clock: would set to {shown} ({why})");
         return;
     }

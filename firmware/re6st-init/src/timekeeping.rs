@@ -26,6 +26,27 @@ pub fn save(file: &Path, t: SystemTime) -> std::io::Result<()> {
     std::fs::rename(&tmp, file)
 }
 
+/// In `--root` test runs: libfaketime's shared timestamp file, the clock
+/// of the whole process tree (see [`set_fake_clock`]).
+pub const FAKETIME_FILE_ENV: &str = "FAKETIME_TIMESTAMP_FILE";
+
+/// Steps the libfaketime clock to `target`: the file holds an offset from
+/// the real time, which we only see through that offset.
+pub fn set_fake_clock(file: &Path, target: SystemTime) -> std::io::Result<()> {
+    let current: i64 = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().trim_end_matches('s').parse().ok())
+        .unwrap_or(0);
+    let seconds = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    let offset = current + seconds(target) - seconds(SystemTime::now());
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("{offset:+}\n"))?;
+    std::fs::rename(&tmp, file)
+}
+
 /// When the image was built: the root filesystem is read-only, so the
 /// modification time of a file baked into it tells.
 pub fn image_time(board_defaults: &Path) -> Option<SystemTime> {

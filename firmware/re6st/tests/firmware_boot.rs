@@ -27,6 +27,8 @@ const WAN: &str = "198.18.100.2";
 
 struct Router {
     root: PathBuf,
+    /// `VAR=value` set for init and everything it starts.
+    env: Vec<String>,
     boots: u32,
     /// The `unshare` process holding PID 1 of the current boot.
     holder: Option<u32>,
@@ -59,22 +61,21 @@ impl Router {
         lab.link("rt", &[], "host", &[], "lan0");
         let root = self.root.display().to_string();
         let log = self.log();
-        self.holder = Some(lab.spawn(
-            "rt",
-            &[
-                "unshare",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                BIN,
-                "init",
-                "--root",
-                &root,
-                "--network",
-                "-v",
-            ],
-            &log,
-        ));
+        let mut argv: Vec<&str> = vec!["env"];
+        argv.extend(self.env.iter().map(String::as_str));
+        argv.extend([
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            BIN,
+            "init",
+            "--root",
+            &root,
+            "--network",
+            "-v",
+        ]);
+        self.holder = Some(lab.spawn("rt", &argv, &log));
     }
 
     fn ctl(&self, cmd: &str) -> Option<String> {
@@ -145,6 +146,33 @@ impl Router {
     }
 }
 
+impl Router {
+    /// A router below the overlay's directory, with its board profile.
+    fn new(o: &Overlay, ca: &X509, env: Vec<String>) -> Router {
+        let r = Router {
+            root: o.dir.join("router"),
+            env,
+            boots: 0,
+            holder: None,
+        };
+        std::fs::create_dir_all(r.root.join("etc/re6st")).unwrap();
+        std::fs::write(
+            r.root.join("etc/re6st/profile"),
+            format!(
+                "registry = http://198.18.1.2:9080/\n\
+                 fingerprint = {}\n\
+                 hostname = router\n\
+                 wan = wan0\nwan.mode = static\nwan.address = {WAN}/24\nwan.gateway = 198.18.100.1\n\
+                 lan = lan0\nlan.dns = 2001:db8::53\n\
+                 node.args = --ip {WAN} -v 3\n",
+                sha256_fingerprint(ca)
+            ),
+        )
+        .unwrap();
+        r
+    }
+}
+
 /// xorshift, seeded from the clock (printed, to replay a failure).
 struct Rng(u64);
 
@@ -171,25 +199,7 @@ fn first_boot_power_cuts_lan_and_registry_less_reboot() {
     let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 2, None, &[]);
     o.all_pairs_reach(Duration::from_secs(120));
     let ca = X509::from_pem(&std::fs::read(o.dir.join("registry/ca.crt")).unwrap()).unwrap();
-    let mut r = Router {
-        root: o.dir.join("router"),
-        boots: 0,
-        holder: None,
-    };
-    std::fs::create_dir_all(r.root.join("etc/re6st")).unwrap();
-    std::fs::write(
-        r.root.join("etc/re6st/profile"),
-        format!(
-            "registry = http://198.18.1.2:9080/\n\
-             fingerprint = {}\n\
-             hostname = router\n\
-             wan = wan0\nwan.mode = static\nwan.address = {WAN}/24\nwan.gateway = 198.18.100.1\n\
-             lan = lan0\nlan.dns = 2001:db8::53\n\
-             node.args = --ip {WAN} -v 3\n",
-            sha256_fingerprint(&ca)
-        ),
-    )
-    .unwrap();
+    let mut r = Router::new(&o, &ca, vec![]);
 
     // 20 power cuts, from the very first (unprovisioned) boot on.
     let seed = SystemTime::now()
@@ -336,5 +346,60 @@ fn first_boot_power_cuts_lan_and_registry_less_reboot() {
         "{}",
         String::from_utf8_lossy(&leftovers.stdout)
     );
+    o.finish();
+}
+
+#[test]
+fn first_boot_with_the_clock_at_1970() {
+    let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 2, None, &[]);
+    o.all_pairs_reach(Duration::from_secs(120));
+    let ca = X509::from_pem(&std::fs::read(o.dir.join("registry/ca.crt")).unwrap()).unwrap();
+    // The router's whole process tree runs on a libfaketime clock that
+    // starts at 1970-01-01 (an offset of minus now); init setting the
+    // clock rewrites that offset.
+    let clock = o.dir.join("faketime");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(&clock, format!("-{now}\n")).unwrap();
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(Path::new(lib).exists(), "libfaketime missing: make deps");
+    let mut r = Router::new(
+        &o,
+        &ca,
+        vec![
+            format!("LD_PRELOAD={lib}"),
+            format!("FAKETIME_TIMESTAMP_FILE={}", clock.display()),
+            "FAKETIME_NO_CACHE=1".into(),
+            "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+        ],
+    );
+    // An image built in 2020: the clock's first floor, still before our
+    // certificates, so only the registry's Date can make them valid.
+    Command::new("touch")
+        .args(["-d", "2020-01-01 00:00:00"])
+        .arg(r.root.join("etc/re6st/profile"))
+        .status()
+        .unwrap();
+    r.boot(&mut o.lab);
+    let node1 = o.addrs[1].clone();
+    assert!(
+        Lab::wait_until(Duration::from_secs(90), || o
+            .lab
+            .try_sh("rt", &format!("ping -6 -c1 -W1 {node1}"))),
+        "router cannot reach node1:\n{}",
+        r.boot_log()
+    );
+    let log = r.boot_log();
+    assert!(log.contains("clock set to Wed, 01 Jan 2020"), "{log}");
+    assert!(log.contains("(HttpDate; libfaketime)"), "{log}");
+    let offset: i64 = std::fs::read_to_string(&clock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(offset.abs() < 30, "clock still off by {offset} s");
+    assert!(r.identity(&ca).is_some());
     o.finish();
 }
