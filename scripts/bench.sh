@@ -32,13 +32,22 @@ BIN=target/release/re6st
     n=${spec%%:*} c=${spec##*:}
     target/release/re6st-bench node --binary "$BIN" --nodes "$n" --client-count "$c" --settle 30 --json "bench/node-$n.json"
   done
+  echo
+  echo "## Firmware first boot on the host"
+  echo
+  echo "\`re6st init --root\` from an empty data directory to the \`provisioned\` milestone (2048-bit RSA key generation, certificate from our registry on loopback, network configuration), then init's own memory (the node is measured above)."
+  echo
+  echo "| runs | median s | max s | init VmRSS KiB | init private KiB |"
+  echo "|---|---|---|---|---|"
+  target/release/re6st-bench boot --binary "$BIN" --runs 5 --json bench/boot.json
 } | tee bench/report.md
 python3 - "$BIN" <<'PY'
 import json, os, sys
 import glob
 report = {"binary_bytes": os.path.getsize(sys.argv[1]),
           "registry": json.load(open("bench/registry.json")),
-          "node": [json.load(open(f)) for f in sorted(glob.glob("bench/node-*.json"))]}
+          "node": [json.load(open(f)) for f in sorted(glob.glob("bench/node-*.json"))],
+          "boot": json.load(open("bench/boot.json"))}
 json.dump(report, open("bench/report.json", "w"), indent=2)
 PY
 echo "bench: wrote bench/report.md and bench/report.json"

@@ -1,4 +1,4 @@
-//! `re6st-bench node`: see [`node`].
+//! `re6st-bench node`: see [`node`]; `re6st-bench boot`: see [`boot`].
 //!
 //! `re6st-bench registry`: our registry against upstream's, side by side on
 //! this machine, with many concurrent clients:
@@ -271,6 +271,7 @@ async fn bench_server(
     });
 }
 
+mod boot;
 mod node;
 
 fn main() {
@@ -278,8 +279,9 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("registry") => registry_main(args),
         Some("node") => node::main(args),
+        Some("boot") => boot::main(args),
         _ => {
-            eprintln!("usage: re6st-bench registry|node [options]");
+            eprintln!("usage: re6st-bench registry|node|boot [options]");
             std::process::exit(2);
         }
     }
