@@ -7,4 +7,5 @@ pub mod daemon;
 pub mod lan;
 pub mod openvpn;
 pub mod state;
+pub mod status;
 pub mod tunnel;

@@ -16,6 +16,7 @@ const COMMANDS: &[(&str, &str, Entry)] = &[
     ("re6st-ovpn-hook", "ovpn-hook", ovpn_hook),
     ("init", "init", re6st_init::main),
     ("re6st-lan", "lan", re6st_node::lan::advertiser::main),
+    ("re6st-ctl", "ctl", re6st_node::status::ctl::main),
 ];
 
 /// OpenVPN's hook (`--up`, `--route-up`, `--client-connect`, ...).

@@ -30,6 +30,77 @@ fn nodes_reach_each_other_over_the_overlay() {
     );
     let route = o.lab.sh("n6", &format!("ip -6 route get {}", o.addrs[7]));
     assert!(route.contains("re6stnet"), "{route}");
+
+    // The status command: each node's client tunnels are established, go
+    // to other nodes of the network, and carry routes; our certificate
+    // and the configuration version are there.
+    let run = |n: u32| o.node_dir(n).join("run").display().to_string();
+    for n in 0..8 {
+        let out = Command::new(BIN)
+            .args(["ctl", "status", "--json", "-r", &run(n)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(s["address"], o.addrs[n as usize].as_str(), "{s}");
+        assert!(s["config_version"].as_u64().unwrap() >= 1, "{s}");
+        let not_after = s["cert_not_after"].as_i64().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(not_after > now + 300 * 86_400, "{s}");
+        assert_eq!(s["known_nodes"].as_u64(), Some(7), "{s}");
+        let tunnels = s["tunnels"].as_array().unwrap();
+        let served = s["served"].as_array().unwrap();
+        assert!(
+            !tunnels.is_empty() || !served.is_empty(),
+            "node{n} has no tunnel: {s}"
+        );
+        for t in tunnels {
+            let peer = t["peer"].as_str().unwrap();
+            let base = peer.split('/').next().unwrap();
+            assert!(
+                o.addrs.iter().any(|a| a.strip_suffix('1') == Some(base)),
+                "{peer} is not a node: {s}"
+            );
+            // The address in use: one of the peer's (udp and tcp servers).
+            let addr = t["address"].as_str().unwrap();
+            assert!(addr.starts_with("198.18."), "{s}");
+            assert!(
+                ["udp", "tcp"].contains(&t["protocol"].as_str().unwrap())
+                    && addr.ends_with(t["protocol"].as_str().unwrap()),
+                "{s}"
+            );
+        }
+    }
+    let total_routes: u64 = (0..8)
+        .map(|n| {
+            let out = Command::new(BIN)
+                .args(["ctl", "status", "--json", "-r", &run(n)])
+                .output()
+                .unwrap();
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            s["tunnels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["routes"].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(total_routes > 0, "no routes through any client tunnel");
+    let human = Command::new(BIN)
+        .args(["ctl", "status", "-r", &run(1)])
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("certificate valid until"), "{human}");
+    assert!(human.contains("routes to 7 nodes"), "{human}");
     o.finish();
 }
 

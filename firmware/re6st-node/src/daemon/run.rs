@@ -79,6 +79,9 @@ struct Node {
     forward_to: Option<SocketAddr>,
     defaults: String,
     client_count: usize,
+    /// For the status command.
+    cert_not_after: i64,
+    my_ip: std::net::Ipv6Addr,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -184,6 +187,10 @@ async fn run(o: Options) -> Result<(), String> {
         }
     };
     let subnet = network.concat(&prefix).map_err(|e| e.to_string())?;
+    let cert_not_after = openssl::asn1::Asn1Time::from_unix(0)
+        .and_then(|epoch| epoch.diff(my_cert.not_after()))
+        .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
+        .unwrap_or(0);
     let my_ip = node_address(&network, &prefix).map_err(|e| e.to_string())?;
     let client_count = o.client_count.unwrap_or(config.client_count as usize);
     let max_clients = o.max_clients.unwrap_or(config.max_clients);
@@ -305,6 +312,8 @@ async fn run(o: Options) -> Result<(), String> {
                     forward_to: None,
                     defaults: String::new(),
                     client_count,
+                    cert_not_after,
+                    my_ip,
                 },
                 &config,
                 &dh,
@@ -423,6 +432,10 @@ async fn run_node(
                 .map_err(|e| format!("--daemon {cmd:?}: {e}"))?,
         );
     }
+    let ctl_path = o.run.join(crate::status::ctl::SOCKET);
+    let _ = std::fs::remove_file(&ctl_path);
+    let ctl = tokio::net::UnixListener::bind(&ctl_path)
+        .map_err(|e| format!("{}: {e}", ctl_path.display()))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
@@ -442,6 +455,21 @@ async fn run_node(
                 tokio::time::sleep(Duration::from_secs(babel_backoff)).await;
                 babel_backoff = (babel_backoff * 2).min(60);
                 babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+            }
+            r = ctl.accept() => {
+                if let Ok((mut stream, _)) = r {
+                    // A fresh dump: the manager's view may be minutes old.
+                    let view = node.routing_view().await;
+                    let json = serde_json::to_vec(&node.status(view.as_ref())).unwrap_or_default();
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            stream.write_all(&json),
+                        )
+                        .await;
+                    });
+                }
             }
             r = hook.recv_from(&mut hook_buf) => {
                 if let Ok((n, from)) = r {
@@ -493,6 +521,7 @@ async fn run_node(
     let _ = babeld.kill().await;
     upstream_ctl.abort();
     let _ = std::fs::remove_file(&upstream_sock);
+    let _ = std::fs::remove_file(&ctl_path);
     let _ = std::fs::remove_file(&hook_sock);
     for u in node.undo.iter().rev() {
         let _ = std::process::Command::new("ip").args(u).status();
@@ -501,6 +530,40 @@ async fn run_node(
 }
 
 impl Node {
+    fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
+        let view = fresh.unwrap_or(self.manager.routing());
+        let subnet = |p: &Prefix| {
+            self.network
+                .concat(p)
+                .map(|s| format!("{}/{}", s.to_ipv6(), s.len()))
+                .unwrap_or_else(|_| p.to_subnet())
+        };
+        crate::status::NodeStatus {
+            network: format!("{}/{}", self.network.to_ipv6(), self.network.len()),
+            subnet: subnet(&self.prefix),
+            address: self.my_ip.to_string(),
+            config_version: re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0),
+            cert_not_after: self.cert_not_after,
+            registry_cut: self.manager.is_disconnected(),
+            cached_peers: self.manager.cache().len(),
+            known_nodes: view.known.len(),
+            tunnels: self
+                .manager
+                .client_tunnels()
+                .into_iter()
+                .map(|t| crate::status::TunnelStatus {
+                    peer: subnet(&t.peer),
+                    iface: t.iface.clone(),
+                    state: t.state.into(),
+                    protocol: t.address.as_deref().and_then(crate::status::protocol_of),
+                    address: t.address,
+                    routes: view.routes_per_iface.get(&t.iface).copied().unwrap_or(0),
+                })
+                .collect(),
+            served: self.manager.served().iter().map(subnet).collect(),
+        }
+    }
+
     async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
         for (to, d) in self.link.send(prefix, payload, now()) {
             let _ = udp.send_to(&d, to).await;

@@ -46,6 +46,19 @@ pub struct RoutingView {
     pub routes_per_iface: BTreeMap<String, usize>,
 }
 
+/// A client tunnel, for the status command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelInfo {
+    pub peer: Prefix,
+    pub iface: String,
+    /// `connecting`, `established`, `draining` or `closing`.
+    pub state: &'static str,
+    /// The address in use (or being tried).
+    pub address: Option<String>,
+    /// Installed node routes through it.
+    pub routes: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Start OpenVPN to `prefix` on `iface` with the first of `addresses`.
@@ -74,6 +87,8 @@ struct Connection {
     addresses: Vec<Address>,
     /// Index of the address being tried; `None` once established.
     trying: Option<usize>,
+    /// The address that worked, once established.
+    using: Option<usize>,
     serial: Option<u64>,
 }
 
@@ -168,6 +183,44 @@ impl Manager {
 
     pub fn served(&self) -> &BTreeSet<Prefix> {
         &self.served
+    }
+
+    /// Our client tunnels as the status command shows them.
+    pub fn client_tunnels(&self) -> Vec<TunnelInfo> {
+        self.connections
+            .iter()
+            .map(|(p, c)| TunnelInfo {
+                peer: *p,
+                iface: c.iface.clone(),
+                state: match (self.killing.get(p).map(|k| k.state), c.trying) {
+                    (Some(KillState::Draining), _) => "draining",
+                    (Some(KillState::Requested), _) => "closing",
+                    (None, Some(_)) => "connecting",
+                    (None, None) => "established",
+                },
+                address: c
+                    .trying
+                    .or(c.using)
+                    .and_then(|i| c.addresses.get(i))
+                    .map(|a| a.to_string()),
+                routes: self
+                    .last_view
+                    .routes_per_iface
+                    .get(&c.iface)
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// The routing view of the last babel dump.
+    pub fn routing(&self) -> &RoutingView {
+        &self.last_view
+    }
+
+    /// Whether we believe we are cut from the registry.
+    pub fn is_disconnected(&self) -> bool {
+        self.disconnected
     }
 
     /// When [`Self::tick`] should be called next.
@@ -362,6 +415,7 @@ impl Manager {
                 iface,
                 addresses,
                 trying: Some(0),
+                using: None,
                 serial: None,
             },
         );
@@ -505,6 +559,7 @@ impl Manager {
         };
         let worked = c.trying.and_then(|i| c.addresses.get(i).cloned());
         let first = c.trying == Some(0);
+        c.using = c.trying;
         c.trying = None;
         c.serial = Some(serial);
         match worked {

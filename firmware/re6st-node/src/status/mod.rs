@@ -1,0 +1,148 @@
+//! What `re6st ctl status` shows: the node's state as JSON (served by the
+//! daemon on `RUN/ctl.sock`) and its human-readable rendering.
+
+pub mod ctl;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub network: String,
+    pub subnet: String,
+    pub address: String,
+    /// Version of the network configuration in use.
+    pub config_version: u64,
+    /// Our certificate's end of validity (seconds since the epoch).
+    pub cert_not_after: i64,
+    /// We believe we have no route to the registry's node.
+    pub registry_cut: bool,
+    /// Addresses in the peer cache.
+    pub cached_peers: usize,
+    /// Nodes babel has a route to.
+    pub known_nodes: usize,
+    /// Our client tunnels.
+    pub tunnels: Vec<TunnelStatus>,
+    /// Peers connected to our OpenVPN servers.
+    pub served: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    pub peer: String,
+    pub iface: String,
+    pub state: String,
+    pub address: Option<String>,
+    pub protocol: Option<String>,
+    /// Installed node routes through this tunnel.
+    pub routes: usize,
+}
+
+/// The protocol field of an `ip,port,proto[,country]` address.
+pub fn protocol_of(address: &str) -> Option<String> {
+    address.split(',').nth(2).map(str::to_owned)
+}
+
+fn date(t: i64) -> String {
+    // Days since the epoch to a civil date (proleptic Gregorian).
+    let days = t.div_euclid(86_400);
+    let (z, doe) = {
+        let z = days + 719_468;
+        (z, z.rem_euclid(146_097))
+    };
+    let era = z.div_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The status for a person; `now` in seconds since the epoch.
+pub fn render(s: &NodeStatus, now: i64) -> String {
+    let mut out = format!(
+        "node {} (address {}) in {}\n",
+        s.subnet, s.address, s.network
+    );
+    let left = (s.cert_not_after - now).div_euclid(86_400);
+    out += &format!(
+        "certificate valid until {} ({left} days left)\n",
+        date(s.cert_not_after)
+    );
+    out += &format!("network configuration version {}\n", s.config_version);
+    out += &format!(
+        "registry: {}\n",
+        if s.registry_cut {
+            "no route to its node (bootstrapping from the cache)"
+        } else {
+            "reachable through the overlay"
+        }
+    );
+    out += &format!(
+        "peer cache: {} addresses; routes to {} nodes\n",
+        s.cached_peers, s.known_nodes
+    );
+    out += &format!("client tunnels ({}):\n", s.tunnels.len());
+    if !s.tunnels.is_empty() {
+        out += &format!(
+            "  {:<28} {:<12} {:<12} {:<9} {:>6}  ADDRESS\n",
+            "PEER", "INTERFACE", "STATE", "PROTOCOL", "ROUTES"
+        );
+    }
+    for t in &s.tunnels {
+        out += &format!(
+            "  {:<28} {:<12} {:<12} {:<9} {:>6}  {}\n",
+            t.peer,
+            t.iface,
+            t.state,
+            t.protocol.as_deref().unwrap_or("-"),
+            t.routes,
+            t.address.as_deref().unwrap_or("-")
+        );
+    }
+    out += &format!("peers on our servers ({}):\n", s.served.len());
+    for p in &s.served {
+        out += &format!("  {p}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_for_people() {
+        let s = NodeStatus {
+            network: "2001:db8:42::/48".into(),
+            subnet: "2001:db8:42:1::/64".into(),
+            address: "2001:db8:42:1::1".into(),
+            config_version: 3,
+            cert_not_after: 1_827_100_800, // 2027-11-25
+            registry_cut: false,
+            cached_peers: 4,
+            known_nodes: 6,
+            tunnels: vec![TunnelStatus {
+                peer: "2001:db8:42:2::/64".into(),
+                iface: "re6stnet1".into(),
+                state: "established".into(),
+                address: Some("198.18.3.2,1194,udp".into()),
+                protocol: protocol_of("198.18.3.2,1194,udp"),
+                routes: 3,
+            }],
+            served: vec!["2001:db8:42:5::/64".into()],
+        };
+        let text = render(&s, 1_795_564_800); // 2026-11-25
+        assert!(
+            text.contains("valid until 2027-11-25 (365 days left)"),
+            "{text}"
+        );
+        assert!(text.contains("re6stnet1    established  udp"), "{text}");
+        assert!(text.contains("version 3"));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), s);
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_782_400), "2000-02-29");
+    }
+}
