@@ -61,6 +61,9 @@ impl Lab {
     /// go with it): a router losing power, as the network sees it.
     pub fn remove_ns(&mut self, short: &str) {
         let name = self.ns(short);
+        if !self.namespaces.contains(&name) {
+            return;
+        }
         kill_all_in(&name);
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
         self.namespaces.retain(|n| *n != name);

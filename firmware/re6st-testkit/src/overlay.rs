@@ -144,8 +144,10 @@ impl Overlay {
         setup: &dyn Fn(&mut Lab),
         node_args: &dyn Fn(u32) -> Vec<String>,
     ) -> Overlay {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
-            std::env::temp_dir().join(format!("re6st-overlay-{}-{nodes}", std::process::id()));
+            std::env::temp_dir().join(format!("re6st-overlay-{}-{n}-{nodes}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut lab = Lab::new();
