@@ -96,9 +96,18 @@ impl RegistryClient {
         method: &str,
         args: &[(&str, &str)],
     ) -> Result<Option<Bytes>, ClientError> {
-        let result = self.try_call_authenticated(method, args).await;
+        // A session the registry no longer knows (it restarted) fails once:
+        // then a fresh hello, and one more try.
+        let had_session = !self.session.needs_hello();
+        let mut result = self.try_call_authenticated(method, args).await;
         if result.is_err() {
             self.session.reset();
+            if had_session {
+                result = self.try_call_authenticated(method, args).await;
+                if result.is_err() {
+                    self.session.reset();
+                }
+            }
         }
         result
     }

@@ -23,6 +23,8 @@ pub struct Overlay {
     /// re6st address of each node.
     pub addrs: Vec<String>,
     pub registry_pid: u32,
+    /// The registry's command line, to restart it.
+    pub registry_argv: Vec<String>,
     /// Every node process started, in order (restarts append).
     pub node_pids: Vec<u32>,
 }
@@ -243,6 +245,7 @@ impl Overlay {
             nodes,
             addrs: Vec::new(),
             registry_pid,
+            registry_argv: args.clone(),
             node_pids: Vec::new(),
         };
         for n in 0..nodes {
@@ -266,6 +269,54 @@ impl Overlay {
             o.start_node_with(n, &extra.iter().map(String::as_str).collect::<Vec<_>>());
         }
         o
+    }
+
+    /// Stops the registry (SIGTERM) and starts it again with `changes`
+    /// (option, new value) applied to its command line.
+    pub fn restart_registry(&mut self, changes: &[(&str, &str)]) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.registry_pid.to_string()])
+            .status();
+        let pid = self.registry_pid;
+        Lab::wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z "))
+        });
+        for (opt, value) in changes {
+            match self.registry_argv.iter().position(|a| a == opt) {
+                Some(i) => self.registry_argv[i + 1] = value.to_string(),
+                None => self
+                    .registry_argv
+                    .extend([opt.to_string(), value.to_string()]),
+            }
+        }
+        let argv = self.registry_argv.clone();
+        self.registry_pid = self.lab.spawn(
+            "reg",
+            &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+            &self.dir.join("registry-restarted.out"),
+        );
+        assert!(
+            Lab::wait_until(Duration::from_secs(20), || self
+                .lab
+                .try_sh("reg", "bash -c 'exec 3<>/dev/tcp/198.18.1.2/9080'")),
+            "registry did not restart"
+        );
+    }
+
+    /// The node's CN (`value/length` of its prefix), from its certificate.
+    pub fn cn(&self, n: u32) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-nameopt", "multiline", "-in"])
+            .arg(self.node_dir(n).join("cert.crt"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("commonName"))
+            .and_then(|l| l.split('=').nth(1))
+            .map(|v| v.trim().to_owned())
+            .expect("CN")
     }
 
     pub fn finish(self) {

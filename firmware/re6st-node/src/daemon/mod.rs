@@ -4,4 +4,5 @@
 
 pub mod options;
 pub mod peer_link;
+pub mod reconfig;
 pub mod run;

@@ -2,7 +2,7 @@
 //! OpenVPN servers, drives the tunnel manager, answers peers, and undoes
 //! everything on SIGTERM/SIGINT.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 
 use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
+use super::reconfig;
 use crate::babel::client::BabelClient;
 use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
@@ -82,6 +83,16 @@ struct Node {
     /// For the status command.
     cert_not_after: i64,
     my_ip: std::net::Ipv6Addr,
+    ca: X509,
+    /// The network configuration in use.
+    config: NetworkConfig,
+    own_serial: u64,
+    /// Serials of the peers on our servers.
+    served_serials: BTreeMap<Prefix, u64>,
+    /// When to fetch the network configuration (a newer version exists).
+    update_at: Option<i64>,
+    /// When we last sent our version to our neighbours.
+    version_announced: i64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -104,6 +115,20 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     match rt.block_on(run(o)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e == REEXEC => {
+            // Everything was cleaned up: start over with the same command
+            // line, as upstream does after such a change.
+            drop(rt);
+            use std::os::unix::process::CommandExt;
+            let mut args = std::env::args_os();
+            let argv0 = args.next().unwrap_or_default();
+            let e = std::process::Command::new("/proc/self/exe")
+                .arg0(argv0)
+                .args(args)
+                .exec();
+            eprintln!("re6stnet: cannot restart: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("re6stnet: {e}");
             ExitCode::FAILURE
@@ -187,6 +212,12 @@ async fn run(o: Options) -> Result<(), String> {
         }
     };
     let subnet = network.concat(&prefix).map_err(|e| e.to_string())?;
+    let own_serial = my_cert
+        .serial_number()
+        .to_bn()
+        .ok()
+        .and_then(|b| b.to_dec_str().ok()?.parse().ok())
+        .unwrap_or(0);
     let cert_not_after = openssl::asn1::Asn1Time::from_unix(0)
         .and_then(|epoch| epoch.diff(my_cert.not_after()))
         .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
@@ -251,6 +282,13 @@ async fn run(o: Options) -> Result<(), String> {
             &mut undo,
             v,
         )?;
+        // Server taps too: they then outlive an OpenVPN server restart,
+        // and babeld keeps its interface.
+        let server_taps = servers.iter().map(|(_, proto)| format!("re6stnet-{proto}"));
+        for t in server_taps {
+            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
+            ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
+        }
         for i in 1..=client_count {
             let t = format!("re6stnet{i}");
             ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
@@ -314,6 +352,12 @@ async fn run(o: Options) -> Result<(), String> {
                     client_count,
                     cert_not_after,
                     my_ip,
+                    ca: ca.clone(),
+                    config: config.clone(),
+                    own_serial,
+                    served_serials: BTreeMap::new(),
+                    update_at: None,
+                    version_announced: now(),
                 },
                 &config,
                 &dh,
@@ -352,24 +396,30 @@ async fn run_node(
     hook_sock: PathBuf,
 ) -> Result<(), String> {
     let v = o.verbose;
-    let mut server_ifaces = Vec::new();
-    let mut children: Vec<Child> = Vec::new();
-    for (port, proto) in &servers {
-        let iface = format!("re6stnet-{proto}");
-        let args = server(&node.common, &iface, *port, *proto, max_clients, dh);
-        children.push(
-            Command::new("openvpn")
-                .args(&args)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("openvpn: {e}"))?,
-        );
-        server_ifaces.push(iface);
-    }
+    let server_ifaces: Vec<String> = servers
+        .iter()
+        .map(|(_, proto)| format!("re6stnet-{proto}"))
+        .collect();
+    let spawn_servers = |common: &Common, max_clients: u32| -> Result<Vec<Child>, String> {
+        let mut children = Vec::new();
+        for (port, proto) in &servers {
+            let iface = format!("re6stnet-{proto}");
+            let args = server(common, &iface, *port, *proto, max_clients, dh);
+            children.push(
+                Command::new("openvpn")
+                    .args(&args)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| format!("openvpn: {e}"))?,
+            );
+        }
+        Ok(children)
+    };
+    let mut children = spawn_servers(&node.common, max_clients)?;
     let mut interfaces: Vec<String> = server_ifaces.clone();
     interfaces.extend((1..=node.client_count).map(|i| format!("re6stnet{i}")));
     interfaces.extend(o.interfaces.iter().cloned());
-    let babel = BabelConfig {
+    let mut babel = BabelConfig {
         address: my_ip,
         subnet_len,
         ipv4: None,
@@ -446,6 +496,7 @@ async fn run_node(
         v,
         format!("node {} up, address {my_ip}", node.prefix.to_subnet()),
     );
+    let mut reexec = false;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -483,6 +534,42 @@ async fn run_node(
                 }
             }
             _ = tick.tick() => {
+                if node.update_at.is_some_and(|t| now() >= t) {
+                    if let Some(plan) = node.update_config(&udp).await {
+                        if plan.too_old {
+                            log(0, v, "our protocol is older than the network's minimum: upgrade re6st");
+                        }
+                        if plan.reexec {
+                            log(1, v, "network configuration changed: restarting the node");
+                            reexec = true;
+                            break;
+                        }
+                        if plan.restart_babel {
+                            log(1, v, "network configuration changed: restarting babeld");
+                            babel.hello = node.config.hello;
+                            babel.default = node.config.babel_default.clone();
+                            babel.hmac_sign =
+                                node.config.babel_hmac_sign.clone().filter(|k| !k.is_empty());
+                            babel.hmac_accept = node.config.babel_hmac_accept.clone();
+                            node.defaults = babel.interface_defaults();
+                            let _ = babeld.kill().await;
+                            babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+                        }
+                        if plan.restart_servers {
+                            log(1, v, "network configuration changed: restarting the OpenVPN servers");
+                            for mut c in std::mem::take(&mut children) {
+                                let _ = c.kill().await;
+                            }
+                            node.served_serials.clear();
+                            node.manager.clear_served();
+                            let max = o.max_clients.unwrap_or(node.config.max_clients);
+                            children = spawn_servers(&node.common, max)?;
+                        }
+                    }
+                }
+                if now() - node.version_announced >= 30 {
+                    node.announce_version(&udp).await;
+                }
                 node.reap_clients();
                 node.manager.tick(now());
                 node.run_actions(&udp).await;
@@ -526,10 +613,122 @@ async fn run_node(
     for u in node.undo.iter().rev() {
         let _ = std::process::Command::new("ip").args(u).status();
     }
+    if reexec {
+        return Err(REEXEC.into());
+    }
     Ok(())
 }
 
+/// What `run_node` returns when the node must start over.
+const REEXEC: &str = "re-exec";
+
 impl Node {
+    /// A peer's network version: newer ones make us fetch the
+    /// configuration, older ones get ours back.
+    async fn on_version(&mut self, udp: &UdpSocket, peer: Prefix, blob: Vec<u8>) {
+        if blob == self.link.version {
+            return;
+        }
+        let Ok(theirs) = re6st_proto::crypto::verify_version(&self.ca, &blob) else {
+            log(
+                2,
+                self.o.verbose,
+                format!("bad network version from {}", peer.to_subnet()),
+            );
+            return;
+        };
+        let ours = re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0);
+        log(
+            3,
+            self.o.verbose,
+            format!(
+                "network version {theirs} from {} (ours {ours})",
+                peer.to_subnet()
+            ),
+        );
+        if theirs < ours {
+            let msg = [&[Code::Version as u8][..], &self.link.version].concat();
+            self.send_to(udp, peer, &msg).await;
+        } else if theirs > ours {
+            self.update_at.get_or_insert(now() + 1);
+        }
+    }
+
+    /// Fetches the network configuration; when it is newer, switches to
+    /// it, tells our neighbours and says what else must restart.
+    async fn update_config(&mut self, udp: &UdpSocket) -> Option<reconfig::Plan> {
+        let new = match self.registry.network_config().await {
+            Ok(c) => c,
+            Err(e) => {
+                log(
+                    1,
+                    self.o.verbose,
+                    format!("new network configuration: {e}; retrying in 60s"),
+                );
+                self.update_at = Some(now() + 60);
+                return None;
+            }
+        };
+        self.update_at = None;
+        let number =
+            |c: &NetworkConfig| re6st_proto::crypto::version_number(&c.version).unwrap_or(0);
+        if number(&new) <= number(&self.config) {
+            log(
+                3,
+                self.o.verbose,
+                format!("registry's network version {} is not newer", number(&new)),
+            );
+            return None;
+        }
+        let served: BTreeSet<u64> = self.served_serials.values().copied().collect();
+        let plan = reconfig::plan(
+            &self.config,
+            &new,
+            &served,
+            self.own_serial,
+            re6st_proto::PROTOCOL,
+        );
+        log(
+            2,
+            self.o.verbose,
+            format!("network configuration version {}: {plan:?}", number(&new)),
+        );
+        if let Err(e) = netconfig_cache::save(&self.o.state.join("network-config.bin"), &new) {
+            log(
+                1,
+                self.o.verbose,
+                format!("cannot cache the network configuration: {e}"),
+            );
+        }
+        self.link.version = new.version.clone();
+        self.link.crl = new.crl.clone();
+        self.manager.on_crl(new.crl.clone());
+        self.manager
+            .set_tunnel_refresh(i64::from(new.tunnel_refresh));
+        self.common.ping_exit = 4 * new.hello;
+        self.config = new;
+        // Tell our neighbours (they tell theirs).
+        self.announce_version(udp).await;
+        Some(plan)
+    }
+
+    /// Sends our network version to every tunnel neighbour: right after a
+    /// change, then every 30 s, so that a neighbour that missed it (its
+    /// tunnel was restarting) still gets it. Same versions cost nothing.
+    async fn announce_version(&mut self, udp: &UdpSocket) {
+        self.version_announced = now();
+        let msg = [&[Code::Version as u8][..], &self.link.version].concat();
+        let neighbours: BTreeSet<Prefix> = self
+            .manager
+            .tunnels()
+            .map(|(p, _)| *p)
+            .chain(self.manager.served().iter().copied())
+            .collect();
+        for p in neighbours {
+            self.send_to(udp, p, &msg).await;
+        }
+    }
+
     fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
         let view = fresh.unwrap_or(self.manager.routing());
         let subnet = |p: &Prefix| {
@@ -581,6 +780,10 @@ impl Node {
                 let payload = [&[r.code][..], r.payload].concat();
                 if let Ok(m) = Message::decode(&payload) {
                     let (answer, _) = self.link.answer(false, &m);
+                    if m.code == Code::Version {
+                        // The registry has a new network configuration.
+                        self.update_at.get_or_insert(now() + 1);
+                    }
                     if let Some(a) = answer {
                         let _ = udp
                             .send_to(&relay::encode(&r.prefix, r.code, &a), from)
@@ -627,7 +830,8 @@ impl Node {
             }
             Some(PeerEvent::Address(p, a)) => self.manager.on_address(p, &a),
             Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(p, code),
-            Some(PeerEvent::Version(_, _)) | None => {}
+            Some(PeerEvent::Version(p, blob)) => self.on_version(udp, p, blob).await,
+            None => {}
         }
         self.run_actions(udp).await;
     }
@@ -644,6 +848,7 @@ impl Node {
                 }
                 if let (true, Ok(prefix)) = (ok, Prefix::from_subnet(&p.cn)) {
                     self.manager.on_served(prefix, true);
+                    self.served_serials.insert(prefix, p.serial);
                 }
             }
             Event::ClientDisconnect(p) => {

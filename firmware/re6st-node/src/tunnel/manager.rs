@@ -218,6 +218,18 @@ impl Manager {
         &self.last_view
     }
 
+    /// Our servers restarted: every peer on them is gone (they come back
+    /// through the connect hook, if still allowed).
+    pub fn clear_served(&mut self) {
+        self.served.clear();
+    }
+
+    /// A new `tunnel_refresh` from the network configuration.
+    pub fn set_tunnel_refresh(&mut self, seconds: i64) {
+        self.next_refresh = self.next_refresh - self.cfg.tunnel_refresh + seconds;
+        self.cfg.tunnel_refresh = seconds;
+    }
+
     /// Whether we believe we are cut from the registry.
     pub fn is_disconnected(&self) -> bool {
         self.disconnected

@@ -1,0 +1,154 @@
+//! The network changing under running nodes: a new configuration at the
+//! registry spreads to every node and is applied; a revoked node is cut
+//! off by everyone; a third of the nodes die at once and the others find
+//! each other again.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use re6st_testkit::netns::Lab;
+use re6st_testkit::overlay::{ns_of, Overlay, Registry};
+
+const BIN: &str = env!("CARGO_BIN_EXE_re6st");
+
+fn status(o: &Overlay, n: u32) -> Option<serde_json::Value> {
+    let run = o.node_dir(n).join("run");
+    let out = Command::new(BIN)
+        .args(["ctl", "status", "--json", "-r"])
+        .arg(run)
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Subnets node `n` has a tunnel with, either way.
+fn tunnel_peers(o: &Overlay, n: u32) -> BTreeSet<String> {
+    let Some(s) = status(o, n) else {
+        return BTreeSet::new();
+    };
+    let mut peers: BTreeSet<String> = s["tunnels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["peer"].as_str().map(str::to_owned))
+        .collect();
+    peers.extend(
+        s["served"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_owned)),
+    );
+    peers
+}
+
+/// The command line of node `n`'s babeld.
+fn babeld_cmdline(o: &Overlay, n: u32) -> Option<String> {
+    let marker = o.node_dir(n).join("run").display().to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.starts_with("babeld ") && line.contains(&marker) {
+            return Some(line);
+        }
+    }
+    None
+}
+
+/// Every node of `alive` pings every other one.
+fn all_reach(o: &Overlay, alive: &[u32], limit: Duration) {
+    for &a in alive {
+        for &b in alive {
+            if a == b {
+                continue;
+            }
+            let to = &o.addrs[b as usize];
+            assert!(
+                Lab::wait_until(limit, || o
+                    .lab
+                    .try_sh(&ns_of(a), &format!("ping -6 -c1 -W1 {to}"))),
+                "node{a} cannot reach node{b} ({to})\n{}",
+                o.logs()
+            );
+        }
+    }
+}
+
+#[test]
+fn configuration_changes_and_revocations_spread() {
+    let mut o = Overlay::start(
+        BIN.as_ref(),
+        Registry::Ours,
+        5,
+        None,
+        &["--authorized-origin", "198.18.1.2"],
+    );
+    o.all_pairs_reach(Duration::from_secs(120));
+    let v0 = status(&o, 1).unwrap()["config_version"].as_u64().unwrap();
+    for n in 0..5 {
+        let b = babeld_cmdline(&o, n).expect("babeld");
+        assert!(b.contains(" -h 4 "), "{b}");
+    }
+
+    // A new hello interval at the registry: a new version, announced to
+    // its node, spread node to node; each restarts babeld with it.
+    o.restart_registry(&[("--hello", "6")]);
+    for n in 0..5 {
+        assert!(
+            Lab::wait_until(Duration::from_secs(60), || {
+                status(&o, n).is_some_and(|s| s["config_version"].as_u64() > Some(v0))
+                    && babeld_cmdline(&o, n).is_some_and(|b| b.contains(" -h 6 "))
+            }),
+            "node{n} did not apply the new configuration: {:?}\n{:?}\n{}",
+            status(&o, n),
+            babeld_cmdline(&o, n),
+            o.logs()
+        );
+    }
+    o.all_pairs_reach(Duration::from_secs(60));
+
+    // Revoke node 4: nobody keeps or accepts a tunnel with it.
+    let cn = o.cn(4);
+    let subnet4 = format!("{}/64", o.addrs[4].strip_suffix('1').unwrap());
+    o.lab.sh(
+        "reg",
+        &format!(
+            "python3 -c \"import urllib.request; urllib.request.urlopen('http://198.18.1.2:9080/revoke?cn_or_serial={cn}').read()\""
+        ),
+    );
+    let cut_off = |o: &Overlay| (0..4).all(|n| !tunnel_peers(o, n).contains(&subnet4));
+    assert!(
+        Lab::wait_until(Duration::from_secs(90), || cut_off(&o)),
+        "{subnet4} still has tunnels: {:?}\n{}",
+        (0..4).map(|n| tunnel_peers(&o, n)).collect::<Vec<_>>(),
+        o.logs()
+    );
+    // ... and stays so while it keeps trying.
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(
+        cut_off(&o),
+        "{subnet4} got a tunnel back: {:?}",
+        (0..4).map(|n| tunnel_peers(&o, n)).collect::<Vec<_>>()
+    );
+    // A node whose tunnels all went through node 4 rejoins by bootstrap.
+    all_reach(&o, &[0, 1, 2, 3], Duration::from_secs(180));
+    o.finish();
+}
+
+#[test]
+fn a_third_of_the_nodes_die_and_the_others_reconnect() {
+    let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 9, None, &[]);
+    o.all_pairs_reach(Duration::from_secs(150));
+    // Three routers lose power at once (their namespaces, with everything
+    // in them, are gone); the registry's node survives.
+    let dead = [2, 5, 8];
+    for n in dead {
+        o.lab.remove_ns(&ns_of(n));
+    }
+    let alive: Vec<u32> = (0..9).filter(|n| !dead.contains(n)).collect();
+    all_reach(&o, &alive, Duration::from_secs(120));
+    o.finish();
+}
