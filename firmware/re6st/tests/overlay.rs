@@ -215,6 +215,71 @@ fn lan_hosts_get_slaac_addresses_and_reach_the_overlay() {
 }
 
 #[test]
+fn nodes_on_one_lan_route_over_it_without_a_tunnel() {
+    // node1 and node2 share a LAN segment (lan0) and run babel on it (-i).
+    let o = Overlay::start_with(
+        BIN.as_ref(),
+        Registry::Ours,
+        4,
+        None,
+        &[],
+        &|lab| lab.link("n1", &[], "n2", &[], "lan0"),
+        &|n| {
+            if n == 1 || n == 2 {
+                vec!["-i".into(), "lan0".into()]
+            } else {
+                vec![]
+            }
+        },
+    );
+    o.all_pairs_reach(Duration::from_secs(120));
+    let (a1, a2) = (&o.addrs[1], &o.addrs[2]);
+    let subnet = |a: &str| format!("{}/64", a.strip_suffix('1').unwrap());
+    // Tunnel peers of node n, both ways.
+    let peers = |n: u32| -> Vec<String> {
+        let out = Command::new(BIN)
+            .args(["ctl", "status", "--json", "-r"])
+            .arg(o.node_dir(n).join("run"))
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s["tunnels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["peer"].as_str())
+            .chain(
+                s["served"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str()),
+            )
+            .map(str::to_owned)
+            .collect()
+    };
+    // A tunnel opened at start-up, before babel saw the LAN, is closed.
+    let settled = || {
+        [("n1", a2), ("n2", a1)].iter().all(|(ns, to)| {
+            o.lab
+                .sh(ns, &format!("ip -6 route get {to}"))
+                .contains("dev lan0")
+        }) && !peers(1).contains(&subnet(a2))
+            && !peers(2).contains(&subnet(a1))
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(90), settled),
+        "n1: {} {:?}\nn2: {} {:?}",
+        o.lab.sh("n1", &format!("ip -6 route get {a2}")),
+        peers(1),
+        o.lab.sh("n2", &format!("ip -6 route get {a1}")),
+        peers(2)
+    );
+    o.all_pairs_reach(Duration::from_secs(60));
+    o.finish();
+}
+
+#[test]
 fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
     let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 4, None, &[]);
     o.all_pairs_reach(Duration::from_secs(120));

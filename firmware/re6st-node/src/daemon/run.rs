@@ -958,6 +958,9 @@ impl Node {
             ..Default::default()
         };
         for ((iface, _), (own, via)) in t.by_neighbour(&self.network) {
+            if let (Some(p), true) = (own, self.o.interfaces.contains(&iface)) {
+                view.lan_neighbours.insert(p);
+            }
             if let Some(p) = own {
                 view.neighbours.insert(p, via.clone());
             }

@@ -44,6 +44,9 @@ pub struct RoutingView {
     pub neighbours: BTreeMap<Prefix, BTreeSet<Prefix>>,
     /// Installed node routes per tunnel interface.
     pub routes_per_iface: BTreeMap<String, usize>,
+    /// Nodes that are babel neighbours on a LAN interface (`-i`): no
+    /// tunnel is needed to reach them.
+    pub lan_neighbours: BTreeSet<Prefix>,
 }
 
 /// A client tunnel, for the status command.
@@ -106,6 +109,9 @@ struct Killer {
     deadline: i64,
 }
 
+/// Seconds after which the routing view is refreshed anyway.
+const ROUTES_MAX_AGE: i64 = 30;
+
 pub struct Manager {
     cfg: Config,
     cache: PeerCache,
@@ -125,6 +131,8 @@ pub struct Manager {
     crl: BTreeSet<u64>,
     actions: VecDeque<Action>,
     last_view: RoutingView,
+    /// When the last babel dump arrived.
+    last_routes: i64,
     rng: u64,
 }
 
@@ -145,6 +153,7 @@ impl Manager {
             crl: BTreeSet::new(),
             actions: VecDeque::from([Action::RequestDump]),
             last_view: RoutingView::default(),
+            last_routes: now,
             rng: seed | 1,
         }
     }
@@ -248,7 +257,12 @@ impl Manager {
 
     /// Time passes: asks for a babel dump when decisions are due.
     pub fn tick(&mut self, now: i64) {
-        if now >= self.next_timeout() || self.connections.len() < self.cfg.client_count {
+        // Also a dump every half minute: a routing view that old is too
+        // stale to notice, e.g., a LAN neighbour that made a tunnel useless.
+        if now >= self.next_timeout()
+            || self.connections.len() < self.cfg.client_count
+            || now - self.last_routes >= ROUTES_MAX_AGE
+        {
             self.actions.push_back(Action::RequestDump);
         }
     }
@@ -256,7 +270,18 @@ impl Manager {
     /// The babel dump arrived: advance drains, refresh, open new tunnels.
     pub fn on_routes(&mut self, now: i64, view: RoutingView) {
         self.last_view = view;
+        self.last_routes = now;
         self.advance_killers(now);
+        // A tunnel to a node on our LAN only duplicates the LAN.
+        let redundant: Vec<Prefix> = self
+            .connections
+            .keys()
+            .filter(|p| self.last_view.lan_neighbours.contains(p))
+            .copied()
+            .collect();
+        for p in redundant {
+            self.close(p);
+        }
         if now >= self.next_refresh {
             self.remove_one_tunnel(now);
             self.next_refresh = now + self.cfg.tunnel_refresh;
