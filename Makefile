@@ -48,3 +48,20 @@ bench: deps release
 
 clean:
 	$(CARGO) clean
+
+## Cross builds of the multi-call binary for the boards (see cross/README.md):
+## `make cross TARGET=mipsel` -> target/cross/mipsel/re6st (stripped);
+## TARGET: x86_64 aarch64 armv7 mipsel. CROSS_OPENSSL=debian (default:
+## Debian's libssl3, dynamic) | vendored | debian-static (measurement variants).
+.PHONY: cross cross-all cross-check
+CROSS_OPENSSL ?= debian
+cross:
+	@test -n "$(TARGET)" || { echo "usage: make cross TARGET=<x86_64|aarch64|armv7|mipsel>" >&2; exit 2; }
+	bash cross/build.sh --openssl=$(CROSS_OPENSSL) $(TARGET)
+
+cross-all:
+	bash cross/build.sh --openssl=$(CROSS_OPENSSL) x86_64 aarch64 armv7 mipsel
+
+## file/ABI checks and runs under qemu-user (all built targets, or TARGET=...).
+cross-check:
+	bash cross/check.sh $(TARGET)

@@ -1,0 +1,2 @@
+//! Empty: all the work happens in build.rs (see there).
+fn main() {}
