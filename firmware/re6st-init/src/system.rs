@@ -186,8 +186,10 @@ pub fn set_clock(t: std::time::SystemTime) -> Result<(), String> {
     let d = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?;
-    let secs = i64::try_from(d.as_secs()).map_err(|e| e.to_string())?;
-    let ts = nix::sys::time::TimeSpec::new(secs, i64::from(d.subsec_nanos()));
+    // time_t is 32 bits on armv7 and mipsel.
+    let secs = libc::time_t::try_from(d.as_secs()).map_err(|e| e.to_string())?;
+    let nanos = libc::c_long::try_from(d.subsec_nanos()).map_err(|e| e.to_string())?;
+    let ts = nix::sys::time::TimeSpec::new(secs, nanos);
     nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(|e| e.to_string())
 }
 

@@ -337,7 +337,10 @@ impl Identity {
         store.add_cert(self.ca.clone()).map_err(|e| e.to_string())?;
         let mut params =
             openssl::x509::verify::X509VerifyParam::new().map_err(|e| e.to_string())?;
-        params.set_time(now);
+        // time_t is 32 bits on armv7 and mipsel: a time it cannot hold is
+        // refused rather than wrapped.
+        let t = libc::time_t::try_from(now).map_err(|_| format!("time {now} out of range"))?;
+        params.set_time(t);
         store.set_param(&params).map_err(|e| e.to_string())?;
         let store = store.build();
         let chain = Stack::new().map_err(|e| e.to_string())?;

@@ -152,3 +152,87 @@ fn a_third_of_the_nodes_die_and_the_others_reconnect() {
     all_reach(&o, &alive, Duration::from_secs(120));
     o.finish();
 }
+
+#[test]
+fn tunnels_are_rewired_without_losing_traffic() {
+    // 12 nodes; every 10 s each drops its least useful client tunnel
+    // (draining it through babel first) and opens another.
+    let o = Overlay::start(
+        BIN.as_ref(),
+        Registry::Ours,
+        12,
+        None,
+        &["--tunnel-refresh", "10", "--client-count", "3"],
+    );
+    o.all_pairs_reach(Duration::from_secs(180));
+    let graph = |o: &Overlay| -> BTreeSet<(u32, String)> {
+        (0..12)
+            .flat_map(|n| {
+                status(o, n)
+                    .map(|s| {
+                        s["tunnels"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|t| t["state"] == "established")
+                            .filter_map(|t| t["peer"].as_str().map(|p| (n, p.to_owned())))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let before = graph(&o);
+    // Continuous pings (5 per second for 60 s) between a few pairs.
+    let pairs = [(1u32, 7u32), (3, 10), (5, 11), (9, 2)];
+    let logs: Vec<_> = pairs
+        .iter()
+        .map(|(a, b)| {
+            let log = o.dir.join(format!("ping-{a}-{b}.out"));
+            let cmd = format!(
+                "ping -6 -i 0.2 -c 300 -W 1 {} > {} 2>&1",
+                o.addrs[*b as usize],
+                log.display()
+            );
+            let ns = o.lab.ns(&ns_of(*a));
+            (
+                Command::new("ip")
+                    .args(["netns", "exec", &ns, "sh", "-c", &cmd])
+                    .spawn()
+                    .unwrap(),
+                log,
+            )
+        })
+        .collect();
+    let mut seen = vec![before.clone()];
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(12));
+        seen.push(graph(&o));
+    }
+    let mut lost_total = 0;
+    for (mut child, log) in logs {
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let stats = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned();
+        let nums: Vec<u64> = stats
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let (sent, received) = (nums[0], nums[1]);
+        assert_eq!(sent, 300, "{stats}");
+        lost_total += sent - received;
+        eprintln!("{}: {stats}", log.display());
+    }
+    // Less than 1% of 1200 packets.
+    assert!(lost_total < 12, "{lost_total} of 1200 pings lost");
+    let changes = seen.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        changes >= 2 && seen.last() != Some(&before),
+        "the tunnel graph did not keep changing: {seen:?}"
+    );
+    o.finish();
+}

@@ -100,7 +100,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(2);
+            // --help and --version are not errors.
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

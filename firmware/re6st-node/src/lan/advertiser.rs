@@ -48,7 +48,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(2);
+            // --help and --version are not errors.
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
     let advert = match advert(&o) {

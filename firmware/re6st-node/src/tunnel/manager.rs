@@ -401,15 +401,17 @@ impl Manager {
 
     fn close(&mut self, prefix: Prefix) {
         if let Some(c) = self.connections.remove(&prefix) {
-            if self.killing.remove(&prefix).is_some() {
-                self.actions.push_back(Action::SetRxCost {
-                    iface: c.iface.clone(),
-                    rxcost: None,
-                });
-            }
+            self.killing.remove(&prefix);
             self.actions.push_back(Action::Close {
                 prefix,
                 iface: c.iface.clone(),
+            });
+            // Then babeld forgets the interface's neighbours and routes at
+            // once (instead of after their hello timeout: the tap stays up
+            // for reuse) and takes its default parameters back.
+            self.actions.push_back(Action::SetRxCost {
+                iface: c.iface.clone(),
+                rxcost: None,
             });
             self.free_ifaces.push(c.iface);
         }
@@ -746,10 +748,17 @@ mod tests {
         m.on_crl([12].into());
         assert_eq!(
             drain(&mut m),
-            vec![Action::Close {
-                prefix: p(2),
-                iface: "re6stnet2".into()
-            }]
+            vec![
+                Action::Close {
+                    prefix: p(2),
+                    iface: "re6stnet2".into()
+                },
+                // babeld forgets the interface's routes at once.
+                Action::SetRxCost {
+                    iface: "re6stnet2".into(),
+                    rxcost: None
+                }
+            ]
         );
         m.make_tunnel(p(3), &addr(3));
         m.on_tunnel_up(p(3), 12);
