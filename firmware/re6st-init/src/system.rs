@@ -188,7 +188,8 @@ pub fn set_clock(t: std::time::SystemTime) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     // time_t is 32 bits on armv7 and mipsel.
     let secs = libc::time_t::try_from(d.as_secs()).map_err(|e| e.to_string())?;
-    let nanos = libc::c_long::try_from(d.subsec_nanos()).map_err(|e| e.to_string())?;
+    // Below 10^9: fits a c_long of any width.
+    let nanos = d.subsec_nanos() as libc::c_long;
     let ts = nix::sys::time::TimeSpec::new(secs, nanos);
     nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(|e| e.to_string())
 }
