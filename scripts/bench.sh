@@ -8,6 +8,8 @@ rm -f bench/node-*.json
 CLIENTS=${BENCH_CLIENTS:-200}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 cargo build --release -p re6st -p re6st-bench
+# Binaries for every firmware target (slow the first time; BENCH_CROSS=0 skips).
+if [ "${BENCH_CROSS:-1}" = 1 ]; then make cross-all || echo "bench: some cross builds failed" >&2; fi
 BIN=target/release/re6st
 {
   echo "# re6st benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
@@ -17,6 +19,15 @@ BIN=target/release/re6st
   echo "| binary | bytes (stripped, opt-level z, LTO) |"
   echo "|---|---|"
   echo "| re6st (x86_64, glibc, shared libssl) | $(stat -c %s "$BIN") |"
+  echo
+  echo "Per firmware target (\`make cross-all\`: release profile, glibc, Debian's libssl3 shared):"
+  echo
+  echo "| target | bytes, stripped |"
+  echo "|---|---|"
+  for t in x86_64 aarch64 armv7 mipsel; do
+    f=target/cross/$t/re6st
+    if [ -f "$f" ]; then echo "| $t | $(stat -c %s "$f") |"; else echo "| $t | not built |"; fi
+  done
   echo
   echo "## Registry: ours against upstream re6stnet 0.642, $CLIENTS concurrent clients, ${SECONDS_EACH}s per test"
   echo
@@ -47,7 +58,10 @@ import glob
 report = {"binary_bytes": os.path.getsize(sys.argv[1]),
           "registry": json.load(open("bench/registry.json")),
           "node": [json.load(open(f)) for f in sorted(glob.glob("bench/node-*.json"))],
-          "boot": json.load(open("bench/boot.json"))}
+          "boot": json.load(open("bench/boot.json")),
+          "cross_bytes": {t: os.path.getsize(f"target/cross/{t}/re6st")
+                          for t in ("x86_64", "aarch64", "armv7", "mipsel")
+                          if os.path.exists(f"target/cross/{t}/re6st")}}
 json.dump(report, open("bench/report.json", "w"), indent=2)
 PY
 echo "bench: wrote bench/report.md and bench/report.json"
