@@ -422,6 +422,12 @@ mod tests {
             Request::decode(b"\0\x01\xff\0\0\0"),
             Err(CtlError::TooLong(0xff00_0000))
         );
+        // A body longer than its type needs: the rest is skipped, the
+        // framing holds (found by fuzzing).
+        assert_eq!(
+            Request::decode(b"\0\x01\0\0\0\x03\x0b\xfe\xff\0\x01"),
+            Ok(Some((Request::Dump { flags: 11 }, 9)))
+        );
         // A body too short for its type.
         assert_eq!(
             Request::decode(b"\0\x02\0\0\0\x01\0"),
