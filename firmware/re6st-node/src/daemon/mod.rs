@@ -5,4 +5,5 @@
 pub mod options;
 pub mod peer_link;
 pub mod reconfig;
+pub mod renewal;
 pub mod run;

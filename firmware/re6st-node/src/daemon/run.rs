@@ -25,6 +25,7 @@ use tokio::process::{Child, Command};
 use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
 use super::reconfig;
+use super::renewal;
 use crate::babel::client::BabelClient;
 use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
@@ -93,6 +94,10 @@ struct Node {
     update_at: Option<i64>,
     /// When we last sent our version to our neighbours.
     version_announced: i64,
+    my_cert: X509,
+    key: PKey<openssl::pkey::Private>,
+    /// When to check our certificate's and the CA's ends next.
+    renewal_check: i64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -306,7 +311,8 @@ async fn run(o: Options) -> Result<(), String> {
                     network,
                     prefix,
                     link: PeerLink {
-                        me: Identity::new(ca.clone(), my_cert, key).map_err(|e| e.to_string())?,
+                        me: Identity::new(ca.clone(), my_cert.clone(), key.clone())
+                            .map_err(|e| e.to_string())?,
                         peers: PeerTable::default(),
                         crl: config.crl.clone(),
                         my_address,
@@ -359,6 +365,9 @@ async fn run(o: Options) -> Result<(), String> {
                     served_serials: BTreeMap::new(),
                     update_at: None,
                     version_announced: now(),
+                    my_cert: my_cert.clone(),
+                    key: key.clone(),
+                    renewal_check: now() + 10,
                 },
                 &config,
                 &dh,
@@ -568,6 +577,11 @@ async fn run_node(
                         }
                     }
                 }
+                if now() >= node.renewal_check && node.renew().await {
+                    log(1, v, "new certificate or CA: restarting the node");
+                    reexec = true;
+                    break;
+                }
                 if now() - node.version_announced >= 30 {
                     node.announce_version(&udp).await;
                 }
@@ -624,6 +638,59 @@ async fn run_node(
 const REEXEC: &str = "re-exec";
 
 impl Node {
+    /// Renews our certificate when it ends within 30 days, and takes a new
+    /// CA of our network; true when a file changed (restart to use it).
+    async fn renew(&mut self) -> bool {
+        let v = self.o.verbose;
+        // Checked hourly; a failed attempt is retried then too.
+        self.renewal_check = now() + 3600;
+        let mut changed = false;
+        match self.registry.ca().await {
+            Ok(pem) => {
+                if let Some(new) = renewal::replacement_ca(&pem, &self.ca) {
+                    match new.to_pem().map_err(|e| e.to_string()).and_then(|p| {
+                        crate::state::write_atomic(&self.o.ca, &p, 0o644).map_err(|e| e.to_string())
+                    }) {
+                        Ok(()) => {
+                            log(1, v, "the registry has a new CA: saved");
+                            changed = true;
+                        }
+                        Err(e) => log(1, v, format!("cannot save the new CA: {e}")),
+                    }
+                }
+            }
+            Err(e) => log(3, v, format!("CA check: {e}")),
+        }
+        let end = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
+        if !renewal::due(end, now()) {
+            return changed;
+        }
+        log(1, v, "our certificate ends within 30 days: renewing it");
+        let pem = match self.registry.renew_certificate().await {
+            Ok(p) => p,
+            Err(e) => {
+                log(1, v, format!("certificate renewal: {e}"));
+                return changed;
+            }
+        };
+        match renewal::acceptable_cert(&pem, &self.my_cert, &self.key, &self.ca) {
+            Ok(new) => match crate::state::write_atomic(&self.o.cert, &pem, 0o644) {
+                Ok(()) => {
+                    log(1, v, "certificate renewed");
+                    self.my_cert = new;
+                    changed = true;
+                }
+                Err(e) => log(1, v, format!("cannot save the new certificate: {e}")),
+            },
+            // Not closer to its end at the registry: try again tomorrow.
+            Err(e) => {
+                log(1, v, format!("renewed certificate refused: {e}"));
+                self.renewal_check = now() + 86_400;
+            }
+        }
+        changed
+    }
+
     /// A peer's network version: newer ones make us fetch the
     /// configuration, older ones get ours back.
     async fn on_version(&mut self, udp: &UdpSocket, peer: Prefix, blob: Vec<u8>) {
