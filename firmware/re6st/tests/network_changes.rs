@@ -12,6 +12,14 @@ use re6st_testkit::overlay::{ns_of, Overlay, Registry};
 
 const BIN: &str = env!("CARGO_BIN_EXE_re6st");
 
+/// These networks are big for 2 cores: one at a time, so that what they
+/// measure (loss, reconnection) is the network's and not CPU starvation's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn status(o: &Overlay, n: u32) -> Option<serde_json::Value> {
     let run = o.node_dir(n).join("run");
     let out = Command::new(BIN)
@@ -79,6 +87,7 @@ fn all_reach(o: &Overlay, alive: &[u32], limit: Duration) {
 
 #[test]
 fn configuration_changes_and_revocations_spread() {
+    let _one = exclusive();
     let mut o = Overlay::start(
         BIN.as_ref(),
         Registry::Ours,
@@ -140,6 +149,7 @@ fn configuration_changes_and_revocations_spread() {
 
 #[test]
 fn a_third_of_the_nodes_die_and_the_others_reconnect() {
+    let _one = exclusive();
     let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 9, None, &[]);
     o.all_pairs_reach(Duration::from_secs(150));
     // Three routers lose power at once (their namespaces, with everything
@@ -155,6 +165,7 @@ fn a_third_of_the_nodes_die_and_the_others_reconnect() {
 
 #[test]
 fn tunnels_are_rewired_without_losing_traffic() {
+    let _one = exclusive();
     // 12 nodes; every 10 s each drops its least useful client tunnel
     // (draining it through babel first) and opens another.
     let o = Overlay::start(
