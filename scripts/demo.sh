@@ -94,7 +94,7 @@ echo "demo: all $((NODES + 1)) nodes reach each other (${SECONDS}s)"
 
 args=()
 for n in "${!NSOF[@]}"; do args+=("$n=$WORK/$n/run=${SUBNET[$n]}"); done
-python3 scripts/topology.py "$WORK/topology.dot" "${args[@]}"
+python3 scripts/topology.py "$BIN" "$WORK/topology.dot" "${args[@]}"
 echo "demo: Graphviz DOT in $WORK/topology.dot"
 if command -v dot >/dev/null; then dot -Tsvg "$WORK/topology.dot" -o "$WORK/topology.svg" && echo "demo: drawing in $WORK/topology.svg"; fi
 cat <<MSG
@@ -107,7 +107,7 @@ demo: Ctrl-C to stop and clean up.
 MSG
 if [ -n "${DEMO_SECONDS:-}" ]; then
   sleep "$DEMO_SECONDS"
-  python3 scripts/topology.py "$WORK/topology.dot" "${args[@]}"
+  python3 scripts/topology.py "$BIN" "$WORK/topology.dot" "${args[@]}"
 else
   sleep infinity
 fi

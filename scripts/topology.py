@@ -1,50 +1,32 @@
 #!/usr/bin/env python3
-"""Prints the demo's overlay: which node has a tunnel to which, read from
-each node's babeld control socket (routes a neighbour originates itself).
-Usage: topology.py DOTFILE NAME=RUNDIR=SUBNET..."""
-import ipaddress, socket, sys
+"""Prints the demo's overlay: which node has a tunnel to which, from each
+node's status (`re6st ctl status --json`: its client tunnels and the peers
+on its servers), and writes it as Graphviz DOT.
+Usage: topology.py RE6ST DOTFILE NAME=RUNDIR=SUBNET..."""
+import ipaddress, json, subprocess, sys
 
-def dump(path):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(3)
-    s.connect(path)
-    data = b''
-    s.sendall(b'dump\n')
-    while not data.endswith(b'\nok\n') or data.count(b'\nok\n') < 2:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    return data.decode(errors='replace').splitlines()
-
-nodes = [a.split('=') for a in sys.argv[2:]]
+re6st, dotfile = sys.argv[1], sys.argv[2]
+nodes = [a.split('=') for a in sys.argv[3:]]
 subnets = {name: ipaddress.ip_network(subnet) for name, _, subnet in nodes}
 edges = set()
 for name, run, _ in nodes:
-    try:
-        lines = dump(run + '/babeld.sock')
-    except OSError as e:
-        print(f'{name}: babeld not reachable ({e})')
+    r = subprocess.run([re6st, 'ctl', 'status', '--json', '-r', run],
+                       capture_output=True, text=True)
+    if r.returncode:
+        print(f'{name}: no status ({r.stderr.strip()})')
         continue
-    for line in lines:
-        w = line.split()
-        if len(w) < 3 or w[:2] != ['add', 'route']:
-            continue
-        f = dict(zip(w[3::2], w[4::2]))
-        if f.get('refmetric') != '0' or not f.get('if', '').startswith('re6stnet'):
-            continue
-        try:
-            net = ipaddress.ip_network(f['prefix'])
-        except (KeyError, ValueError):
-            continue
+    status = json.loads(r.stdout)
+    peers = [t['peer'] for t in status['tunnels'] if t['state'] == 'established']
+    peers += status['served']
+    for peer in peers:
+        net = ipaddress.ip_network(peer)
         for other, sub in subnets.items():
             if net == sub and other != name:
                 edges.add(tuple(sorted((name, other))))
 print('overlay tunnels:')
 for a, b in sorted(edges):
     print(f'  {a} -- {b}')
-with open(sys.argv[1], 'w') as f:
+with open(dotfile, 'w') as f:
     f.write('graph re6st {\n  node [shape=box];\n')
     for name, _, subnet in nodes:
         f.write(f'  "{name}" [label="{name}\\n{subnet}"];\n')
