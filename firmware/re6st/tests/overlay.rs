@@ -280,6 +280,26 @@ fn nodes_on_one_lan_route_over_it_without_a_tunnel() {
 }
 
 #[test]
+fn client_mode_node_reaches_everyone_through_its_one_tunnel() {
+    // node3 runs with --client: no server, one tunnel to node0's server.
+    let o = Overlay::start_with(BIN.as_ref(), Registry::Ours, 4, None, &[], &|_| {}, &|n| {
+        if n == 3 {
+            vec!["--client".into(), "198.18.1.2,1194,tcp".into()]
+        } else {
+            vec![]
+        }
+    });
+    o.all_pairs_reach(Duration::from_secs(120));
+    let route = o.lab.sh("n3", &format!("ip -6 route get {}", o.addrs[1]));
+    assert!(route.contains("dev re6stnet1"), "{route}");
+    assert!(
+        !o.lab.try_sh("n3", "ip link show re6stnet-tcp"),
+        "a client-mode node runs no server"
+    );
+    o.finish();
+}
+
+#[test]
 fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
     let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 4, None, &[]);
     o.all_pairs_reach(Duration::from_secs(120));

@@ -98,6 +98,9 @@ struct Node {
     key: PKey<openssl::pkey::Private>,
     /// When to check our certificate's and the CA's ends next.
     renewal_check: i64,
+    /// `--client`: the addresses of our one tunnel, and its OpenVPN.
+    client_mode: Option<Vec<(String, u16, re6st_proto::address::Proto)>>,
+    client_mode_child: Option<Child>,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -229,9 +232,40 @@ async fn run(o: Options) -> Result<(), String> {
         .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
         .unwrap_or(0);
     let my_ip = node_address(&network, &prefix).map_err(|e| e.to_string())?;
-    let client_count = o.client_count.unwrap_or(config.client_count as usize);
+    // --client: no server, no tunnel of the manager's, one OpenVPN client
+    // (on re6stnet1) to the given addresses.
+    let client_mode: Option<Vec<(String, u16, re6st_proto::address::Proto)>> = match &o.client {
+        None => None,
+        Some(list) => {
+            let parsed = re6st_proto::address::parse_list(list);
+            if parsed.addresses.is_empty() {
+                return Err(format!("--client {list:?}: no usable address"));
+            }
+            Some(
+                parsed
+                    .addresses
+                    .iter()
+                    .map(|a| (a.ip.to_string(), a.port, a.proto))
+                    .collect(),
+            )
+        }
+    };
+    let client_count = if client_mode.is_some() {
+        0
+    } else {
+        o.client_count.unwrap_or(config.client_count as usize)
+    };
+    let taps = if client_mode.is_some() {
+        1
+    } else {
+        client_count
+    };
     let max_clients = o.max_clients.unwrap_or(config.max_clients);
-    let servers = o.servers()?;
+    let servers = if client_mode.is_some() {
+        Vec::new()
+    } else {
+        o.servers()?
+    };
     let disabled = o.disabled()?;
     let timeout = 4 * i64::from(config.hello);
     let hook_sock = o.run.join("ovpn.sock");
@@ -295,7 +329,7 @@ async fn run(o: Options) -> Result<(), String> {
             ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
             ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
         }
-        for i in 1..=client_count {
+        for i in 1..=taps {
             let t = format!("re6stnet{i}");
             ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
             ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
@@ -356,7 +390,7 @@ async fn run(o: Options) -> Result<(), String> {
                     registry,
                     forward_to: None,
                     defaults: String::new(),
-                    client_count,
+                    client_count: taps,
                     cert_not_after,
                     my_ip,
                     ca: ca.clone(),
@@ -368,6 +402,8 @@ async fn run(o: Options) -> Result<(), String> {
                     my_cert: my_cert.clone(),
                     key: key.clone(),
                     renewal_check: now() + 10,
+                    client_mode,
+                    client_mode_child: None,
                 },
                 &config,
                 &dh,
@@ -585,6 +621,7 @@ async fn run_node(
                 if now() - node.version_announced >= 30 {
                     node.announce_version(&udp).await;
                 }
+                node.client_mode_tunnel();
                 node.reap_clients();
                 node.manager.tick(now());
                 node.run_actions(&udp).await;
@@ -598,6 +635,9 @@ async fn run_node(
     log(2, v, "stopping");
     let _ = node.manager.cache().save(&o.state.join("peers.bin"));
     for (_, mut c) in std::mem::take(&mut node.clients) {
+        let _ = c.kill().await;
+    }
+    if let Some(mut c) = node.client_mode_child.take() {
         let _ = c.kill().await;
     }
     for mut c in children {
@@ -638,6 +678,29 @@ async fn run_node(
 const REEXEC: &str = "re-exec";
 
 impl Node {
+    /// `--client`: keeps the one OpenVPN client running.
+    fn client_mode_tunnel(&mut self) {
+        let Some(remotes) = &self.client_mode else {
+            return;
+        };
+        let running = self
+            .client_mode_child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if running {
+            return;
+        }
+        let args = crate::openvpn::args::client_mode(&self.common, "re6stnet1", remotes);
+        match Command::new("openvpn")
+            .args(&args)
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => self.client_mode_child = Some(c),
+            Err(e) => log(1, self.o.verbose, format!("openvpn: {e}")),
+        }
+    }
+
     /// Renews our certificate when it ends within 30 days, and takes a new
     /// CA of our network; true when a file changed (restart to use it).
     async fn renew(&mut self) -> bool {

@@ -129,6 +129,21 @@ pub fn client(
     peer_cn: &str,
     remotes: &[(String, u16, Proto)],
 ) -> Vec<String> {
+    client_to(c, iface, Some(peer_cn), remotes)
+}
+
+/// `--client` mode: one tunnel to any node of the network at `remotes`
+/// (its certificate must come from our CA; its name is not known).
+pub fn client_mode(c: &Common, iface: &str, remotes: &[(String, u16, Proto)]) -> Vec<String> {
+    client_to(c, iface, None, remotes)
+}
+
+fn client_to(
+    c: &Common,
+    iface: &str,
+    peer_cn: Option<&str>,
+    remotes: &[(String, u16, Proto)],
+) -> Vec<String> {
     let mut a = base(c, iface);
     a.extend([s("--nobind"), s("--client")]);
     for (ip, port, proto) in remotes {
@@ -142,10 +157,10 @@ pub fn client(
     if let Some(mtu) = remotes.first().and_then(|r| link_mtu(r.2)) {
         a.extend([s("--link-mtu"), mtu.to_string(), s("--mtu-disc"), s("yes")]);
     }
+    if let Some(cn) = peer_cn {
+        a.extend([s("--verify-x509-name"), s(cn), s("name")]);
+    }
     a.extend([
-        s("--verify-x509-name"),
-        s(peer_cn),
-        s("name"),
         s("--resolv-retry"),
         s("0"),
         s("--connect-retry-max"),
