@@ -65,3 +65,15 @@ cross-all:
 ## file/ABI checks and runs under qemu-user (all built targets, or TARGET=...).
 cross-check:
 	bash cross/check.sh $(TARGET)
+
+## Firmware images (scripts/image.sh, board/<name>/, rootfs/):
+## `make image BOARD=qemu-x86_64` -> target/images/<board>/ (rootfs.squashfs,
+## vmlinuz, initramfs.cpio.xz, data.img, manifest.txt, size-report.txt);
+## `make test-image BOARD=...` boots it under QEMU (qemu-tests/smoke.sh).
+.PHONY: image test-image
+BOARD ?= qemu-x86_64
+image:
+	bash scripts/image.sh $(BOARD)
+
+test-image: image
+	bash qemu-tests/smoke.sh $(BOARD)
