@@ -130,7 +130,7 @@ copy_from() {
 
 # busybox and the applets init, node, udhcpc's script and a console use.
 copy_from busybox-static bin/busybox
-APPLETS="sh ash ip udhcpc mke2fs kill sleep ps cat ls mount umount dmesg echo
+APPLETS="sh ash tunctl udhcpc mke2fs kill sleep ps cat ls mount umount dmesg echo
   ln mkdir rm rmdir cp mv touch chmod chown grep sed awk cut head tail sort uniq wc
   tr tee find xargs df du free uptime date hostname uname id env printf test [
   true false ping ping6 traceroute traceroute6 nslookup wget nc netstat ifconfig route

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Serial-console driver of qemu-tests/smoke.sh (an expect-like loop).
+
+Connects to QEMU's console socket (QEMU waits for it: the connection is
+power-on), logs everything to --log, and:
+  1. waits for init's `milestone provisioned` log line;
+  2. runs `re6st init status` on the console shell and expects
+     `milestones: ... provisioned` and `re6st-node  running`;
+  3. runs `re6st init poweroff` and expects QEMU to exit (socket EOF and
+     the process gone).
+Writes timings and the verdict to --result. Exit: 0 pass, 1 fail, 3 no
+kernel output within --silence-grace seconds (caller may retry on TCG).
+"""
+import argparse
+import os
+import re
+import socket
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--socket", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--result", required=True)
+    ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--qemu-pid", type=int, required=True)
+    ap.add_argument("--silence-grace", type=float, default=0)
+    a = ap.parse_args()
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(a.socket)
+    t0 = time.monotonic()
+    deadline = t0 + a.timeout
+    log = open(a.log, "wb")
+    buf = bytearray()
+    marks = {}
+    result = []
+
+    def out(msg):
+        print(f"console: {msg}", file=sys.stderr, flush=True)
+        result.append(msg)
+
+    def finish(code, msg):
+        out(msg)
+        with open(a.result, "w") as f:
+            f.write("\n".join(result) + "\n")
+        sys.exit(code)
+
+    def pump(timeout):
+        """Reads what is there for up to `timeout` s; False at EOF."""
+        s.settimeout(max(0.01, timeout))
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+        if not d:
+            return False
+        log.write(d)
+        log.flush()
+        buf.extend(d)
+        return True
+
+    def text():
+        return buf.decode("utf-8", "replace").replace("\r", "")
+
+    def wait_for(pattern, start=0, limit=None, what=""):
+        rx = re.compile(pattern, re.M)
+        end = deadline if limit is None else min(deadline, limit)
+        while True:
+            m = rx.search(text(), start)
+            if m:
+                return m
+            now = time.monotonic()
+            if a.silence_grace and "linux version" not in text().lower() and now - t0 > a.silence_grace:
+                finish(3, f"no kernel output within {a.silence_grace:.0f} s")
+            if now > end:
+                finish(1, f"timeout ({now - t0:.1f} s) waiting for {what or pattern}")
+            if not pump(min(0.5, end - now)):
+                finish(1, f"console closed while waiting for {what or pattern}")
+
+    wait_for(r"Linux version", what="kernel")
+    marks["kernel"] = time.monotonic() - t0
+    m = wait_for(r"re6st init \S+ \(root", what="re6st init start")
+    marks["init"] = time.monotonic() - t0
+    m = wait_for(r"milestone provisioned", m.end(), what="milestone provisioned")
+    marks["provisioned"] = time.monotonic() - t0
+    out(f"power-on -> kernel {marks['kernel']:.2f} s, -> init {marks['init']:.2f} s, "
+        f"-> provisioned {marks['provisioned']:.2f} s")
+    # re6st-node starts once provisioned; give it a moment, then ask.
+    status = None
+    for attempt in range(10):
+        time.sleep(1)
+        pos = len(text())
+        s.sendall(b"\nre6st init status; echo STATUS-END-$((6*7))\n")
+        m = wait_for(r"^STATUS-END-42$", pos, what="status output")
+        status = text()[pos:m.start()]
+        if re.search(r"^re6st-node\s+running\s", status, re.M):
+            break
+    ok_m = re.search(r"^milestones:.*\bprovisioned\b", status, re.M)
+    ok_n = re.search(r"^re6st-node\s+running\s", status, re.M)
+    for line in status.splitlines():
+        if re.match(r"^(milestones|data|SERVICE|re6st-|console|wan)", line):
+            out("status| " + line)
+    if not (ok_m and ok_n):
+        finish(1, "status lacks the provisioned milestone or a running re6st-node")
+    marks["status"] = time.monotonic() - t0
+    pos = len(text())
+    s.sendall(b"re6st init poweroff\n")
+    t_off = time.monotonic()
+    while pump(min(1.0, max(0.01, deadline - time.monotonic()))):
+        if time.monotonic() > deadline:
+            finish(1, "QEMU still running after poweroff (timeout)")
+    # Socket closed: QEMU should be gone.
+    for _ in range(100):
+        try:
+            os.kill(a.qemu_pid, 0)
+        except ProcessLookupError:
+            break
+        # A zombie (our parent has not reaped it yet) counts as exited.
+        try:
+            with open(f"/proc/{a.qemu_pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        finish(1, "console closed but QEMU still running")
+    shutdown = time.monotonic() - t_off
+    ok_data = "data partition: Mounted" in text() or re.search(r"data: /data \(persistent\)", status)
+    out(f"poweroff -> QEMU exited in {shutdown:.2f} s")
+    out("data partition persistent: " + ("yes" if ok_data else "no"))
+    finish(0, "PASS")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Boots a firmware image under QEMU and checks it provisions itself.
+#
+#   qemu-tests/smoke.sh [BOARD]       (make test-image BOARD=qemu-x86_64)
+#
+# Needs root (network namespace, tap). In a namespace of its own, a tap
+# device with 198.18.200.1/24 and our registry (target/debug/re6st, or
+# $RE6ST_HOST_BIN) listening there; QEMU in that namespace boots
+# target/images/BOARD/ (squashfs as vda, a fresh copy of data.img as vdb)
+# with the profile on the kernel command line (static WAN 198.18.200.2/24,
+# registry, CA fingerprint, data=/dev/vdb, service.console=/bin/sh). A
+# python driver on the serial console (a unix socket; QEMU waits for it, so
+# its connection is power-on) waits for the `provisioned` milestone, runs
+# `re6st init status` (expects `provisioned` and re6st-node running), then
+# `re6st init poweroff` and expects QEMU to exit.
+#
+# Environment: SMOKE_TIMEOUT (s, default 240, whole boot), SMOKE_ACCEL
+# (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
+# the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
+# KVM), SMOKE_KEEP=1 (keep the work directory).
+# Logs: target/images/BOARD/smoke/ (console.log, registry.log, result.txt).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BOARD=${1:-${BOARD:-qemu-x86_64}}
+# shellcheck source=/dev/null
+. "$ROOT/board/$BOARD/board.conf"
+IMG=$ROOT/target/images/$BOARD
+TIMEOUT=${SMOKE_TIMEOUT:-240}
+ACCEL=${SMOKE_ACCEL:-auto}
+KVM_GRACE=${SMOKE_KVM_GRACE:-20}
+HOSTBIN=${RE6ST_HOST_BIN:-$ROOT/target/debug/re6st}
+LOGDIR=$IMG/smoke
+log() { echo "smoke[$BOARD]: $*" >&2; }
+die() { echo "smoke[$BOARD]: FAIL: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (ip netns, tap)"
+for f in rootfs.squashfs vmlinuz data.img; do
+  [ -f "$IMG/$f" ] || die "no $IMG/$f: make image BOARD=$BOARD"
+done
+if [ ! -x "$HOSTBIN" ]; then
+  log "building the host binary for the registry"
+  (cd "$ROOT" && cargo build -q -p re6st --bin re6st)
+fi
+command -v "$QEMU_SYSTEM" >/dev/null || die "no $QEMU_SYSTEM (apt-get install -t bookworm-backports qemu-system-x86 / qemu-system-arm)"
+
+NS=re6st-smoke-$$
+TAP=tap-smoke0
+WORK=$(mktemp -d /tmp/re6st-smoke.XXXXXX)
+QEMU_PID=
+REG_PID=
+cleanup() {
+  local rc=$?
+  set +e
+  for p in $QEMU_PID $REG_PID; do kill "$p" 2>/dev/null; done
+  sleep 0.3
+  for p in $QEMU_PID $REG_PID; do kill -9 "$p" 2>/dev/null; done
+  # Anything else still in the namespace (ours only).
+  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+  ip netns del "$NS" 2>/dev/null
+  mkdir -p "$LOGDIR"
+  cp "$WORK"/console.log "$WORK"/registry.log "$WORK"/result.txt "$WORK"/qemu.err "$LOGDIR/" 2>/dev/null
+  [ "${SMOKE_KEEP:-0}" = 1 ] && log "work directory kept: $WORK" || rm -rf "$WORK"
+  if [ $rc = 0 ]; then log "PASS (logs in $LOGDIR)"; else log "FAIL (exit $rc; logs in $LOGDIR)"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$LOGDIR"
+rm -f "$LOGDIR"/*
+
+# --- network namespace with a tap and the registry ----------------------
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" tuntap add dev "$TAP" mode tap
+ip -n "$NS" addr add 198.18.200.1/24 dev "$TAP"
+ip -n "$NS" link set "$TAP" up
+
+REG=$WORK/registry
+"$HOSTBIN" registry --init-network 2001:db8:42::/48 --dir "$REG" >/dev/null
+mkdir -p "$REG/run"
+ip netns exec "$NS" "$HOSTBIN" registry --port 9080 -4 198.18.200.1 -6 "" \
+  --ca "$REG/ca.crt" --key "$REG/ca.key" --dh "$REG/dh.pem" --db "$REG/registry.db" \
+  -l "$WORK/registry.log" -r "$REG/run" --anonymous-prefix-length 16 \
+  >"$WORK/registry.out" 2>&1 &
+REG_PID=$!
+for _ in $(seq 50); do
+  ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/198.18.200.1/9080' 2>/dev/null && break
+  kill -0 $REG_PID 2>/dev/null || { cat "$WORK/registry.out" >&2; die "registry exited"; }
+  sleep 0.2
+done
+FP=$(openssl x509 -in "$REG/ca.crt" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g' | tr 'A-F' 'a-f')
+log "registry on 198.18.200.1:9080, CA sha256:$FP"
+
+# --- QEMU ---------------------------------------------------------------
+CMDLINE="root=${ROOT_DEVICE:-/dev/vda} ro console=${KERNEL_CONSOLE:-ttyS0} \
+re6st.registry=http://198.18.200.1:9080/ re6st.fingerprint=sha256:$FP \
+re6st.wan=${WAN_IF:-eth0} re6st.wan.mode=static re6st.wan.address=198.18.200.2/24 \
+re6st.wan.gateway=198.18.200.1 re6st.data=${DATA_DEVICE:-/dev/vdb} re6st.service.console=/bin/sh"
+INITRD=()
+[ -f "$IMG/initramfs.cpio.xz" ] && INITRD=(-initrd "$IMG/initramfs.cpio.xz")
+
+# run_qemu ACCEL: boots once; prints the driver's verdict to result.txt.
+# Exit codes: 0 pass, 1 fail, 3 no kernel output within the KVM grace time.
+run_qemu() {
+  local accel=$1 accel_opts rc
+  case $accel in
+    kvm) accel_opts=(-accel kvm -cpu host) ;;
+    tcg) accel_opts=(-accel tcg) ;;
+  esac
+  cp --sparse=always "$IMG/data.img" "$WORK/data.img"
+  rm -f "$WORK/console.sock"
+  # shellcheck disable=SC2086
+  ip netns exec "$NS" "$QEMU_SYSTEM" $QEMU_MACHINE "${accel_opts[@]}" -m "${QEMU_MEM:-256}" \
+    -display none -monitor none -no-reboot \
+    -chardev "socket,id=con,path=$WORK/console.sock,server=on,wait=on" -serial chardev:con \
+    -kernel "$IMG/vmlinuz" "${INITRD[@]}" -append "$CMDLINE" \
+    -drive "file=$IMG/rootfs.squashfs,if=none,id=root,format=raw,readonly=on" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=root" \
+    -drive "file=$WORK/data.img,if=none,id=data,format=raw" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=data" \
+    -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "${QEMU_NET_DEVICE:-virtio-net-pci},netdev=n0" \
+    2>"$WORK/qemu.err" &
+  QEMU_PID=$!
+  for _ in $(seq 100); do [ -S "$WORK/console.sock" ] && break; sleep 0.1; done
+  [ -S "$WORK/console.sock" ] || { cat "$WORK/qemu.err" >&2; die "QEMU did not start"; }
+  rc=0
+  python3 "$ROOT/qemu-tests/console.py" --socket "$WORK/console.sock" --log "$WORK/console.log" \
+    --timeout "$TIMEOUT" --qemu-pid "$QEMU_PID" --result "$WORK/result.txt" \
+    $( [ "$accel" = kvm ] && [ "$ACCEL" = auto ] && echo --silence-grace "$KVM_GRACE" ) || rc=$?
+  if [ $rc != 0 ]; then
+    kill "$QEMU_PID" 2>/dev/null; sleep 0.3; kill -9 "$QEMU_PID" 2>/dev/null || true
+  fi
+  wait "$QEMU_PID" 2>/dev/null || true
+  QEMU_PID=
+  return $rc
+}
+
+want=${QEMU_ACCEL:-kvm}
+[ "$ACCEL" = auto ] || want=$ACCEL
+if [ "$want" = kvm ] && [ ! -w /dev/kvm ]; then
+  [ "$ACCEL" = auto ] || die "no usable /dev/kvm"
+  log "no usable /dev/kvm: TCG"; want=tcg
+fi
+log "booting ($want): $CMDLINE"
+rc=0
+run_qemu "$want" || rc=$?
+if [ $rc = 3 ]; then
+  log "KVM: no kernel output within ${KVM_GRACE}s (nested KVM stall?); retrying with TCG"
+  echo "kvm: no kernel output within ${KVM_GRACE}s, fell back to TCG" > "$WORK/kvm-fallback"
+  mv "$WORK/console.log" "$WORK/console-kvm.log" 2>/dev/null || true
+  rc=0
+  run_qemu tcg || rc=$?
+  want="tcg (after KVM stall)"
+fi
+cat "$WORK/result.txt" >&2 2>/dev/null || true
+echo "accelerator: $want" >> "$WORK/result.txt"
+[ -f "$WORK/kvm-fallback" ] && cat "$WORK/kvm-fallback" >> "$WORK/result.txt"
+cp "$WORK/console-kvm.log" "$LOGDIR/" 2>/dev/null || true
+[ $rc = 0 ] || die "see $LOGDIR/console.log"
