@@ -140,6 +140,15 @@ if [ "$want" = kvm ] && [ ! -w /dev/kvm ]; then
   [ "$ACCEL" = auto ] || die "no usable /dev/kvm"
   log "no usable /dev/kvm: TCG"; want=tcg
 fi
+# /dev/kvm backed by kvm_pvm (nested KVM without VMX/SVM, e.g. in a cloud
+# VM) runs only PVM-enabled guest kernels: Debian's kernel spins in its
+# decompressor. Don't wait for the stall there.
+if [ "$want" = kvm ] && [ "$ACCEL" = auto ] && [ -d /sys/module/kvm_pvm ] &&
+   [ ! -d /sys/module/kvm_intel ] && [ ! -d /sys/module/kvm_amd ]; then
+  log "/dev/kvm is kvm_pvm (no VMX/SVM): Debian's kernel cannot run on it; TCG"
+  want=tcg
+  echo "kvm: /dev/kvm is kvm_pvm (PVM guests only), used TCG" > "$WORK/kvm-fallback"
+fi
 log "booting ($want): $CMDLINE"
 rc=0
 run_qemu "$want" || rc=$?

@@ -204,8 +204,9 @@ run_busybox() {
   # depmod on the build host: the board's busybox when it runs here,
   # else the host's (busybox-static is all we need).
   if "$BUSYBOX_HOST" true 2>/dev/null; then "$BUSYBOX_HOST" "$@"
+  elif [ -n "${QEMU_USER:-}" ] && command -v "$QEMU_USER" >/dev/null; then "$QEMU_USER" "$BUSYBOX_HOST" "$@"
   elif command -v busybox >/dev/null; then busybox "$@"
-  else die "need a busybox runnable on the build host (apt-get install busybox-static)"; fi
+  else die "need a busybox runnable on the build host (apt-get install busybox-static, or qemu-user)"; fi
 }
 [ -f "$KMOD/modules.dep" ] || run_busybox depmod -b "$PKGROOT/$KPKG" "$KVER"
 # dep_closure MODULE...: module paths (relative to KMOD), dependencies first.
