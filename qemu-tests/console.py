@@ -27,6 +27,10 @@ def main():
     ap.add_argument("--timeout", type=float, default=240)
     ap.add_argument("--qemu-pid", type=int, required=True)
     ap.add_argument("--silence-grace", type=float, default=0)
+    ap.add_argument("--expect", action="append", default=[],
+                    help="regex the console must show before poweroff (repeatable)")
+    ap.add_argument("--forbid", action="append", default=[],
+                    help="regex the console must not show before poweroff (repeatable)")
     a = ap.parse_args()
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -108,6 +112,14 @@ def main():
     if not (ok_m and ok_n):
         finish(1, "status lacks the provisioned milestone or a running re6st-node")
     marks["status"] = time.monotonic() - t0
+    for rx in a.expect:
+        if not re.search(rx, text(), re.M):
+            finish(1, f"console never showed /{rx}/")
+        out(f"console showed /{rx}/")
+    for rx in a.forbid:
+        if re.search(rx, text(), re.M):
+            finish(1, f"console showed forbidden /{rx}/")
+        out(f"console did not show /{rx}/")
     pos = len(text())
     s.sendall(b"re6st init poweroff\n")
     t_off = time.monotonic()

@@ -18,7 +18,11 @@
 # (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
 # KVM), SMOKE_KEEP=1 (keep the work directory).
-# Logs: target/images/BOARD/smoke/ (console.log, registry.log, result.txt).
+# Then a warm boot from the same data disk with the profile given through
+# QEMU fw_cfg (opt/re6st/profile) instead: no formatting, no new
+# certificate, same checks.
+# Logs: target/images/BOARD/smoke/ (console-{cold,warm}.log, registry.log,
+# result.txt).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,7 +63,7 @@ cleanup() {
   for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   ip netns del "$NS" 2>/dev/null
   mkdir -p "$LOGDIR"
-  cp "$WORK"/console.log "$WORK"/registry.log "$WORK"/result.txt "$WORK"/qemu.err "$LOGDIR/" 2>/dev/null
+  cp "$WORK"/console-*.log "$WORK"/registry.log "$WORK"/result*.txt "$WORK"/qemu.err "$WORK"/profile "$LOGDIR/" 2>/dev/null
   [ "${SMOKE_KEEP:-0}" = 1 ] && log "work directory kept: $WORK" || rm -rf "$WORK"
   if [ $rc = 0 ]; then log "PASS (logs in $LOGDIR)"; else log "FAIL (exit $rc; logs in $LOGDIR)"; fi
   exit $rc
@@ -93,28 +97,43 @@ FP=$(openssl x509 -in "$REG/ca.crt" -noout -fingerprint -sha256 | sed 's/.*=//; 
 log "registry on 198.18.200.1:9080, CA sha256:$FP"
 
 # --- QEMU ---------------------------------------------------------------
-CMDLINE="root=${ROOT_DEVICE:-/dev/vda} ro console=${KERNEL_CONSOLE:-ttyS0} \
-re6st.registry=http://198.18.200.1:9080/ re6st.fingerprint=sha256:$FP \
-re6st.wan=${WAN_IF:-eth0} re6st.wan.mode=static re6st.wan.address=198.18.200.2/24 \
-re6st.wan.gateway=198.18.200.1 re6st.data=${DATA_DEVICE:-/dev/vdb} re6st.service.console=/bin/sh"
+BASE_CMDLINE="root=${ROOT_DEVICE:-/dev/vda} ro console=${KERNEL_CONSOLE:-ttyS0}"
+PROFILE_KEYS="registry=http://198.18.200.1:9080/ fingerprint=sha256:$FP
+wan=${WAN_IF:-eth0} wan.mode=static wan.address=198.18.200.2/24
+wan.gateway=198.18.200.1 data=${DATA_DEVICE:-/dev/vdb} service.console=/bin/sh"
+# Cold boot: profile on the kernel command line, blank data disk.
+CMDLINE="$BASE_CMDLINE $(for k in $PROFILE_KEYS; do printf 're6st.%s ' "$k"; done)"
+CMDLINE=${CMDLINE% }
+# Warm boot: the same data disk; the profile from QEMU fw_cfg
+# (opt/re6st/profile; qemu_fw_cfg is loaded by the initramfs).
+for k in $PROFILE_KEYS; do echo "${k%%=*} = ${k#*=}"; done > "$WORK/profile"
 INITRD=()
 [ -f "$IMG/initramfs.cpio.xz" ] && INITRD=(-initrd "$IMG/initramfs.cpio.xz")
 
 # run_qemu ACCEL: boots once; prints the driver's verdict to result.txt.
 # Exit codes: 0 pass, 1 fail, 3 no kernel output within the KVM grace time.
 run_qemu() {
-  local accel=$1 accel_opts rc
+  local accel=$1 phase=${2:-cold} accel_opts rc cmdline extra=() checks=()
   case $accel in
     kvm) accel_opts=(-accel kvm -cpu host) ;;
     tcg) accel_opts=(-accel tcg) ;;
   esac
-  cp --sparse=always "$IMG/data.img" "$WORK/data.img"
+  if [ "$phase" = cold ]; then
+    cp --sparse=always "$IMG/data.img" "$WORK/data.img"
+    cmdline=$CMDLINE
+    checks=(--expect 'data partition: Format' --expect 'data in /data \(persistent\)')
+  else
+    cmdline=$BASE_CMDLINE
+    extra=(-fw_cfg "name=opt/re6st/profile,file=$WORK/profile")
+    checks=(--expect 'profile sources: .*QEMU fw_cfg profile' --expect 'data in /data \(persistent\)'
+      --forbid 'data partition: Format' --forbid 'provisioned by http')
+  fi
   rm -f "$WORK/console.sock"
   # shellcheck disable=SC2086
   ip netns exec "$NS" "$QEMU_SYSTEM" $QEMU_MACHINE "${accel_opts[@]}" -m "${QEMU_MEM:-256}" \
     -display none -monitor none -no-reboot \
     -chardev "socket,id=con,path=$WORK/console.sock,server=on,wait=on" -serial chardev:con \
-    -kernel "$IMG/vmlinuz" "${INITRD[@]}" -append "$CMDLINE" \
+    -kernel "$IMG/vmlinuz" "${INITRD[@]}" -append "$cmdline" "${extra[@]}" \
     -drive "file=$IMG/rootfs.squashfs,if=none,id=root,format=raw,readonly=on" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=root" \
     -drive "file=$WORK/data.img,if=none,id=data,format=raw" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=data" \
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "${QEMU_NET_DEVICE:-virtio-net-pci},netdev=n0" \
@@ -123,8 +142,8 @@ run_qemu() {
   for _ in $(seq 100); do [ -S "$WORK/console.sock" ] && break; sleep 0.1; done
   [ -S "$WORK/console.sock" ] || { cat "$WORK/qemu.err" >&2; die "QEMU did not start"; }
   rc=0
-  python3 "$ROOT/qemu-tests/console.py" --socket "$WORK/console.sock" --log "$WORK/console.log" \
-    --timeout "$TIMEOUT" --qemu-pid "$QEMU_PID" --result "$WORK/result.txt" \
+  python3 "$ROOT/qemu-tests/console.py" --socket "$WORK/console.sock" --log "$WORK/console-$phase.log" \
+    --timeout "$TIMEOUT" --qemu-pid "$QEMU_PID" --result "$WORK/result-$phase.txt" "${checks[@]}" \
     $( [ "$accel" = kvm ] && [ "$ACCEL" = auto ] && echo --silence-grace "$KVM_GRACE" ) || rc=$?
   if [ $rc != 0 ]; then
     kill "$QEMU_PID" 2>/dev/null; sleep 0.3; kill -9 "$QEMU_PID" 2>/dev/null || true
@@ -149,19 +168,27 @@ if [ "$want" = kvm ] && [ "$ACCEL" = auto ] && [ -d /sys/module/kvm_pvm ] &&
   want=tcg
   echo "kvm: /dev/kvm is kvm_pvm (PVM guests only), used TCG" > "$WORK/kvm-fallback"
 fi
-log "booting ($want): $CMDLINE"
+log "cold boot ($want): $CMDLINE"
 rc=0
-run_qemu "$want" || rc=$?
+run_qemu "$want" cold || rc=$?
 if [ $rc = 3 ]; then
   log "KVM: no kernel output within ${KVM_GRACE}s (nested KVM stall?); retrying with TCG"
   echo "kvm: no kernel output within ${KVM_GRACE}s, fell back to TCG" > "$WORK/kvm-fallback"
-  mv "$WORK/console.log" "$WORK/console-kvm.log" 2>/dev/null || true
+  mv "$WORK/console-cold.log" "$WORK/console-kvm.log" 2>/dev/null || true
+  want=tcg
   rc=0
-  run_qemu tcg || rc=$?
-  want="tcg (after KVM stall)"
+  run_qemu tcg cold || rc=$?
 fi
-cat "$WORK/result.txt" >&2 2>/dev/null || true
-echo "accelerator: $want" >> "$WORK/result.txt"
-[ -f "$WORK/kvm-fallback" ] && cat "$WORK/kvm-fallback" >> "$WORK/result.txt"
-cp "$WORK/console-kvm.log" "$LOGDIR/" 2>/dev/null || true
-[ $rc = 0 ] || die "see $LOGDIR/console.log"
+[ $rc = 0 ] || die "cold boot; see $LOGDIR/console-cold.log"
+log "warm boot ($want): same data disk, profile from fw_cfg, kernel command line: $BASE_CMDLINE"
+run_qemu "$want" warm || rc=$?
+{
+  echo "== cold boot (blank data disk, profile on the kernel command line)"
+  cat "$WORK/result-cold.txt"
+  echo "== warm boot (same data disk, profile from QEMU fw_cfg)"
+  cat "$WORK/result-warm.txt" 2>/dev/null
+  echo "accelerator: $want"
+  cat "$WORK/kvm-fallback" 2>/dev/null
+} > "$WORK/result.txt"
+cat "$WORK/result.txt" >&2
+[ $rc = 0 ] || die "warm boot; see $LOGDIR/console-warm.log"
