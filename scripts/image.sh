@@ -275,7 +275,12 @@ truncate -s %4096 "$OUT/rootfs.squashfs"
 
 # --- kernel and initramfs -----------------------------------------------
 KIMG=$(ls "$PKGROOT/$KPKG/boot/" | grep -E '^(vmlinuz|vmlinux|Image)' | head -1)
-cp "$PKGROOT/$KPKG/boot/$KIMG" "$OUT/vmlinuz"
+case ${KERNEL_COMPRESS:-none} in
+  # arm64: Debian ships an uncompressed Image (~32 MiB); QEMU's -kernel
+  # and U-Boot's booti take it gzip'd.
+  gzip) gzip -9 -n -c "$PKGROOT/$KPKG/boot/$KIMG" > "$OUT/vmlinuz" ;;
+  *) cp "$PKGROOT/$KPKG/boot/$KIMG" "$OUT/vmlinuz" ;;
+esac
 INITRD=$WORK/initramfs
 rm -rf "$INITRD"
 mkdir -p "$INITRD"/{bin,dev,proc,sys,newroot}
