@@ -245,6 +245,7 @@ MODLIST=$(for m in "${ROOT_MODS[@]}"; do n=${m##*/}; echo "${n%%.ko*}"; done | p
 # Overlay and board profile.
 cp -a "$ROOT/rootfs/." "$STAGE/"
 rm -f "$STAGE/README.md"
+chmod 640 "$STAGE/etc/shadow"   # git keeps only 644/755
 {
   cat "$BOARD_DIR/profile"
   if ! grep -q '^[[:space:]]*modules[[:space:]]*=' "$BOARD_DIR/profile"; then
