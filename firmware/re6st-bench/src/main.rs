@@ -287,14 +287,17 @@ fn main() {
     }
 }
 
+/// The value after `flag` on the command line, or `default`.
+pub(crate) fn arg(args: &[String], flag: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.into())
+}
+
 fn registry_main(args: Vec<String>) {
-    let get = |flag: &str, default: &str| -> String {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_else(|| default.into())
-    };
+    let get = |flag: &str, default: &str| arg(&args, flag, default);
     let ours = PathBuf::from(get("--binary", "target/release/re6st"));
     let clients: usize = get("--clients", "200").parse().unwrap();
     let duration = Duration::from_secs(get("--seconds", "10").parse().unwrap());

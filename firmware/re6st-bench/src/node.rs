@@ -12,15 +12,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::arg;
 use re6st_testkit::overlay::{ns_of, Overlay, Registry};
-
-fn arg(args: &[String], flag: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.into())
-}
 
 /// Every node pings every other once, all nodes in parallel.
 fn all_reachable(o: &Overlay) -> bool {

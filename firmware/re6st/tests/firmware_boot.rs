@@ -95,16 +95,20 @@ impl Router {
 
     /// Power cut: PID 1 dies, and the kernel kills its namespace.
     fn cut(&mut self) {
-        let pid = self.holder.take().expect("booted");
+        let pid = self.holder.expect("booted");
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        self.wait_stopped(Duration::from_secs(10), "survived SIGKILL");
+    }
+
+    /// Waits until the current boot's PID 1 holder has exited (gone, or a
+    /// zombie our lab reaps at the end); `what` says what it failed to do.
+    fn wait_stopped(&mut self, limit: Duration, what: &str) {
+        let pid = self.holder.take().expect("booted");
         assert!(
-            Lab::wait_until(Duration::from_secs(10), || !Path::new(&format!(
-                "/proc/{pid}"
-            ))
-            .exists()
+            Lab::wait_until(limit, || !Path::new(&format!("/proc/{pid}")).exists()
                 || std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .is_ok_and(|s| s.contains(") Z "))),
-            "PID 1 holder {pid} survived SIGKILL"
+            "PID 1 holder {pid}: {what}"
         );
     }
 
@@ -286,16 +290,7 @@ fn first_boot_power_cuts_lan_and_registry_less_reboot() {
     let _ = Command::new("kill")
         .args(["-TERM", &pid1.to_string()])
         .status();
-    let holder = r.holder.take().unwrap();
-    assert!(
-        Lab::wait_until(Duration::from_secs(40), || !Path::new(&format!(
-            "/proc/{holder}/cmdline"
-        ))
-        .exists()
-            || std::fs::read(format!("/proc/{holder}/cmdline"))
-                .is_ok_and(|c| c.is_empty())),
-        "init did not stop"
-    );
+    r.wait_stopped(Duration::from_secs(40), "init did not stop");
     assert!(
         r.boot_log().contains("stopped (reboot)"),
         "{}",
@@ -321,16 +316,7 @@ fn first_boot_power_cuts_lan_and_registry_less_reboot() {
     // Clean poweroff through the control socket: services stopped, data
     // left without temporary files.
     assert!(r.ctl("poweroff").is_some());
-    let holder = r.holder.take().unwrap();
-    assert!(
-        Lab::wait_until(Duration::from_secs(40), || !Path::new(&format!(
-            "/proc/{holder}/cmdline"
-        ))
-        .exists()
-            || std::fs::read(format!("/proc/{holder}/cmdline"))
-                .is_ok_and(|c| c.is_empty())),
-        "init did not power off"
-    );
+    r.wait_stopped(Duration::from_secs(40), "init did not power off");
     assert!(
         r.boot_log().contains("stopped (poweroff)"),
         "{}",
