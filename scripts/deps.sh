@@ -12,6 +12,7 @@ APT_PACKAGES=(
   openvpn babeld                          # the node's tunnels and routing (stock babeld 1.12)
   graphviz                                # the demo renders its topology
   libfaketime util-linux                  # firmware boot tests: a 1970 clock, unshare
+  nftables miniupnpd-nftables             # NAT tests: home routers with and without UPnP
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse.

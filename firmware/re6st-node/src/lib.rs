@@ -3,8 +3,10 @@
 //! (router advertisements).
 
 pub mod babel;
+pub mod civil;
 pub mod daemon;
 pub mod lan;
+pub mod nat;
 pub mod openvpn;
 pub mod state;
 pub mod status;

@@ -97,7 +97,8 @@ fn neighbours_routes_and_draining() {
     assert!(lab
         .sh("a", "ip -6 route show 2001:db8:2::/48")
         .contains("t0"));
-    // Drain t0 on A: B sees A's link as expensive.
+    // Drain t0 on A: the link is expensive from both ends (B pays A's
+    // rxcost, A estimates the link quality with it).
     rt.block_on(async {
         let mut c = BabelClient::connect(&a_sock, Duration::from_secs(5))
             .await
@@ -115,6 +116,16 @@ fn neighbours_routes_and_draining() {
             break;
         }
         assert!(Instant::now() < deadline, "B never saw the drained cost");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    loop {
+        let t = rt.block_on(table(&a_sock));
+        if t.neighbours()
+            .any(|n| n.interface == "t0" && n.cost >= 4096)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's own cost never went up");
         std::thread::sleep(Duration::from_millis(500));
     }
     // Garbage requests don't break the connection or babeld.

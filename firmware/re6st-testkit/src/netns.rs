@@ -16,6 +16,7 @@ pub struct Lab {
     tag: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
+    files: Vec<std::path::PathBuf>,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -40,6 +41,7 @@ impl Lab {
             tag: format!("r{}x{n}", std::process::id() % 100_000),
             namespaces: Vec::new(),
             children: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -132,6 +134,15 @@ impl Lab {
         pid
     }
 
+    /// Writes a file (e.g. a daemon's configuration) that the lab removes
+    /// when dropped; its name is unique to the lab.
+    pub fn temp_file(&mut self, name: &str, contents: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("{}-{name}", self.tag));
+        std::fs::write(&path, contents).expect("temporary file");
+        self.files.push(path.clone());
+        path
+    }
+
     /// Waits until `check` is true, polling; false when `limit` passes.
     pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + limit;
@@ -173,6 +184,9 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             kill_all_in(ns);
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
         }
     }
 }

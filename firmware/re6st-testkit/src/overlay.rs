@@ -29,6 +29,11 @@ pub struct Overlay {
     pub node_pids: Vec<u32>,
 }
 
+/// In a node's extra arguments: start it without the default `--ip` (its
+/// underlay address), e.g. behind a NAT router. Any `--ip` given in the
+/// extra arguments replaces the default as well.
+pub const NO_UNDERLAY_IP: &str = "--testkit-no-underlay-ip";
+
 pub fn ns_of(n: u32) -> String {
     if n == 0 {
         "reg".into()
@@ -50,7 +55,13 @@ impl Overlay {
     pub fn start_node_with(&mut self, n: u32, extra: &[&str]) -> u32 {
         let d = self.node_dir(n);
         let p = |s: &str| d.join(s).display().to_string();
-        let args: Vec<String> = vec![
+        let default_ip = !extra.contains(&NO_UNDERLAY_IP) && !extra.contains(&"--ip");
+        let extra: Vec<&str> = extra
+            .iter()
+            .copied()
+            .filter(|a| *a != NO_UNDERLAY_IP)
+            .collect();
+        let mut args: Vec<String> = vec![
             self.bin.display().to_string(),
             "node".into(),
             format!("@{}", p("re6stnet.conf")),
@@ -60,8 +71,6 @@ impl Overlay {
             p("cert.crt"),
             "--key".into(),
             p("cert.key"),
-            "--ip".into(),
-            format!("198.18.{}.2", n + 1),
             "-s".into(),
             p("state"),
             "-r".into(),
@@ -71,7 +80,9 @@ impl Overlay {
             "-v".into(),
             "3".into(),
         ];
-        let mut args = args;
+        if default_ip {
+            args.extend(["--ip".into(), format!("198.18.{}.2", n + 1)]);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let log = d.join(format!("node-{}.out", self.node_pids.len()));
         let pid = self.lab.spawn(
@@ -81,6 +92,16 @@ impl Overlay {
         );
         self.node_pids.push(pid);
         pid
+    }
+
+    /// `re6st ctl status --json` of node `n`, if it answers.
+    pub fn status(&self, n: u32) -> Option<serde_json::Value> {
+        let out = Command::new(&self.bin)
+            .args(["ctl", "status", "--json", "-r"])
+            .arg(self.node_dir(n).join("run"))
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     pub fn logs(&self) -> String {

@@ -36,16 +36,7 @@ fn nodes_reach_each_other_over_the_overlay() {
     // and the configuration version are there.
     let run = |n: u32| o.node_dir(n).join("run").display().to_string();
     for n in 0..8 {
-        let out = Command::new(BIN)
-            .args(["ctl", "status", "--json", "-r", &run(n)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = o.status(n).expect("status");
         assert_eq!(s["address"], o.addrs[n as usize].as_str(), "{s}");
         assert!(s["config_version"].as_u64().unwrap() >= 1, "{s}");
         let not_after = s["cert_not_after"].as_i64().unwrap();
@@ -80,11 +71,7 @@ fn nodes_reach_each_other_over_the_overlay() {
     }
     let total_routes: u64 = (0..8)
         .map(|n| {
-            let out = Command::new(BIN)
-                .args(["ctl", "status", "--json", "-r", &run(n)])
-                .output()
-                .unwrap();
-            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let s = o.status(n).expect("status");
             s["tunnels"]
                 .as_array()
                 .unwrap()
@@ -237,12 +224,7 @@ fn nodes_on_one_lan_route_over_it_without_a_tunnel() {
     let subnet = |a: &str| format!("{}/64", a.strip_suffix('1').unwrap());
     // Tunnel peers of node n, both ways.
     let peers = |n: u32| -> Vec<String> {
-        let out = Command::new(BIN)
-            .args(["ctl", "status", "--json", "-r"])
-            .arg(o.node_dir(n).join("run"))
-            .output()
-            .unwrap();
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let s = o.status(n).unwrap_or_default();
         s["tunnels"]
             .as_array()
             .into_iter()

@@ -2,6 +2,8 @@
 //! loop that wires babeld, OpenVPN, the peer protocol and the tunnel
 //! manager together.
 
+pub mod handover;
+pub mod log;
 pub mod options;
 pub mod peer_link;
 pub mod reconfig;

@@ -22,6 +22,8 @@ use re6st_registry_client::transport::RegistryUrl;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::process::{Child, Command};
 
+use super::handover;
+use super::log::{error, log};
 use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
 use super::reconfig;
@@ -30,6 +32,8 @@ use crate::babel::client::BabelClient;
 use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
 use crate::babel::table::Table;
+use crate::nat::advertised::{Advertised, Mapping};
+use crate::nat::upnp::Upnp;
 use crate::openvpn::args::{client, server, Common};
 use crate::openvpn::hook::Event;
 use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAULT_CAPACITY};
@@ -40,12 +44,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn log(level: u8, verbose: u8, msg: impl std::fmt::Display) {
-    if verbose >= level {
-        eprintln!("re6stnet: {msg}");
-    }
 }
 
 /// Runs a command; on success, remembers its undo for the clean-up.
@@ -101,6 +99,8 @@ struct Node {
     /// `--client`: the addresses of our one tunnel, and its OpenVPN.
     client_mode: Option<Vec<(String, u16, re6st_proto::address::Proto)>>,
     client_mode_child: Option<Child>,
+    /// What we announce to peers, and how it is learned.
+    advertised: Advertised,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -118,7 +118,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("re6stnet: {e}");
+            error(e);
             return ExitCode::FAILURE;
         }
     };
@@ -135,11 +135,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                 .arg0(argv0)
                 .args(args)
                 .exec();
-            eprintln!("re6stnet: cannot restart: {e}");
+            error(format!("cannot restart: {e}"));
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("re6stnet: {e}");
+            error(e);
             ExitCode::FAILURE
         }
     }
@@ -282,19 +282,8 @@ async fn run(o: Options) -> Result<(), String> {
         extra: o.openvpn_args.clone(),
     };
     // Our addresses, announced to peers.
-    let country = o.country.as_deref();
-    let my_address =
-        o.ip.iter()
-            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-            .flat_map(|ip| {
-                servers.iter().map(move |(port, proto)| match country {
-                    // Upstream's 4th field (protocol 7 and later).
-                    Some(c) => format!("{ip},{port},{proto},{c}"),
-                    None => format!("{ip},{port},{proto}"),
-                })
-            })
-            .collect::<Vec<_>>()
-            .join(";");
+    let advertised = Advertised::new(&o.ip, &servers, o.country.as_deref())?;
+    let my_address = advertised.render();
 
     let mut undo = Vec::new();
     let v = o.verbose;
@@ -404,6 +393,7 @@ async fn run(o: Options) -> Result<(), String> {
                     renewal_check: now() + 10,
                     client_mode,
                     client_mode_child: None,
+                    advertised,
                 },
                 &config,
                 &dh,
@@ -542,10 +532,17 @@ async fn run_node(
         v,
         format!("node {} up, address {my_ip}", node.prefix.to_subnet()),
     );
+    let (upnp, mut mapping) = if node.advertised.wants_upnp() {
+        let (u, rx) = Upnp::start(node.advertised.mappable(), v);
+        (Some(u), Some(rx))
+    } else {
+        (None, None)
+    };
     let mut reexec = false;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
+            Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
             _ = sigint.recv() => break,
             status = babeld.wait() => {
                 log(1, v, format!("babeld exited ({status:?}); restarting in {babel_backoff}s"));
@@ -633,6 +630,9 @@ async fn run_node(
         }
     }
     log(2, v, "stopping");
+    if let Some(u) = upnp {
+        u.stop().await;
+    }
     let _ = node.manager.cache().save(&o.state.join("peers.bin"));
     for (_, mut c) in std::mem::take(&mut node.clients) {
         let _ = c.kill().await;
@@ -677,7 +677,46 @@ async fn run_node(
 /// What `run_node` returns when the node must start over.
 const REEXEC: &str = "re-exec";
 
+/// The next port mapping from the UPnP task; never ready without one.
+async fn mapping_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<Option<Mapping>>>,
+) -> Option<Option<Mapping>> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            // The task ended: nothing more will come.
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Node {
+    /// New port mappings on the gateway (or none any more).
+    fn set_mapping(&mut self, m: Option<Mapping>) {
+        if self.advertised.set_mapping(m) {
+            self.announce_change();
+        }
+    }
+
+    /// A peer's server saw our client come from `ip`.
+    fn peer_saw(&mut self, ip: &str) {
+        if let Ok(ip) = ip.parse() {
+            if self.advertised.peer_saw(ip) {
+                self.announce_change();
+            }
+        }
+    }
+
+    fn announce_change(&mut self) {
+        self.link.my_address = self.advertised.render();
+        log(
+            2,
+            self.o.verbose,
+            format!("our address for peers: {:?}", self.link.my_address),
+        );
+    }
+
     /// `--client`: keeps the one OpenVPN client running.
     fn client_mode_tunnel(&mut self) {
         let Some(remotes) = &self.client_mode else {
@@ -891,6 +930,20 @@ impl Node {
                 })
                 .collect(),
             served: self.manager.served().iter().map(subnet).collect(),
+            reachable_at: self.link.my_address.clone(),
+            ipv4: self.advertised.ipv4_source().into(),
+            port_mappings: self
+                .advertised
+                .mapping()
+                .map(|m| {
+                    m.ports
+                        .iter()
+                        .map(|((port, proto), ext)| {
+                            format!("{}:{ext}/{proto} -> {port}", m.external_ip)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -960,7 +1013,7 @@ impl Node {
                 }
             }
             Some(PeerEvent::Address(p, a)) => self.manager.on_address(p, &a),
-            Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(p, code),
+            Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(now(), p, code),
             Some(PeerEvent::Version(p, blob)) => self.on_version(udp, p, blob).await,
             None => {}
         }
@@ -987,10 +1040,15 @@ impl Node {
                     self.manager.on_served(prefix, false);
                 }
             }
-            Event::RouteUp { cn, serial, .. } => {
+            Event::RouteUp {
+                cn,
+                serial,
+                external_ip,
+            } => {
                 if let Ok(prefix) = Prefix::from_subnet(&cn) {
                     self.manager.on_tunnel_up(prefix, serial);
                 }
+                self.peer_saw(&external_ip);
             }
         }
     }
@@ -1021,6 +1079,14 @@ impl Node {
                     iface,
                     address,
                 } => {
+                    log(
+                        2,
+                        self.o.verbose,
+                        format!(
+                            "tunnel to {} via {iface}: trying {address}",
+                            prefix.to_subnet()
+                        ),
+                    );
                     if let Some(mut old) = self.clients.remove(&prefix) {
                         let _ = old.kill().await;
                     }
@@ -1044,14 +1110,37 @@ impl Node {
                         }
                     }
                 }
-                Action::Close { prefix, .. } => {
+                Action::Close { prefix, iface } => {
+                    log(
+                        2,
+                        self.o.verbose,
+                        format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
+                    );
                     if let Some(mut c) = self.clients.remove(&prefix) {
                         let _ = c.kill().await;
                     }
                 }
                 Action::QueryAddress(p) => self.send_to(udp, p, &[Code::Address as u8]).await,
-                Action::SendKill { prefix, code } => self.send_to(udp, prefix, &[code]).await,
+                Action::SendKill { prefix, code } => {
+                    let what = if code == 2 {
+                        "asking to close"
+                    } else {
+                        "agreeing to close"
+                    };
+                    log(
+                        2,
+                        self.o.verbose,
+                        format!("tunnel with {}: {what}", prefix.to_subnet()),
+                    );
+                    self.send_to(udp, prefix, &[code]).await
+                }
                 Action::SetRxCost { iface, rxcost } => {
+                    if rxcost.is_some() {
+                        log(2, self.o.verbose, format!("draining {iface}"));
+                        handover::hold(&iface);
+                    } else {
+                        handover::release(&iface);
+                    }
                     if let Ok(mut c) =
                         BabelClient::connect(&self.babel_socket, Duration::from_secs(5)).await
                     {
@@ -1093,7 +1182,11 @@ impl Node {
                 view.lan_neighbours.insert(p);
             }
             if let Some(p) = own {
-                view.neighbours.insert(p, via.clone());
+                view.neighbours
+                    .entry(p)
+                    .or_default()
+                    .extend(via.iter().copied());
+                *view.links.entry((iface.clone(), p)).or_default() += via.len();
             }
             *view.routes_per_iface.entry(iface).or_default() += via.len();
         }

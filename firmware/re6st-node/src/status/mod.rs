@@ -5,6 +5,8 @@ pub mod ctl;
 
 use serde::{Deserialize, Serialize};
 
+use crate::civil::date;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub network: String,
@@ -24,6 +26,13 @@ pub struct NodeStatus {
     pub tunnels: Vec<TunnelStatus>,
     /// Peers connected to our OpenVPN servers.
     pub served: Vec<String>,
+    /// The addresses we give peers (`ip,port,proto;...`), empty while
+    /// none is known.
+    pub reachable_at: String,
+    /// How our IPv4 address is known: fixed, upnp, as seen by peers.
+    pub ipv4: String,
+    /// Port mappings on the home router (`external ip:port/proto -> port`).
+    pub port_mappings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,23 +49,6 @@ pub struct TunnelStatus {
 /// The protocol field of an `ip,port,proto[,country]` address.
 pub fn protocol_of(address: &str) -> Option<String> {
     address.split(',').nth(2).map(str::to_owned)
-}
-
-fn date(t: i64) -> String {
-    // Days since the epoch to a civil date (proleptic Gregorian).
-    let days = t.div_euclid(86_400);
-    let (z, doe) = {
-        let z = days + 719_468;
-        (z, z.rem_euclid(146_097))
-    };
-    let era = z.div_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// The status for a person; `now` in seconds since the epoch.
@@ -101,6 +93,18 @@ pub fn render(s: &NodeStatus, now: i64) -> String {
             t.address.as_deref().unwrap_or("-")
         );
     }
+    out += &format!(
+        "reachable at: {}\n",
+        if s.reachable_at.is_empty() {
+            "no address known yet (client tunnels only)"
+        } else {
+            &s.reachable_at
+        }
+    );
+    out += &format!("IPv4 address: {}\n", s.ipv4);
+    for m in &s.port_mappings {
+        out += &format!("  port mapping {m}\n");
+    }
     out += &format!("peers on our servers ({}):\n", s.served.len());
     for p in &s.served {
         out += &format!("  {p}\n");
@@ -132,6 +136,9 @@ mod tests {
                 routes: 3,
             }],
             served: vec!["2001:db8:42:5::/64".into()],
+            reachable_at: "198.18.50.2,40000,udp".into(),
+            ipv4: "upnp".into(),
+            port_mappings: vec!["198.18.50.2:40000/udp -> 1194".into()],
         };
         let text = render(&s, 1_795_564_800); // 2026-11-25
         assert!(
@@ -140,9 +147,15 @@ mod tests {
         );
         assert!(text.contains("re6stnet1    established  udp"), "{text}");
         assert!(text.contains("version 3"));
+        assert!(
+            text.contains("reachable at: 198.18.50.2,40000,udp\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("port mapping 198.18.50.2:40000/udp -> 1194"),
+            "{text}"
+        );
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), s);
-        assert_eq!(date(0), "1970-01-01");
-        assert_eq!(date(951_782_400), "2000-02-29");
     }
 }

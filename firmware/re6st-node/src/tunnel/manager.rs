@@ -7,9 +7,13 @@
 //! staying connected. Without a route to the registry the node bootstraps
 //! from its cache, then from the registry's `getBootstrapPeer`.
 //!
-//! Draining, with stock babeld: the tunnel's tap announces a high rxcost so
-//! routes move away; once nothing is routed through it, we ask the peer to
-//! close (code 2) and close on its answer (code 3) or after a timeout.
+//! Draining, with stock babeld: the tunnel's tap announces a high rxcost
+//! and measures link quality, so the link looks expensive from both ends
+//! and routes move away. Once nothing of ours goes through it, we ask the
+//! peer to close (code 2). The peer answers (code 3) once its own routes
+//! through us moved away too (its side is a tap shared by all the clients
+//! of one server, so it cannot raise the cost itself: it waits for the
+//! cost we announce), and we close on that answer or after a timeout.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -44,6 +48,10 @@ pub struct RoutingView {
     pub neighbours: BTreeMap<Prefix, BTreeSet<Prefix>>,
     /// Installed node routes per tunnel interface.
     pub routes_per_iface: BTreeMap<String, usize>,
+    /// Each neighbour known by its own prefix, per interface: the number
+    /// of installed node routes through it there. (A peer may be both our
+    /// client and our server: `neighbours` merges both links.)
+    pub links: BTreeMap<(String, Prefix), usize>,
     /// Nodes that are babel neighbours on a LAN interface (`-i`): no
     /// tunnel is needed to reach them.
     pub lan_neighbours: BTreeSet<Prefix>,
@@ -112,6 +120,9 @@ struct Killer {
 /// Seconds after which the routing view is refreshed anyway.
 const ROUTES_MAX_AGE: i64 = 30;
 
+/// Seconds between two routing views while a tunnel is being drained.
+const DRAIN_POLL: i64 = 2;
+
 pub struct Manager {
     cfg: Config,
     cache: PeerCache,
@@ -119,6 +130,12 @@ pub struct Manager {
     /// Peers connected to our servers.
     served: BTreeSet<Prefix>,
     killing: BTreeMap<Prefix, Killer>,
+    /// Served peers that asked to close their tunnel: the deadline by
+    /// which we agree even if routes still go through them.
+    agreeing: BTreeMap<Prefix, i64>,
+    /// Peers whose tunnel we just drained and closed, until when they are
+    /// not chosen again (reconnecting at once would waste the drain).
+    replaced: BTreeMap<Prefix, i64>,
     free_ifaces: Vec<String>,
     next_iface: usize,
     /// Peers asked for their address, not answered yet.
@@ -145,6 +162,8 @@ impl Manager {
             connections: BTreeMap::new(),
             served: BTreeSet::new(),
             killing: BTreeMap::new(),
+            agreeing: BTreeMap::new(),
+            replaced: BTreeMap::new(),
             free_ifaces: Vec::new(),
             next_iface: 1,
             connecting: BTreeSet::new(),
@@ -231,6 +250,7 @@ impl Manager {
     /// through the connect hook, if still allowed).
     pub fn clear_served(&mut self) {
         self.served.clear();
+        self.agreeing.clear();
     }
 
     /// A new `tunnel_refresh` from the network configuration.
@@ -250,6 +270,7 @@ impl Manager {
             .killing
             .values()
             .map(|k| k.deadline)
+            .chain(self.agreeing.values().copied())
             .min()
             .unwrap_or(i64::MAX);
         self.next_refresh.min(k)
@@ -259,9 +280,11 @@ impl Manager {
     pub fn tick(&mut self, now: i64) {
         // Also a dump every half minute: a routing view that old is too
         // stale to notice, e.g., a LAN neighbour that made a tunnel useless.
+        let draining = !self.killing.is_empty() || !self.agreeing.is_empty();
         if now >= self.next_timeout()
             || self.connections.len() < self.cfg.client_count
             || now - self.last_routes >= ROUTES_MAX_AGE
+            || (draining && now - self.last_routes >= DRAIN_POLL)
         {
             self.actions.push_back(Action::RequestDump);
         }
@@ -272,6 +295,7 @@ impl Manager {
         self.last_view = view;
         self.last_routes = now;
         self.advance_killers(now);
+        self.advance_agreements(now);
         // A tunnel to a node on our LAN only duplicates the LAN.
         let redundant: Vec<Prefix> = self
             .connections
@@ -350,7 +374,7 @@ impl Manager {
                 // request unanswered closes anyway, a drain is undone.
                 self.killing.remove(&p);
                 match k.state {
-                    KillState::Requested => self.close(p),
+                    KillState::Requested => self.replace(now, p),
                     KillState::Draining => self.actions.push_back(Action::SetRxCost {
                         iface,
                         rxcost: None,
@@ -358,15 +382,18 @@ impl Manager {
                 }
                 continue;
             }
-            if k.state == KillState::Draining
+            // The peer must be back in the view on this tunnel (the drain
+            // restarted the interface in babeld): an empty view right after
+            // the restart says nothing about where routes will settle.
+            let drained = self.last_view.links.get(&(iface.clone(), p)) == Some(&0)
                 && self
                     .last_view
                     .routes_per_iface
                     .get(&iface)
                     .copied()
                     .unwrap_or(0)
-                    == 0
-            {
+                    == 0;
+            if k.state == KillState::Draining && drained {
                 self.actions
                     .push_back(Action::SendKill { prefix: p, code: 2 });
                 self.killing.insert(
@@ -380,23 +407,65 @@ impl Manager {
         }
     }
 
+    /// Answers the served peers that asked to close, once our routes
+    /// through them moved away (their raised cost pushes them) or when
+    /// waiting longer would make them give up.
+    fn advance_agreements(&mut self, now: i64) {
+        // Routes through the peer on our servers' taps (not on a tunnel of
+        // ours to it, if it also is our server).
+        let client_ifaces: BTreeSet<&str> = self
+            .connections
+            .values()
+            .map(|c| c.iface.as_str())
+            .collect();
+        let routed = |p: &Prefix| -> usize {
+            self.last_view
+                .links
+                .iter()
+                .filter(|((iface, q), _)| q == p && !client_ifaces.contains(iface.as_str()))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let ready: Vec<Prefix> = self
+            .agreeing
+            .iter()
+            .filter(|(p, deadline)| now >= **deadline || !self.served.contains(p) || routed(p) == 0)
+            .map(|(p, _)| *p)
+            .collect();
+        for prefix in ready {
+            self.agreeing.remove(&prefix);
+            if self.served.contains(&prefix) {
+                self.actions.push_back(Action::SendKill { prefix, code: 3 });
+            }
+        }
+    }
+
     /// A peer message with code 2 or 3 from `prefix`.
-    pub fn on_kill_message(&mut self, prefix: Prefix, code: u8) {
+    pub fn on_kill_message(&mut self, now: i64, prefix: Prefix, code: u8) {
         match code {
-            // The client side of one of our served tunnels is drained:
-            // our side is a shared tap, nothing to drain; just agree.
+            // The client of one of our servers drained its tunnel: agree
+            // once our routes through it moved away as well.
             2 if self.served.contains(&prefix) => {
-                self.actions.push_back(Action::SendKill { prefix, code: 3 })
+                self.agreeing
+                    .entry(prefix)
+                    .or_insert(now + self.cfg.timeout);
+                self.actions.push_back(Action::RequestDump);
             }
             3 if self
                 .killing
                 .get(&prefix)
                 .is_some_and(|k| k.state == KillState::Requested) =>
             {
-                self.close(prefix);
+                self.replace(now, prefix);
             }
             _ => {}
         }
+    }
+
+    /// Closes a drained tunnel; another peer will take its place.
+    fn replace(&mut self, now: i64, prefix: Prefix) {
+        self.close(prefix);
+        self.replaced.insert(prefix, now + self.cfg.tunnel_refresh);
     }
 
     fn close(&mut self, prefix: Prefix) {
@@ -467,11 +536,13 @@ impl Manager {
             return;
         }
         self.connecting.clear();
+        self.replaced.retain(|_, until| now < *until);
         let view = self.last_view.clone();
         let mut distant: Vec<Prefix> = view
             .known
             .iter()
             .filter(|p| !view.neighbours.contains_key(p) && **p != self.cfg.me)
+            .filter(|p| !self.replaced.contains_key(p))
             .copied()
             .collect();
         // Persistent neighbours first, the others in random order.
@@ -642,6 +713,7 @@ impl Manager {
             self.served.insert(prefix);
         } else {
             self.served.remove(&prefix);
+            self.agreeing.remove(&prefix);
         }
     }
 
@@ -790,14 +862,30 @@ mod tests {
             }),
             "{a:?}"
         );
-        // Routes moved away: kill request; the answer closes it.
+        // Right after the drain restarted the interface, babel knows
+        // nothing through it yet: too early to ask the peer.
         view.routes_per_iface.insert("re6stnet2".into(), 0);
         m.on_routes(61, view.clone());
+        assert!(!drain(&mut m)
+            .iter()
+            .any(|a| matches!(a, Action::SendKill { .. })));
+        // The peer is back on that tunnel, with nothing routed through it:
+        // kill request; the answer closes it.
+        view.links.insert(("re6stnet-tcp".into(), p(2)), 0);
+        m.on_routes(62, view.clone());
+        assert!(
+            !drain(&mut m)
+                .iter()
+                .any(|a| matches!(a, Action::SendKill { .. })),
+            "seen on another link only"
+        );
+        view.links.insert(("re6stnet2".into(), p(2)), 0);
+        m.on_routes(62, view.clone());
         assert!(drain(&mut m).contains(&Action::SendKill {
             prefix: p(2),
             code: 2
         }));
-        m.on_kill_message(p(2), 3);
+        m.on_kill_message(62, p(2), 3);
         let a = drain(&mut m);
         assert!(a.contains(&Action::Close {
             prefix: p(2),
@@ -807,15 +895,63 @@ mod tests {
             iface: "re6stnet2".into(),
             rxcost: None
         }));
-        // A served peer asking us to close gets our agreement.
-        m.on_kill_message(p(7), 2);
-        assert_eq!(
-            drain(&mut m),
-            vec![Action::SendKill {
-                prefix: p(7),
-                code: 3
-            }]
-        );
+        // The freed slot does not go back to 2 at once; a refresh later it may.
+        let view = RoutingView {
+            known: [p(0), p(1), p(2)].into(),
+            neighbours: [(p(0), BTreeSet::new()), (p(1), BTreeSet::new())].into(),
+            ..Default::default()
+        };
+        let opened = |a: Vec<Action>| -> Vec<Action> {
+            a.into_iter()
+                .filter(|a| matches!(a, Action::QueryAddress(_) | Action::Open { .. }))
+                .collect()
+        };
+        m.on_routes(63, view.clone());
+        assert_eq!(opened(drain(&mut m)), vec![]);
+        m.on_routes(62 + 60, view);
+        assert_eq!(opened(drain(&mut m)), vec![Action::QueryAddress(p(2))]);
+    }
+
+    #[test]
+    fn served_peers_get_an_answer_once_routes_moved_away() {
+        let mut m = Manager::new(cfg(9, 2), PeerCache::new(10), 0, 1);
+        m.on_served(p(7), true);
+        m.on_served(p(8), true);
+        let mut view = RoutingView::default();
+        view.links.insert(("re6stnet-tcp".into(), p(7)), 2);
+        view.links.insert(("re6stnet-udp".into(), p(8)), 1);
+        m.on_routes(0, view.clone());
+        drain(&mut m);
+        let answers = |a: Vec<Action>| -> Vec<Prefix> {
+            a.into_iter()
+                .filter_map(|a| match a {
+                    Action::SendKill { prefix, code: 3 } => Some(prefix),
+                    _ => None,
+                })
+                .collect()
+        };
+        m.on_kill_message(1, p(7), 2);
+        m.on_kill_message(1, p(8), 2);
+        assert!(drain(&mut m).contains(&Action::RequestDump));
+        // Routes still go through both: no answer yet, but frequent dumps.
+        m.on_routes(1, view.clone());
+        assert!(answers(drain(&mut m)).is_empty());
+        m.tick(3);
+        assert_eq!(drain(&mut m), vec![Action::RequestDump]);
+        // 7's cost went up and babel moved away from it: agreed.
+        view.links.insert(("re6stnet-tcp".into(), p(7)), 0);
+        m.on_routes(3, view.clone());
+        assert_eq!(answers(drain(&mut m)), vec![p(7)]);
+        // 8 never drains: agreed anyway after the timeout, before the
+        // peer gives up (it waits twice as long).
+        m.on_routes(20, view.clone());
+        assert!(answers(drain(&mut m)).is_empty());
+        m.on_routes(21, view.clone());
+        assert_eq!(answers(drain(&mut m)), vec![p(8)]);
+        // Nobody else: no answer to a peer that is not ours.
+        m.on_kill_message(22, p(5), 2);
+        m.on_routes(22, view);
+        assert!(answers(drain(&mut m)).is_empty());
     }
 
     #[test]
@@ -857,8 +993,8 @@ mod tests {
             })
             .collect();
         let mut edges: BTreeSet<(u32, u32)> = BTreeSet::new();
-        // Interfaces with a raised rxcost, per node.
-        let mut drained: BTreeSet<(u32, String)> = BTreeSet::new();
+        // Tunnels (as edges) with a raised rxcost: expensive from both ends.
+        let mut drained: BTreeSet<(u32, u32)> = BTreeSet::new();
         let mut history = Vec::new();
         for step in 0..200i64 {
             let now = step * 5;
@@ -896,23 +1032,24 @@ mod tests {
                 }
                 for (n, set) in &via {
                     view.known.extend(set.iter().copied());
+                    // Like babel: a drained link keeps only the routes
+                    // that have no other way.
+                    let routed: BTreeSet<Prefix> = if drained.contains(&(i.min(*n), i.max(*n))) {
+                        set.iter()
+                            .filter(|x| !via.iter().any(|(m, s)| m != n && s.contains(x)))
+                            .copied()
+                            .collect()
+                    } else {
+                        set.clone()
+                    };
                     let iface = nodes[i as usize]
                         .tunnels()
                         .find(|(q, _)| **q == p(*n))
                         .map(|(_, f)| f.to_owned());
-                    if let Some(f) = iface {
-                        // Like babel: a drained link keeps only the routes
-                        // that have no other way.
-                        let routed = if drained.contains(&(i, f.clone())) {
-                            set.iter()
-                                .filter(|x| !via.iter().any(|(m, s)| m != n && s.contains(x)))
-                                .count()
-                        } else {
-                            set.len()
-                        };
-                        *view.routes_per_iface.entry(f).or_default() += routed;
-                    }
-                    view.neighbours.insert(p(*n), set.clone());
+                    let f = iface.unwrap_or_else(|| "re6stnet-udp".into());
+                    *view.routes_per_iface.entry(f.clone()).or_default() += routed.len();
+                    *view.links.entry((f, p(*n))).or_default() += routed.len();
+                    view.neighbours.insert(p(*n), routed);
                 }
                 nodes[i as usize].tick(now);
                 nodes[i as usize].on_routes(now, view);
@@ -938,28 +1075,24 @@ mod tests {
                         }
                         Action::SendKill { prefix, code } => {
                             let j = prefix.value() as usize;
-                            nodes[j].on_kill_message(p(i), code);
-                            // Answers go straight back.
-                            while let Some(b) = nodes[j].poll_action() {
-                                if let Action::SendKill { prefix: back, code } = b {
-                                    nodes[back.value() as usize].on_kill_message(p(j as u32), code);
-                                }
-                            }
+                            nodes[j].on_kill_message(now, p(i), code);
                         }
                         Action::RequestBootstrap => {
                             nodes[i as usize].on_bootstrap(Some((p(0), addr(0))))
                         }
-                        Action::SetRxCost {
-                            iface,
-                            rxcost: Some(_),
-                        } => {
-                            drained.insert((i, iface));
-                        }
-                        Action::SetRxCost {
-                            iface,
-                            rxcost: None,
-                        } => {
-                            drained.remove(&(i, iface));
+                        Action::SetRxCost { iface, rxcost } => {
+                            let peer = nodes[i as usize]
+                                .tunnels()
+                                .find(|(_, f)| *f == iface)
+                                .map(|(q, _)| q.value() as u32);
+                            if let Some(j) = peer {
+                                let edge = (i.min(j), i.max(j));
+                                if rxcost.is_some() {
+                                    drained.insert(edge);
+                                } else {
+                                    drained.remove(&edge);
+                                }
+                            }
                         }
                         _ => {}
                     }
