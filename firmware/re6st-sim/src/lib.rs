@@ -1,0 +1,18 @@
+//! re6st-sim: thousands of re6st nodes, each running the node's real
+//! sans-IO tunnel manager ([`re6st_node::tunnel::manager::Manager`]), over
+//! a modelled routing layer and in simulated time. It measures what the
+//! rewiring of re6st gives at scale: diameter, stretch, connectivity
+//! under loss, recovery, control traffic. See the README's simulator
+//! section for what is modelled and what is not.
+
+pub mod config;
+pub mod graph;
+pub mod ids;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod rng;
+pub mod routing;
+pub mod run;
+pub mod table;
+pub mod wire;

@@ -1,0 +1,675 @@
+//! The simulated network: one real [`Manager`] per node, the tunnel graph,
+//! a registry answering `getBootstrapPeer`, peer messages, and time.
+//!
+//! Time advances in whole seconds, like the managers' clocks. Within a
+//! second, events (boots, tunnel results, datagrams) run in the order they
+//! were scheduled, then every node due is ticked; whatever a manager asks
+//! for is carried out at once (a babel dump is computed from the current
+//! graph), except tunnels, which come up `tunnel_delay` seconds later.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
+use re6st_node::state::peers::{PeerCache, DEFAULT_CAPACITY};
+use re6st_node::tunnel::manager::{Action, Config, Manager};
+use re6st_proto::message::{Code, Message};
+use re6st_proto::prefix::Prefix;
+use serde::Serialize;
+
+use crate::config::{Loss, LossKind, SimConfig};
+use crate::graph::{Components, Graph, Tunnel};
+use crate::ids::{address_list, index, node_of_ip, prefix, REGISTRY};
+use crate::rng::Rng;
+use crate::routing::Router;
+use crate::wire::{encode, PeerTraffic, FRAMING};
+
+/// The manager's own period of babel dumps when nothing happens.
+const ROUTES_MAX_AGE: i64 = 30;
+/// How often a node announces the network version to its tunnel peers.
+const VERSION_EVERY: i64 = 30;
+/// A signed version: a packed number and a 2048-bit RSA signature.
+const VERSION_PAYLOAD: usize = 1 + 2 + 256;
+
+/// What the simulator did on the managers' behalf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counts {
+    /// Babel dumps the managers asked for (each answered with a view).
+    pub dumps: u64,
+    /// Dumps idle managers would have asked for every 30 s, not computed
+    /// (see `Sim::tick_all`).
+    pub idle_dumps: u64,
+    pub bootstrap_requests: u64,
+    /// Bootstrap requests answered with a peer.
+    pub bootstrap_answers: u64,
+    /// OpenVPN client starts (each address tried counts).
+    pub tunnel_attempts: u64,
+    pub tunnels_up: u64,
+    pub tunnel_failures: u64,
+    /// Client tunnels closed by their manager.
+    pub tunnel_closes: u64,
+}
+
+impl Counts {
+    pub fn minus(&self, o: &Counts) -> Counts {
+        Counts {
+            dumps: self.dumps - o.dumps,
+            idle_dumps: self.idle_dumps - o.idle_dumps,
+            bootstrap_requests: self.bootstrap_requests - o.bootstrap_requests,
+            bootstrap_answers: self.bootstrap_answers - o.bootstrap_answers,
+            tunnel_attempts: self.tunnel_attempts - o.tunnel_attempts,
+            tunnels_up: self.tunnels_up - o.tunnels_up,
+            tunnel_failures: self.tunnel_failures - o.tunnel_failures,
+            tunnel_closes: self.tunnel_closes - o.tunnel_closes,
+        }
+    }
+}
+
+struct Node {
+    mgr: Option<Manager>,
+    nat: bool,
+    boot_at: i64,
+    next_tick: i64,
+    /// When the manager last got a routing view (or would have).
+    last_dump: i64,
+    /// Clients on our UDP and TCP servers.
+    served: [usize; 2],
+}
+
+enum Event {
+    Boot(u32),
+    /// `tunnel_delay` after an OpenVPN client started.
+    TunnelResult {
+        t: u32,
+        attempt: u64,
+        opened: i64,
+        right_node: bool,
+    },
+    /// The client's OpenVPN exits (failed attempt, or ping-exit).
+    TunnelExit {
+        t: u32,
+        attempt: u64,
+    },
+    /// The server's OpenVPN drops a client that went silent.
+    ServedGone {
+        t: u32,
+        attempt: u64,
+    },
+    Deliver {
+        from: u32,
+        to: u32,
+        payload: Vec<u8>,
+    },
+}
+
+struct Queued {
+    at: i64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+pub struct Sim {
+    cfg: SimConfig,
+    now: i64,
+    nodes: Vec<Node>,
+    alive: Vec<bool>,
+    alive_version: u64,
+    graph: Graph,
+    router: Router,
+    comp: Components,
+    comp_key: Option<(u64, u64)>,
+    events: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    attempts: u64,
+    rng: Rng,
+    work: Vec<u32>,
+    queued: Vec<bool>,
+    traffic: PeerTraffic,
+    counts: Counts,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let n = cfg.nodes;
+        let mut rng = Rng::derive(cfg.seed, 1);
+        let nodes = (0..n)
+            .map(|i| Node {
+                mgr: None,
+                // The registry's node is public: everybody's first peer.
+                nat: i != REGISTRY && rng.unit() < cfg.nat,
+                boot_at: if i == REGISTRY || cfg.join_over == 0 {
+                    0
+                } else {
+                    rng.below(cfg.join_over as u64) as i64
+                },
+                next_tick: 0,
+                last_dump: 0,
+                served: [0; 2],
+            })
+            .collect::<Vec<_>>();
+        let mut sim = Sim {
+            now: 0,
+            alive: vec![false; n as usize],
+            alive_version: 0,
+            graph: Graph::new(n),
+            router: Router::default(),
+            comp: Components::default(),
+            comp_key: None,
+            events: BinaryHeap::new(),
+            seq: 0,
+            attempts: 0,
+            rng,
+            work: Vec::new(),
+            queued: vec![false; n as usize],
+            traffic: PeerTraffic::default(),
+            counts: Counts::default(),
+            nodes,
+            cfg,
+        };
+        for i in 0..n {
+            let at = sim.nodes[i as usize].boot_at;
+            sim.schedule(at, Event::Boot(i));
+        }
+        sim
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn alive(&self) -> &[bool] {
+        &self.alive
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.alive.iter().filter(|&&a| a).count()
+    }
+
+    pub fn is_nat(&self, i: u32) -> bool {
+        self.nodes[i as usize].nat
+    }
+
+    pub fn traffic(&self) -> PeerTraffic {
+        self.traffic
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    fn mgr(&self, i: u32) -> Option<&Manager> {
+        self.nodes[i as usize].mgr.as_ref()
+    }
+
+    /// Client tunnels of a live node's manager (established or not).
+    pub fn client_tunnels(&self, i: u32) -> Option<usize> {
+        self.mgr(i).map(|m| m.tunnels().count())
+    }
+
+    /// Peers on a live node's servers, as its manager knows them.
+    pub fn served(&self, i: u32) -> Option<usize> {
+        self.mgr(i).map(|m| m.served().len())
+    }
+
+    /// Live nodes whose manager believes the registry is out of reach.
+    pub fn registry_cut(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.mgr.as_ref())
+            .filter(|m| m.is_disconnected())
+            .count()
+    }
+
+    /// The connected components of the live nodes, now.
+    pub fn components(&mut self) -> &Components {
+        let key = (self.graph.version(), self.alive_version);
+        if self.comp_key != Some(key) {
+            self.comp.compute(&self.graph, &self.alive);
+            self.comp_key = Some(key);
+        }
+        &self.comp
+    }
+
+    fn schedule(&mut self, at: i64, event: Event) {
+        self.seq += 1;
+        self.events.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// One simulated second.
+    pub fn step(&mut self) {
+        self.process_events();
+        self.tick_all();
+        // Datagrams sent by the ticks arrive within the second.
+        self.process_events();
+        self.now += 1;
+    }
+
+    fn process_events(&mut self) {
+        loop {
+            self.run_work();
+            match self.events.peek() {
+                Some(Reverse(q)) if q.at <= self.now => {}
+                _ => break,
+            }
+            let Some(Reverse(q)) = self.events.pop() else {
+                break;
+            };
+            self.handle(q.event);
+        }
+    }
+
+    /// Ticks the nodes that are due. The daemon ticks every node every
+    /// second; a tick only matters when it makes the manager ask for a
+    /// babel dump, so:
+    /// * a node draining a tunnel (either end) is ticked every second;
+    /// * a node below its client count every `tick` seconds;
+    /// * any node at its manager's `next_timeout`;
+    /// * a full, idle node otherwise not: its dumps every 30 s would change
+    ///   nothing (no LAN here), so they are counted, not computed.
+    fn tick_all(&mut self) {
+        let now = self.now;
+        let version_msg = VERSION_PAYLOAD + 1 + FRAMING;
+        for i in 0..self.cfg.nodes {
+            if !self.alive[i as usize] {
+                continue;
+            }
+            let busy = self.graph.drains(i);
+            let (tick, client_count) = (self.cfg.tick, self.cfg.client_count);
+            let node = &mut self.nodes[i as usize];
+            let Some(m) = node.mgr.as_mut() else { continue };
+            if now > node.boot_at && (now - node.boot_at) % VERSION_EVERY == 0 {
+                let peers = m.tunnels().count() + m.served().len();
+                self.traffic.version_announcements += peers as u64;
+                self.traffic.bytes += (peers * version_msg) as u64;
+            }
+            let full = m.tunnels().count() >= client_count;
+            let periodic = now >= node.next_tick;
+            if periodic {
+                node.next_tick = now + tick;
+            }
+            if busy || now >= m.next_timeout() || (periodic && !full) {
+                m.tick(now);
+                self.touch(i);
+                self.run_work();
+            } else if now - node.last_dump >= ROUTES_MAX_AGE {
+                node.last_dump = now;
+                self.counts.idle_dumps += 1;
+            }
+        }
+    }
+
+    fn touch(&mut self, i: u32) {
+        if !self.queued[i as usize] {
+            self.queued[i as usize] = true;
+            self.work.push(i);
+        }
+    }
+
+    /// Carries out every pending action of every touched manager.
+    fn run_work(&mut self) {
+        while let Some(i) = self.work.pop() {
+            self.queued[i as usize] = false;
+            while let Some(a) = self.nodes[i as usize]
+                .mgr
+                .as_mut()
+                .and_then(Manager::poll_action)
+            {
+                self.act(i, a);
+            }
+        }
+    }
+
+    /// Calls a live node's manager, then carries out what it asks for.
+    fn with_mgr(&mut self, i: u32, f: impl FnOnce(&mut Manager, i64)) {
+        let now = self.now;
+        if let Some(m) = self.nodes[i as usize].mgr.as_mut() {
+            f(m, now);
+            self.touch(i);
+        }
+    }
+
+    fn boot(&mut self, i: u32) {
+        let cfg = &self.cfg;
+        let mut cache = PeerCache::new(DEFAULT_CAPACITY);
+        let mut r = Rng::derive(cfg.seed, 0x1000_0000 + u64::from(i));
+        if i != REGISTRY {
+            // A first boot: re6st-conf leaves the registry's node as the
+            // only peer known.
+            cache.add_peer(
+                prefix(REGISTRY),
+                &address_list(REGISTRY),
+                false,
+                &mut || r.next_u64(),
+            );
+        }
+        let mc = Config {
+            me: prefix(i),
+            registry: Some(prefix(REGISTRY)),
+            client_count: cfg.client_count,
+            tunnel_refresh: cfg.tunnel_refresh,
+            timeout: cfg.timeout(),
+            neighbours: BTreeSet::new(),
+            disabled: BTreeSet::new(),
+        };
+        let seed = r.next_u64();
+        let node = &mut self.nodes[i as usize];
+        node.mgr = Some(Manager::new(mc, cache, self.now, seed));
+        node.next_tick = self.now + 1;
+        self.alive[i as usize] = true;
+        self.alive_version += 1;
+        self.touch(i);
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Boot(i) => self.boot(i),
+            Event::TunnelResult {
+                t,
+                attempt,
+                opened,
+                right_node,
+            } => self.tunnel_result(t, attempt, opened, right_node),
+            Event::TunnelExit { t, attempt } => {
+                if self.current(t, attempt) {
+                    if let Some(x) = self.drop_tunnel(t) {
+                        let s = prefix(x.server);
+                        self.with_mgr(x.client, |m, _| m.on_tunnel_exit(s));
+                    }
+                }
+            }
+            Event::ServedGone { t, attempt } => {
+                if self.current(t, attempt) {
+                    if let Some(x) = self.drop_tunnel(t) {
+                        let c = prefix(x.client);
+                        self.with_mgr(x.server, |m, _| m.on_served(c, false));
+                    }
+                }
+            }
+            Event::Deliver { from, to, payload } => self.deliver(from, to, &payload),
+        }
+    }
+
+    fn current(&self, t: u32, attempt: u64) -> bool {
+        self.graph.tunnel(t).is_some_and(|x| x.attempt == attempt)
+    }
+
+    /// Forgets a tunnel record, freeing its server slot.
+    fn drop_tunnel(&mut self, t: u32) -> Option<Tunnel> {
+        let x = self.graph.remove(t)?;
+        if x.up {
+            let s = &mut self.nodes[x.server as usize].served[x.proto as usize];
+            *s = s.saturating_sub(1);
+        }
+        Some(x)
+    }
+
+    fn tunnel_result(&mut self, t: u32, attempt: u64, opened: i64, right_node: bool) {
+        if !self.current(t, attempt) {
+            return;
+        }
+        let Some(x) = self.graph.tunnel(t) else {
+            return;
+        };
+        let (c, s, proto) = (x.client, x.server, x.proto as usize);
+        let server = &self.nodes[s as usize];
+        let ok = right_node
+            && self.alive[s as usize]
+            && !server.nat
+            && server.served[proto] < self.cfg.max_clients;
+        if !ok {
+            // OpenVPN gives up after its ping-exit.
+            self.counts.tunnel_failures += 1;
+            let at = (opened + self.cfg.timeout()).max(self.now);
+            self.schedule(at, Event::TunnelExit { t, attempt });
+            return;
+        }
+        self.nodes[s as usize].served[proto] += 1;
+        self.graph.link(t);
+        self.counts.tunnels_up += 1;
+        // The server's connect hook, then the client's route-up hook.
+        let (pc, ps) = (prefix(c), prefix(s));
+        self.with_mgr(s, |m, _| m.on_served(pc, true));
+        self.with_mgr(c, |m, _| m.on_tunnel_up(ps, u64::from(s) + 1));
+    }
+
+    fn send(&mut self, from: u32, to: u32, payload: Vec<u8>) {
+        self.traffic.sent(&payload);
+        let now = self.now;
+        self.schedule(now, Event::Deliver { from, to, payload });
+    }
+
+    /// A datagram reaches its destination if babel has a route to it.
+    fn reachable(&mut self, from: u32, to: u32) -> bool {
+        if !self.alive[to as usize] || !self.alive[from as usize] {
+            return false;
+        }
+        if self.graph.adj(from).iter().any(|l| l.peer == to) {
+            return true;
+        }
+        self.components().same(from, to)
+    }
+
+    fn deliver(&mut self, from: u32, to: u32, payload: &[u8]) {
+        if !self.reachable(from, to) {
+            self.traffic.undeliverable += 1;
+            return;
+        }
+        let Ok(msg) = Message::decode(payload) else {
+            return;
+        };
+        let sender = prefix(from);
+        match msg.code {
+            // A query. A node with no address answers with a keep-alive,
+            // as upstream (see `PeerTraffic::address_ping_pongs`).
+            Code::Address if msg.data.is_empty() => {
+                if !self.nodes[to as usize].nat {
+                    self.send(to, from, encode(Code::Address, address_list(to).as_bytes()));
+                } else {
+                    if self.nodes[from as usize].nat {
+                        self.traffic.address_ping_pongs += 1;
+                    }
+                    self.send(to, from, Vec::new());
+                }
+            }
+            Code::Address => {
+                let a = String::from_utf8_lossy(msg.data).into_owned();
+                self.with_mgr(to, |m, _| m.on_address(sender, &a));
+            }
+            Code::KillRequest | Code::KillResponse => {
+                let code = msg.code as u8;
+                self.with_mgr(to, |m, now| m.on_kill_message(now, sender, code));
+            }
+            _ => {}
+        }
+    }
+
+    /// `getBootstrapPeer`: a random node the registry's own node has a
+    /// route to (or itself); `None` when that node has no address to give
+    /// (NATed) or the registry is down.
+    fn bootstrap(&mut self, requester: u32) -> Option<(Prefix, String)> {
+        if !self.alive[REGISTRY as usize] {
+            return None;
+        }
+        let n = self.cfg.nodes;
+        let size = {
+            let c = self.components();
+            c.sizes[c.label[REGISTRY as usize] as usize]
+        };
+        let mut pick = REGISTRY;
+        if size > 1 {
+            if u64::from(size) * 16 >= u64::from(n) {
+                loop {
+                    let r = self.rng.below(u64::from(n)) as u32;
+                    if self.comp.same(r, REGISTRY) {
+                        pick = r;
+                        break;
+                    }
+                }
+            } else {
+                let members: Vec<u32> = (0..n).filter(|&r| self.comp.same(r, REGISTRY)).collect();
+                pick = members[self.rng.below(members.len() as u64) as usize];
+            }
+        }
+        if pick == requester {
+            pick = REGISTRY;
+        }
+        if pick == requester || self.nodes[pick as usize].nat {
+            return None;
+        }
+        Some((prefix(pick), address_list(pick)))
+    }
+
+    fn act(&mut self, i: u32, action: Action) {
+        let now = self.now;
+        match action {
+            Action::Open {
+                prefix: p,
+                iface,
+                address,
+            } => {
+                let Some(j) = index(&p) else { return };
+                self.counts.tunnel_attempts += 1;
+                if let Some(old) = self.graph.by_pair(i, j) {
+                    if self.graph.tunnel(old).is_some_and(|x| x.up) {
+                        self.drop_tunnel(old);
+                        let pi = prefix(i);
+                        self.with_mgr(j, |m, _| m.on_served(pi, false));
+                    }
+                }
+                self.attempts += 1;
+                let proto = u8::from(address.proto.is_tcp());
+                let t = self.graph.attempt(i, j, &iface, proto, self.attempts);
+                let event = Event::TunnelResult {
+                    t,
+                    attempt: self.attempts,
+                    opened: now,
+                    right_node: node_of_ip(address.ip) == Some(j),
+                };
+                self.schedule(now + self.cfg.tunnel_delay, event);
+            }
+            Action::Close { prefix: p, .. } => {
+                let Some(j) = index(&p) else { return };
+                self.counts.tunnel_closes += 1;
+                if let Some(t) = self.graph.by_pair(i, j) {
+                    if let Some(x) = self.drop_tunnel(t) {
+                        if x.up {
+                            // OpenVPN's server sees the client leave.
+                            let pi = prefix(i);
+                            self.with_mgr(j, |m, _| m.on_served(pi, false));
+                        }
+                    }
+                }
+            }
+            Action::QueryAddress(p) => {
+                if let Some(j) = index(&p) {
+                    self.send(i, j, encode(Code::Address, b""));
+                }
+            }
+            Action::SendKill { prefix: p, code } => {
+                if let (Some(j), Ok(code)) = (index(&p), Code::try_from(code)) {
+                    self.send(i, j, encode(code, b""));
+                }
+            }
+            Action::SetRxCost { iface, rxcost } => {
+                if let Some(t) = self.graph.by_iface(i, &iface) {
+                    self.graph.set_drained(t, rxcost.is_some());
+                }
+            }
+            Action::RequestBootstrap => {
+                self.counts.bootstrap_requests += 1;
+                let answer = self.bootstrap(i);
+                if answer.is_some() {
+                    self.counts.bootstrap_answers += 1;
+                }
+                self.with_mgr(i, |m, _| m.on_bootstrap(answer));
+            }
+            Action::RequestDump => {
+                self.counts.dumps += 1;
+                self.nodes[i as usize].last_dump = now;
+                let view = self.router.view(&self.graph, i);
+                self.with_mgr(i, |m, now| m.on_routes(now, view));
+            }
+        }
+    }
+
+    /// The nodes a loss would kill now (never the registry's node: its
+    /// loss is [`SimConfig::registry_down`]).
+    pub fn choose_victims(&mut self, loss: Loss) -> Vec<u32> {
+        let mut candidates: Vec<u32> = (0..self.cfg.nodes)
+            .filter(|&i| self.alive[i as usize] && i != REGISTRY)
+            .collect();
+        let k = (loss.fraction * self.alive_count() as f64).round() as usize;
+        match loss.kind {
+            LossKind::Random => self.rng.shuffle(&mut candidates),
+            LossKind::Targeted => {
+                let mut keyed: Vec<(Reverse<usize>, u64, u32)> = candidates
+                    .iter()
+                    .map(|&i| (Reverse(self.graph.degree(i)), self.rng.next_u64(), i))
+                    .collect();
+                keyed.sort_unstable();
+                candidates = keyed.into_iter().map(|(_, _, i)| i).collect();
+            }
+        }
+        candidates.truncate(k);
+        candidates
+    }
+
+    /// Nodes die at once. Their peers' OpenVPN notice after the ping
+    /// timeout; babel's routes through them vanish at once.
+    pub fn kill(&mut self, victims: &[u32]) {
+        let timeout = self.cfg.timeout();
+        for &v in victims {
+            if !self.alive[v as usize] {
+                continue;
+            }
+            self.alive[v as usize] = false;
+            self.alive_version += 1;
+            self.nodes[v as usize].mgr = None;
+            let tunnels: Vec<u32> = self.graph.of_node(v).to_vec();
+            for t in tunnels {
+                let Some(x) = self.graph.tunnel(t) else {
+                    continue;
+                };
+                let (c, s, up, attempt) = (x.client, x.server, x.up, x.attempt);
+                self.graph.unlink(t);
+                let other = if c == v { s } else { c };
+                if !self.alive[other as usize] || (c == v && !up) {
+                    self.drop_tunnel(t);
+                } else if up && c == v {
+                    self.schedule(self.now + timeout, Event::ServedGone { t, attempt });
+                } else if up {
+                    self.schedule(self.now + timeout, Event::TunnelExit { t, attempt });
+                }
+                // A pending attempt to the dead server fails on its own.
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Babel, approximated: every node routes each destination along a
+//! shortest path of the tunnel graph. A drained tunnel (its client
+//! announces rxcost 4096, about 40 ordinary hops) is used only when there
+//! is no other way: paths are ranked by (drained tunnels crossed, hops),
+//! lexicographically. Ties go to whichever neighbour the search reaches
+//! first, as babel keeps the route it already has.
+//!
+//! [`Router`] keeps its buffers between searches: a routing view costs one
+//! O(N + E) search and an O(N) scan, with no clearing of per-node arrays.
+
+use std::collections::BTreeSet;
+
+use re6st_node::tunnel::manager::RoutingView;
+use re6st_proto::prefix::Prefix;
+
+use crate::graph::{Graph, Link};
+use crate::ids::prefix;
+
+/// Interface of a node's OpenVPN server for a protocol (shared by all the
+/// clients of that server, as the tap of upstream's servers).
+pub fn server_iface(proto: u8) -> &'static str {
+    if proto == 0 {
+        "re6stnet-udp"
+    } else {
+        "re6stnet-tcp"
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    /// `stamp[v] == epoch`: `v` was reached by the current search.
+    stamp: Vec<u32>,
+    epoch: u32,
+    hops: Vec<u16>,
+    /// First hop of the route to each node, as an index into `slots`.
+    slot: Vec<u16>,
+    /// The source's tunnels.
+    slots: Vec<Link>,
+    queue: Vec<u32>,
+    /// Entry points of the current and the next rank: (hops, node, slot).
+    seeds: Vec<(u16, u32, u16)>,
+    next_seeds: Vec<(u16, u32, u16)>,
+    per_slot: Vec<Vec<Prefix>>,
+}
+
+const NO_SLOT: u16 = u16::MAX;
+
+impl Router {
+    fn reset(&mut self, n: usize) {
+        if self.stamp.len() != n {
+            self.stamp = vec![0; n];
+            self.hops = vec![0; n];
+            self.slot = vec![NO_SLOT; n];
+            self.epoch = 0;
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.stamp.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    fn settled(&self, v: u32) -> bool {
+        self.stamp[v as usize] == self.epoch
+    }
+
+    fn settle(&mut self, v: u32, hops: u16, slot: u16) {
+        self.stamp[v as usize] = self.epoch;
+        self.hops[v as usize] = hops;
+        self.slot[v as usize] = slot;
+        self.queue.push(v);
+    }
+
+    /// Routes of `src`: afterwards, every reachable node is stamped with
+    /// its hop count and first hop.
+    pub fn search(&mut self, g: &Graph, src: u32) {
+        self.reset(g.nodes() as usize);
+        self.queue.clear();
+        self.stamp[src as usize] = self.epoch;
+        self.hops[src as usize] = 0;
+        self.slot[src as usize] = NO_SLOT;
+        self.slots.clear();
+        self.slots.extend_from_slice(g.adj(src));
+        self.seeds.clear();
+        self.next_seeds.clear();
+        for (k, l) in self.slots.iter().enumerate() {
+            let s = (1, l.peer, k as u16);
+            if l.drained {
+                self.next_seeds.push(s);
+            } else {
+                self.seeds.push(s);
+            }
+        }
+        loop {
+            self.rank(g);
+            if self.next_seeds.is_empty() {
+                break;
+            }
+            std::mem::swap(&mut self.seeds, &mut self.next_seeds);
+            self.next_seeds.clear();
+        }
+    }
+
+    /// One rank (number of drained tunnels crossed): a breadth-first
+    /// search from `seeds`, each entering at its own hop count.
+    fn rank(&mut self, g: &Graph) {
+        let mut seeds = std::mem::take(&mut self.seeds);
+        seeds.sort_by_key(|s| s.0);
+        self.queue.clear();
+        let (mut head, mut si) = (0, 0);
+        loop {
+            // Seeds enter before any node that would label them farther.
+            let limit = match self.queue.get(head) {
+                Some(&u) => self.hops[u as usize].saturating_add(1),
+                None if si < seeds.len() => seeds[si].0,
+                None => break,
+            };
+            while si < seeds.len() && seeds[si].0 <= limit {
+                let (h, v, s) = seeds[si];
+                si += 1;
+                if !self.settled(v) {
+                    self.settle(v, h, s);
+                }
+            }
+            let Some(&u) = self.queue.get(head) else {
+                continue;
+            };
+            head += 1;
+            let (h, s) = (self.hops[u as usize] + 1, self.slot[u as usize]);
+            for l in g.adj(u) {
+                let v = l.peer;
+                if self.settled(v) {
+                    continue;
+                }
+                if l.drained {
+                    self.next_seeds.push((h, v, s));
+                } else {
+                    self.settle(v, h, s);
+                }
+            }
+        }
+        seeds.clear();
+        self.seeds = seeds;
+    }
+
+    /// Hops from the last search's source (`None`: unreachable).
+    pub fn hops(&self, v: u32) -> Option<u16> {
+        self.settled(v).then(|| self.hops[v as usize])
+    }
+
+    /// The neighbour the last search's route to `v` goes through.
+    pub fn first_hop(&self, v: u32) -> Option<u32> {
+        let s = *self.slot.get(v as usize)?;
+        (self.settled(v) && s != NO_SLOT).then(|| self.slots[s as usize].peer)
+    }
+
+    /// What babeld would tell `src`'s tunnel manager now.
+    pub fn view(&mut self, g: &Graph, src: u32) -> RoutingView {
+        self.search(g, src);
+        self.per_slot.resize_with(self.slots.len(), Vec::new);
+        let mut known = Vec::new();
+        for v in 0..g.nodes() {
+            if v != src && self.settled(v) {
+                let p = prefix(v);
+                known.push(p);
+                self.per_slot[self.slot[v as usize] as usize].push(p);
+            }
+        }
+        let mut view = RoutingView {
+            // Scanned in index order, which is prefix order: a cheap build.
+            known: known.into_iter().collect(),
+            ..Default::default()
+        };
+        for (
+            k,
+            &Link {
+                peer: n, tunnel: t, ..
+            },
+        ) in self.slots.iter().enumerate()
+        {
+            let routed = std::mem::take(&mut self.per_slot[k]);
+            let count = routed.len();
+            match view.neighbours.entry(prefix(n)) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(routed.into_iter().collect::<BTreeSet<_>>());
+                }
+                // A second tunnel with the same neighbour.
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(routed),
+            }
+            let iface = match g.tunnel(t) {
+                Some(x) if x.client == src => x.iface.clone(),
+                Some(x) => server_iface(x.proto).to_owned(),
+                None => continue,
+            };
+            *view.routes_per_iface.entry(iface.clone()).or_default() += count;
+            // Per-link counts: a drain completes only once the peer is seen
+            // again on that very tunnel with nothing routed through it.
+            *view.links.entry((iface, prefix(n))).or_default() += count;
+        }
+        view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 0 - 1 - 2 - 3 and 0 - 3 directly (a square).
+    fn square() -> (Graph, u32) {
+        let mut g = Graph::new(4);
+        let mut last = 0;
+        for (k, (a, b)) in [(0, 1), (1, 2), (2, 3), (0, 3)].into_iter().enumerate() {
+            last = g.attempt(a, b, &format!("re6stnet{}", k + 1), 0, k as u64);
+            g.link(last);
+        }
+        (g, last)
+    }
+
+    #[test]
+    fn shortest_paths_and_first_hops() {
+        let (g, _) = square();
+        let mut r = Router::default();
+        let v = r.view(&g, 0);
+        assert_eq!(v.known, [1, 2, 3].map(prefix).into());
+        let via1 = &v.neighbours[&prefix(1)];
+        let via3 = &v.neighbours[&prefix(3)];
+        assert!(via1.contains(&prefix(1)) && via3.contains(&prefix(3)));
+        // 2 is two hops either way: one of them, not both.
+        assert_eq!(via1.len() + via3.len(), 3);
+        assert_eq!(r.hops(2), Some(2));
+        assert_eq!(
+            v.routes_per_iface["re6stnet1"] + v.routes_per_iface["re6stnet4"],
+            3
+        );
+        // Node 3 is the server of 2 -> 3 and 0 -> 3: one tap for both.
+        let v3 = r.view(&g, 3);
+        assert_eq!(v3.routes_per_iface["re6stnet-udp"], 3);
+    }
+
+    #[test]
+    fn a_drained_tunnel_keeps_only_routes_with_no_other_way() {
+        let (mut g, t03) = square();
+        g.set_drained(t03, true);
+        let mut r = Router::default();
+        let v = r.view(&g, 0);
+        // 3 is now reached through 1 and 2 (3 hops, no drained tunnel).
+        assert!(v.neighbours[&prefix(3)].is_empty());
+        assert_eq!(v.neighbours[&prefix(1)].len(), 3);
+        assert_eq!(r.hops(3), Some(3));
+        assert_eq!(v.routes_per_iface["re6stnet4"], 0);
+        // Both ends see it drained.
+        let v3 = r.view(&g, 3);
+        assert!(v3.neighbours[&prefix(0)].is_empty());
+        // Cut 1 - 2: the drained tunnel is the only way left to 0 and 1.
+        let t12 = g.by_pair(1, 2).unwrap();
+        g.unlink(t12);
+        let v = r.view(&g, 0);
+        assert_eq!(v.neighbours[&prefix(3)], [2, 3].map(prefix).into());
+        assert_eq!(r.first_hop(2), Some(3));
+        assert_eq!(r.hops(2), Some(2));
+    }
+}
