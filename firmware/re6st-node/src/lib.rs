@@ -11,3 +11,4 @@ pub mod openvpn;
 pub mod state;
 pub mod status;
 pub mod tunnel;
+pub mod underlay;

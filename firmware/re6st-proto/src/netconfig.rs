@@ -146,6 +146,23 @@ pub struct Ipv4Payload {
     pub sublen: u8,
 }
 
+impl Ipv4Payload {
+    /// The IPv4 address (the first of its subnet, except in a /31 or /32)
+    /// and subnet length of the node whose certificate has subject
+    /// serialNumber `serial`, as upstream computes them; `None` when the
+    /// parameters leave it no subnet (upstream then disables the payload).
+    pub fn node_address(&self, serial: u64) -> Option<(Ipv4Addr, u8)> {
+        let len = u32::from(self.prefix_len) + u32::from(self.sublen);
+        if self.sublen > 16 || len > 32 || serial >= 1 << self.sublen {
+            return None;
+        }
+        let base = u32::from(self.network) as u64 | serial << (32 - len);
+        let base = u32::try_from(base).ok()?;
+        let host = u32::from(len < 31);
+        Some((Ipv4Addr::from(base | host), len as u8))
+    }
+}
+
 /// The value of a key we do not know, kept so nothing is lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExtraValue {
@@ -221,4 +238,36 @@ pub fn compress(json: &[u8]) -> Result<Vec<u8>, ConfigError> {
     let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     z.write_all(json).map_err(|_| ConfigError::Zlib)?;
     z.finish().map_err(|_| ConfigError::Zlib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ipv4Payload;
+
+    fn payload(network: &str, prefix_len: u8, sublen: u8) -> Ipv4Payload {
+        Ipv4Payload {
+            network: network.parse().unwrap(),
+            prefix_len,
+            sublen,
+        }
+    }
+
+    #[test]
+    fn node_addresses_as_upstream() {
+        // Values from upstream's formula (re6st/cli/node.py).
+        let p = payload("198.19.128.0", 17, 8);
+        assert_eq!(
+            p.node_address(5),
+            Some(("198.19.130.129".parse().unwrap(), 25))
+        );
+        assert_eq!(
+            p.node_address(0),
+            Some(("198.19.128.1".parse().unwrap(), 25))
+        );
+        assert_eq!(p.node_address(256), None, "serial beyond the subnets");
+        let p = payload("198.18.0.0", 24, 7);
+        assert_eq!(p.node_address(3), Some(("198.18.0.6".parse().unwrap(), 31)));
+        assert_eq!(payload("198.18.0.0", 8, 17).node_address(1), None);
+        assert_eq!(payload("198.18.0.0", 24, 16).node_address(1), None);
+    }
 }

@@ -696,7 +696,7 @@ fn subnet(bits: &str) -> String {
 fn communities_from_location_and_geoip() {
     let pki = Pki::new("2001:db8::/32");
     let dir = temp_dir("geoip");
-    let geoip = mmdb::build(&[
+    let geoip = re6st_testkit::mmdb::build(&[
         ("192.0.2.0".parse().unwrap(), 24, "FR", "EU"),
         ("198.51.100.0".parse().unwrap(), 24, "JP", "AS"),
         ("203.0.113.0".parse().unwrap(), 24, "DE", "EU"),

@@ -19,6 +19,7 @@ use openssl::x509::extension::{BasicConstraints, KeyUsage};
 use openssl::x509::{X509Name, X509};
 use re6st_proto::prefix::Prefix;
 
+pub mod mmdb;
 pub mod nat;
 pub mod netns;
 pub mod overlay;

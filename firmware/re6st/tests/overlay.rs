@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use re6st_testkit::netns::Lab;
-use re6st_testkit::overlay::{Overlay, Registry};
+use re6st_testkit::overlay::{ns_of, Overlay, Registry};
 
 const BIN: &str = env!("CARGO_BIN_EXE_re6st");
 
@@ -278,6 +278,168 @@ fn client_mode_node_reaches_everyone_through_its_one_tunnel() {
         !o.lab.try_sh("n3", "ip link show re6stnet-tcp"),
         "a client-mode node runs no server"
     );
+    o.finish();
+}
+
+#[test]
+fn ipv4_payload_reaches_every_node() {
+    // The network carries IPv4 too: each node a /25 of 198.19.128.0/17,
+    // numbered by its certificate's serial; node3 is a client-only node.
+    let o = Overlay::start_with(
+        BIN.as_ref(),
+        Registry::Ours,
+        4,
+        None,
+        &["--ipv4", "198.19.128.0/17", "8"],
+        &|_| {},
+        &|n| {
+            if n == 3 {
+                vec!["--client".into(), "198.18.1.2,1194,tcp".into()]
+            } else {
+                vec![]
+            }
+        },
+    );
+    o.all_pairs_reach(Duration::from_secs(120));
+    let payload: Vec<String> = (0..4)
+        .map(|n| {
+            let s = o.status(n).expect("status");
+            let p = s["ipv4_payload"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{s}"))
+                .to_owned();
+            assert!(p.starts_with("198.19.") && p.ends_with("/25"), "{s}");
+            p.split('/').next().unwrap().to_owned()
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = payload.iter().collect();
+    assert_eq!(distinct.len(), 4, "{payload:?}");
+    for a in 0..4u32 {
+        for (b, to) in payload.iter().enumerate() {
+            if a as usize == b {
+                continue;
+            }
+            let ok = Lab::wait_until(Duration::from_secs(60), || {
+                o.lab.try_sh(&ns_of(a), &format!("ping -4 -c1 -W1 {to}"))
+            });
+            assert!(ok, "node{a} cannot reach node{b}'s IPv4 {to}\n{}", o.logs());
+        }
+    }
+    let route = o.lab.sh("n1", &format!("ip -4 route get {}", payload[2]));
+    assert!(route.contains("re6stnet"), "{route}");
+    assert!(route.contains(&format!("src {}", payload[1])), "{route}");
+    o.finish();
+}
+
+#[test]
+fn remote_gateway_carries_the_tunnels() {
+    // node2 has a second uplink (198.18.202.0/24); its primary one drops
+    // outgoing tunnel connections, so its client tunnels work only if
+    // --remote-gateway sends them through the second.
+    let o = Overlay::start_with(
+        BIN.as_ref(),
+        Registry::Ours,
+        4,
+        None,
+        &[],
+        &|lab: &mut Lab| {
+            lab.link(
+                "inet",
+                &["198.18.202.1/24"],
+                "n2",
+                &["198.18.202.2/24"],
+                "up2",
+            );
+            lab.sh("n2", "iptables -A OUTPUT -o h3 -p tcp --dport 1194 -j DROP; iptables -A OUTPUT -o h3 -p udp --dport 1194 -j DROP");
+        },
+        &|n| {
+            if n == 2 {
+                vec!["--remote-gateway".into(), "198.18.202.1".into()]
+            } else {
+                vec![]
+            }
+        },
+    );
+    o.all_pairs_reach(Duration::from_secs(120));
+    let established = Lab::wait_until(Duration::from_secs(60), || {
+        o.status(2).is_some_and(|s| {
+            s["tunnels"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["state"] == "established"))
+        })
+    });
+    assert!(established, "{:?}", o.status(2));
+    let routes = o.lab.sh("n2", "ip -4 route show");
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("198.18.") && l.contains("via 198.18.202.1")),
+        "{routes}"
+    );
+    // The routes go with the node.
+    let pid = o.node_pids[2];
+    signal("-TERM", pid);
+    let gone = Lab::wait_until(Duration::from_secs(15), || {
+        !o.lab
+            .sh("n2", "ip -4 route show")
+            .contains("via 198.18.202.1")
+    });
+    assert!(gone, "{}", o.lab.sh("n2", "ip -4 route show"));
+    o.finish();
+}
+
+#[test]
+fn gateway_node_gives_the_overlay_a_way_out() {
+    // node1 (--gateway) also sits on an IPv6 network outside the overlay
+    // ("world", 2001:db8:ffff::/64) and has its default route there; the
+    // other nodes reach that network through it, from their re6st
+    // addresses (a source-specific default route).
+    let o = Overlay::start_with(
+        BIN.as_ref(),
+        Registry::Ours,
+        4,
+        None,
+        &[],
+        &|lab: &mut Lab| {
+            lab.add_ns("world");
+            lab.link(
+                "n1",
+                &["2001:db8:ffff::2/64"],
+                "world",
+                &["2001:db8:ffff::1/64"],
+                "w0",
+            );
+            lab.sh("n1", "ip -6 route add default via 2001:db8:ffff::1");
+            lab.sh(
+                "world",
+                "ip -6 route add 2001:db8:42::/48 via 2001:db8:ffff::2",
+            );
+        },
+        &|n| {
+            if n == 1 {
+                vec!["--gateway".into()]
+            } else {
+                vec![]
+            }
+        },
+    );
+    o.all_pairs_reach(Duration::from_secs(120));
+    for n in [0, 2, 3] {
+        let ok = Lab::wait_until(Duration::from_secs(60), || {
+            o.lab.try_sh(&ns_of(n), "ping -6 -c1 -W1 2001:db8:ffff::1")
+        });
+        let routes = o.lab.sh(&ns_of(n), "ip -6 route show");
+        assert!(
+            ok,
+            "node{n} cannot reach the world through the gateway:\n{routes}"
+        );
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("default from 2001:db8:42::/48") && l.contains("re6stnet")),
+            "{routes}"
+        );
+    }
     o.finish();
 }
 

@@ -86,6 +86,11 @@ impl BabelConfig {
         let net = format!("{}/{}", self.network.to_ipv6(), self.network.len());
         if self.gateway {
             c(format!("redistribute ip ::/0 eq 0 src-prefix {net}"));
+            // babeld leaves out routes of protocol "boot" unless told, and
+            // that is what a default route added by hand or by ifupdown is.
+            c(format!(
+                "redistribute ip ::/0 eq 0 proto 3 src-prefix {net}"
+            ));
             if !self.ipv6_subtrees {
                 c(format!("in ip {net} ge {}", self.network.len()));
                 c("in ip ::/0 deny".into());
@@ -179,5 +184,9 @@ mod tests {
             .args()
             .join(" ")
             .contains("redistribute ip ::/0 eq 0 src-prefix 2001:db8::/32"));
+        assert!(g
+            .args()
+            .join(" ")
+            .contains("redistribute ip ::/0 eq 0 proto 3 src-prefix 2001:db8::/32"));
     }
 }

@@ -15,8 +15,9 @@ pub struct Plan {
     pub restart_babel: bool,
     /// `max_clients` changed, or a peer on our servers was revoked.
     pub restart_servers: bool,
-    /// Encryption, IPv4 payload or client count changed: every tunnel and
-    /// tap is concerned. Also when our own certificate is revoked.
+    /// Encryption, IPv4 payload, client count or the same-country rule
+    /// changed: every tunnel and tap is concerned. Also when our own
+    /// certificate is revoked.
     pub reexec: bool,
     /// Newly revoked serials.
     pub revoked: BTreeSet<u64>,
@@ -43,6 +44,7 @@ pub fn plan(
         reexec: old.encrypt != new.encrypt
             || old.ipv4 != new.ipv4
             || old.client_count != new.client_count
+            || old.same_country != new.same_country
             || new.crl.contains(&own),
         too_old: protocol < new.min_protocol,
         revoked,

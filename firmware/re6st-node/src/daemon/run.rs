@@ -37,7 +37,8 @@ use crate::nat::upnp::Upnp;
 use crate::openvpn::args::{client, server, Common};
 use crate::openvpn::hook::Event;
 use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAULT_CAPACITY};
-use crate::tunnel::manager::{Action, Config, Manager, RoutingView};
+use crate::tunnel::manager::{Action, Config, CountryRule, Manager, RoutingView};
+use crate::underlay::RemoteGateways;
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -101,6 +102,13 @@ struct Node {
     client_mode_child: Option<Child>,
     /// What we announce to peers, and how it is learned.
     advertised: Advertised,
+    /// Our IPv4 payload address and subnet length, if the network has one.
+    ipv4: Option<(std::net::Ipv4Addr, u8)>,
+    /// Our country (`--country`, or the registry's GeoIP).
+    country: Option<String>,
+    /// `--remote-gateway`, and the peer address each client tunnel uses.
+    remote_gateways: RemoteGateways,
+    tunnel_peers: BTreeMap<Prefix, std::net::IpAddr>,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -232,6 +240,19 @@ async fn run(o: Options) -> Result<(), String> {
         .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
         .unwrap_or(0);
     let my_ip = node_address(&network, &prefix).map_err(|e| e.to_string())?;
+    // IPv4 payload: our subnet of the network's IPv4 network, numbered by
+    // our certificate's subject serialNumber.
+    let ipv4 = config.ipv4.and_then(|p| {
+        let serial = cert::subject_serial(&my_cert).ok()?;
+        Some((p, p.node_address(serial)?))
+    });
+    if config.ipv4.is_some() && ipv4.is_none() {
+        log(
+            1,
+            o.verbose,
+            "IPv4 payload disabled: no subnet for our certificate in the network's parameters",
+        );
+    }
     // --client: no server, no tunnel of the manager's, one OpenVPN client
     // (on re6stnet1) to the given addresses.
     let client_mode: Option<Vec<(String, u16, re6st_proto::address::Proto)>> = match &o.client {
@@ -279,10 +300,19 @@ async fn run(o: Options) -> Result<(), String> {
         hook: format!("{} ovpn-hook {}", exe.display(), hook_sock.display()),
         ping_exit: timeout as u32,
         log_dir: o.ovpnlog.then(|| o.log.clone()),
-        extra: o.openvpn_args.clone(),
+        extra: {
+            let mut extra = o.openvpn_args.clone();
+            // Every tunnel carries our IPv4 subnet: OpenVPN sets it on the tap.
+            if let Some((_, (ip4, len))) = ipv4 {
+                let mask = std::net::Ipv4Addr::from(ipv4_mask(len));
+                extra.extend(["--ifconfig".into(), ip4.to_string(), mask.to_string()]);
+            }
+            extra
+        },
     };
     // Our addresses, announced to peers.
-    let advertised = Advertised::new(&o.ip, &servers, o.country.as_deref())?;
+    let country = our_country(&o, &config, &mut registry).await;
+    let advertised = Advertised::new(&o.ip, &servers, country.as_deref())?;
     let my_address = advertised.render();
 
     let mut undo = Vec::new();
@@ -311,6 +341,38 @@ async fn run(o: Options) -> Result<(), String> {
             &mut undo,
             v,
         )?;
+        if let Some((p, (ip4, len))) = ipv4 {
+            let net4 = format!("{}/{}", p.network, p.prefix_len);
+            ip(
+                &[
+                    "-4",
+                    "route",
+                    "add",
+                    "unreachable",
+                    &net4,
+                    "proto",
+                    "static",
+                ],
+                &mut undo,
+                v,
+            )?;
+            if client_mode.is_some() {
+                // No tap of ours carries the address: the main interface
+                // does, and babel announces the subnet from a route.
+                let own = format!("{ip4}/32");
+                ip(
+                    &["-4", "addr", "add", &own, "dev", &o.main_interface],
+                    &mut undo,
+                    v,
+                )?;
+                let sub = format!("{}/{len}", ipv4_network(ip4, len));
+                ip(
+                    &["-4", "route", "add", "unreachable", &sub, "proto", "static"],
+                    &mut undo,
+                    v,
+                )?;
+            }
+        }
         // Server taps too: they then outlive an OpenVPN server restart,
         // and babeld keeps its interface.
         let server_taps = servers.iter().map(|(_, proto)| format!("re6stnet-{proto}"));
@@ -364,6 +426,10 @@ async fn run(o: Options) -> Result<(), String> {
                                 timeout,
                                 neighbours,
                                 disabled: disabled.iter().copied().collect(),
+                                countries: CountryRule {
+                                    same_country: config.same_country.iter().cloned().collect(),
+                                    mine: country.clone(),
+                                },
                             },
                             cache,
                             now(),
@@ -394,6 +460,10 @@ async fn run(o: Options) -> Result<(), String> {
                     client_mode,
                     client_mode_child: None,
                     advertised,
+                    ipv4: ipv4.map(|(_, a)| a),
+                    remote_gateways: RemoteGateways::new(&o.remote_gateways)?,
+                    country: country.clone(),
+                    tunnel_peers: BTreeMap::new(),
                 },
                 &config,
                 &dh,
@@ -411,6 +481,54 @@ async fn run(o: Options) -> Result<(), String> {
         let _ = std::process::Command::new("ip").args(u).status();
     }
     result
+}
+
+/// Our country: `--country`, else, when the network keeps some countries'
+/// tunnels at home (`same_country`), what the registry's GeoIP says of our
+/// first fixed IPv4 address.
+async fn our_country(
+    o: &Options,
+    config: &NetworkConfig,
+    registry: &mut RegistryClient,
+) -> Option<String> {
+    if o.country.is_some() || config.same_country.is_empty() {
+        return o.country.clone();
+    }
+    let ip =
+        o.ip.iter()
+            .find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())?;
+    match registry.country(ip).await {
+        Ok(Some(c)) if c != "*" => {
+            log(2, o.verbose, format!("country of {ip}: {c}"));
+            Some(c)
+        }
+        r => {
+            log(
+                1,
+                o.verbose,
+                format!("country of {ip} unknown ({r:?}): same_country not applied"),
+            );
+            None
+        }
+    }
+}
+
+/// Runs `ip ARGS` for a route that may fail harmlessly (logged).
+fn run_ip(args: &[String], verbose: u8) {
+    log(3, verbose, format!("ip {}", args.join(" ")));
+    match std::process::Command::new("ip").args(args).status() {
+        Ok(s) if s.success() => {}
+        r => log(1, verbose, format!("ip {}: {r:?}", args.join(" "))),
+    }
+}
+
+fn ipv4_mask(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+/// The network address of `ip`'s `/len` subnet.
+fn ipv4_network(ip: std::net::Ipv4Addr, len: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(ip) & ipv4_mask(len))
 }
 
 fn openssl_random() -> u32 {
@@ -458,7 +576,7 @@ async fn run_node(
     let mut babel = BabelConfig {
         address: my_ip,
         subnet_len,
-        ipv4: None,
+        ipv4: node.ipv4,
         network: node.network,
         gateway: o.gateway,
         ipv6_subtrees: true,
@@ -665,6 +783,9 @@ async fn run_node(
     let _ = std::fs::remove_file(&upstream_sock);
     let _ = std::fs::remove_file(&ctl_path);
     let _ = std::fs::remove_file(&hook_sock);
+    for args in node.remote_gateways.clear() {
+        run_ip(&args, v);
+    }
     for u in node.undo.iter().rev() {
         let _ = std::process::Command::new("ip").args(u).status();
     }
@@ -692,6 +813,15 @@ async fn mapping_changed(
 }
 
 impl Node {
+    /// The tunnel to `prefix` no longer uses its peer address.
+    fn forget_peer_route(&mut self, prefix: Prefix) {
+        if let Some(ip) = self.tunnel_peers.remove(&prefix) {
+            if let Some(args) = self.remote_gateways.remove(ip) {
+                run_ip(&args, self.o.verbose);
+            }
+        }
+    }
+
     /// New port mappings on the gateway (or none any more).
     fn set_mapping(&mut self, m: Option<Mapping>) {
         if self.advertised.set_mapping(m) {
@@ -944,6 +1074,9 @@ impl Node {
                         .collect()
                 })
                 .unwrap_or_default(),
+            ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
+            country: self.country.clone(),
+            same_country: self.config.same_country.clone(),
         }
     }
 
@@ -1090,6 +1223,11 @@ impl Node {
                     if let Some(mut old) = self.clients.remove(&prefix) {
                         let _ = old.kill().await;
                     }
+                    self.forget_peer_route(prefix);
+                    if let Some(args) = self.remote_gateways.add(address.ip) {
+                        run_ip(&args, self.o.verbose);
+                    }
+                    self.tunnel_peers.insert(prefix, address.ip);
                     let args = client(
                         &self.common,
                         &iface,
@@ -1119,6 +1257,7 @@ impl Node {
                     if let Some(mut c) = self.clients.remove(&prefix) {
                         let _ = c.kill().await;
                     }
+                    self.forget_peer_route(prefix);
                 }
                 Action::QueryAddress(p) => self.send_to(udp, p, &[Code::Address as u8]).await,
                 Action::SendKill { prefix, code } => {

@@ -33,6 +33,11 @@ pub struct NodeStatus {
     pub ipv4: String,
     /// Port mappings on the home router (`external ip:port/proto -> port`).
     pub port_mappings: Vec<String>,
+    /// Our IPv4 payload address and subnet length (`IP/N`), if any.
+    pub ipv4_payload: Option<String>,
+    /// Our country, if known, and the network's `same_country` list.
+    pub country: Option<String>,
+    pub same_country: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +107,27 @@ pub fn render(s: &NodeStatus, now: i64) -> String {
         }
     );
     out += &format!("IPv4 address: {}\n", s.ipv4);
+    if let Some(p) = &s.ipv4_payload {
+        out += &format!("IPv4 payload: {p}\n");
+    }
+    if let Some(c) = &s.country {
+        out += &format!("country: {c}\n");
+    }
+    if !s.same_country.is_empty() {
+        let home = s
+            .country
+            .as_ref()
+            .is_some_and(|c| s.same_country.contains(c));
+        out += &format!(
+            "same_country {}: {}\n",
+            s.same_country.join(","),
+            if home {
+                "tunnels stay in our country"
+            } else {
+                "no tunnel into these countries"
+            }
+        );
+    }
     for m in &s.port_mappings {
         out += &format!("  port mapping {m}\n");
     }
@@ -139,6 +165,9 @@ mod tests {
             reachable_at: "198.18.50.2,40000,udp".into(),
             ipv4: "upnp".into(),
             port_mappings: vec!["198.18.50.2:40000/udp -> 1194".into()],
+            ipv4_payload: Some("198.19.130.129/25".into()),
+            country: Some("FR".into()),
+            same_country: vec!["FR".into()],
         };
         let text = render(&s, 1_795_564_800); // 2026-11-25
         assert!(

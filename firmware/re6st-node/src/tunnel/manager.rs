@@ -37,6 +37,32 @@ pub struct Config {
     /// `--neighbour`: peers we always keep a tunnel to.
     pub neighbours: BTreeSet<Prefix>,
     pub disabled: BTreeSet<Proto>,
+    pub countries: CountryRule,
+}
+
+/// The network's `same_country` rule, from our side: the countries that
+/// keep their tunnels inside, and ours.
+#[derive(Debug, Clone, Default)]
+pub struct CountryRule {
+    pub same_country: BTreeSet<String>,
+    pub mine: Option<String>,
+}
+
+impl CountryRule {
+    /// Whether we may tunnel to an address announced in `country`. A node
+    /// of a listed country tunnels only at home; the others never into a
+    /// listed country. Unknown countries (ours or the peer's) are allowed,
+    /// as upstream does.
+    pub fn allows(&self, country: Option<&str>) -> bool {
+        let (Some(mine), Some(theirs)) = (self.mine.as_deref(), country) else {
+            return true;
+        };
+        if self.same_country.contains(mine) {
+            theirs == mine
+        } else {
+            !self.same_country.contains(theirs)
+        }
+    }
 }
 
 /// What babeld says, reduced to what the manager needs.
@@ -120,6 +146,9 @@ struct Killer {
 /// Seconds after which the routing view is refreshed anyway.
 const ROUTES_MAX_AGE: i64 = 30;
 
+/// Seconds between two bootstrap requests while we know no node.
+const BOOTSTRAP_RETRY: i64 = 5;
+
 /// Seconds between two routing views while a tunnel is being drained.
 const DRAIN_POLL: i64 = 2;
 
@@ -142,6 +171,8 @@ pub struct Manager {
     connecting: BTreeSet<Prefix>,
     /// Until when not to ask the registry for a bootstrap peer again.
     bootstrap_quiet_until: i64,
+    /// Until when not to ask the registry again while we know nobody.
+    bootstrap_retry_at: i64,
     /// Whether we believe we are cut from the registry.
     disconnected: bool,
     next_refresh: i64,
@@ -168,6 +199,7 @@ impl Manager {
             next_iface: 1,
             connecting: BTreeSet::new(),
             bootstrap_quiet_until: 0,
+            bootstrap_retry_at: 0,
             disconnected: false,
             crl: BTreeSet::new(),
             actions: VecDeque::from([Action::RequestDump]),
@@ -506,6 +538,7 @@ impl Manager {
             .addresses
             .into_iter()
             .filter(|a| !self.cfg.disabled.contains(&a.proto))
+            .filter(|a| self.cfg.countries.allows(a.country.as_deref()))
             .collect();
         self.cache.connecting(prefix, true);
         let Some(first) = addresses.first().cloned() else {
@@ -623,8 +656,10 @@ impl Manager {
             }
             self.rng = next();
             if made == 0 && view.known.is_empty() {
-                if self.cfg.registry != Some(me) && now >= self.bootstrap_quiet_until.min(now) {
+                // Alone: ask the registry, but not at every routing view.
+                if self.cfg.registry != Some(me) && now >= self.bootstrap_retry_at {
                     self.actions.push_back(Action::RequestBootstrap);
+                    self.bootstrap_retry_at = now + BOOTSTRAP_RETRY;
                 }
                 // Last chance: addresses that already failed.
                 for (peer, address) in self.cache.peer_list(&me, true, &mut || 0) {
@@ -759,6 +794,7 @@ mod tests {
             timeout: 20,
             neighbours: BTreeSet::new(),
             disabled: BTreeSet::new(),
+            countries: CountryRule::default(),
         }
     }
 
@@ -807,6 +843,30 @@ mod tests {
         let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
         assert!(!m.make_tunnel(p(1), &addr(1)));
         assert!(!m.make_tunnel(p(9), &addr(9)));
+    }
+
+    #[test]
+    fn same_country_keeps_listed_countries_at_home() {
+        let rule = |mine: Option<&str>| CountryRule {
+            same_country: ["FR".to_string()].into(),
+            mine: mine.map(str::to_owned),
+        };
+        assert!(rule(Some("FR")).allows(Some("FR")));
+        assert!(!rule(Some("FR")).allows(Some("DE")));
+        assert!(!rule(Some("DE")).allows(Some("FR")));
+        assert!(rule(Some("DE")).allows(Some("JP")));
+        assert!(rule(None).allows(Some("FR")), "our country unknown");
+        assert!(rule(Some("FR")).allows(None), "theirs unknown");
+        // In the manager: only the allowed addresses are tried.
+        let mut c = cfg(9, 2);
+        c.countries = rule(Some("DE"));
+        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
+        assert!(!m.make_tunnel(p(1), "198.18.0.2,1194,tcp,FR"));
+        assert!(m.make_tunnel(p(2), "198.18.0.3,1194,tcp,FR;198.18.0.4,1194,tcp,DE"));
+        assert!(drain(&mut m).iter().any(|a| matches!(
+            a,
+            Action::Open { address, .. } if address.ip.to_string() == "198.18.0.4"
+        )));
     }
 
     #[test]
@@ -972,6 +1032,16 @@ mod tests {
         assert!(drain(&mut m)
             .iter()
             .any(|a| matches!(a, Action::Open { prefix, .. } if *prefix == p(4))));
+        // Knowing nobody, with nobody usable in the cache: the registry is
+        // asked every few seconds, not at every routing view.
+        let mut m = Manager::new(cfg(9, 2), PeerCache::new(10), 0, 1);
+        let asks = (0..10)
+            .filter(|t| {
+                m.on_routes(*t, RoutingView::default());
+                drain(&mut m).contains(&Action::RequestBootstrap)
+            })
+            .count();
+        assert_eq!(asks, 2, "at 0 s and 5 s");
     }
 
     /// A toy network: every node runs a manager; "babel" is a BFS over the

@@ -2,8 +2,6 @@
 //! controllable clock and, optionally, a fake local node relay.
 #![allow(dead_code)]
 
-pub mod mmdb;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,118 @@
+//! `--remote-gateway`: each client tunnel's peer address is reached through
+//! one of the given gateways, in turn (a host with several uplinks spreads
+//! its tunnels over them). Sans-IO: the `ip route` arguments to run.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+#[derive(Debug, Default)]
+pub struct RemoteGateways {
+    gateways: Vec<Ipv4Addr>,
+    next: usize,
+    /// Peer address → (gateway, tunnels using it).
+    routes: BTreeMap<Ipv4Addr, (Ipv4Addr, usize)>,
+}
+
+impl RemoteGateways {
+    pub fn new(gateways: &[String]) -> Result<RemoteGateways, String> {
+        let gateways = gateways
+            .iter()
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| format!("--remote-gateway {g:?}: not an IPv4 address"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RemoteGateways {
+            gateways,
+            ..Default::default()
+        })
+    }
+
+    /// A tunnel to `peer` starts: the route to add, if any (IPv4 peers
+    /// only, as upstream; one route per address, shared by its tunnels).
+    pub fn add(&mut self, peer: IpAddr) -> Option<Vec<String>> {
+        let IpAddr::V4(peer) = peer else { return None };
+        if self.gateways.is_empty() {
+            return None;
+        }
+        if let Some((_, users)) = self.routes.get_mut(&peer) {
+            *users += 1;
+            return None;
+        }
+        let gw = self.gateways[self.next % self.gateways.len()];
+        self.next += 1;
+        self.routes.insert(peer, (gw, 1));
+        Some(route("add", peer, gw))
+    }
+
+    /// A tunnel to `peer` ended: the route to delete, if it was the last.
+    pub fn remove(&mut self, peer: IpAddr) -> Option<Vec<String>> {
+        let IpAddr::V4(peer) = peer else { return None };
+        let (gw, users) = self.routes.get_mut(&peer)?;
+        *users -= 1;
+        if *users > 0 {
+            return None;
+        }
+        let gw = *gw;
+        self.routes.remove(&peer);
+        Some(route("del", peer, gw))
+    }
+
+    /// Everything to delete on exit.
+    pub fn clear(&mut self) -> Vec<Vec<String>> {
+        std::mem::take(&mut self.routes)
+            .into_iter()
+            .map(|(peer, (gw, _))| route("del", peer, gw))
+            .collect()
+    }
+}
+
+fn route(cmd: &str, peer: Ipv4Addr, gw: Ipv4Addr) -> Vec<String> {
+    [
+        "-4",
+        "route",
+        cmd,
+        &format!("{peer}/32"),
+        "via",
+        &gw.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn round_robin_shared_routes() {
+        let mut g = RemoteGateways::new(&["198.18.200.1".into(), "198.18.201.1".into()]).unwrap();
+        assert_eq!(
+            g.add(ip("198.18.3.2")).unwrap().join(" "),
+            "-4 route add 198.18.3.2/32 via 198.18.200.1"
+        );
+        assert_eq!(
+            g.add(ip("198.18.4.2")).unwrap().join(" "),
+            "-4 route add 198.18.4.2/32 via 198.18.201.1"
+        );
+        // A second tunnel to the same address shares its route.
+        assert_eq!(g.add(ip("198.18.3.2")), None);
+        assert_eq!(g.remove(ip("198.18.3.2")), None);
+        assert_eq!(
+            g.remove(ip("198.18.3.2")).unwrap().join(" "),
+            "-4 route del 198.18.3.2/32 via 198.18.200.1"
+        );
+        assert_eq!(g.remove(ip("198.18.3.2")), None, "unknown now");
+        assert_eq!(g.add(ip("2001:db8::1")), None, "IPv4 only");
+        assert_eq!(g.clear().len(), 1);
+        assert!(RemoteGateways::new(&["nope".into()]).is_err());
+        assert_eq!(
+            RemoteGateways::new(&[]).unwrap().add(ip("198.18.3.2")),
+            None
+        );
+    }
+}
