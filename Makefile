@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export RE6ST_UPSTREAM_PYTHON ?= $(CURDIR)/.venv/bin/python
 
-.PHONY: all deps build release test lint unit fuzz-build fuzz demo bench clean
+.PHONY: all deps build release test lint unit fuzz-build fuzz demo bench sim clean
 
 all: build
 
@@ -45,6 +45,11 @@ demo: deps release
 ## Benchmarks; writes bench/report.md and bench/report.json.
 bench: deps release
 	bash scripts/bench.sh
+
+## Simulator sweep (1,000/3,000/10,000 nodes, 30 % random/targeted loss,
+## registry down); writes bench/sim.md and bench/sim.json. Not in `make test`.
+sim:
+	bash scripts/sim.sh
 
 clean:
 	$(CARGO) clean

@@ -25,6 +25,8 @@ use crate::wire::{encode, PeerTraffic, FRAMING};
 
 /// The manager's own period of babel dumps when nothing happens.
 const ROUTES_MAX_AGE: i64 = 30;
+/// Seconds a node is ticked every second after an event.
+const ACTIVE_S: i64 = 2;
 /// How often a node announces the network version to its tunnel peers.
 const VERSION_EVERY: i64 = 30;
 /// A signed version: a packed number and a 2048-bit RSA signature.
@@ -35,8 +37,9 @@ const VERSION_PAYLOAD: usize = 1 + 2 + 256;
 pub struct Counts {
     /// Babel dumps the managers asked for (each answered with a view).
     pub dumps: u64,
-    /// Dumps idle managers would have asked for every 30 s, not computed
-    /// (see `Sim::tick_all`).
+    /// Dumps the daemon's ticks would have asked for and the simulator
+    /// skipped as they change nothing (see `Sim::tick_all`): every 30 s
+    /// for a full idle node, every second below the client count.
     pub idle_dumps: u64,
     pub bootstrap_requests: u64,
     /// Bootstrap requests answered with a peer.
@@ -71,6 +74,9 @@ struct Node {
     next_tick: i64,
     /// When the manager last got a routing view (or would have).
     last_dump: i64,
+    /// Until when the node is ticked every second after something
+    /// happened to it (see `Sim::tick_all`).
+    active_until: i64,
     /// Clients on our UDP and TCP servers.
     served: [usize; 2],
 }
@@ -160,6 +166,7 @@ impl Sim {
                 },
                 next_tick: 0,
                 last_dump: 0,
+                active_until: 0,
                 served: [0; 2],
             })
             .collect::<Vec<_>>();
@@ -235,6 +242,24 @@ impl Sim {
         self.mgr(i).map(|m| m.served().len())
     }
 
+    /// A live node's manager state, for debugging.
+    pub fn debug_node(&self, i: u32) -> String {
+        self.mgr(i).map_or_else(String::new, |m| {
+            format!(
+                "tunnels {:?} served {:?} cut {} cache {} known {} next_timeout {}",
+                m.client_tunnels()
+                    .iter()
+                    .map(|t| (t.peer.value(), t.state, t.routes))
+                    .collect::<Vec<_>>(),
+                m.served().iter().map(|p| p.value()).collect::<Vec<_>>(),
+                m.is_disconnected(),
+                m.cache().len(),
+                m.routing().known.len(),
+                m.next_timeout()
+            )
+        })
+    }
+
     /// Live nodes whose manager believes the registry is out of reach.
     pub fn registry_cut(&self) -> usize {
         self.nodes
@@ -289,8 +314,12 @@ impl Sim {
     /// Ticks the nodes that are due. The daemon ticks every node every
     /// second; a tick only matters when it makes the manager ask for a
     /// babel dump, so:
-    /// * a node draining a tunnel (either end) is ticked every second;
-    /// * a node below its client count every `tick` seconds;
+    /// * a node draining a tunnel (either end) is ticked every second, and
+    ///   so is a node for `ACTIVE_S` seconds after an event reached its
+    ///   manager or it opened or closed a tunnel (it is settling);
+    /// * a node below its client count otherwise every `tick` seconds (a
+    ///   NATed node stays below it for good: its dumps then change
+    ///   nothing while the registry is reachable);
     /// * any node at its manager's `next_timeout`;
     /// * a full, idle node otherwise not: its dumps every 30 s would change
     ///   nothing (no LAN here), so they are counted, not computed.
@@ -315,11 +344,13 @@ impl Sim {
             if periodic {
                 node.next_tick = now + tick;
             }
-            if busy || now >= m.next_timeout() || (periodic && !full) {
+            let active = now < node.active_until;
+            if busy || active || now >= m.next_timeout() || (periodic && !full) {
                 m.tick(now);
                 self.touch(i);
                 self.run_work();
-            } else if now - node.last_dump >= ROUTES_MAX_AGE {
+            } else if !full || now - node.last_dump >= ROUTES_MAX_AGE {
+                // The daemon's tick would have asked for this dump.
                 node.last_dump = now;
                 self.counts.idle_dumps += 1;
             }
@@ -350,8 +381,10 @@ impl Sim {
     /// Calls a live node's manager, then carries out what it asks for.
     fn with_mgr(&mut self, i: u32, f: impl FnOnce(&mut Manager, i64)) {
         let now = self.now;
-        if let Some(m) = self.nodes[i as usize].mgr.as_mut() {
+        let node = &mut self.nodes[i as usize];
+        if let Some(m) = node.mgr.as_mut() {
             f(m, now);
+            node.active_until = now + ACTIVE_S;
             self.touch(i);
         }
     }
@@ -378,6 +411,7 @@ impl Sim {
             timeout: cfg.timeout(),
             neighbours: BTreeSet::new(),
             disabled: BTreeSet::new(),
+            countries: Default::default(),
         };
         let seed = r.next_u64();
         let node = &mut self.nodes[i as usize];
@@ -557,6 +591,7 @@ impl Sim {
             } => {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_attempts += 1;
+                self.nodes[i as usize].active_until = now + ACTIVE_S;
                 if let Some(old) = self.graph.by_pair(i, j) {
                     if self.graph.tunnel(old).is_some_and(|x| x.up) {
                         self.drop_tunnel(old);
@@ -578,6 +613,7 @@ impl Sim {
             Action::Close { prefix: p, .. } => {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_closes += 1;
+                self.nodes[i as usize].active_until = now + ACTIVE_S;
                 if let Some(t) = self.graph.by_pair(i, j) {
                     if let Some(x) = self.drop_tunnel(t) {
                         if x.up {
@@ -615,7 +651,11 @@ impl Sim {
                 self.counts.dumps += 1;
                 self.nodes[i as usize].last_dump = now;
                 let view = self.router.view(&self.graph, i);
-                self.with_mgr(i, |m, now| m.on_routes(now, view));
+                // Not `with_mgr`: a dump is no event (the node stays idle).
+                if let Some(m) = self.nodes[i as usize].mgr.as_mut() {
+                    m.on_routes(now, view);
+                    self.touch(i);
+                }
             }
         }
     }

@@ -96,6 +96,10 @@ pub struct LossReport {
     /// Last second at which the survivors were split, relative to the loss.
     pub last_split_s: Option<i64>,
     pub one_component_at_end: bool,
+    /// Survivors outside the largest component at the end, and how many
+    /// of them are NATed.
+    pub stranded_at_end: usize,
+    pub stranded_nat_at_end: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,11 +231,13 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "  one component again after {}; largest >= 99 % after {}; last split at {}; one component at the end: {}",
+                "  one component again after {}; largest >= 99 % after {}; last split at {}; one component at the end: {} ({} stranded, {} of them NATed)",
                 opt_s(l.reconnected_after_s),
                 opt_s(l.largest_99_after_s),
                 l.last_split_s.map_or_else(|| "-".to_owned(), |s| format!("{s} s")),
-                l.one_component_at_end
+                l.one_component_at_end,
+                l.stranded_at_end,
+                l.stranded_nat_at_end
             );
         }
         for (name, r) in [

@@ -26,14 +26,20 @@ pub fn server_iface(proto: u8) -> &'static str {
     }
 }
 
+/// What a search knows of a node, in one cache line access.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    /// `stamp == epoch`: reached by the current search.
+    stamp: u32,
+    hops: u16,
+    /// First hop of the route, as an index into `slots`.
+    slot: u16,
+}
+
 #[derive(Debug, Default)]
 pub struct Router {
-    /// `stamp[v] == epoch`: `v` was reached by the current search.
-    stamp: Vec<u32>,
+    marks: Vec<Mark>,
     epoch: u32,
-    hops: Vec<u16>,
-    /// First hop of the route to each node, as an index into `slots`.
-    slot: Vec<u16>,
     /// The source's tunnels.
     slots: Vec<Link>,
     queue: Vec<u32>,
@@ -47,27 +53,27 @@ const NO_SLOT: u16 = u16::MAX;
 
 impl Router {
     fn reset(&mut self, n: usize) {
-        if self.stamp.len() != n {
-            self.stamp = vec![0; n];
-            self.hops = vec![0; n];
-            self.slot = vec![NO_SLOT; n];
+        if self.marks.len() != n {
+            self.marks = vec![Mark::default(); n];
             self.epoch = 0;
         }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
-            self.stamp.fill(0);
+            self.marks.fill(Mark::default());
             self.epoch = 1;
         }
     }
 
     fn settled(&self, v: u32) -> bool {
-        self.stamp[v as usize] == self.epoch
+        self.marks[v as usize].stamp == self.epoch
     }
 
     fn settle(&mut self, v: u32, hops: u16, slot: u16) {
-        self.stamp[v as usize] = self.epoch;
-        self.hops[v as usize] = hops;
-        self.slot[v as usize] = slot;
+        self.marks[v as usize] = Mark {
+            stamp: self.epoch,
+            hops,
+            slot,
+        };
         self.queue.push(v);
     }
 
@@ -76,9 +82,11 @@ impl Router {
     pub fn search(&mut self, g: &Graph, src: u32) {
         self.reset(g.nodes() as usize);
         self.queue.clear();
-        self.stamp[src as usize] = self.epoch;
-        self.hops[src as usize] = 0;
-        self.slot[src as usize] = NO_SLOT;
+        self.marks[src as usize] = Mark {
+            stamp: self.epoch,
+            hops: 0,
+            slot: NO_SLOT,
+        };
         self.slots.clear();
         self.slots.extend_from_slice(g.adj(src));
         self.seeds.clear();
@@ -111,7 +119,7 @@ impl Router {
         loop {
             // Seeds enter before any node that would label them farther.
             let limit = match self.queue.get(head) {
-                Some(&u) => self.hops[u as usize].saturating_add(1),
+                Some(&u) => self.marks[u as usize].hops.saturating_add(1),
                 None if si < seeds.len() => seeds[si].0,
                 None => break,
             };
@@ -126,16 +134,22 @@ impl Router {
                 continue;
             };
             head += 1;
-            let (h, s) = (self.hops[u as usize] + 1, self.slot[u as usize]);
+            let Mark { hops, slot: s, .. } = self.marks[u as usize];
+            let (h, epoch) = (hops + 1, self.epoch);
             for l in g.adj(u) {
-                let v = l.peer;
-                if self.settled(v) {
+                let m = &mut self.marks[l.peer as usize];
+                if m.stamp == epoch {
                     continue;
                 }
                 if l.drained {
-                    self.next_seeds.push((h, v, s));
+                    self.next_seeds.push((h, l.peer, s));
                 } else {
-                    self.settle(v, h, s);
+                    *m = Mark {
+                        stamp: epoch,
+                        hops: h,
+                        slot: s,
+                    };
+                    self.queue.push(l.peer);
                 }
             }
         }
@@ -145,12 +159,12 @@ impl Router {
 
     /// Hops from the last search's source (`None`: unreachable).
     pub fn hops(&self, v: u32) -> Option<u16> {
-        self.settled(v).then(|| self.hops[v as usize])
+        self.settled(v).then(|| self.marks[v as usize].hops)
     }
 
     /// The neighbour the last search's route to `v` goes through.
     pub fn first_hop(&self, v: u32) -> Option<u32> {
-        let s = *self.slot.get(v as usize)?;
+        let s = self.marks.get(v as usize)?.slot;
         (self.settled(v) && s != NO_SLOT).then(|| self.slots[s as usize].peer)
     }
 
@@ -163,7 +177,7 @@ impl Router {
             if v != src && self.settled(v) {
                 let p = prefix(v);
                 known.push(p);
-                self.per_slot[self.slot[v as usize] as usize].push(p);
+                self.per_slot[self.marks[v as usize].slot as usize].push(p);
             }
         }
         let mut view = RoutingView {

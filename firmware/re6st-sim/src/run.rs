@@ -220,6 +220,8 @@ pub fn run(cfg: SimConfig, opt: Options) -> Report {
                     largest_99_after_s: None,
                     last_split_s: None,
                     one_component_at_end: false,
+                    stranded_at_end: 0,
+                    stranded_nat_at_end: 0,
                 });
             }
         }
@@ -266,8 +268,20 @@ pub fn run(cfg: SimConfig, opt: Options) -> Report {
     }
     let end_mark = mark(&sim, node_seconds);
     if let Some(l) = loss.as_mut() {
-        let comp = sim.components();
+        let comp = sim.components().clone();
         l.one_component_at_end = comp.sizes.len() <= 1;
+        if let Some(big) =
+            (0..comp.sizes.len()).max_by_key(|&c| (comp.sizes[c], std::cmp::Reverse(c)))
+        {
+            let stranded: Vec<u32> = (0..cfg.nodes)
+                .filter(|&i| {
+                    let c = comp.label[i as usize];
+                    c != u32::MAX && c as usize != big
+                })
+                .collect();
+            l.stranded_at_end = stranded.len();
+            l.stranded_nat_at_end = stranded.iter().filter(|&&i| sim.is_nat(i)).count();
+        }
     }
     let end = snapshot(&mut sim, &mut rng, !opt.no_paths, false);
     let steady = steady.unwrap_or_else(|| end.clone());

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# `make sim`: the simulator's sweep (re6st-sim, see README "Simulator").
+# Writes bench/sim.md, bench/sim.json and the single runs in bench/sim/.
+# SIM_SIZES="1000 3000" limits the sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+$CARGO build --profile sim -p re6st-sim
+BIN=${CARGO_TARGET_DIR:-target}/sim/re6st-sim
+OUT=bench/sim
+rm -rf "$OUT"
+mkdir -p "$OUT"
+SIZES=${SIM_SIZES:-"1000 3000 10000"}
+# Per size: simulated seconds, loss time, tick period of nodes below their
+# client count (the daemon: 1 s). Each run stays under ~10 minutes here.
+plan() {
+  case $1 in
+    1000) echo "3600 1800 1" ;;
+    3000) echo "3600 1800 10" ;;
+    10000) echo "1500 900 30" ;;
+    *) echo "3600 1800 10" ;;
+  esac
+}
+runs=()
+for n in $SIZES; do
+  read -r duration loss_at tick < <(plan "$n")
+  for loss in random:0.3 targeted:0.3; do
+    name="$OUT/n$n-${loss%%:*}"
+    cmd=("$BIN" --nodes "$n" --loss "$loss" --registry-down --duration "$duration" \
+      --loss-at "$loss_at" --tick "$tick" --seed 1 --timing --json "$name.json")
+    echo "sim: ${cmd[*]}" >&2
+    echo "${cmd[*]}" > "$name.cmd"
+    nice -n 19 "${cmd[@]}" | tee "$name.txt"
+    runs+=("$name.json")
+  done
+done
+{
+  echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
+  echo
+  echo "Each node runs the node's real tunnel manager; routing is shortest paths"
+  echo "over the tunnel graph (see the README's simulator section for the model)."
+  echo "Defaults: client_count 10, max_clients 20 per server (UDP and TCP),"
+  echo "tunnel_refresh 300 s, hello 15 s, 20 % NATed nodes, nodes joining over"
+  echo "600 s, tunnels up 5 s after OpenVPN starts, seed 1. At the loss time"
+  echo "30 % of the live nodes die at once (random, or highest degree first)"
+  echo "and so does the registry's node: no more bootstrap answers."
+  echo
+  echo "Commands:"
+  echo
+  for r in "${runs[@]}"; do echo "    $(sed "s#$BIN#re6st-sim#" "${r%.json}.cmd")"; done
+  echo
+  echo "<!-- table -->"
+  echo
+  echo "Columns: tunnels per node count client and served tunnels; diameter and"
+  echo "mean hops are exact over the largest component before the loss; the"
+  echo "random-regular reference has the same node count and the overlay's mean"
+  echo "degree, rounded (200 sampled sources); hop stretch is their ratio."
+  echo "Latency stretch: overlay path latency over direct underlay latency,"
+  echo "nodes uniform in a square, 5 ms + 100 ms × distance per underlay path."
+  echo "Static loss: the snapshot before the loss with 30 % removed at once (no"
+  echo "repair). Peer messages: address queries and answers, kill requests and"
+  echo "answers, keep-alives; version announcements are counted apart; babel"
+  echo "dumps are what the daemon would request (local, not network traffic)."
+  echo
+  echo "Full summaries: bench/sim/*.txt; everything: bench/sim.json."
+} > bench/sim.md
+"$BIN" table --md bench/sim.md --json bench/sim.json "${runs[@]}"
+if command -v gnuplot > /dev/null; then
+  for r in "${runs[@]}"; do
+    python3 -c 'import json,sys; [print(p["t"], p["largest_fraction"], p["tunnels"]) for p in json.load(open(sys.argv[1]))["series"]]' "$r" > "${r%.json}.dat"
+  done
+  gnuplot -e "set terminal svg; set output 'bench/sim.svg'; set xlabel 's'; set ylabel 'largest component'; plot $(for r in "${runs[@]}"; do printf "'%s' using 1:2 with lines title '%s'," "${r%.json}.dat" "$(basename "${r%.json}")"; done)"
+else
+  echo "sim: no gnuplot, no plot (the data is in bench/sim.json)" >&2
+fi
+cat bench/sim.md
