@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::asn1::{Asn1Integer, Asn1Time, Asn1TimeRef};
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
@@ -146,8 +146,29 @@ impl Pki {
 
     /// A node certificate for the node prefix `subnet` (`N/LEN`).
     pub fn node(&self, subnet: &str, serial: u32) -> NodeId {
+        let end = Asn1Time::days_from_now(365).unwrap();
+        self.sign(subnet, serial, rsa_key(2048), &end)
+    }
+
+    /// The registry's reissue of a revoked certificate: same key, prefix
+    /// and end of validity, another serial.
+    pub fn reissue(&self, id: &NodeId, serial: u32) -> NodeId {
+        self.sign(
+            &id.prefix.to_subnet(),
+            serial,
+            id.key.clone(),
+            id.cert.not_after(),
+        )
+    }
+
+    fn sign(
+        &self,
+        subnet: &str,
+        serial: u32,
+        key: PKey<Private>,
+        not_after: &Asn1TimeRef,
+    ) -> NodeId {
         let prefix = Prefix::from_subnet(subnet).unwrap();
-        let key = rsa_key(2048);
         let mut b = X509::builder().unwrap();
         b.set_version(2).unwrap();
         b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
@@ -158,8 +179,7 @@ impl Pki {
         b.set_pubkey(&key).unwrap();
         b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
             .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
-            .unwrap();
+        b.set_not_after(not_after).unwrap();
         b.sign(&self.ca_key, MessageDigest::sha512()).unwrap();
         NodeId {
             prefix,

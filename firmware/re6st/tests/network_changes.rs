@@ -110,6 +110,31 @@ fn configuration_changes_and_revocations_spread() {
     }
     o.all_pairs_reach(Duration::from_secs(60));
 
+    // Revoke node 3's certificate by serial (a compromised certificate,
+    // not an expelled node): it gets a new one and stays in the network.
+    let serial = |o: &Overlay| -> u128 {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-in"])
+            .arg(o.node_dir(3).join("cert.crt"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        u128::from_str_radix(text.trim().trim_start_matches("serial="), 16).unwrap_or(0)
+    };
+    let old = serial(&o);
+    o.lab.sh(
+        "reg",
+        &format!(
+            "python3 -c \"import urllib.request; urllib.request.urlopen('http://198.18.1.2:9080/revoke?cn_or_serial={old}').read()\""
+        ),
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(90), || serial(&o) != old),
+        "node3 kept its revoked certificate {old}\n{}",
+        o.logs()
+    );
+    o.all_pairs_reach(Duration::from_secs(90));
+
     // Revoke node 4: nobody keeps or accepts a tunnel with it.
     let cn = o.cn(4);
     let subnet4 = format!("{}/64", o.addrs[4].strip_suffix('1').unwrap());

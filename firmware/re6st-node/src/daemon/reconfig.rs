@@ -16,11 +16,12 @@ pub struct Plan {
     /// `max_clients` changed, or a peer on our servers was revoked.
     pub restart_servers: bool,
     /// Encryption, IPv4 payload, client count or the same-country rule
-    /// changed: every tunnel and tap is concerned. Also when our own
-    /// certificate is revoked.
+    /// changed: every tunnel and tap is concerned.
     pub reexec: bool,
     /// Newly revoked serials.
     pub revoked: BTreeSet<u64>,
+    /// Our own certificate is among them: get a new one.
+    pub renew: bool,
     /// Our protocol is below the network's minimum.
     pub too_old: bool,
 }
@@ -44,8 +45,8 @@ pub fn plan(
         reexec: old.encrypt != new.encrypt
             || old.ipv4 != new.ipv4
             || old.client_count != new.client_count
-            || old.same_country != new.same_country
-            || new.crl.contains(&own),
+            || old.same_country != new.same_country,
+        renew: revoked.contains(&own),
         too_old: protocol < new.min_protocol,
         revoked,
     }
@@ -79,7 +80,8 @@ mod tests {
         let p = plan(&old, &new, &[5, 6].into(), 7, 10);
         assert!(p.restart_servers && !p.reexec);
         new.crl.insert(7);
-        assert!(plan(&old, &new, &none, 7, 10).reexec, "our own revocation");
+        let p = plan(&old, &new, &none, 7, 10);
+        assert!(p.renew && !p.reexec, "our own revocation: {p:?}");
 
         let mut new = old.clone();
         new.client_count += 1;

@@ -24,12 +24,14 @@ pub fn due(not_after: i64, now: i64) -> bool {
 }
 
 /// Whether `new` (PEM from the registry) can replace `old`: signed by our
-/// CA, for our key and our prefix, and valid longer.
+/// CA, for our key and our prefix, and valid longer; or, when `old` was
+/// revoked, a reissue (another serial, valid as long).
 pub fn acceptable_cert(
     new_pem: &[u8],
     old: &X509Ref,
     key: &PKeyRef<Private>,
     ca: &X509Ref,
+    old_revoked: bool,
 ) -> Result<X509, String> {
     let new = X509::from_pem(new_pem).map_err(|e| format!("unreadable certificate: {e}"))?;
     let ca_key = ca.public_key().map_err(|e| e.to_string())?;
@@ -43,8 +45,9 @@ pub fn acceptable_cert(
     if cert::node_prefix(&new).ok() != cert::node_prefix(old).ok() {
         return Err("not for our prefix".into());
     }
+    let reissued = old_revoked && cert::serial(&new).ok() != cert::serial(old).ok();
     match (unix(new.not_after()), unix(old.not_after())) {
-        (Some(n), Some(o)) if n > o => Ok(new),
+        (Some(n), Some(o)) if n > o || (reissued && n >= o) => Ok(new),
         _ => Err("not valid any longer than ours".into()),
     }
 }
@@ -76,17 +79,27 @@ mod tests {
         assert!(!due(end, end - AHEAD - 1));
         // The same certificate is not an improvement; another node's is
         // refused; a certificate of another CA too.
-        assert!(acceptable_cert(&a.cert_pem(), &old, &key, &pki.ca).is_err());
+        assert!(acceptable_cert(&a.cert_pem(), &old, &key, &pki.ca, false).is_err());
         let b = pki.node("2/16", 3);
-        assert!(acceptable_cert(&b.cert_pem(), &old, &key, &pki.ca)
+        assert!(acceptable_cert(&b.cert_pem(), &old, &key, &pki.ca, false)
             .unwrap_err()
             .contains("key"));
         let other = Pki::new("2001:db8::/32");
-        assert!(
-            acceptable_cert(&other.node("1/16", 2).cert_pem(), &old, &key, &pki.ca)
-                .unwrap_err()
-                .contains("CA")
-        );
+        assert!(acceptable_cert(
+            &other.node("1/16", 2).cert_pem(),
+            &old,
+            &key,
+            &pki.ca,
+            false
+        )
+        .unwrap_err()
+        .contains("CA"));
+        // A reissue (another serial, the same end) replaces a revoked
+        // certificate only.
+        let again = pki.reissue(&a, 7).cert_pem();
+        assert!(acceptable_cert(&again, &old, &key, &pki.ca, false).is_err());
+        assert!(acceptable_cert(&again, &old, &key, &pki.ca, true).is_ok());
+        assert!(acceptable_cert(&a.cert_pem(), &old, &key, &pki.ca, true).is_err());
         assert!(replacement_ca(&pki.ca.to_pem().unwrap(), &pki.ca).is_none());
         assert!(replacement_ca(b"garbage", &pki.ca).is_none());
     }

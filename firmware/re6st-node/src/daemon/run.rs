@@ -91,6 +91,8 @@ struct Node {
     served_serials: BTreeMap<Prefix, u64>,
     /// When to fetch the network configuration (a newer version exists).
     update_at: Option<i64>,
+    /// When a missed configuration was last looked for.
+    config_checked: i64,
     /// When we last sent our version to our neighbours.
     version_announced: i64,
     my_cert: X509,
@@ -453,6 +455,7 @@ async fn run(o: Options) -> Result<(), String> {
                     own_serial,
                     served_serials: BTreeMap::new(),
                     update_at: None,
+                    config_checked: 0,
                     version_announced: now(),
                     my_cert: my_cert.clone(),
                     key: key.clone(),
@@ -695,6 +698,7 @@ async fn run_node(
                 }
             }
             _ = tick.tick() => {
+                let mut restart_servers = false;
                 if node.update_at.is_some_and(|t| now() >= t) {
                     if let Some(plan) = node.update_config(&udp).await {
                         if plan.too_old {
@@ -704,6 +708,9 @@ async fn run_node(
                             log(1, v, "network configuration changed: restarting the node");
                             reexec = true;
                             break;
+                        }
+                        if plan.renew {
+                            node.renewal_check = now();
                         }
                         if plan.restart_babel {
                             log(1, v, "network configuration changed: restarting babeld");
@@ -716,22 +723,35 @@ async fn run_node(
                             let _ = babeld.kill().await;
                             babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
                         }
-                        if plan.restart_servers {
-                            log(1, v, "network configuration changed: restarting the OpenVPN servers");
-                            for mut c in std::mem::take(&mut children) {
-                                let _ = c.kill().await;
-                            }
-                            node.served_serials.clear();
-                            node.manager.clear_served();
-                            let max = o.max_clients.unwrap_or(node.config.max_clients);
-                            children = spawn_servers(&node.common, max)?;
-                        }
+                        restart_servers |= plan.restart_servers;
                     }
                 }
-                if now() >= node.renewal_check && node.renew().await {
-                    log(1, v, "new certificate or CA: restarting the node");
-                    reexec = true;
-                    break;
+                if now() >= node.renewal_check {
+                    match node.renew().await {
+                        Renewed::Ca => {
+                            log(1, v, "new CA: restarting the node");
+                            reexec = true;
+                            break;
+                        }
+                        Renewed::Cert => {
+                            // Babel and the taps stay: peers keep seeing
+                            // the same neighbours, only the tunnels restart.
+                            log(1, v, "new certificate: reconnecting the tunnels with it");
+                            node.use_new_cert().await;
+                            restart_servers = true;
+                        }
+                        Renewed::Nothing => {}
+                    }
+                }
+                if restart_servers {
+                    log(1, v, "restarting the OpenVPN servers");
+                    for mut c in std::mem::take(&mut children) {
+                        let _ = c.kill().await;
+                    }
+                    node.served_serials.clear();
+                    node.manager.clear_served();
+                    let max = o.max_clients.unwrap_or(node.config.max_clients);
+                    children = spawn_servers(&node.common, max)?;
                 }
                 if now() - node.version_announced >= 30 {
                     node.announce_version(&udp).await;
@@ -793,6 +813,15 @@ async fn run_node(
         return Err(REEXEC.into());
     }
     Ok(())
+}
+
+/// What a renewal check brought.
+enum Renewed {
+    Nothing,
+    /// A new certificate, saved: to use at once.
+    Cert,
+    /// A new CA, saved: the node starts over.
+    Ca,
 }
 
 /// What `run_node` returns when the node must start over.
@@ -872,11 +901,11 @@ impl Node {
 
     /// Renews our certificate when it ends within 30 days, and takes a new
     /// CA of our network; true when a file changed (restart to use it).
-    async fn renew(&mut self) -> bool {
+    async fn renew(&mut self) -> Renewed {
         let v = self.o.verbose;
         // Checked hourly; a failed attempt is retried then too.
         self.renewal_check = now() + 3600;
-        let mut changed = false;
+        let mut new_ca = false;
         match self.registry.ca().await {
             Ok(pem) => {
                 if let Some(new) = renewal::replacement_ca(&pem, &self.ca) {
@@ -885,7 +914,7 @@ impl Node {
                     }) {
                         Ok(()) => {
                             log(1, v, "the registry has a new CA: saved");
-                            changed = true;
+                            new_ca = true;
                         }
                         Err(e) => log(1, v, format!("cannot save the new CA: {e}")),
                     }
@@ -894,23 +923,37 @@ impl Node {
             Err(e) => log(3, v, format!("CA check: {e}")),
         }
         let end = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
-        if !renewal::due(end, now()) {
-            return changed;
+        let revoked = self.config.crl.contains(&self.own_serial);
+        if revoked {
+            log(
+                1,
+                v,
+                "our certificate is revoked: asking the registry for a new one",
+            );
+        } else if renewal::due(end, now()) {
+            log(1, v, "our certificate ends within 30 days: renewing it");
+        } else if new_ca {
+            return Renewed::Ca;
+        } else {
+            return Renewed::Nothing;
         }
-        log(1, v, "our certificate ends within 30 days: renewing it");
         let pem = match self.registry.renew_certificate().await {
             Ok(p) => p,
             Err(e) => {
                 log(1, v, format!("certificate renewal: {e}"));
-                return changed;
+                return if new_ca {
+                    Renewed::Ca
+                } else {
+                    Renewed::Nothing
+                };
             }
         };
-        match renewal::acceptable_cert(&pem, &self.my_cert, &self.key, &self.ca) {
+        match renewal::acceptable_cert(&pem, &self.my_cert, &self.key, &self.ca, revoked) {
             Ok(new) => match crate::state::write_atomic(&self.o.cert, &pem, 0o644) {
                 Ok(()) => {
                     log(1, v, "certificate renewed");
                     self.my_cert = new;
-                    changed = true;
+                    return if new_ca { Renewed::Ca } else { Renewed::Cert };
                 }
                 Err(e) => log(1, v, format!("cannot save the new certificate: {e}")),
             },
@@ -920,7 +963,33 @@ impl Node {
                 self.renewal_check = now() + 86_400;
             }
         }
-        changed
+        if new_ca {
+            Renewed::Ca
+        } else {
+            Renewed::Nothing
+        }
+    }
+
+    /// Takes our renewed certificate into use: the peer protocol's identity
+    /// and the client tunnels (they reconnect with it; the caller restarts
+    /// the servers).
+    async fn use_new_cert(&mut self) {
+        match Identity::new(self.ca.clone(), self.my_cert.clone(), self.key.clone()) {
+            Ok(me) => self.link.me = me,
+            Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
+        }
+        self.own_serial = cert::serial(&self.my_cert)
+            .ok()
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(self.own_serial);
+        self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
+        // Killed but kept: reaping them tells the manager, which reconnects.
+        for c in self.clients.values_mut() {
+            let _ = c.kill().await;
+        }
+        if let Some(mut c) = self.client_mode_child.take() {
+            let _ = c.kill().await;
+        }
     }
 
     /// A peer's network version: newer ones make us fetch the
@@ -1296,6 +1365,13 @@ impl Node {
                     }
                 }
                 Action::RequestBootstrap => {
+                    // Cut off: maybe because of a configuration we missed
+                    // (e.g. our certificate revoked): check it too, at most
+                    // once a minute.
+                    if now() - self.config_checked >= 60 {
+                        self.config_checked = now();
+                        self.update_at.get_or_insert(now());
+                    }
                     let peer = self.registry.bootstrap_peer().await.ok().flatten();
                     let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
                     self.manager.on_bootstrap(peer);
