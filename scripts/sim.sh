@@ -17,7 +17,7 @@ plan() {
   case $1 in
     1000) echo "3600 1800 1" ;;
     3000) echo "3600 1800 10" ;;
-    10000) echo "1500 900 30" ;;
+    10000) echo "1200 900 30" ;;
     *) echo "3600 1800 10" ;;
   esac
 }
@@ -34,6 +34,17 @@ for n in $SIZES; do
     runs+=("$name.json")
   done
 done
+# The daemon's fallback behind a NAT without UPnP: announce the address
+# peers see (unreachable). One comparison run at the smallest size.
+n=${SIZES%% *}
+read -r duration loss_at tick < <(plan "$n")
+name="$OUT/n$n-random-nat-announces"
+cmd=("$BIN" --nodes "$n" --loss random:0.3 --registry-down --nat-announces --duration "$duration" \
+  --loss-at "$loss_at" --tick "$tick" --seed 1 --timing --json "$name.json")
+echo "sim: ${cmd[*]}" >&2
+echo "${cmd[*]}" > "$name.cmd"
+nice -n 19 "${cmd[@]}" | tee "$name.txt"
+runs+=("$name.json")
 {
   echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
   echo

@@ -66,8 +66,12 @@ pub struct SimConfig {
     /// Simulated seconds.
     pub duration: i64,
     pub seed: u64,
-    /// Fraction of nodes behind a NAT: no server, no announced address.
+    /// Fraction of nodes behind a NAT: their servers are unreachable.
     pub nat: f64,
+    /// NATed nodes announce an address anyway (the daemon's fallback
+    /// without UPnP: the address peers see them from), which peers try
+    /// in vain; otherwise they announce none.
+    pub nat_announces: bool,
     /// Nodes boot at random times in `[0, join_over)` (the registry's own
     /// node at 0).
     pub join_over: i64,
@@ -97,6 +101,7 @@ impl SimConfig {
             duration: 3600,
             seed: 1,
             nat: 0.2,
+            nat_announces: false,
             join_over: 600,
             tunnel_delay: 5,
             tick: 1,

@@ -45,6 +45,10 @@ struct Cli {
     /// Fraction of NATed nodes (clients only).
     #[arg(long, default_value_t = 0.2)]
     nat: f64,
+    /// NATed nodes announce an (unreachable) address, as the daemon does
+    /// without UPnP once peers told it where they see it from.
+    #[arg(long)]
+    nat_announces: bool,
     /// Nodes boot at random within this many seconds.
     #[arg(long, default_value_t = 600)]
     join_over: i64,
@@ -109,6 +113,7 @@ fn simulate(cli: &Cli) -> Result<(), String> {
     cfg.loss_at = cli.loss_at.unwrap_or(cli.duration / 2);
     cfg.registry_down = cli.registry_down;
     cfg.nat = cli.nat;
+    cfg.nat_announces = cli.nat_announces;
     cfg.join_over = cli.join_over;
     cfg.tunnel_delay = cli.tunnel_delay;
     cfg.tick = cli.tick;

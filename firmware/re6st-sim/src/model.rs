@@ -148,6 +148,7 @@ pub struct Sim {
     queued: Vec<bool>,
     traffic: PeerTraffic,
     counts: Counts,
+    graveyard: Vec<Manager>,
 }
 
 impl Sim {
@@ -186,6 +187,7 @@ impl Sim {
             queued: vec![false; n as usize],
             traffic: PeerTraffic::default(),
             counts: Counts::default(),
+            graveyard: Vec::new(),
             nodes,
             cfg,
         };
@@ -524,7 +526,7 @@ impl Sim {
             // A query. A node with no address answers with a keep-alive,
             // as upstream (see `PeerTraffic::address_ping_pongs`).
             Code::Address if msg.data.is_empty() => {
-                if !self.nodes[to as usize].nat {
+                if self.announces(to) {
                     self.send(to, from, encode(Code::Address, address_list(to).as_bytes()));
                 } else {
                     if self.nodes[from as usize].nat {
@@ -545,9 +547,14 @@ impl Sim {
         }
     }
 
+    /// Whether a node answers address queries with an address.
+    fn announces(&self, i: u32) -> bool {
+        !self.nodes[i as usize].nat || self.cfg.nat_announces
+    }
+
     /// `getBootstrapPeer`: a random node the registry's own node has a
     /// route to (or itself); `None` when that node has no address to give
-    /// (NATed) or the registry is down.
+    /// or the registry is down.
     fn bootstrap(&mut self, requester: u32) -> Option<(Prefix, String)> {
         if !self.alive[REGISTRY as usize] {
             return None;
@@ -575,7 +582,7 @@ impl Sim {
         if pick == requester {
             pick = REGISTRY;
         }
-        if pick == requester || self.nodes[pick as usize].nat {
+        if pick == requester || !self.announces(pick) {
             return None;
         }
         Some((prefix(pick), address_list(pick)))
@@ -692,7 +699,12 @@ impl Sim {
             }
             self.alive[v as usize] = false;
             self.alive_version += 1;
-            self.nodes[v as usize].mgr = None;
+            // Kept, not freed: freeing thousands of managers' routing views
+            // at once fragments glibc's heap so badly that later large
+            // allocations crawl (most of the run's time went to malloc).
+            if let Some(m) = self.nodes[v as usize].mgr.take() {
+                self.graveyard.push(m);
+            }
             let tunnels: Vec<u32> = self.graph.of_node(v).to_vec();
             for t in tunnels {
                 let Some(x) = self.graph.tunnel(t) else {

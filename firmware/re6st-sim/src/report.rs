@@ -142,9 +142,10 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "re6st-sim: {} nodes ({} NATed), client_count {}, tunnel_refresh {} s, {} s simulated, seed {}",
+            "re6st-sim: {} nodes ({} NATed{}), client_count {}, tunnel_refresh {} s, {} s simulated, seed {}",
             p.nodes,
             pct(p.nat),
+            if p.nat_announces { ", announcing an address" } else { "" },
             p.client_count,
             p.tunnel_refresh,
             p.duration,

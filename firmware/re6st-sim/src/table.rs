@@ -55,7 +55,15 @@ pub fn markdown(reports: &[Value]) -> String {
             r.pointer("/params/loss").filter(|v| !v.is_null()).map_or("none".to_owned(), |l| {
                 format!("{} {:.0} %", l["kind"].as_str().unwrap_or("?"), 100.0 * l["fraction"].as_f64().unwrap_or(0.0))
             }),
-            if r.pointer("/params/registry_down") == Some(&Value::Bool(true)) { "down" } else { "up" },
+            match (
+                r.pointer("/params/registry_down") == Some(&Value::Bool(true)),
+                r.pointer("/params/nat_announces") == Some(&Value::Bool(true)),
+            ) {
+                (true, false) => "down",
+                (true, true) => "down; NATed nodes announce",
+                (false, false) => "up",
+                (false, true) => "up; NATed nodes announce",
+            },
             f(r, &["params", "duration"], 0),
             f(r, &["wall_seconds"], 0),
             f(r, &["steady", "tunnels_per_node", "mean"], 2),
