@@ -285,9 +285,22 @@ fn tunnels_are_rewired_without_losing_traffic() {
         })
         .collect();
     let mut seen = vec![before.clone()];
-    for _ in 0..6 {
-        std::thread::sleep(Duration::from_secs(15));
-        seen.push(graph(&o));
+    // The status command shows tunnels being drained along the way.
+    let mut states: BTreeSet<String> = BTreeSet::new();
+    for i in 0..30 {
+        std::thread::sleep(Duration::from_secs(3));
+        for n in 0..12 {
+            for t in o
+                .status(n)
+                .and_then(|s| s["tunnels"].as_array().cloned())
+                .unwrap_or_default()
+            {
+                states.extend(t["state"].as_str().map(str::to_owned));
+            }
+        }
+        if i % 5 == 4 {
+            seen.push(graph(&o));
+        }
     }
     let mut lost_total = 0;
     for (mut child, log) in logs {
@@ -313,6 +326,10 @@ fn tunnels_are_rewired_without_losing_traffic() {
     }
     // Less than 1% of 1800 packets.
     assert!(lost_total < 18, "{lost_total} of 1800 pings lost");
+    assert!(
+        states.contains("draining"),
+        "no tunnel seen draining: {states:?}"
+    );
     let changes = seen.windows(2).filter(|w| w[0] != w[1]).count();
     assert!(
         changes >= 2 && seen.last() != Some(&before),

@@ -444,6 +444,52 @@ fn gateway_node_gives_the_overlay_a_way_out() {
 }
 
 #[test]
+fn neighbour_tunnels_survive_rewiring() {
+    // Tunnels are rewired every 10 s, but node2 keeps its --neighbour
+    // tunnel to node4 (our registry numbers anonymous nodes in order).
+    let o = Overlay::start_with(
+        BIN.as_ref(),
+        Registry::Ours,
+        5,
+        None,
+        &["--tunnel-refresh", "10"],
+        &|_| {},
+        &|n| {
+            if n == 2 {
+                vec!["--neighbour".into(), "4/16".into()]
+            } else {
+                vec![]
+            }
+        },
+    );
+    assert_eq!(o.cn(4), "4/16");
+    let subnet4 = format!("{}/64", o.addrs[4].strip_suffix('1').unwrap());
+    let has_it = |o: &Overlay| {
+        o.status(2).is_some_and(|s| {
+            s["tunnels"].as_array().is_some_and(|t| {
+                t.iter()
+                    .any(|t| t["peer"] == subnet4.as_str() && t["state"] == "established")
+            })
+        })
+    };
+    assert!(
+        Lab::wait_until(Duration::from_secs(120), || has_it(&o)),
+        "no tunnel to the neighbour: {:?}",
+        o.status(2)
+    );
+    // Several refresh periods later, still there.
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(
+            has_it(&o),
+            "the neighbour tunnel was dropped: {:?}",
+            o.status(2)
+        );
+    }
+    o.finish();
+}
+
+#[test]
 fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
     let mut o = Overlay::start(BIN.as_ref(), Registry::Ours, 4, None, &[]);
     o.all_pairs_reach(Duration::from_secs(120));
