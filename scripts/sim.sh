@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `make sim`: the simulator's sweep (re6st-sim, see README "Simulator").
 # Writes bench/sim.md, bench/sim.json and the single runs in bench/sim/.
-# SIM_SIZES="1000 3000" limits the sizes.
+# SIM_SIZES="1000 3000" limits the sizes; SIM_RESUME=1 keeps the runs
+# already in bench/sim/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 $CARGO build --profile sim -p re6st-sim
 BIN=${CARGO_TARGET_DIR:-target}/sim/re6st-sim
 OUT=bench/sim
-rm -rf "$OUT"
+if [ "${SIM_RESUME:-0}" != 1 ]; then rm -rf "$OUT"; fi
 mkdir -p "$OUT"
 SIZES=${SIM_SIZES:-"1000 3000 10000"}
 # Per size: simulated seconds, loss time, tick period of nodes below their
@@ -28,10 +29,11 @@ for n in $SIZES; do
     name="$OUT/n$n-${loss%%:*}"
     cmd=("$BIN" --nodes "$n" --loss "$loss" --registry-down --duration "$duration" \
       --loss-at "$loss_at" --tick "$tick" --seed 1 --timing --json "$name.json")
+    runs+=("$name.json")
+    if [ "${SIM_RESUME:-0}" = 1 ] && [ -s "$name.json" ]; then continue; fi
     echo "sim: ${cmd[*]}" >&2
     echo "${cmd[*]}" > "$name.cmd"
     nice -n 19 "${cmd[@]}" | tee "$name.txt"
-    runs+=("$name.json")
   done
 done
 # The daemon's fallback behind a NAT without UPnP: announce the address
@@ -41,9 +43,11 @@ read -r duration loss_at tick < <(plan "$n")
 name="$OUT/n$n-random-nat-announces"
 cmd=("$BIN" --nodes "$n" --loss random:0.3 --registry-down --nat-announces --duration "$duration" \
   --loss-at "$loss_at" --tick "$tick" --seed 1 --timing --json "$name.json")
-echo "sim: ${cmd[*]}" >&2
-echo "${cmd[*]}" > "$name.cmd"
-nice -n 19 "${cmd[@]}" | tee "$name.txt"
+if [ "${SIM_RESUME:-0}" != 1 ] || [ ! -s "$name.json" ]; then
+  echo "sim: ${cmd[*]}" >&2
+  echo "${cmd[*]}" > "$name.cmd"
+  nice -n 19 "${cmd[@]}" | tee "$name.txt"
+fi
 runs+=("$name.json")
 {
   echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"

@@ -243,8 +243,9 @@ pub struct StaticLoss {
     pub trials: usize,
 }
 
-/// Removes `fraction` of the live nodes other than `keep_out`, which is
-/// removed too (the registry's node, down), and measures the rest.
+/// Removes `fraction` of the live nodes, drawn among those other than
+/// `also_removed` (the registry's node, down), which goes too, and measures
+/// the rest.
 pub fn static_loss(
     g: &Graph,
     alive: &[bool],
