@@ -3,7 +3,6 @@
 //! (router advertisements).
 
 pub mod babel;
-pub mod civil;
 pub mod daemon;
 pub mod lan;
 pub mod nat;

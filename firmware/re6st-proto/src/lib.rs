@@ -8,6 +8,7 @@
 pub mod address;
 pub mod babel_ctl;
 pub mod cert;
+pub mod civil;
 pub mod crypto;
 pub mod message;
 pub mod netconfig;

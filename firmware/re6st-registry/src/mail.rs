@@ -145,16 +145,7 @@ pub fn asctime(unix: i64) -> String {
     ];
     let days = unix.div_euclid(86400);
     let secs = unix.rem_euclid(86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = re6st_proto::civil::ymd(days);
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {}",
         DAYS[days.rem_euclid(7) as usize],

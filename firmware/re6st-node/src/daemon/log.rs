@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::civil::utc;
+use re6st_proto::civil::utc;
 
 /// Writes `msg` when the verbosity is at least `level`.
 pub fn log(level: u8, verbose: u8, msg: impl std::fmt::Display) {

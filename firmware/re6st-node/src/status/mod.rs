@@ -5,7 +5,7 @@ pub mod ctl;
 
 use serde::{Deserialize, Serialize};
 
-use crate::civil::date;
+use re6st_proto::civil::date;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {

@@ -1,11 +1,10 @@
-//! UTC calendar dates and times, for log lines and the status command
-//! (no time zone database on a router, and none needed).
+//! UTC calendar dates and times, for log lines, the status command and
+//! mbox headers (no time zone database on a router, and none needed).
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the epoch.
-pub fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from a day count (Howard Hinnant's algorithm), in eras of
-    // 400 years starting on 0000-03-01.
+/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01.
+pub fn ymd(days: i64) -> (i64, i64, i64) {
+    // Howard Hinnant's algorithm, in eras of 400 years starting on
+    // 0000-03-01.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -14,7 +13,13 @@ pub fn utc(secs: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the epoch.
+pub fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = ymd(days);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
         rem / 3600,
