@@ -44,6 +44,8 @@ pub struct Counts {
     pub bootstrap_requests: u64,
     /// Bootstrap requests answered with a peer.
     pub bootstrap_answers: u64,
+    /// Network configurations fetched by cut-off nodes (registry load).
+    pub config_checks: u64,
     /// OpenVPN client starts (each address tried counts).
     pub tunnel_attempts: u64,
     pub tunnels_up: u64,
@@ -59,6 +61,7 @@ impl Counts {
             idle_dumps: self.idle_dumps - o.idle_dumps,
             bootstrap_requests: self.bootstrap_requests - o.bootstrap_requests,
             bootstrap_answers: self.bootstrap_answers - o.bootstrap_answers,
+            config_checks: self.config_checks - o.config_checks,
             tunnel_attempts: self.tunnel_attempts - o.tunnel_attempts,
             tunnels_up: self.tunnels_up - o.tunnels_up,
             tunnel_failures: self.tunnel_failures - o.tunnel_failures,
@@ -654,6 +657,8 @@ impl Sim {
                 }
                 self.with_mgr(i, |m, _| m.on_bootstrap(answer));
             }
+            // The simulated network's configuration never changes.
+            Action::CheckConfig => self.counts.config_checks += 1,
             Action::RequestDump => {
                 self.counts.dumps += 1;
                 self.nodes[i as usize].last_dump = now;

@@ -69,6 +69,18 @@ pub struct Route {
     pub interface: String,
 }
 
+/// babeld's metric for a retracted route.
+pub const INFINITY: u32 = 0xFFFF;
+
+impl Route {
+    /// Installed and leading somewhere: babeld keeps a retracted route
+    /// installed (as unreachable, metric infinity) for minutes, and that
+    /// one reaches nobody.
+    pub fn usable(&self) -> bool {
+        self.installed && self.metric < INFINITY
+    }
+}
+
 /// One line from babeld.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {

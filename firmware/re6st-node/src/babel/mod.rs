@@ -14,5 +14,6 @@
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod kernel_check;
 pub mod table;
 pub mod upstream_ctl;

@@ -82,11 +82,11 @@ impl Table {
         self.routes.values()
     }
 
-    /// Node prefixes with an installed route.
+    /// Node prefixes with an installed route that leads somewhere.
     pub fn reachable(&self, network: &Prefix) -> BTreeSet<Prefix> {
         self.routes
             .values()
-            .filter(|r| r.installed)
+            .filter(|r| r.usable())
             .filter_map(|r| node_prefix(network, r.prefix))
             .collect()
     }
@@ -111,7 +111,7 @@ impl Table {
             if r.refmetric == 0 {
                 entry.0 = Some(p);
             }
-            if r.installed {
+            if r.usable() {
                 entry.1.insert(p);
             }
         }
@@ -122,7 +122,7 @@ impl Table {
     pub fn routes_through(&self, network: &Prefix, interface: &str) -> usize {
         self.routes
             .values()
-            .filter(|r| r.installed && r.interface == interface)
+            .filter(|r| r.usable() && r.interface == interface)
             .filter(|r| node_prefix(network, r.prefix).is_some())
             .count()
     }
@@ -143,6 +143,8 @@ mod tests {
             "add route r2 prefix 2001:db8:3::/48 from ::/0 installed yes id b metric 192 refmetric 96 via fe80::2 if t1",
             "add route r3 prefix 2001:db8:3::/48 from ::/0 installed no id b metric 300 refmetric 200 via fe80::9 if t2",
             "add route r4 prefix ::/0 from 2001:db8::/32 installed yes id c metric 96 refmetric 0 via fe80::2 if t1",
+            // Retracted, still installed as unreachable: reaches nobody.
+            "add route r5 prefix 2001:db8:5::/48 from ::/0 installed yes id d metric 65535 refmetric 65535 via fe80::2 if t1",
         ] {
             t.apply(&parse_line(l).unwrap());
         }

@@ -31,6 +31,7 @@ use super::renewal;
 use crate::babel::client::BabelClient;
 use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
+use crate::babel::kernel_check::{kernel_routes, KernelCheck};
 use crate::babel::table::Table;
 use crate::nat::advertised::{Advertised, Mapping};
 use crate::nat::upnp::Upnp;
@@ -91,8 +92,6 @@ struct Node {
     served_serials: BTreeMap<Prefix, u64>,
     /// When to fetch the network configuration (a newer version exists).
     update_at: Option<i64>,
-    /// When a missed configuration was last looked for.
-    config_checked: i64,
     /// When we last sent our version to our neighbours.
     version_announced: i64,
     my_cert: X509,
@@ -111,6 +110,11 @@ struct Node {
     /// `--remote-gateway`, and the peer address each client tunnel uses.
     remote_gateways: RemoteGateways,
     tunnel_peers: BTreeMap<Prefix, std::net::IpAddr>,
+    /// Interfaces babeld was told about (its command line, then taps
+    /// taken into use later): a restarted babeld gets them all.
+    babel_ifaces: BTreeSet<String>,
+    kernel_check: KernelCheck,
+    kernel_checked: i64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -455,7 +459,6 @@ async fn run(o: Options) -> Result<(), String> {
                     own_serial,
                     served_serials: BTreeMap::new(),
                     update_at: None,
-                    config_checked: 0,
                     version_announced: now(),
                     my_cert: my_cert.clone(),
                     key: key.clone(),
@@ -467,6 +470,9 @@ async fn run(o: Options) -> Result<(), String> {
                     remote_gateways: RemoteGateways::new(&o.remote_gateways)?,
                     country: country.clone(),
                     tunnel_peers: BTreeMap::new(),
+                    babel_ifaces: BTreeSet::new(),
+                    kernel_check: KernelCheck::default(),
+                    kernel_checked: 0,
                 },
                 &config,
                 &dh,
@@ -595,6 +601,7 @@ async fn run_node(
         interfaces,
     };
     node.defaults = babel.interface_defaults();
+    node.babel_ifaces = babel.interfaces.iter().cloned().collect();
     let spawn_babel = |b: &BabelConfig| {
         let _ = std::fs::remove_file(&b.pidfile);
         let _ = std::fs::remove_file(&b.control_socket);
@@ -669,6 +676,7 @@ async fn run_node(
                 log(1, v, format!("babeld exited ({status:?}); restarting in {babel_backoff}s"));
                 tokio::time::sleep(Duration::from_secs(babel_backoff)).await;
                 babel_backoff = (babel_backoff * 2).min(60);
+                babel.interfaces = node.babel_ifaces.iter().cloned().collect();
                 babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
             }
             r = ctl.accept() => {
@@ -720,6 +728,11 @@ async fn run_node(
                                 node.config.babel_hmac_sign.clone().filter(|k| !k.is_empty());
                             babel.hmac_accept = node.config.babel_hmac_accept.clone();
                             node.defaults = babel.interface_defaults();
+                            babel.interfaces = node.babel_ifaces.iter().cloned().collect();
+                            // Killed, not stopped: its routes stay in the
+                            // kernel and carry traffic until the new babeld
+                            // has converged (tens of seconds), and the new
+                            // version announced above got through at once.
                             let _ = babeld.kill().await;
                             babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
                         }
@@ -752,9 +765,16 @@ async fn run_node(
                     node.manager.clear_served();
                     let max = o.max_clients.unwrap_or(node.config.max_clients);
                     children = spawn_servers(&node.common, max)?;
+                    for iface in &server_ifaces {
+                        node.reset_babel_iface(iface).await;
+                    }
                 }
                 if now() - node.version_announced >= 30 {
                     node.announce_version(&udp).await;
+                }
+                if now() - node.kernel_checked >= KERNEL_CHECK_EVERY {
+                    node.kernel_checked = now();
+                    node.check_kernel_routes().await;
                 }
                 node.client_mode_tunnel();
                 node.reap_clients();
@@ -798,7 +818,7 @@ async fn run_node(
             let _ = d.kill().await;
         }
     }
-    let _ = babeld.kill().await;
+    stop_babeld(&mut babeld).await;
     upstream_ctl.abort();
     let _ = std::fs::remove_file(&upstream_sock);
     let _ = std::fs::remove_file(&ctl_path);
@@ -815,6 +835,23 @@ async fn run_node(
     Ok(())
 }
 
+/// Stops babeld for good, the way that lets it retract its routes (SIGTERM:
+/// neighbours reroute at once), killing it if it does not within 5 s.
+async fn stop_babeld(babeld: &mut Child) {
+    if let Some(pid) = babeld.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(5), babeld.wait())
+        .await
+        .is_err()
+    {
+        let _ = babeld.kill().await;
+    }
+}
+
 /// What a renewal check brought.
 enum Renewed {
     Nothing,
@@ -823,6 +860,9 @@ enum Renewed {
     /// A new CA, saved: the node starts over.
     Ca,
 }
+
+/// Seconds between two comparisons of babeld's routes with the kernel's.
+const KERNEL_CHECK_EVERY: i64 = 10;
 
 /// What `run_node` returns when the node must start over.
 const REEXEC: &str = "re-exec";
@@ -990,6 +1030,8 @@ impl Node {
         if let Some(mut c) = self.client_mode_child.take() {
             let _ = c.kill().await;
         }
+        self.reap_clients();
+        self.manager.on_new_certificate();
     }
 
     /// A peer's network version: newer ones make us fetch the
@@ -1293,6 +1335,10 @@ impl Node {
                         let _ = old.kill().await;
                     }
                     self.forget_peer_route(prefix);
+                    if self.babel_ifaces.insert(iface.clone()) {
+                        let line = format!("interface {iface} {}", self.defaults);
+                        self.tell_babel(&[line]).await;
+                    }
                     if let Some(args) = self.remote_gateways.add(address.ip) {
                         run_ip(&args, self.o.verbose);
                     }
@@ -1349,34 +1395,85 @@ impl Node {
                     } else {
                         handover::release(&iface);
                     }
-                    if let Ok(mut c) =
-                        BabelClient::connect(&self.babel_socket, Duration::from_secs(5)).await
-                    {
-                        let lines = match rxcost {
-                            Some(cost) => set_rxcost(&iface, cost, &self.defaults).to_vec(),
-                            None => vec![
-                                format!("flush interface {iface}"),
-                                format!("interface {iface} {}", self.defaults),
-                            ],
-                        };
-                        for l in lines {
-                            let _ = c.request(&l).await;
+                    match rxcost {
+                        Some(cost) => {
+                            let lines = set_rxcost(&iface, cost, &self.defaults);
+                            self.tell_babel(&lines).await;
                         }
+                        None => self.reset_babel_iface(&iface).await,
                     }
                 }
+                Action::CheckConfig => {
+                    self.update_at.get_or_insert(now());
+                }
                 Action::RequestBootstrap => {
-                    // Cut off: maybe because of a configuration we missed
-                    // (e.g. our certificate revoked): check it too, at most
-                    // once a minute.
-                    if now() - self.config_checked >= 60 {
-                        self.config_checked = now();
-                        self.update_at.get_or_insert(now());
-                    }
                     let peer = self.registry.bootstrap_peer().await.ok().flatten();
                     let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
                     self.manager.on_bootstrap(peer);
                 }
             }
+        }
+    }
+
+    /// Sends configuration lines to babeld (best effort: a babeld being
+    /// restarted takes its configuration from its command line).
+    async fn tell_babel(&self, lines: &[String]) {
+        if let Ok(mut c) = BabelClient::connect(&self.babel_socket, Duration::from_secs(5)).await {
+            for l in lines {
+                let _ = c.request(l).await;
+            }
+        }
+    }
+
+    /// Makes babeld forget an interface's neighbours and routes and take it
+    /// back with its default parameters. Needed whenever its tap lost
+    /// carrier (its OpenVPN stopped): the kernel then dropped the routes
+    /// through it behind babeld's back, and babeld, believing them
+    /// installed, would never put them back.
+    async fn reset_babel_iface(&self, iface: &str) {
+        let lines = [
+            format!("flush interface {iface}"),
+            format!("interface {iface} {}", self.defaults),
+        ];
+        self.tell_babel(&lines).await;
+    }
+
+    /// Puts into the kernel the routes babeld believes installed and the
+    /// kernel does not hold (see [`KernelCheck`]).
+    async fn check_kernel_routes(&mut self) {
+        let Ok(mut c) = BabelClient::connect(&self.babel_socket, Duration::from_secs(5)).await
+        else {
+            return;
+        };
+        let Ok(lines) = c.dump().await else { return };
+        drop(c);
+        let mut t = Table::default();
+        for l in &lines {
+            t.apply(l);
+        }
+        let mut kernel = BTreeMap::new();
+        for family in ["-6", "-4"] {
+            let out = tokio::process::Command::new("ip")
+                .args([family, "route", "show", "proto", "42"])
+                .output()
+                .await;
+            match out {
+                Ok(out) => kernel.extend(kernel_routes(&String::from_utf8_lossy(&out.stdout))),
+                Err(_) => return,
+            }
+        }
+        let (v6, v4) = (self.my_ip, self.ipv4.map(|(a, _)| a));
+        let pref_src = move |dest: std::net::IpAddr| match dest {
+            std::net::IpAddr::V6(_) => Some(std::net::IpAddr::V6(v6)),
+            std::net::IpAddr::V4(_) => v4.map(std::net::IpAddr::V4),
+        };
+        for args in self.kernel_check.compare(t.routes(), &kernel, &pref_src) {
+            log(
+                1,
+                self.o.verbose,
+                format!("the kernel differs from babeld: ip {}", args.join(" ")),
+            );
+            run_ip(&args, self.o.verbose);
         }
     }
 

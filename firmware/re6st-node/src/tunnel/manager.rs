@@ -116,6 +116,10 @@ pub enum Action {
     RequestBootstrap,
     /// Dump babeld and report with [`Manager::on_routes`].
     RequestDump,
+    /// Fetch the network configuration from the registry: we are cut
+    /// off, maybe because of a version we missed (e.g. one revoking our
+    /// certificate, which our peers learnt before telling us).
+    CheckConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +156,13 @@ const BOOTSTRAP_RETRY: i64 = 5;
 /// Seconds between two routing views while a tunnel is being drained.
 const DRAIN_POLL: i64 = 2;
 
+/// Seconds without any established tunnel after which we suspect the
+/// network refuses us and check the configuration.
+const LONELY_CHECK: i64 = 15;
+
+/// Seconds between two configuration checks of a cut-off node.
+const CONFIG_CHECK_EVERY: i64 = 60;
+
 pub struct Manager {
     cfg: Config,
     cache: PeerCache,
@@ -175,6 +186,10 @@ pub struct Manager {
     bootstrap_retry_at: i64,
     /// Whether we believe we are cut from the registry.
     disconnected: bool,
+    /// Since when no tunnel is established, either way.
+    lonely_since: Option<i64>,
+    /// Until when not to ask for another configuration check.
+    config_check_at: i64,
     next_refresh: i64,
     crl: BTreeSet<u64>,
     actions: VecDeque<Action>,
@@ -201,6 +216,8 @@ impl Manager {
             bootstrap_quiet_until: 0,
             bootstrap_retry_at: 0,
             disconnected: false,
+            lonely_since: None,
+            config_check_at: 0,
             crl: BTreeSet::new(),
             actions: VecDeque::from([Action::RequestDump]),
             last_view: RoutingView::default(),
@@ -308,8 +325,25 @@ impl Manager {
         self.next_refresh.min(k)
     }
 
+    /// Asks for a configuration check, at most every
+    /// [`CONFIG_CHECK_EVERY`] seconds.
+    fn check_config(&mut self, now: i64) {
+        if self.cfg.registry != Some(self.cfg.me) && now >= self.config_check_at {
+            self.config_check_at = now + CONFIG_CHECK_EVERY;
+            self.actions.push_back(Action::CheckConfig);
+        }
+    }
+
     /// Time passes: asks for a babel dump when decisions are due.
     pub fn tick(&mut self, now: i64) {
+        let lonely =
+            self.served.is_empty() && self.connections.values().all(|c| c.trying.is_some());
+        match self.lonely_since {
+            _ if !lonely => self.lonely_since = None,
+            None => self.lonely_since = Some(now),
+            Some(t) if now - t >= LONELY_CHECK => self.check_config(now),
+            Some(_) => {}
+        }
         // Also a dump every half minute: a routing view that old is too
         // stale to notice, e.g., a LAN neighbour that made a tunnel useless.
         let draining = !self.killing.is_empty() || !self.agreeing.is_empty();
@@ -608,6 +642,7 @@ impl Manager {
                 if !view.known.is_empty() {
                     // We are not alone to be cut: ask the registry.
                     self.actions.push_back(Action::RequestBootstrap);
+                    self.check_config(now);
                 }
             }
             _ => {}
@@ -660,6 +695,7 @@ impl Manager {
                 if self.cfg.registry != Some(me) && now >= self.bootstrap_retry_at {
                     self.actions.push_back(Action::RequestBootstrap);
                     self.bootstrap_retry_at = now + BOOTSTRAP_RETRY;
+                    self.check_config(now);
                 }
                 // Last chance: addresses that already failed.
                 for (peer, address) in self.cache.peer_list(&me, true, &mut || 0) {
@@ -750,6 +786,18 @@ impl Manager {
             self.served.remove(&prefix);
             self.agreeing.remove(&prefix);
         }
+    }
+
+    /// We took a new certificate into use: peers that refused the old one
+    /// (a revoked one, say) are worth trying again, and at once.
+    pub fn on_new_certificate(&mut self) {
+        self.cache.reset_connecting();
+        for p in self.connections.keys() {
+            self.cache.connecting(*p, true);
+        }
+        self.bootstrap_quiet_until = 0;
+        self.bootstrap_retry_at = 0;
+        self.actions.push_back(Action::RequestDump);
     }
 
     /// New CRL: tunnels to revoked peers are closed.
@@ -1042,6 +1090,63 @@ mod tests {
             })
             .count();
         assert_eq!(asks, 2, "at 0 s and 5 s");
+    }
+
+    #[test]
+    fn a_node_without_tunnels_checks_the_configuration_once_a_minute() {
+        let mut cache = PeerCache::new(10);
+        cache.add_peer(p(1), &addr(1), false, &mut || 1);
+        let mut m = Manager::new(cfg(9, 1), cache, 0, 1);
+        m.on_routes(0, RoutingView::default());
+        let opened = drain(&mut m);
+        assert!(opened.iter().any(|a| matches!(a, Action::Open { .. })));
+        let checks = |m: &mut Manager, from: i64, to: i64| -> Vec<i64> {
+            (from..to)
+                .filter(|t| {
+                    m.tick(*t);
+                    drain(m).contains(&Action::CheckConfig)
+                })
+                .collect()
+        };
+        // A tunnel being tried is no tunnel: after 15 s, a check.
+        assert_eq!(checks(&mut m, 1, 30), vec![16]);
+        // Up: no more checks, however long.
+        m.on_tunnel_up(p(1), 1);
+        assert!(checks(&mut m, 30, 200).is_empty());
+        // Served only: still in the network.
+        m.on_tunnel_exit(p(1));
+        m.on_served(p(2), true);
+        assert!(checks(&mut m, 200, 300).is_empty());
+        // Alone again: a check 15 s later, then one a minute.
+        m.on_served(p(2), false);
+        assert_eq!(checks(&mut m, 300, 460), vec![315, 375, 435]);
+    }
+
+    #[test]
+    fn peers_that_refused_us_are_tried_again_with_a_new_certificate() {
+        let mut cache = PeerCache::new(10);
+        for i in 1..=3 {
+            cache.add_peer(p(i), &addr(i), false, &mut || 1);
+        }
+        let mut m = Manager::new(cfg(9, 3), cache, 0, 1);
+        m.on_routes(0, RoutingView::default());
+        drain(&mut m);
+        // Every address of every peer fails (our certificate is revoked).
+        for _ in 0..2 {
+            for i in 1..=3 {
+                m.on_tunnel_exit(p(i));
+            }
+        }
+        drain(&mut m);
+        assert!((1..=3).all(|i| m.cache().address(&p(i)).is_none()));
+        m.on_new_certificate();
+        assert!((1..=3).all(|i| m.cache().address(&p(i)).is_some()));
+        m.on_routes(1, RoutingView::default());
+        let opened = drain(&mut m)
+            .into_iter()
+            .filter(|a| matches!(a, Action::Open { .. }))
+            .count();
+        assert_eq!(opened, 3);
     }
 
     /// A toy network: every node runs a manager; "babel" is a BFS over the
