@@ -25,6 +25,7 @@ test: deps lint unit fuzz-build
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash buildroot-external/check.sh
 
 unit:
 	$(CARGO) test --workspace

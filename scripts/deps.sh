@@ -13,6 +13,7 @@ APT_PACKAGES=(
   graphviz                                # the demo renders its topology
   libfaketime util-linux                  # firmware boot tests: a 1970 clock, unshare
   nftables miniupnpd-nftables             # NAT tests: home routers with and without UPnP
+  shellcheck rsync                        # buildroot-external/check.sh (scripts, the source copy)
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse.

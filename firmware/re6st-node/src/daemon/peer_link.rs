@@ -178,7 +178,9 @@ impl PeerLink {
     ) -> (Option<Vec<u8>>, Option<PeerEvent>) {
         let _ = from_peer;
         match msg.code {
-            Code::Address if msg.data.is_empty() => {
+            // Without an address yet, no answer: an empty one would read
+            // as a query, and two such nodes would query each other for ever.
+            Code::Address if msg.data.is_empty() && !self.my_address.is_empty() => {
                 (Some(self.my_address.as_bytes().to_vec()), None)
             }
             Code::Info if msg.data.is_empty() => (Some(self.info.as_bytes().to_vec()), None),
@@ -241,4 +243,32 @@ impl PeerLink {
 /// Our unspecified-address bind for the peer socket.
 pub fn bind_address() -> SocketAddr {
     SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), PEER_PORT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use re6st_testkit::Pki;
+
+    #[test]
+    fn address_queries_get_our_address_or_nothing() {
+        let pki = Pki::new("2001:db8::/32");
+        let id = pki.node("1/16", 2);
+        let mut link = PeerLink {
+            me: Identity::new(pki.ca.clone(), id.cert.clone(), id.key.clone()).unwrap(),
+            peers: PeerTable::default(),
+            crl: BTreeSet::new(),
+            my_address: "198.18.0.2,1194,tcp".into(),
+            version: vec![],
+            info: String::new(),
+            pending: Default::default(),
+        };
+        let query = Message::decode(&[Code::Address as u8]).unwrap();
+        assert_eq!(
+            link.answer(true, &query).0,
+            Some(b"198.18.0.2,1194,tcp".to_vec())
+        );
+        link.my_address.clear();
+        assert_eq!(link.answer(true, &query).0, None);
+    }
 }

@@ -336,8 +336,7 @@ impl Manager {
 
     /// Time passes: asks for a babel dump when decisions are due.
     pub fn tick(&mut self, now: i64) {
-        let lonely =
-            self.served.is_empty() && self.connections.values().all(|c| c.trying.is_some());
+        let lonely = self.lonely();
         match self.lonely_since {
             _ if !lonely => self.lonely_since = None,
             None => self.lonely_since = Some(now),
@@ -356,8 +355,20 @@ impl Manager {
         }
     }
 
+    /// Whether no tunnel is established, either way.
+    fn lonely(&self) -> bool {
+        self.served.is_empty() && self.connections.values().all(|c| c.trying.is_some())
+    }
+
     /// The babel dump arrived: advance drains, refresh, open new tunnels.
-    pub fn on_routes(&mut self, now: i64, view: RoutingView) {
+    pub fn on_routes(&mut self, now: i64, mut view: RoutingView) {
+        if self.lonely() && view.lan_neighbours.is_empty() {
+            // Without a tunnel or a LAN neighbour nothing is reachable,
+            // whatever babeld still holds (routes through peers that just
+            // cut us off linger until they expire): start from the cache.
+            view.known.clear();
+            view.neighbours.clear();
+        }
         self.last_view = view;
         self.last_routes = now;
         self.advance_killers(now);
@@ -1120,6 +1131,35 @@ mod tests {
         // Alone again: a check 15 s later, then one a minute.
         m.on_served(p(2), false);
         assert_eq!(checks(&mut m, 300, 460), vec![315, 375, 435]);
+    }
+
+    #[test]
+    fn routes_left_over_without_any_tunnel_are_not_trusted() {
+        let mut cache = PeerCache::new(10);
+        cache.add_peer(p(1), &addr(1), false, &mut || 1);
+        let mut m = Manager::new(cfg(9, 2), cache, 0, 1);
+        // babeld still routes to the registry's node and to 5 through a
+        // peer that is gone: we have no tunnel, so they reach nobody.
+        let stale = RoutingView {
+            known: [p(0), p(5)].into(),
+            neighbours: [(p(5), [p(0), p(5)].into())].into(),
+            ..Default::default()
+        };
+        m.on_routes(0, stale.clone());
+        let a = drain(&mut m);
+        assert!(
+            a.iter()
+                .any(|a| matches!(a, Action::Open { prefix, .. } if *prefix == p(1))),
+            "{a:?}"
+        );
+        // With a LAN neighbour, babel's routes are real.
+        let mut m = Manager::new(cfg(9, 2), PeerCache::new(10), 0, 1);
+        let lan = RoutingView {
+            lan_neighbours: [p(5)].into(),
+            ..stale
+        };
+        m.on_routes(0, lan);
+        assert!(m.routing().known.contains(&p(0)));
     }
 
     #[test]
