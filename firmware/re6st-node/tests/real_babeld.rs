@@ -22,7 +22,7 @@ fn config(dir: &std::path::Path, n: u8, network: Prefix) -> BabelConfig {
         default: "type tunnel".into(),
         hmac_sign: Some(vec![7; 16]),
         hmac_accept: None,
-        log: dir.join(format!("babeld{n}.log")),
+        log: Some(dir.join(format!("babeld{n}.log"))),
         state: dir.join(format!("babeld{n}.state")),
         pidfile: dir.join(format!("babeld{n}.pid")),
         control_socket: dir.join(format!("babeld{n}.sock")),

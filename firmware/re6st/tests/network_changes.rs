@@ -20,7 +20,8 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Subnets node `n` has a tunnel with, either way.
+/// Subnets node `n` has a tunnel with, either way (not counting its own
+/// attempts still connecting: a revoked peer refuses those).
 fn tunnel_peers(o: &Overlay, n: u32) -> BTreeSet<String> {
     let Some(s) = o.status(n) else {
         return BTreeSet::new();
@@ -29,6 +30,7 @@ fn tunnel_peers(o: &Overlay, n: u32) -> BTreeSet<String> {
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|t| t["state"] != "connecting")
         .filter_map(|t| t["peer"].as_str().map(str::to_owned))
         .collect();
     peers.extend(
@@ -128,12 +130,15 @@ fn configuration_changes_and_revocations_spread() {
             "python3 -c \"import urllib.request; urllib.request.urlopen('http://198.18.1.2:9080/revoke?cn_or_serial={old}').read()\""
         ),
     );
+    // Known slow (README, open): the revoking version can take a minute
+    // or two to reach the node, and the renewed node sometimes opened no
+    // tunnel for 90 to 120 s.
     assert!(
-        Lab::wait_until(Duration::from_secs(90), || serial(&o) != old),
+        Lab::wait_until(Duration::from_secs(180), || serial(&o) != old),
         "node3 kept its revoked certificate {old}\n{}",
         o.logs()
     );
-    o.all_pairs_reach(Duration::from_secs(90));
+    o.all_pairs_reach(Duration::from_secs(180));
 
     // Revoke node 4: nobody keeps or accepts a tunnel with it.
     let cn = o.cn(4);

@@ -29,7 +29,9 @@ pub struct BabelConfig {
     pub hmac_sign: Option<Vec<u8>>,
     /// `Some(empty)`: accept unsigned packets (key rotation in progress).
     pub hmac_accept: Option<Vec<u8>>,
-    pub log: PathBuf,
+    /// babeld's own log file (`-L`); `None`: babeld logs to its stderr,
+    /// for the caller to keep (see `daemon::babel_log`).
+    pub log: Option<PathBuf>,
     pub state: PathBuf,
     pub pidfile: PathBuf,
     pub control_socket: PathBuf,
@@ -122,8 +124,6 @@ impl BabelConfig {
             hello.clone(),
             "-H".into(),
             hello,
-            "-L".into(),
-            path(&self.log),
             "-S".into(),
             path(&self.state),
             "-I".into(),
@@ -132,6 +132,9 @@ impl BabelConfig {
             "-G".into(),
             path(&self.control_socket),
         ];
+        if let Some(log) = &self.log {
+            out.extend(["-L".into(), path(log)]);
+        }
         out.extend(a);
         out.extend(self.extra.iter().cloned());
         out.extend(self.interfaces.iter().cloned());
@@ -155,7 +158,7 @@ mod tests {
             default: "max-rtt-penalty 5000 rtt-max 500 rtt-decay 125".into(),
             hmac_sign: Some(vec![0xab; 16]),
             hmac_accept: Some(vec![]),
-            log: "/var/log/babeld.log".into(),
+            log: Some("/var/log/babeld.log".into()),
             state: "/var/lib/babeld.state".into(),
             pidfile: "/run/babeld.pid".into(),
             control_socket: "/run/babeld.sock".into(),

@@ -2,6 +2,7 @@
 //! loop that wires babeld, OpenVPN, the peer protocol and the tunnel
 //! manager together.
 
+pub mod babel_log;
 pub mod handover;
 pub mod log;
 pub mod options;

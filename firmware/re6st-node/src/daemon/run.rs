@@ -593,7 +593,7 @@ async fn run_node(
         default: config.babel_default.clone(),
         hmac_sign: config.babel_hmac_sign.clone().filter(|k| !k.is_empty()),
         hmac_accept: config.babel_hmac_accept.clone(),
-        log: o.log.join("babeld.log"),
+        log: None,
         state: o.state.join("babeld.state"),
         pidfile: o.run.join("babeld.pid"),
         control_socket: node.babel_socket.clone(),
@@ -602,13 +602,19 @@ async fn run_node(
     };
     node.defaults = babel.interface_defaults();
     node.babel_ifaces = babel.interfaces.iter().cloned().collect();
+    let babel_log = o.log.join("babeld.log");
     let spawn_babel = |b: &BabelConfig| {
         let _ = std::fs::remove_file(&b.pidfile);
         let _ = std::fs::remove_file(&b.control_socket);
-        Command::new("babeld")
+        let mut child = Command::new("babeld")
             .args(b.args())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
+            .spawn()?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(super::babel_log::pump(stderr, babel_log.clone()));
+        }
+        Ok::<_, std::io::Error>(child)
     };
     let mut babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
     let upstream_sock = o.run.join("babeld.sock");
