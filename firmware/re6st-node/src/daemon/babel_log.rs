@@ -14,6 +14,8 @@ use std::io::Write;
 
 use tokio::io::AsyncBufReadExt;
 
+use super::run::now;
+
 /// Lines written per window; the rest are counted.
 pub const BURST: u32 = 200;
 /// Seconds of a window.
@@ -55,13 +57,6 @@ impl Budget {
         }
         (!out.is_empty()).then_some(out)
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Copies babeld's stderr to `path` within the budget, until babeld exits.

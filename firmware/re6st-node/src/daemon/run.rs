@@ -41,7 +41,7 @@ use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAUL
 use crate::tunnel::manager::{Action, Config, CountryRule, Manager, RoutingView};
 use crate::underlay::RemoteGateways;
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -1447,16 +1447,9 @@ impl Node {
     /// Puts into the kernel the routes babeld believes installed and the
     /// kernel does not hold (see [`KernelCheck`]).
     async fn check_kernel_routes(&mut self) {
-        let Ok(mut c) = BabelClient::connect(&self.babel_socket, Duration::from_secs(5)).await
-        else {
+        let Some(t) = self.babel_table().await else {
             return;
         };
-        let Ok(lines) = c.dump().await else { return };
-        drop(c);
-        let mut t = Table::default();
-        for l in &lines {
-            t.apply(l);
-        }
         let mut kernel = BTreeMap::new();
         for family in ["-6", "-4"] {
             let out = tokio::process::Command::new("ip")
@@ -1483,7 +1476,8 @@ impl Node {
         }
     }
 
-    async fn routing_view(&self) -> Option<RoutingView> {
+    /// What babeld knows now (one `dump`).
+    async fn babel_table(&self) -> Option<Table> {
         let mut c = BabelClient::connect(&self.babel_socket, Duration::from_secs(5))
             .await
             .ok()?;
@@ -1491,6 +1485,11 @@ impl Node {
         for l in c.dump().await.ok()? {
             t.apply(&l);
         }
+        Some(t)
+    }
+
+    async fn routing_view(&self) -> Option<RoutingView> {
+        let t = self.babel_table().await?;
         let mut view = RoutingView {
             known: t.reachable(&self.network),
             ..Default::default()
