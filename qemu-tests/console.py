@@ -8,6 +8,11 @@ power-on), logs everything to --log, and:
      `milestones: ... provisioned` and `re6st-node  running`;
   3. runs `re6st init poweroff` and expects QEMU to exit (socket EOF and
      the process gone).
+With --wait-for, waits for more console lines before the status; with
+--status-expect, the status must match; with --shell, runs that command
+instead of poweroff and expects it to end QEMU (a reboot: QEMU runs with
+-no-reboot). --mode exit only waits for the kernel and for QEMU to exit
+(a boot that must fail and reboot), then checks --expect.
 Writes timings and the verdict to --result. Exit: 0 pass, 1 fail, 3 no
 kernel output within --silence-grace seconds (caller may retry on TCG).
 """
@@ -31,6 +36,14 @@ def main():
                     help="regex the console must show before poweroff (repeatable)")
     ap.add_argument("--forbid", action="append", default=[],
                     help="regex the console must not show before poweroff (repeatable)")
+    ap.add_argument("--wait-for", action="append", default=[],
+                    help="regex to wait for on the console after provisioned (repeatable)")
+    ap.add_argument("--status-expect", action="append", default=[],
+                    help="regex `re6st init status` must show (repeatable)")
+    ap.add_argument("--shell", help="command run instead of poweroff; must end QEMU")
+    ap.add_argument("--shell-expect", action="append", default=[],
+                    help="regex the --shell command's output must show (repeatable)")
+    ap.add_argument("--mode", choices=["full", "exit"], default="full")
     a = ap.parse_args()
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -86,14 +99,52 @@ def main():
             if not pump(min(0.5, end - now)):
                 finish(1, f"console closed while waiting for {what or pattern}")
 
+    def wait_exit(after):
+        """Reads until the console closes, then expects QEMU gone."""
+        while pump(min(1.0, max(0.01, deadline - time.monotonic()))):
+            if time.monotonic() > deadline:
+                finish(1, f"QEMU still running after {after} (timeout)")
+        for _ in range(100):
+            try:
+                os.kill(a.qemu_pid, 0)
+            except ProcessLookupError:
+                return
+            # A zombie (our parent has not reaped it yet) counts as exited.
+            try:
+                with open(f"/proc/{a.qemu_pid}/stat") as f:
+                    if f.read().split(")")[-1].split()[0] == "Z":
+                        return
+            except OSError:
+                return
+            time.sleep(0.1)
+        finish(1, "console closed but QEMU still running")
+
+    def check_console():
+        for rx in a.expect:
+            if not re.search(rx, text(), re.M):
+                finish(1, f"console never showed /{rx}/")
+            out(f"console showed /{rx}/")
+        for rx in a.forbid:
+            if re.search(rx, text(), re.M):
+                finish(1, f"console showed forbidden /{rx}/")
+            out(f"console did not show /{rx}/")
+
     wait_for(r"Linux version", what="kernel")
     marks["kernel"] = time.monotonic() - t0
+    if a.mode == "exit":
+        wait_exit("this boot")
+        out(f"power-on -> QEMU exited in {time.monotonic() - t0:.2f} s")
+        check_console()
+        finish(0, "PASS")
     m = wait_for(r"re6st init \S+ \(root", what="re6st init start")
     marks["init"] = time.monotonic() - t0
     m = wait_for(r"milestone provisioned", m.end(), what="milestone provisioned")
     marks["provisioned"] = time.monotonic() - t0
     out(f"power-on -> kernel {marks['kernel']:.2f} s, -> init {marks['init']:.2f} s, "
         f"-> provisioned {marks['provisioned']:.2f} s")
+    for rx in a.wait_for:
+        m = wait_for(rx, what=f"/{rx}/")
+        out(f"console showed /{rx}/ after {time.monotonic() - t0:.2f} s")
     # re6st-node starts once provisioned; give it a moment, then ask.
     status = None
     for attempt in range(10):
@@ -107,41 +158,31 @@ def main():
     ok_m = re.search(r"^milestones:.*\bprovisioned\b", status, re.M)
     ok_n = re.search(r"^re6st-node\s+running\s", status, re.M)
     for line in status.splitlines():
-        if re.match(r"^(milestones|data|SERVICE|re6st-|console|wan)", line):
+        if re.match(r"^(milestones|data|slot|SERVICE|re6st-|console|wan)", line):
             out("status| " + line)
     if not (ok_m and ok_n):
         finish(1, "status lacks the provisioned milestone or a running re6st-node")
+    for rx in a.status_expect:
+        if not re.search(rx, status, re.M):
+            finish(1, f"status lacks /{rx}/")
+        out(f"status showed /{rx}/")
     marks["status"] = time.monotonic() - t0
-    for rx in a.expect:
-        if not re.search(rx, text(), re.M):
-            finish(1, f"console never showed /{rx}/")
-        out(f"console showed /{rx}/")
-    for rx in a.forbid:
-        if re.search(rx, text(), re.M):
-            finish(1, f"console showed forbidden /{rx}/")
-        out(f"console did not show /{rx}/")
-    pos = len(text())
+    check_console()
+    if a.shell:
+        pos = len(text())
+        s.sendall(a.shell.encode() + b"\n")
+        t_cmd = time.monotonic()
+        wait_exit("the shell command")
+        after = text()[pos:]
+        for rx in a.shell_expect:
+            if not re.search(rx, after, re.M):
+                finish(1, f"the shell command's output lacks /{rx}/")
+            out(f"shell command showed /{rx}/")
+        out(f"shell command -> QEMU exited in {time.monotonic() - t_cmd:.2f} s")
+        finish(0, "PASS")
     s.sendall(b"re6st init poweroff\n")
     t_off = time.monotonic()
-    while pump(min(1.0, max(0.01, deadline - time.monotonic()))):
-        if time.monotonic() > deadline:
-            finish(1, "QEMU still running after poweroff (timeout)")
-    # Socket closed: QEMU should be gone.
-    for _ in range(100):
-        try:
-            os.kill(a.qemu_pid, 0)
-        except ProcessLookupError:
-            break
-        # A zombie (our parent has not reaped it yet) counts as exited.
-        try:
-            with open(f"/proc/{a.qemu_pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    break
-        except OSError:
-            break
-        time.sleep(0.1)
-    else:
-        finish(1, "console closed but QEMU still running")
+    wait_exit("poweroff")
     shutdown = time.monotonic() - t_off
     ok_data = "data partition: Mounted" in text() or re.search(r"data: /data \(persistent\)", status)
     out(f"poweroff -> QEMU exited in {shutdown:.2f} s")

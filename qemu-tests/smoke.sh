@@ -6,22 +6,31 @@
 # Needs root (network namespace, tap). In a namespace of its own, a tap
 # device with 198.18.200.1/24 and our registry (target/debug/re6st, or
 # $RE6ST_HOST_BIN) listening there; QEMU in that namespace boots
-# target/images/BOARD/ (squashfs as vda, a fresh copy of data.img as vdb)
-# with the profile on the kernel command line (static WAN 198.18.200.2/24,
-# registry, CA fingerprint, data=/dev/vdb, service.console=/bin/sh). A
-# python driver on the serial console (a unix socket; QEMU waits for it, so
-# its connection is power-on) waits for the `provisioned` milestone, runs
-# `re6st init status` (expects `provisioned` and re6st-node running), then
-# `re6st init poweroff` and expects QEMU to exit.
+# target/images/BOARD/ (a fresh copy of firmware.img as the disk: boot
+# environment, slots a and b, data). A python driver on the serial console
+# (qemu-tests/console.py; QEMU waits for it, so its connection is
+# power-on) checks each boot:
+#   cold      profile on the kernel command line (static WAN 198.18.200.2/24,
+#             registry, CA fingerprint, service.console=/bin/sh), blank
+#             data partition: slot a, formatted, provisioned, node running;
+#   warm      same disk, profile from QEMU fw_cfg (opt/re6st/profile): no
+#             formatting, no new certificate; then `re6st init upgrade`
+#             with the same image fetched over HTTP (busybox wget) into
+#             slot b, which reboots;
+#   trial     slot b on trial, confirmed by init once the node runs; then an
+#             upgrade of slot a to an image whose init exits at once;
+#   broken    slot a on trial: the kernel panics and reboots (panic=5);
+#   fallback  the initramfs falls back to slot b and records the failure.
+# Every boot but `broken` ends with `re6st init status` (milestone
+# provisioned, re6st-node running, the slot line) and a poweroff or an
+# upgrade's reboot (QEMU runs with -no-reboot, so each boot is one QEMU).
 #
-# Environment: SMOKE_TIMEOUT (s, default 240, whole boot), SMOKE_ACCEL
+# Environment: SMOKE_TIMEOUT (s, default 240, per boot), SMOKE_ACCEL
 # (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
-# KVM), SMOKE_KEEP=1 (keep the work directory).
-# Then a warm boot from the same data disk with the profile given through
-# QEMU fw_cfg (opt/re6st/profile) instead: no formatting, no new
-# certificate, same checks.
-# Logs: target/images/BOARD/smoke/ (console-{cold,warm}.log, registry.log,
+# KVM), SMOKE_AB=0 (cold and warm boots only), SMOKE_KEEP=1 (keep the work
+# directory).
+# Logs: target/images/BOARD/smoke/ (console-PHASE.log, registry.log,
 # result.txt).
 set -euo pipefail
 
@@ -33,13 +42,15 @@ IMG=$ROOT/target/images/$BOARD
 TIMEOUT=${SMOKE_TIMEOUT:-240}
 ACCEL=${SMOKE_ACCEL:-auto}
 KVM_GRACE=${SMOKE_KVM_GRACE:-20}
+# SMOKE_AB=0: only the cold and warm boots, no A/B upgrade phases.
+AB=${SMOKE_AB:-1}
 HOSTBIN=${RE6ST_HOST_BIN:-$ROOT/target/debug/re6st}
 LOGDIR=$IMG/smoke
 log() { echo "smoke[$BOARD]: $*" >&2; }
 die() { echo "smoke[$BOARD]: FAIL: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (ip netns, tap)"
-for f in rootfs.squashfs vmlinuz data.img; do
+for f in rootfs.squashfs vmlinuz initramfs.cpio.xz firmware.img cmdline; do
   [ -f "$IMG/$f" ] || die "no $IMG/$f: make image BOARD=$BOARD"
 done
 if [ ! -x "$HOSTBIN" ]; then
@@ -53,12 +64,13 @@ TAP=tap-smoke0
 WORK=$(mktemp -d /tmp/re6st-smoke.XXXXXX)
 QEMU_PID=
 REG_PID=
+HTTP_PID=
 cleanup() {
   local rc=$?
   set +e
-  for p in $QEMU_PID $REG_PID; do kill "$p" 2>/dev/null; done
+  for p in $QEMU_PID $REG_PID $HTTP_PID; do kill "$p" 2>/dev/null; done
   sleep 0.3
-  for p in $QEMU_PID $REG_PID; do kill -9 "$p" 2>/dev/null; done
+  for p in $QEMU_PID $REG_PID $HTTP_PID; do kill -9 "$p" 2>/dev/null; done
   # Anything else still in the namespace (ours only).
   for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   ip netns del "$NS" 2>/dev/null
@@ -97,45 +109,85 @@ FP=$(openssl x509 -in "$REG/ca.crt" -noout -fingerprint -sha256 | sed 's/.*=//; 
 log "registry on 198.18.200.1:9080, CA sha256:$FP"
 
 # --- QEMU ---------------------------------------------------------------
-BASE_CMDLINE="root=${ROOT_DEVICE:-/dev/vda} ro console=${KERNEL_CONSOLE:-ttyS0}"
+# The image's own kernel command line (re6st_disk=, panic=, console=).
+BASE_CMDLINE=$(cat "$IMG/cmdline")
 PROFILE_KEYS="registry=http://198.18.200.1:9080/ fingerprint=sha256:$FP
 wan=${WAN_IF:-eth0} wan.mode=static wan.address=198.18.200.2/24
-wan.gateway=198.18.200.1 data=${DATA_DEVICE:-/dev/vdb} service.console=/bin/sh"
-# Cold boot: profile on the kernel command line, blank data disk.
+wan.gateway=198.18.200.1 service.console=/bin/sh"
+# Cold boot: profile on the kernel command line, blank data partition.
 CMDLINE="$BASE_CMDLINE $(for k in $PROFILE_KEYS; do printf 're6st.%s ' "$k"; done)"
 CMDLINE=${CMDLINE% }
-# Warm boot: the same data disk; the profile from QEMU fw_cfg
+# Later boots: the same disk; the profile from QEMU fw_cfg
 # (opt/re6st/profile; qemu_fw_cfg is loaded by the initramfs).
 for k in $PROFILE_KEYS; do echo "${k%%=*} = ${k#*=}"; done > "$WORK/profile"
-INITRD=()
-[ -f "$IMG/initramfs.cpio.xz" ] && INITRD=(-initrd "$IMG/initramfs.cpio.xz")
+cp --sparse=always "$IMG/firmware.img" "$WORK/disk.img"
 
-# run_qemu ACCEL: boots once; prints the driver's verdict to result.txt.
-# Exit codes: 0 pass, 1 fail, 3 no kernel output within the KVM grace time.
+# A/B upgrades: images served over HTTP from the namespace.
+if [ "$AB" = 1 ]; then
+  mkdir -p "$WORK/www"
+  cp "$IMG/rootfs.squashfs" "$WORK/www/good.squashfs"
+  GOOD_SHA=$(sha256sum "$WORK/www/good.squashfs" | cut -d' ' -f1)
+  # A root filesystem that passes every check of `re6st init upgrade` but
+  # whose init dies at once: the kernel panics (panic=5), reboots, and the
+  # initramfs must fall back.
+  [ -d "$IMG/work/root" ] || die "no $IMG/work/root (make image BOARD=$BOARD)"
+  cp -a "$IMG/work/root" "$WORK/broken-root"
+  rm -f "$WORK/broken-root/sbin/init"
+  printf '#!/bin/sh\necho "broken init: exiting"\nexit 1\n' > "$WORK/broken-root/sbin/init"
+  chmod 755 "$WORK/broken-root/sbin/init"
+  mksquashfs "$WORK/broken-root" "$WORK/www/broken.squashfs" -all-root -noappend -quiet -no-progress -comp gzip >/dev/null
+  rm -rf "$WORK/broken-root"
+  BROKEN_SHA=$(sha256sum "$WORK/www/broken.squashfs" | cut -d' ' -f1)
+  ip netns exec "$NS" python3 -m http.server 8000 --bind 198.18.200.1 --directory "$WORK/www" \
+    >"$WORK/http.log" 2>&1 &
+  HTTP_PID=$!
+  upgrade_cmd() { # FILE SHA
+    echo "wget -q -O - http://198.18.200.1:8000/$1 | re6st init upgrade --sha256 $2 -"
+  }
+fi
+
+# run_qemu ACCEL PHASE: boots once; the driver's verdict goes to
+# result-PHASE.txt. Exit codes: 0 pass, 1 fail, 3 no kernel output within
+# the KVM grace time.
 run_qemu() {
-  local accel=$1 phase=${2:-cold} accel_opts rc cmdline extra=() checks=()
+  local accel=$1 phase=$2 accel_opts rc cmdline extra=() checks=()
   case $accel in
     kvm) accel_opts=(-accel kvm -cpu host) ;;
     tcg) accel_opts=(-accel tcg) ;;
   esac
-  if [ "$phase" = cold ]; then
-    cp --sparse=always "$IMG/data.img" "$WORK/data.img"
-    cmdline=$CMDLINE
-    checks=(--expect 'data partition: Format' --expect 'data in /data \(persistent\)')
-  else
-    cmdline=$BASE_CMDLINE
-    extra=(-fw_cfg "name=opt/re6st/profile,file=$WORK/profile")
-    checks=(--expect 'profile sources: .*QEMU fw_cfg profile' --expect 'data in /data \(persistent\)'
-      --forbid 'data partition: Format' --forbid 'provisioned by http')
-  fi
+  cmdline=$BASE_CMDLINE
+  extra=(-fw_cfg "name=opt/re6st/profile,file=$WORK/profile")
+  case $phase in
+    cold)
+      cmdline=$CMDLINE extra=()
+      checks=(--expect 'initramfs: slot a' --expect 'data partition: Format'
+        --expect 'data in /data \(persistent\)' --status-expect '^slot: booted a, active a$') ;;
+    warm)
+      checks=(--expect 'initramfs: slot a' --expect 'profile sources: .*QEMU fw_cfg profile'
+        --expect 'data in /data \(persistent\)' --forbid 'data partition: Format'
+        --forbid 'provisioned by http' --status-expect '^slot: booted a, active a$')
+      [ "$AB" = 1 ] && checks+=(--shell "$(upgrade_cmd good.squashfs "$GOOD_SHA")"
+        --shell-expect "sha256 $GOOD_SHA verified" --shell-expect 'rebooting into slot b') ;;
+    trial)
+      checks=(--expect 'initramfs: slot b' --expect 'slot b is on trial'
+        --wait-for 'slot b confirmed' --forbid 'data partition: Format'
+        --status-expect '^slot: booted b, active b$'
+        --shell "$(upgrade_cmd broken.squashfs "$BROKEN_SHA")"
+        --shell-expect "sha256 $BROKEN_SHA verified" --shell-expect 'rebooting into slot a') ;;
+    broken)
+      checks=(--mode exit --expect 'initramfs: slot a' --expect 'broken init: exiting'
+        --expect 'Kernel panic') ;;
+    fallback)
+      checks=(--expect 'initramfs: slot b' --forbid 'data partition: Format'
+        --status-expect '^slot: booted b, active b, last upgrade to a did not come up$') ;;
+  esac
   rm -f "$WORK/console.sock"
   # shellcheck disable=SC2086
   ip netns exec "$NS" "$QEMU_SYSTEM" $QEMU_MACHINE "${accel_opts[@]}" -m "${QEMU_MEM:-256}" \
     -display none -monitor none -no-reboot \
     -chardev "socket,id=con,path=$WORK/console.sock,server=on,wait=on" -serial chardev:con \
-    -kernel "$IMG/vmlinuz" "${INITRD[@]}" -append "$cmdline" "${extra[@]}" \
-    -drive "file=$IMG/rootfs.squashfs,if=none,id=root,format=raw,readonly=on" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=root" \
-    -drive "file=$WORK/data.img,if=none,id=data,format=raw" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=data" \
+    -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.xz" -append "$cmdline" "${extra[@]}" \
+    -drive "file=$WORK/disk.img,if=none,id=disk,format=raw" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=disk" \
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "${QEMU_NET_DEVICE:-virtio-net-pci},netdev=n0" \
     2>"$WORK/qemu.err" &
   QEMU_PID=$!
@@ -175,20 +227,37 @@ if [ $rc = 3 ]; then
   log "KVM: no kernel output within ${KVM_GRACE}s (nested KVM stall?); retrying with TCG"
   echo "kvm: no kernel output within ${KVM_GRACE}s, fell back to TCG" > "$WORK/kvm-fallback"
   mv "$WORK/console-cold.log" "$WORK/console-kvm.log" 2>/dev/null || true
+  cp --sparse=always "$IMG/firmware.img" "$WORK/disk.img"
   want=tcg
   rc=0
   run_qemu tcg cold || rc=$?
 fi
-[ $rc = 0 ] || die "cold boot; see $LOGDIR/console-cold.log"
-log "warm boot ($want): same data disk, profile from fw_cfg, kernel command line: $BASE_CMDLINE"
-run_qemu "$want" warm || rc=$?
+PHASES=(cold)
+describe() {
+  case $1 in
+    cold) echo "cold boot (blank data partition, profile on the kernel command line)" ;;
+    warm) echo "warm boot (same disk, profile from QEMU fw_cfg)$([ "$AB" = 1 ] && echo ", then upgrade to slot b")" ;;
+    trial) echo "slot b on trial: confirmed, then upgrade to a broken image in slot a" ;;
+    broken) echo "slot a on trial: its init dies, the kernel panics and reboots" ;;
+    fallback) echo "fallback to slot b, the failed upgrade recorded" ;;
+  esac
+}
+if [ $rc = 0 ]; then
+  next=(warm)
+  [ "$AB" = 1 ] && next+=(trial broken fallback)
+  for phase in "${next[@]}"; do
+    log "$phase boot ($want): $(describe "$phase")"
+    PHASES+=("$phase")
+    run_qemu "$want" "$phase" || { rc=$?; break; }
+  done
+fi
 {
-  echo "== cold boot (blank data disk, profile on the kernel command line)"
-  cat "$WORK/result-cold.txt"
-  echo "== warm boot (same data disk, profile from QEMU fw_cfg)"
-  cat "$WORK/result-warm.txt" 2>/dev/null
+  for phase in "${PHASES[@]}"; do
+    echo "== $(describe "$phase")"
+    cat "$WORK/result-$phase.txt" 2>/dev/null
+  done
   echo "accelerator: $want"
   cat "$WORK/kvm-fallback" 2>/dev/null || true
 } > "$WORK/result.txt"
 cat "$WORK/result.txt" >&2
-[ $rc = 0 ] || die "warm boot; see $LOGDIR/console-warm.log"
+[ $rc = 0 ] || die "${PHASES[-1]} boot; see $LOGDIR/console-${PHASES[-1]}.log"

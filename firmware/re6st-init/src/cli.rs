@@ -3,6 +3,7 @@
 //! ```text
 //! re6st init [--root DIR [--network]] [-v]       run (PID 1, or a test root)
 //! re6st init status|log|reboot|poweroff|halt [--root DIR]
+//! re6st init upgrade --sha256 HEX [--tries N] [--no-reboot] FILE|-
 //! ```
 //!
 //! `RE6ST_INIT_ROOT` in the environment stands for `--root`.
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::control::{self, Request, Shutdown};
 use crate::runtime::{self, Options};
+use crate::upgrade::{self, BootInfo};
 
 pub const ROOT_ENV: &str = "RE6ST_INIT_ROOT";
 
@@ -36,7 +38,7 @@ struct Args {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Show milestones and services of the running init.
     Status,
@@ -48,6 +50,23 @@ enum Command {
     Poweroff,
     /// Stop services, unmount, halt.
     Halt,
+    /// Write a root filesystem image (squashfs) into the slot we did not
+    /// boot from, verify it, and reboot into it on trial: init confirms it
+    /// once the router is healthy, else the next boot falls back.
+    Upgrade {
+        /// SHA-256 of the image (hex); required, checked on what was
+        /// received and on what was written.
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+        /// Boots the new slot gets before falling back.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+        tries: u32,
+        /// Put the slot on trial but do not reboot now.
+        #[arg(long)]
+        no_reboot: bool,
+        /// The image file, or - for standard input (e.g. from wget -O -).
+        source: PathBuf,
+    },
 }
 
 fn root_from_env(root: Option<PathBuf>) -> Option<PathBuf> {
@@ -61,7 +80,17 @@ fn client(root: Option<PathBuf>, command: Command) -> ExitCode {
         Command::Reboot => Request::Shutdown(Shutdown::Reboot),
         Command::Poweroff => Request::Shutdown(Shutdown::Poweroff),
         Command::Halt => Request::Shutdown(Shutdown::Halt),
+        Command::Upgrade {
+            sha256,
+            tries,
+            no_reboot,
+            source,
+        } => return upgrade_command(root, &sha256, tries, no_reboot, &source),
     };
+    send(root, request)
+}
+
+fn send(root: Option<PathBuf>, request: Request) -> ExitCode {
     let root = root.unwrap_or_else(|| PathBuf::from("/"));
     let answer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,6 +109,66 @@ fn client(root: Option<PathBuf>, command: Command) -> ExitCode {
             eprintln!("init: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn upgrade_command(
+    root: Option<PathBuf>,
+    sha256: &str,
+    tries: u32,
+    no_reboot: bool,
+    source: &std::path::Path,
+) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("upgrade: {msg}");
+        ExitCode::FAILURE
+    };
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return fail(format!("--sha256 wants 64 hex digits, not {sha256:?}"));
+    }
+    let system = root.is_none();
+    let base = root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let info = match BootInfo::load(&base) {
+        Ok(Some(info)) => info,
+        Ok(None) => return fail(format!(
+            "no A/B layout: {} is missing (this system was not booted by the firmware's initramfs)",
+            base.join(upgrade::BOOT_INFO).display()
+        )),
+        Err(e) => return fail(format!("{}: {e}", upgrade::BOOT_INFO)),
+    };
+    let mut input: Box<dyn std::io::Read> = if source.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(source) {
+            Ok(f) => Box::new(f),
+            Err(e) => return fail(format!("{}: {e}", source.display())),
+        }
+    };
+    // Tests (--root) use plain files: nothing to mount.
+    let check: &dyn Fn(&std::path::Path, u64) -> Result<(), String> = if system {
+        &upgrade::mount_check
+    } else {
+        &|_, _| Ok(())
+    };
+    match upgrade::upgrade(&info, &mut input, sha256, tries, check) {
+        Ok(up) => {
+            println!(
+                "upgrade: {} bytes written to slot {} ({}), sha256 {} verified; {}",
+                up.bytes,
+                up.slot,
+                info.device(up.slot).display(),
+                up.sha256,
+                up.env.describe(info.booted)
+            );
+            if no_reboot {
+                println!("upgrade: slot {} boots at the next reboot", up.slot);
+                ExitCode::SUCCESS
+            } else {
+                println!("upgrade: rebooting into slot {}", up.slot);
+                send(root, Request::Shutdown(Shutdown::Reboot))
+            }
+        }
+        Err(e) => fail(e.to_string()),
     }
 }
 

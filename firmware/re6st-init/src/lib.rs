@@ -12,6 +12,7 @@
 //! back-off, network plan) is kept apart from the code that acts on it.
 
 pub mod backoff;
+pub mod bootslot;
 pub mod cli;
 pub mod clock;
 pub mod control;
@@ -30,5 +31,6 @@ pub mod sources;
 pub mod supervisor;
 pub mod system;
 pub mod timekeeping;
+pub mod upgrade;
 
 pub use cli::main;

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::bootslot::{self, Slot, TrialVerdict};
 use crate::clock::{self, Decision};
 use crate::control::{self, Request, Shutdown};
 use crate::datapart_io::{self, DataDir};
@@ -31,6 +32,7 @@ use crate::layout::Layout;
 use crate::logging::{self, RingLog};
 use crate::profile::{Profile, ServiceSpec};
 use crate::supervisor::{Action, DependencyError, Policy, ServiceDef, StopSignal, Supervisor};
+use crate::upgrade::{self, BootInfo};
 use crate::{network, proc, provision, sources, system, timekeeping};
 
 pub const NETWORK: &str = "network";
@@ -48,6 +50,13 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// TERM-to-KILL grace for processes left at the very end.
 const FINAL_GRACE: Duration = Duration::from_secs(2);
 const NETWORK_TIME_TIMEOUT: Duration = Duration::from_secs(10);
+/// A slot on trial must be healthy within this after init starts, or init
+/// reboots and the initramfs falls back to the previous slot.
+const TRIAL_LIMIT: Duration = Duration::from_secs(300);
+/// ... and stay healthy this long before it is confirmed.
+const TRIAL_STABLE: Duration = Duration::from_secs(10);
+/// The service whose running means the router does its job.
+const NODE_SERVICE: &str = "re6st-node";
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -72,6 +81,15 @@ struct Init {
     ring: RingLog,
     floor: Option<SystemTime>,
     milestones: watch::Sender<BTreeSet<String>>,
+    /// The A/B layout we were booted with (none outside the firmware).
+    boot: Option<BootInfo>,
+    trial: Option<TrialState>,
+}
+
+/// A boot of a slot on trial, waiting to be confirmed.
+struct TrialState {
+    started: Instant,
+    healthy_since: Option<Instant>,
 }
 
 enum LoopEvent {
@@ -225,6 +243,8 @@ pub fn run(opts: Options) -> ExitCode {
     }
     let (specs, sup) = build_supervisor(specs);
 
+    let boot = BootInfo::from_vars(|k| std::env::var(k).ok());
+    let trial = boot.as_ref().and_then(|b| open_slots(&layout, b));
     let (milestones, _) = watch::channel(BTreeSet::new());
     let mut init = Init {
         layout,
@@ -236,6 +256,8 @@ pub fn run(opts: Options) -> ExitCode {
         ring,
         floor,
         milestones,
+        boot,
+        trial,
     };
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -260,6 +282,33 @@ pub fn run(opts: Options) -> ExitCode {
     }
     info!("stopped ({})", how.name());
     ExitCode::SUCCESS
+}
+
+/// Records the A/B layout for `re6st init upgrade` and logs the slot; a
+/// slot on trial gets a [`TrialState`].
+fn open_slots(layout: &Layout, boot: &BootInfo) -> Option<TrialState> {
+    if let Err(e) = boot.save(&layout.root) {
+        warn!("cannot record the boot slot: {e}");
+    }
+    match upgrade::read_env(&boot.bootenv) {
+        Ok((env, _)) => {
+            info!("boot slot: {}", env.describe(boot.booted));
+            env.on_trial(boot.booted).then(|| {
+                info!(
+                    "slot {} is on trial: confirmed once {NODE_SERVICE} runs for {TRIAL_STABLE:?}, else reboot after {TRIAL_LIMIT:?}",
+                    boot.booted
+                );
+                TrialState {
+                    started: Instant::now(),
+                    healthy_since: None,
+                }
+            })
+        }
+        Err(e) => {
+            warn!("boot environment {}: {e}", boot.bootenv.display());
+            None
+        }
+    }
 }
 
 fn apply_network(layout: &Layout, net: &network::NetPlan) {
@@ -396,6 +445,13 @@ impl Init {
             .filter(|m| self.sup.has_reached(m))
             .collect();
         let _ = writeln!(out, "milestones: {}", reached.join(" "));
+        if let Some(boot) = &self.boot {
+            let slot = match upgrade::read_env(&boot.bootenv) {
+                Ok((env, _)) => env.describe(boot.booted),
+                Err(e) => format!("booted {} (boot environment: {e})", boot.booted),
+            };
+            let _ = writeln!(out, "slot: {slot}");
+        }
         let _ = writeln!(
             out,
             "{:<16} {:<9} {:>7} {:>8}",
@@ -410,6 +466,68 @@ impl Init {
             );
         }
         out
+    }
+
+    /// What a slot on trial must show: the milestone the router works
+    /// towards, and the node running.
+    fn healthy(&self) -> bool {
+        let needed = if self.profile.provisioning.is_some() {
+            PROVISIONED
+        } else {
+            NETWORK
+        };
+        self.sup.has_reached(needed)
+            && self
+                .sup
+                .status()
+                .iter()
+                .filter(|s| s.name == NODE_SERVICE)
+                .all(|s| s.state == "running")
+    }
+
+    /// Confirms the slot on trial once healthy long enough, or gives up.
+    fn check_trial(&mut self, shutdown: &mut Option<(Shutdown, Instant)>) {
+        let healthy = self.healthy();
+        let (Some(boot), Some(trial)) = (self.boot.as_ref(), self.trial.as_mut()) else {
+            return;
+        };
+        let now = Instant::now();
+        trial.healthy_since = if healthy {
+            Some(trial.healthy_since.unwrap_or(now))
+        } else {
+            None
+        };
+        let stable = trial
+            .healthy_since
+            .is_some_and(|t| now.duration_since(t) >= TRIAL_STABLE);
+        match bootslot::trial_verdict(stable, now.duration_since(trial.started), TRIAL_LIMIT) {
+            TrialVerdict::Wait => {}
+            TrialVerdict::Confirm => {
+                let booted: Slot = boot.booted;
+                let done = upgrade::read_env(&boot.bootenv).and_then(|(env, _)| {
+                    match env.confirm(booted) {
+                        Some(next) => upgrade::store_env(&boot.bootenv, &next).map(|()| next),
+                        None => Ok(env),
+                    }
+                });
+                match done {
+                    Ok(env) => info!(
+                        "slot {booted} confirmed: it is the active slot now ({})",
+                        env.describe(booted)
+                    ),
+                    Err(e) => error!("cannot confirm slot {booted}: {e}"),
+                }
+                self.trial = None;
+            }
+            TrialVerdict::GiveUp => {
+                warn!(
+                    "slot {} on trial is not healthy after {TRIAL_LIMIT:?}: rebooting to fall back",
+                    boot.booted
+                );
+                self.trial = None;
+                self.begin_shutdown(Shutdown::Reboot, "slot on trial not healthy", shutdown);
+            }
+        }
     }
 
     fn begin_shutdown(
@@ -585,6 +703,7 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
     let mut save_timer =
         tokio::time::interval_at(Instant::now() + clock::SAVE_INTERVAL, clock::SAVE_INTERVAL);
     let mut shutdown: Option<(Shutdown, Instant)> = None;
+    let mut trial_tick = tokio::time::interval(Duration::from_secs(1));
     // Children may have exited before the SIGCHLD handler existed.
     init.reap();
     loop {
@@ -629,6 +748,9 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
                 }
             },
             _ = save_timer.tick() => save_clock(&init.data, init.floor),
+            _ = trial_tick.tick(), if init.trial.is_some() && shutdown.is_none() => {
+                init.check_trial(&mut shutdown);
+            }
             _ = sleep_until(wake) => {}
         }
         if shutdown.is_some() {
