@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export RE6ST_UPSTREAM_PYTHON ?= $(CURDIR)/.venv/bin/python
 
-.PHONY: all deps build release test lint unit fuzz-build fuzz demo bench sim clean
+.PHONY: all deps build release test test-all smoke lint unit fuzz-build fuzz demo bench sim clean
 
 all: build
 
@@ -19,8 +19,23 @@ build:
 release:
 	$(CARGO) build --release -p re6st
 
-## Everything CI checks: lint, unit/property/cross-check/netns tests, fuzz targets build.
-test: deps lint unit fuzz-build
+## Everything CI checks: lint, unit/property/cross-check/netns tests, fuzz
+## targets build, firmware images booted under QEMU (smoke).
+test: deps lint unit fuzz-build smoke
+
+## Firmware smoke tests in `make test`: qemu-x86_64 (KVM when usable) with
+## the A/B upgrade and fallback boots, qemu-aarch64-virt under TCG (cold and
+## warm boots). `make test-all` boots every QEMU board with every phase.
+smoke:
+	$(MAKE) image BOARD=qemu-x86_64
+	bash qemu-tests/smoke.sh qemu-x86_64
+	$(MAKE) image BOARD=qemu-aarch64-virt
+	SMOKE_AB=0 bash qemu-tests/smoke.sh qemu-aarch64-virt
+
+QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' board/*/board.conf))
+test-all: test
+	set -e; for b in $(QEMU_BOARDS); do \
+	  $(MAKE) image BOARD=$$b; bash qemu-tests/smoke.sh $$b; done
 
 lint:
 	$(CARGO) fmt --all --check

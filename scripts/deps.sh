@@ -14,10 +14,12 @@ APT_PACKAGES=(
   libfaketime util-linux                  # firmware boot tests: a 1970 clock, unshare
   nftables miniupnpd-nftables             # NAT tests: home routers with and without UPnP
   shellcheck rsync                        # buildroot-external/check.sh (scripts, the source copy)
+  squashfs-tools fdisk cpio xz-utils binutils  # make image: squashfs, the A/B disk, initramfs, ELF checks
+  busybox-static                          # tests of the initramfs's slot choice under busybox sh
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse.
-BACKPORTS_PACKAGES=(qemu-system-x86)
+BACKPORTS_PACKAGES=(qemu-system-x86 qemu-system-arm)
 UPSTREAM_PIP=(re6stnet==0.642 pyOpenSSL==24.2.1)
 
 need_root() {
