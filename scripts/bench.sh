@@ -29,6 +29,18 @@ BIN=target/release/re6st
     if [ -f "$f" ]; then echo "| $t | $(stat -c %s "$f") |"; else echo "| $t | not built |"; fi
   done
   echo
+  echo "## Firmware images"
+  echo
+  echo "Per QEMU board: \`make image\` then the cold boot of \`qemu-tests/smoke.sh\` (power-on to the \`provisioned\` milestone against a registry in a namespace; TCG wherever KVM cannot run Debian's kernel). Target: root filesystem at most 8 MiB."
+  echo
+  if [ "${BENCH_IMAGES:-1}" = 1 ]; then
+    for b in $(grep -l '^QEMU_SYSTEM=' board/*/board.conf | cut -d/ -f2); do
+      { make image BOARD="$b" && SMOKE_AB=0 bash qemu-tests/smoke.sh "$b"; } >"bench/image-$b.log" 2>&1 ||
+        echo "bench: image or smoke of $b failed (bench/image-$b.log)" >&2
+    done
+  fi
+  python3 scripts/image-report.py bench/images.json
+  echo
   echo "## Registry: ours against upstream re6stnet 0.642, $CLIENTS concurrent clients, ${SECONDS_EACH}s per test"
   echo
   target/release/re6st-bench registry --binary "$BIN" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --json bench/registry.json
@@ -59,6 +71,7 @@ report = {"binary_bytes": os.path.getsize(sys.argv[1]),
           "registry": json.load(open("bench/registry.json")),
           "node": [json.load(open(f)) for f in sorted(glob.glob("bench/node-*.json"))],
           "boot": json.load(open("bench/boot.json")),
+          "images": json.load(open("bench/images.json")),
           "cross_bytes": {t: os.path.getsize(f"target/cross/{t}/re6st")
                           for t in ("x86_64", "aarch64", "armv7", "mipsel")
                           if os.path.exists(f"target/cross/{t}/re6st")}}
