@@ -32,7 +32,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BOARD=${1:-${BOARD:-}}
-[ -n "$BOARD" ] || { echo "usage: $0 BOARD (one of: $(ls "$ROOT/board" | tr '\n' ' '))" >&2; exit 2; }
+[ -n "$BOARD" ] || { echo "usage: $0 BOARD (one of: $(cd "$ROOT/board" && ls -- */board.conf | cut -d/ -f1 | tr '\n' ' '))" >&2; exit 2; }
 BOARD_DIR=$ROOT/board/$BOARD
 [ -f "$BOARD_DIR/board.conf" ] || { echo "image.sh: no $BOARD_DIR/board.conf" >&2; exit 2; }
 # shellcheck source=/dev/null
