@@ -501,7 +501,8 @@ def check_buildroot(br):
         if load(kconf, path) == 0:
             note(f"{name}: every line holds; {summary(kconf)}")
         for sym in ("BR2_TOOLCHAIN_USES_GLIBC", "BR2_PACKAGE_LIBOPENSSL", "BR2_PACKAGE_OPENVPN",
-                    "BR2_PACKAGE_BABELD", "BR2_PACKAGE_BUSYBOX", "BR2_INIT_NONE"):
+                    "BR2_PACKAGE_BABELD", "BR2_PACKAGE_BUSYBOX", "BR2_INIT_NONE",
+                    "BR2_PACKAGE_HOST_UTIL_LINUX"):
             if kconf.syms[sym].str_value != "y":
                 fail(f"{name}: {sym} is {kconf.syms[sym].str_value!r} in Buildroot's Kconfig")
         if kconf.syms[f"{OURS}_FROM_SOURCE"].str_value == "y" and kconf.syms["BR2_PACKAGE_HOST_RUSTC"].str_value != "y":

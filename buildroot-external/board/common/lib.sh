@@ -20,13 +20,24 @@ board_dir() {
   fi
 }
 
-# load_board BOARD: BOARD_DIR, and board.conf's variables.
+# load_board BOARD: BOARD_DIR, and board.conf's variables: DISK_DEVICE (the
+# firmware disk as the guest sees it, e.g. /dev/vda), SLOT_SIZE (default
+# 16M, as scripts/image.sh), DATA_SIZE (default 64M), KERNEL_CONSOLE...
 load_board() {
   BOARD_DIR=$(board_dir "$1")
   # shellcheck source=/dev/null
   . "$BOARD_DIR/board.conf"
-  : "${ROOT_DEVICE:?board.conf}" "${DATA_DEVICE:?board.conf}" "${KERNEL_CONSOLE:?board.conf}"
+  if [ -z "${DISK_DEVICE:-}" ] && [ -n "${ROOT_DEVICE:-}${DATA_DEVICE:-}" ]; then
+    die "$BOARD_DIR/board.conf has ROOT_DEVICE/DATA_DEVICE, the layout before A/B slots: set DISK_DEVICE (and SLOT_SIZE, DATA_SIZE) instead"
+  fi
+  : "${DISK_DEVICE:?board.conf}" "${KERNEL_CONSOLE:?board.conf}"
+  SLOT_SIZE=${SLOT_SIZE:-16M}
+  DATA_SIZE=${DATA_SIZE:-64M}
 }
+
+# part_of DISK N: partition N's device (vda -> vda1, mmcblk0 -> mmcblk0p1),
+# as scripts/image.sh and board/common/initramfs-init.
+part_of() { case $1 in *[0-9]) echo "${1}p$2" ;; *) echo "$1$2" ;; esac; }
 
 # br_config NAME: the value of NAME in Buildroot's .config, unquoted, with
 # $(BR2_EXTERNAL_RE6ST_PATH) expanded; empty when unset.

@@ -37,20 +37,39 @@ chmod 1777 tmp
 rm -rf usr/share/udhcpc
 
 # --- board profile and release ------------------------------------------
-# Lowest-priority profile source. No `modules =` line, unlike the Debian
-# image: our kernel has everything built in. Its mtime is the image's build
-# time, below which init never sets the clock.
-cp "$BOARD_DIR/profile" etc/re6st/profile
+# Lowest-priority profile source, plus `data =` (partition 4 of the
+# firmware disk) unless the board sets it, as scripts/image.sh. No
+# `modules =` line, unlike the Debian image: our kernel has everything built
+# in. Its mtime is the image's build time, below which init never sets the
+# clock.
+{
+  cat "$BOARD_DIR/profile"
+  if ! grep -q '^[[:space:]]*data[[:space:]]*=' "$BOARD_DIR/profile"; then
+    echo "# added by buildroot-external post-build.sh: partition 4 of the firmware disk"
+    echo "data = $(part_of "$DISK_DEVICE" 4)"
+  fi
+} > etc/re6st/profile
 chmod 644 etc/re6st/profile
 touch etc/re6st/profile
 echo "$BOARD" > etc/hostname
 KVER=$(br_config BR2_LINUX_KERNEL_VERSION)
 BRVER=$(sed -n 's/^# Buildroot \(.*\) Configuration$/\1/p' "$BR2_CONFIG")
 GIT_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+# `re6st init upgrade` accepts an image only if it has
+# /lib/modules/<running kernel release> (kernels are not upgraded with the
+# root filesystem). Buildroot creates it with modules_install only when the
+# kernel has CONFIG_MODULES; ours needs none, so make sure it is there.
+KREL_FILE=${BASE_DIR:?not run by Buildroot: BASE_DIR is unset}/build/linux-$KVER/include/config/kernel.release
+KREL=
+if [ "$(br_config BR2_LINUX_KERNEL)" = y ]; then
+  [ -s "$KREL_FILE" ] || die "no $KREL_FILE (kernel not built?)"
+  KREL=$(cat "$KREL_FILE")
+  mkdir -p "lib/modules/$KREL"
+fi
 cat > etc/re6st-release <<EOF
 BOARD=$BOARD
 ARCH=${ARCH:-}
-KERNEL=$KVER
+KERNEL=${KREL:-$KVER}
 GIT=$GIT_REV
 BUILDROOT=$BRVER
 BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -61,6 +80,7 @@ fail=0
 problem() { echo "re6st $SELF: $*" >&2; fail=1; }
 
 [ -x usr/bin/re6st ] || problem "no /usr/bin/re6st"
+[ -z "$KREL" ] || [ -d "lib/modules/$KREL" ] || problem "no /lib/modules/$KREL (re6st init upgrade needs it)"
 if [ "$(readlink -f sbin/init)" != "$(readlink -f usr/bin/re6st)" ]; then
   problem "/sbin/init is not a link to /usr/bin/re6st: $(ls -l sbin/init 2>&1)"
 fi
