@@ -58,7 +58,8 @@ fuzz:
 demo: deps release
 	bash scripts/demo.sh
 
-## Benchmarks; writes bench/report.md and bench/report.json.
+## Benchmarks; writes bench/report.md, bench/report.json, bench/convergence.png
+## and bench/scale.png (reduced runs: see the variables in scripts/bench.sh).
 bench: deps release
 	bash scripts/bench.sh
 

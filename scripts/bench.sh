@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # `make bench`: benchmarks, side by side with upstream where it runs.
-# Writes bench/report.md and bench/report.json.
+# Writes bench/report.md, bench/report.json and the plots bench/convergence.png
+# and bench/scale.png (scripts/bench-plots.py; scale also from bench/sim.json,
+# `make sim`, when present).
+# BENCH_NODES="8:2 16:10 32:10" (nodes:client count per network),
+# BENCH_PATH="3:2" (nodes:client count of the overlay-vs-direct network),
+# BENCH_IPERF_SECONDS=5, BENCH_CLIENTS=200, BENCH_SECONDS=10, BENCH_CROSS=1,
+# BENCH_IMAGES=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench
-rm -f bench/node-*.json
+rm -f bench/node-*.json bench/path.json bench/convergence.png bench/scale.png
 CLIENTS=${BENCH_CLIENTS:-200}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 cargo build --release -p re6st -p re6st-bench
@@ -34,10 +40,10 @@ BIN=target/release/re6st
   echo "Per QEMU board: \`make image\` then the cold boot of \`qemu-tests/smoke.sh\` (power-on to the \`provisioned\` milestone against a registry in a namespace; TCG wherever KVM cannot run Debian's kernel). Target: root filesystem at most 8 MiB."
   echo
   if [ "${BENCH_IMAGES:-1}" = 1 ]; then
-    for b in $(grep -l '^QEMU_SYSTEM=' board/*/board.conf | cut -d/ -f2); do
-      { make image BOARD="$b" && SMOKE_AB=0 bash qemu-tests/smoke.sh "$b"; } >"bench/image-$b.log" 2>&1 ||
+    while read -r b; do
+      { make image BOARD="$b" && SMOKE_AB=0 bash qemu-tests/smoke.sh "$b"; } >"bench/image-$b.log" 2>&1 </dev/null ||
         echo "bench: image or smoke of $b failed (bench/image-$b.log)" >&2
-    done
+    done < <(grep -l '^QEMU_SYSTEM=' board/*/board.conf | cut -d/ -f2)
   fi
   python3 scripts/image-report.py bench/images.json
   echo
@@ -47,14 +53,21 @@ BIN=target/release/re6st
   echo
   echo "## Node: a network of our nodes in namespaces (registry + N nodes)"
   echo
-  echo "Time from the start (registry, provisioning, node start) to every node pinging every other over the overlay; then, at steady state, per node: tunnels (babel neighbours), our daemon's memory (VmRSS; private = RssAnon; PSS shares library pages among the processes mapping them) and CPU, and the memory of its babeld and OpenVPN children. Upstream's node cannot run here: it needs re6st's patched babeld (option -X, binary control socket)."
+  echo "Time from the start (registry, provisioning, node start) to every node pinging every other over the overlay (ping rounds at least 1 s apart: every node pings every other, in parallel); per node, when it first reached every other node (median / max, s after the last node started; every round's fraction of answering pairs is in the JSON and plotted in convergence.png); then, at steady state, per node: tunnels (babel neighbours), our daemon's memory (VmRSS; private = RssAnon; PSS shares library pages among the processes mapping them) and CPU, and the memory of its babeld and OpenVPN children. Upstream's node cannot run here: it needs re6st's patched babeld (option -X, binary control socket)."
   echo
-  echo "| nodes | client count | s to full connectivity | s after last node start | tunnels mean / max | daemon VmRSS KiB mean / max | private KiB | PSS KiB | CPU % mean / max | children RSS KiB | connected at end |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
-  for spec in ${BENCH_NODES:-8:2 16:10}; do
+  echo "| nodes | client count | s to full connectivity | s after last node start | per node s to reach all: median / max | tunnels mean / max | daemon VmRSS KiB mean / max | private KiB | PSS KiB | CPU % mean / max | children RSS KiB | connected at end |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for spec in ${BENCH_NODES:-8:2 16:10 32:10}; do
     n=${spec%%:*} c=${spec##*:}
     target/release/re6st-bench node --binary "$BIN" --nodes "$n" --client-count "$c" --settle 30 --json "bench/node-$n.json"
   done
+  echo
+  pspec=${BENCH_PATH:-3:2}
+  echo "## Overlay against the direct path (iperf3, ping)"
+  echo
+  echo "Registry + ${pspec%%:*} nodes (client count ${pspec##*:}) in namespaces; from the second-last node to the last: TCP throughput (iperf3, ${BENCH_IPERF_SECONDS:-5} s) and round-trip times (50 pings, 0.1 s apart), to the last node's underlay IPv4 address (through the simulated internet's router) and to its re6st address (OpenVPN tap tunnels, babeld routes). Reply TTL 64 means no router on the way back, 63 one. Both paths share the machine's cores with OpenVPN, so the ratio says how much the tunnel costs here, not on a router."
+  echo
+  target/release/re6st-bench path --binary "$BIN" --nodes "${pspec%%:*}" --client-count "${pspec##*:}" --seconds "${BENCH_IPERF_SECONDS:-5}" --json bench/path.json
   echo
   echo "## Firmware first boot on the host"
   echo
@@ -69,7 +82,9 @@ import json, os, sys
 import glob
 report = {"binary_bytes": os.path.getsize(sys.argv[1]),
           "registry": json.load(open("bench/registry.json")),
-          "node": [json.load(open(f)) for f in sorted(glob.glob("bench/node-*.json"))],
+          "node": sorted((json.load(open(f)) for f in glob.glob("bench/node-*.json")),
+                         key=lambda n: n["nodes"]),
+          "path": json.load(open("bench/path.json")),
           "boot": json.load(open("bench/boot.json")),
           "images": json.load(open("bench/images.json")),
           "cross_bytes": {t: os.path.getsize(f"target/cross/{t}/re6st")
@@ -77,4 +92,22 @@ report = {"binary_bytes": os.path.getsize(sys.argv[1]),
                           if os.path.exists(f"target/cross/{t}/re6st")}}
 json.dump(report, open("bench/report.json", "w"), indent=2)
 PY
-echo "bench: wrote bench/report.md and bench/report.json"
+if .venv/bin/python scripts/bench-plots.py bench/report.json bench/sim.json bench; then
+  {
+    echo
+    echo "## Plots"
+    echo
+    echo "![convergence](convergence.png)"
+    echo
+    echo "![scale](scale.png)"
+    echo
+    if [ -f bench/sim.json ]; then
+      echo "scale.png: netns convergence against size, and the simulator's steady state from bench/sim.json (\`make sim\`, $(date -u -r bench/sim.json +%Y-%m-%d))."
+    else
+      echo "scale.png: netns convergence against size only (no bench/sim.json: run \`make sim\` first for the simulator's panels)."
+    fi
+  } >> bench/report.md
+else
+  echo "bench: no plots (scripts/bench-plots.py failed; make deps installs matplotlib)" >&2
+fi
+echo "bench: wrote bench/report.md, bench/report.json and the plots"

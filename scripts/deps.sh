@@ -16,11 +16,13 @@ APT_PACKAGES=(
   shellcheck rsync                        # buildroot-external/check.sh (scripts, the source copy)
   squashfs-tools fdisk cpio xz-utils binutils  # make image: squashfs, the A/B disk, initramfs, ELF checks
   busybox-static                          # tests of the initramfs's slot choice under busybox sh
+  iperf3                                  # make bench: throughput through the overlay against the direct path
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-system-arm)
 UPSTREAM_PIP=(re6stnet==0.642 pyOpenSSL==24.2.1)
+PLOT_PIP=(matplotlib==3.9.2)                # make bench: scripts/bench-plots.py
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then
@@ -70,5 +72,10 @@ if ! .venv/bin/python -c 'import re6st.registry, OpenSSL.crypto; OpenSSL.crypto.
   echo "deps: installing upstream ${UPSTREAM_PIP[*]} into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q "${UPSTREAM_PIP[@]}"
+fi
+if ! .venv/bin/python -c 'import matplotlib' 2>/dev/null; then
+  echo "deps: installing ${PLOT_PIP[*]} into .venv"
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install -q "${PLOT_PIP[@]}"
 fi
 echo "deps: ok"

@@ -47,8 +47,9 @@ def fmt(n):
 
 def main():
     out, boards = sys.argv[1], sys.argv[2:]
-    if not boards:
-        boards = sorted(b for b in os.listdir(os.path.join(ROOT, "target", "images"))
+    images = os.path.join(ROOT, "target", "images")
+    if not boards and os.path.isdir(images):
+        boards = sorted(b for b in os.listdir(images)
                         if os.path.exists(os.path.join(ROOT, "target", "images", b, "rootfs.squashfs")))
     rows = [board_report(b) for b in boards]
     print("| board | rootfs bytes (<= 8 MiB?) | kernel | initramfs | total | re6st binary | power-on -> kernel / init / provisioned, s | accelerator |")

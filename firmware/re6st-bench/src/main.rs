@@ -1,4 +1,5 @@
-//! `re6st-bench node`: see [`node`]; `re6st-bench boot`: see [`boot`].
+//! `re6st-bench node`: see [`node`]; `re6st-bench path`: see [`path`];
+//! `re6st-bench boot`: see [`boot`].
 //!
 //! `re6st-bench registry`: our registry against upstream's, side by side on
 //! this machine, with many concurrent clients:
@@ -273,6 +274,7 @@ async fn bench_server(
 
 mod boot;
 mod node;
+mod path;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -280,8 +282,9 @@ fn main() {
         Some("registry") => registry_main(args),
         Some("node") => node::main(args),
         Some("boot") => boot::main(args),
+        Some("path") => path::main(args),
         _ => {
-            eprintln!("usage: re6st-bench registry|node|boot [options]");
+            eprintln!("usage: re6st-bench registry|node|path|boot [options]");
             std::process::exit(2);
         }
     }

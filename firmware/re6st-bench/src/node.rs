@@ -2,7 +2,9 @@
 //! (registry + N nodes, see `re6st_testkit::overlay`):
 //! - time from the start (registry, provisioning of every node, node
 //!   start) to full connectivity (every node pings every other over the
-//!   overlay), and from the last node's start;
+//!   overlay), and from the last node's start; per node, when it first
+//!   reached every other node; the fraction of pairs that answer, per
+//!   ping round (for the convergence plot);
 //! - at steady state, per node: resident memory and CPU of our daemon,
 //!   tunnels open, and the memory of its babeld and OpenVPN children.
 //!
@@ -15,10 +17,11 @@ use std::time::{Duration, Instant};
 use crate::arg;
 use re6st_testkit::overlay::{ns_of, Overlay, Registry};
 
-/// Every node pings every other once, all nodes in parallel.
-fn all_reachable(o: &Overlay) -> bool {
+/// One round: every node pings every other once, all nodes and pings in
+/// parallel; `reach[a][b]` is whether node `a` got an answer from node `b`.
+pub(crate) fn reachability(o: &Overlay) -> Vec<Vec<bool>> {
     std::thread::scope(|s| {
-        let checks: Vec<_> = (0..o.nodes)
+        let rounds: Vec<_> = (0..o.nodes)
             .map(|a| {
                 s.spawn(move || {
                     let pings: Vec<String> = o
@@ -26,18 +29,32 @@ fn all_reachable(o: &Overlay) -> bool {
                         .iter()
                         .enumerate()
                         .filter(|(b, _)| *b as u32 != a)
-                        .map(|(_, to)| format!("ping -6 -c1 -W1 {to} >/dev/null &"))
+                        .map(|(b, to)| {
+                            format!("(ping -6 -c1 -W1 {to} >/dev/null 2>&1 && echo {b}) &")
+                        })
                         .collect();
-                    let script = format!(
-                        "ok=0; {} for p in $(jobs -p); do wait $p || ok=1; done; exit $ok",
-                        pings.join(" ")
-                    );
-                    o.lab.try_sh(&ns_of(a), &format!("bash -c '{script}'"))
+                    let script = format!("{} wait; true", pings.join(" "));
+                    let out = o.lab.sh(&ns_of(a), &script);
+                    let mut row = vec![false; o.nodes as usize];
+                    row[a as usize] = true;
+                    for b in out.lines().filter_map(|l| l.trim().parse::<usize>().ok()) {
+                        if let Some(r) = row.get_mut(b) {
+                            *r = true;
+                        }
+                    }
+                    row
                 })
             })
             .collect();
-        checks.into_iter().all(|c| c.join().unwrap_or(false))
+        rounds
+            .into_iter()
+            .map(|c| c.join().expect("ping round"))
+            .collect()
     })
+}
+
+fn all_reachable(o: &Overlay) -> bool {
+    reachability(o).iter().all(|row| row.iter().all(|r| *r))
 }
 
 /// A `/proc/PID/status` field in KiB.
@@ -74,7 +91,7 @@ fn usage(pid: u32) -> Option<(u64, u64)> {
     Some((rss, ticks))
 }
 
-fn children(pid: u32) -> Vec<(u32, String)> {
+pub(crate) fn children(pid: u32) -> Vec<(u32, String)> {
     let Ok(out) = std::process::Command::new("ps")
         .args(["-o", "pid=,comm=", "--ppid", &pid.to_string()])
         .output()
@@ -138,13 +155,44 @@ pub fn main(args: Vec<String>) {
         &["--client-count", &client_count],
     );
     let started = t0.elapsed();
-    let limit = Duration::from_secs(300);
-    while !all_reachable(&o) {
+    // Nodes are provisioned and started one after the other (a 2048-bit key
+    // each): the limit grows with the network.
+    let limit = started + Duration::from_secs(300.max(15 * u64::from(nodes)));
+    let n = nodes as usize;
+    let pairs = n * (n - 1);
+    // Per round: when it started (s from t0), pairs that answered.
+    let mut samples: Vec<serde_json::Value> = Vec::new();
+    // Per node: first round in which it reached every other node.
+    let mut reached_all: Vec<Option<f64>> = vec![None; n];
+    loop {
+        let round = Instant::now();
+        let at = t0.elapsed().as_secs_f64();
+        let reach = reachability(&o);
+        let ok = reach
+            .iter()
+            .map(|row| row.iter().filter(|r| **r).count() - 1)
+            .sum::<usize>();
+        for (a, row) in reach.iter().enumerate() {
+            if reached_all[a].is_none() && row.iter().all(|r| *r) {
+                reached_all[a] = Some(at);
+            }
+        }
+        samples.push(serde_json::json!({
+            "t": at,
+            "after_last_start": at - started.as_secs_f64(),
+            "reachable_pairs": ok,
+            "fraction": ok as f64 / pairs as f64,
+        }));
+        if ok == pairs {
+            break;
+        }
         assert!(
             t0.elapsed() < limit,
-            "no full connectivity after {limit:?}\n{}",
+            "no full connectivity after {limit:?} ({ok} of {pairs} pairs)\n{}",
             o.logs()
         );
+        // At most a round a second: unreachable pings fail at once.
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(round.elapsed()));
     }
     let full = t0.elapsed();
     eprintln!(
@@ -207,10 +255,17 @@ pub fn main(args: Vec<String>) {
         col("tunnels"),
         col("children_rss_kib"),
     );
+    let mut per_node_after: Vec<f64> = reached_all
+        .iter()
+        .map(|t| t.unwrap_or(full.as_secs_f64()) - started.as_secs_f64())
+        .collect();
+    per_node_after.sort_by(f64::total_cmp);
     println!(
-        "| {nodes} | {client_count} | {:.1} | {:.1} | {:.1} / {:.0} | {:.0} / {:.0} | {:.0} | {:.0} | {:.2} / {:.2} | {:.0} | {} |",
+        "| {nodes} | {client_count} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} / {:.0} | {:.0} / {:.0} | {:.0} | {:.0} | {:.2} / {:.2} | {:.0} | {} |",
         full.as_secs_f64(),
         (full - started).as_secs_f64(),
+        per_node_after[n / 2],
+        per_node_after[n - 1],
         mean(&tunnels),
         max(&tunnels),
         mean(&rss),
@@ -228,6 +283,13 @@ pub fn main(args: Vec<String>) {
             "client_count": client_count,
             "seconds_to_full_connectivity": full.as_secs_f64(),
             "seconds_after_last_start": (full - started).as_secs_f64(),
+            "seconds_to_last_start": started.as_secs_f64(),
+            // s from the start at which each node first reached every other
+            // node (in one ping round).
+            "node_reached_all_seconds": reached_all,
+            "convergence_limit_seconds": limit.as_secs_f64(),
+            // One entry per ping round (at least 1 s apart).
+            "convergence": samples,
             "steady_seconds": secs,
             "still_connected": still,
             "per_node": per_node,
