@@ -130,10 +130,12 @@ fn upgrade_command(
     let base = root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let info = match BootInfo::load(&base) {
         Ok(Some(info)) => info,
-        Ok(None) => return fail(format!(
+        Ok(None) => {
+            return fail(format!(
             "no A/B layout: {} is missing (this system was not booted by the firmware's initramfs)",
             base.join(upgrade::BOOT_INFO).display()
-        )),
+        ))
+        }
         Err(e) => return fail(format!("{}: {e}", upgrade::BOOT_INFO)),
     };
     let mut input: Box<dyn std::io::Read> = if source.as_os_str() == "-" {
