@@ -14,7 +14,7 @@ use std::io::Write;
 
 use tokio::io::AsyncBufReadExt;
 
-use super::run::now;
+use super::run::mono;
 
 /// Lines written per window; the rest are counted.
 pub const BURST: u32 = 200;
@@ -75,7 +75,7 @@ pub async fn pump(stderr: tokio::process::ChildStderr, path: PathBuf) {
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&raw);
-        let Some(text) = budget.admit(now(), line.trim_end_matches('\n')) else {
+        let Some(text) = budget.admit(mono(), line.trim_end_matches('\n')) else {
             continue;
         };
         let size = file

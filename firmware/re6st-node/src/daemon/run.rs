@@ -41,11 +41,23 @@ use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAUL
 use crate::tunnel::manager::{Action, Config, CountryRule, Manager, RoutingView};
 use crate::underlay::RemoteGateways;
 
+/// Wall-clock seconds: for what is about dates (certificates, renewal,
+/// the peer protocol's certificate checks).
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Seconds for intervals and timeouts (the tunnel manager, announcements,
+/// saves, kernel checks): the wall clock when the daemon started plus the
+/// monotonic time since, so that the wall clock set back (or forward) by
+/// NTP or by hand neither freezes nor fires them.
+pub(crate) fn mono() -> i64 {
+    static START: std::sync::OnceLock<(i64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, start) = START.get_or_init(|| (now(), std::time::Instant::now()));
+    wall + start.elapsed().as_secs() as i64
 }
 
 /// Runs a command; on success, remembers its undo for the clean-up.
@@ -438,7 +450,7 @@ async fn run(o: Options) -> Result<(), String> {
                                 },
                             },
                             cache,
-                            now(),
+                            mono(),
                             u64::from(openssl_random()),
                         )
                     },
@@ -459,7 +471,7 @@ async fn run(o: Options) -> Result<(), String> {
                     own_serial,
                     served_serials: BTreeMap::new(),
                     update_at: None,
-                    version_announced: now(),
+                    version_announced: mono(),
                     my_cert: my_cert.clone(),
                     key: key.clone(),
                     renewal_check: now() + 10,
@@ -660,7 +672,12 @@ async fn run_node(
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
     let mut babel_backoff = 1u64;
-    let mut cache_saved = now();
+    let mut babel_started = std::time::Instant::now();
+    // When the servers were last (re)started: one that exits is restarted
+    // with the others, at most once every SERVER_RESTART_EVERY.
+    let mut servers_started = std::time::Instant::now();
+    let mut cache_saved = mono();
+    let mut cache_save_failed = false;
     log(
         2,
         v,
@@ -679,11 +696,17 @@ async fn run_node(
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
             _ = sigint.recv() => break,
             status = babeld.wait() => {
+                // A babeld that ran a while is restarted at once again.
+                if babel_started.elapsed() >= BABEL_BACKOFF_RESET {
+                    babel_backoff = 1;
+                }
                 log(1, v, format!("babeld exited ({status:?}); restarting in {babel_backoff}s"));
                 tokio::time::sleep(Duration::from_secs(babel_backoff)).await;
                 babel_backoff = (babel_backoff * 2).min(60);
                 babel.interfaces = node.babel_ifaces.iter().cloned().collect();
                 babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+                babel_started = std::time::Instant::now();
+                log(1, v, "babeld restarted");
             }
             r = ctl.accept() => {
                 if let Ok((mut stream, _)) = r {
@@ -713,7 +736,7 @@ async fn run_node(
             }
             _ = tick.tick() => {
                 let mut restart_servers = false;
-                if node.update_at.is_some_and(|t| now() >= t) {
+                if node.update_at.is_some_and(|t| mono() >= t) {
                     if let Some(plan) = node.update_config(&udp).await {
                         if plan.too_old {
                             log(0, v, "our protocol is older than the network's minimum: upgrade re6st");
@@ -762,8 +785,19 @@ async fn run_node(
                         Renewed::Nothing => {}
                     }
                 }
+                // An OpenVPN server that exited (killed, crashed): its
+                // peers lost their tunnels; serve them again.
+                if !restart_servers && servers_started.elapsed() >= SERVER_RESTART_EVERY {
+                    for (c, iface) in children.iter_mut().zip(&server_ifaces) {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            log(1, v, format!("OpenVPN server {iface} exited ({status})"));
+                            restart_servers = true;
+                        }
+                    }
+                }
                 if restart_servers {
                     log(1, v, "restarting the OpenVPN servers");
+                    servers_started = std::time::Instant::now();
                     for mut c in std::mem::take(&mut children) {
                         let _ = c.kill().await;
                     }
@@ -775,20 +809,20 @@ async fn run_node(
                         node.reset_babel_iface(iface).await;
                     }
                 }
-                if now() - node.version_announced >= 30 {
+                if mono() - node.version_announced >= 30 {
                     node.announce_version(&udp).await;
                 }
-                if now() - node.kernel_checked >= KERNEL_CHECK_EVERY {
-                    node.kernel_checked = now();
+                if mono() - node.kernel_checked >= KERNEL_CHECK_EVERY {
+                    node.kernel_checked = mono();
                     node.check_kernel_routes().await;
                 }
                 node.client_mode_tunnel();
                 node.reap_clients();
-                node.manager.tick(now());
+                node.manager.tick(mono());
                 node.run_actions(&udp).await;
-                if now() - cache_saved > 60 {
-                    let _ = node.manager.cache().save(&o.state.join("peers.bin"));
-                    cache_saved = now();
+                if mono() - cache_saved > 60 {
+                    save_cache(&node, &o.state, &mut cache_save_failed);
+                    cache_saved = mono();
                 }
             }
         }
@@ -797,7 +831,7 @@ async fn run_node(
     if let Some(u) = upnp {
         u.stop().await;
     }
-    let _ = node.manager.cache().save(&o.state.join("peers.bin"));
+    save_cache(&node, &o.state, &mut cache_save_failed);
     for (_, mut c) in std::mem::take(&mut node.clients) {
         let _ = c.kill().await;
     }
@@ -839,6 +873,32 @@ async fn run_node(
         return Err(REEXEC.into());
     }
     Ok(())
+}
+
+/// A babeld that ran this long before exiting is restarted without delay.
+const BABEL_BACKOFF_RESET: Duration = Duration::from_secs(300);
+/// At most one restart of exited OpenVPN servers in this time.
+const SERVER_RESTART_EVERY: Duration = Duration::from_secs(10);
+
+/// Saves the peer cache (atomically: a failed write leaves the previous
+/// file). A failure (e.g. a full disk) is logged, and so is the first
+/// success after failures; the node goes on routing either way.
+fn save_cache(node: &Node, state: &Path, failed: &mut bool) {
+    match node.manager.cache().save(&state.join("peers.bin")) {
+        Ok(()) => {
+            if std::mem::take(failed) {
+                log(1, node.o.verbose, "peer cache saved again");
+            }
+        }
+        Err(e) => {
+            log(
+                1,
+                node.o.verbose,
+                format!("cannot save the state: {e} (the previous file is kept)"),
+            );
+            *failed = true;
+        }
+    }
 }
 
 /// Stops babeld for good, the way that lets it retract its routes (SIGTERM:
@@ -1067,7 +1127,7 @@ impl Node {
             let msg = [&[Code::Version as u8][..], &self.link.version].concat();
             self.send_to(udp, peer, &msg).await;
         } else if theirs > ours {
-            self.update_at.get_or_insert(now() + 1);
+            self.update_at.get_or_insert(mono() + 1);
         }
     }
 
@@ -1082,7 +1142,7 @@ impl Node {
                     self.o.verbose,
                     format!("new network configuration: {e}; retrying in 60s"),
                 );
-                self.update_at = Some(now() + 60);
+                self.update_at = Some(mono() + 60);
                 return None;
             }
         };
@@ -1133,7 +1193,7 @@ impl Node {
     /// change, then every 30 s, so that a neighbour that missed it (its
     /// tunnel was restarting) still gets it. Same versions cost nothing.
     async fn announce_version(&mut self, udp: &UdpSocket) {
-        self.version_announced = now();
+        self.version_announced = mono();
         let msg = [&[Code::Version as u8][..], &self.link.version].concat();
         let neighbours: BTreeSet<Prefix> = self
             .manager
@@ -1216,7 +1276,7 @@ impl Node {
                     let (answer, _) = self.link.answer(false, &m);
                     if m.code == Code::Version {
                         // The registry has a new network configuration.
-                        self.update_at.get_or_insert(now() + 1);
+                        self.update_at.get_or_insert(mono() + 1);
                     }
                     if let Some(a) = answer {
                         let _ = udp
@@ -1263,7 +1323,7 @@ impl Node {
                 }
             }
             Some(PeerEvent::Address(p, a)) => self.manager.on_address(p, &a),
-            Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(now(), p, code),
+            Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(mono(), p, code),
             Some(PeerEvent::Version(p, blob)) => self.on_version(udp, p, blob).await,
             None => {}
         }
@@ -1321,7 +1381,7 @@ impl Node {
                 Action::RequestDump => {
                     let view = self.routing_view().await;
                     if let Some(view) = view {
-                        self.manager.on_routes(now(), view);
+                        self.manager.on_routes(mono(), view);
                     }
                 }
                 Action::Open {
@@ -1410,7 +1470,7 @@ impl Node {
                     }
                 }
                 Action::CheckConfig => {
-                    self.update_at.get_or_insert(now());
+                    self.update_at.get_or_insert(mono());
                 }
                 Action::RequestBootstrap => {
                     let peer = self.registry.bootstrap_peer().await.ok().flatten();
@@ -1509,5 +1569,23 @@ impl Node {
         }
         view.known.remove(&self.prefix);
         Some(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_clock_starts_at_the_wall_clock_and_never_goes_back() {
+        let a = mono();
+        assert!((a - now()).abs() <= 2, "{a} {}", now());
+        let mut last = a;
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(400));
+            let b = mono();
+            assert!(b >= last);
+            last = b;
+        }
     }
 }
