@@ -14,23 +14,36 @@
 # `re6st init status` (expects `provisioned` and re6st-node running), then
 # `re6st init poweroff` and expects QEMU to exit.
 #
-# Environment: SMOKE_TIMEOUT (s, default 240, whole boot), SMOKE_ACCEL
+# Environment: SMOKE_TIMEOUT (s, whole boot; default the board's
+# SMOKE_TIMEOUT_DEFAULT, else 240: TCG boards are slower), SMOKE_ACCEL
 # (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
 # KVM), SMOKE_KEEP=1 (keep the work directory).
 # Then a warm boot from the same data disk with the profile given through
 # QEMU fw_cfg (opt/re6st/profile) instead: no formatting, no new
-# certificate, same checks.
+# certificate, same checks. Boards with QEMU_FW_CFG=0 (no fw_cfg device or
+# no qemu_fw_cfg driver in the kernel) get the profile on the kernel command
+# line again for the warm boot. Boards with SMOKE_CONFIG_DISK=1 (Malta:
+# QEMU's boot loader there cuts the command line at 256 bytes) get it on a
+# third disk (ext4 with /re6st-profile, init's config partition, as
+# /dev/vdc) for both boots, and only re6st.config=/dev/vdc on the command
+# line.
+# Boards without QEMU_SYSTEM (real hardware, e.g. rpi4) are refused.
 # Logs: target/images/BOARD/smoke/ (console-{cold,warm}.log, registry.log,
 # result.txt).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BOARD=${1:-${BOARD:-qemu-x86_64}}
+[ -f "$ROOT/board/$BOARD/board.conf" ] || { echo "smoke[$BOARD]: FAIL: no board/$BOARD/board.conf" >&2; exit 2; }
 # shellcheck source=/dev/null
 . "$ROOT/board/$BOARD/board.conf"
+if [ -z "${QEMU_SYSTEM:-}" ]; then
+  echo "smoke[$BOARD]: board $BOARD is real hardware (no QEMU_SYSTEM in board/$BOARD/board.conf): no QEMU smoke test; see board/$BOARD/README.md" >&2
+  exit 2
+fi
 IMG=$ROOT/target/images/$BOARD
-TIMEOUT=${SMOKE_TIMEOUT:-240}
+TIMEOUT=${SMOKE_TIMEOUT:-${SMOKE_TIMEOUT_DEFAULT:-240}}
 ACCEL=${SMOKE_ACCEL:-auto}
 KVM_GRACE=${SMOKE_KVM_GRACE:-20}
 HOSTBIN=${RE6ST_HOST_BIN:-$ROOT/target/debug/re6st}
@@ -46,7 +59,7 @@ if [ ! -x "$HOSTBIN" ]; then
   log "building the host binary for the registry"
   (cd "$ROOT" && cargo build -q -p re6st --bin re6st)
 fi
-command -v "$QEMU_SYSTEM" >/dev/null || die "no $QEMU_SYSTEM (apt-get install -t bookworm-backports qemu-system-x86 / qemu-system-arm)"
+command -v "$QEMU_SYSTEM" >/dev/null || die "no $QEMU_SYSTEM (apt-get install -t bookworm-backports qemu-system-x86 / qemu-system-arm / qemu-system-mips)"
 
 NS=re6st-smoke-$$
 TAP=tap-smoke0
@@ -107,6 +120,17 @@ CMDLINE=${CMDLINE% }
 # Warm boot: the same data disk; the profile from QEMU fw_cfg
 # (opt/re6st/profile; qemu_fw_cfg is loaded by the initramfs).
 for k in $PROFILE_KEYS; do echo "${k%%=*} = ${k#*=}"; done > "$WORK/profile"
+CONFIG_DISK=()
+if [ "${SMOKE_CONFIG_DISK:-0}" = 1 ]; then
+  # The profile on a config partition (ext4, read by init before it loads
+  # modules: the board's initramfs must load ext4).
+  mkdir -p "$WORK/config"
+  cp "$WORK/profile" "$WORK/config/re6st-profile"
+  mkfs.ext4 -q -F -L re6st-config -d "$WORK/config" "$WORK/config.img" 4M >/dev/null
+  CONFIG_DISK=(-drive "file=$WORK/config.img,if=none,id=config,format=raw,readonly=on"
+    -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=config")
+  CMDLINE="$BASE_CMDLINE re6st.config=/dev/vdc"
+fi
 INITRD=()
 [ -f "$IMG/initramfs.cpio.xz" ] && INITRD=(-initrd "$IMG/initramfs.cpio.xz")
 
@@ -122,6 +146,17 @@ run_qemu() {
     cp --sparse=always "$IMG/data.img" "$WORK/data.img"
     cmdline=$CMDLINE
     checks=(--expect 'data partition: Format' --expect 'data in /data \(persistent\)')
+    [ ${#CONFIG_DISK[@]} = 0 ] || checks+=(--expect 'profile sources: .*config partition profile')
+  elif [ ${#CONFIG_DISK[@]} -gt 0 ]; then
+    # The same config disk again.
+    cmdline=$CMDLINE
+    checks=(--expect 'profile sources: .*config partition profile' --expect 'data in /data \(persistent\)'
+      --forbid 'data partition: Format' --forbid 'provisioned by http')
+  elif [ "${QEMU_FW_CFG:-1}" = 0 ]; then
+    # No fw_cfg on this board: the profile on the command line again.
+    cmdline=$CMDLINE
+    checks=(--expect 'data in /data \(persistent\)'
+      --forbid 'data partition: Format' --forbid 'provisioned by http')
   else
     cmdline=$BASE_CMDLINE
     extra=(-fw_cfg "name=opt/re6st/profile,file=$WORK/profile")
@@ -136,6 +171,7 @@ run_qemu() {
     -kernel "$IMG/vmlinuz" "${INITRD[@]}" -append "$cmdline" "${extra[@]}" \
     -drive "file=$IMG/rootfs.squashfs,if=none,id=root,format=raw,readonly=on" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=root" \
     -drive "file=$WORK/data.img,if=none,id=data,format=raw" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=data" \
+    "${CONFIG_DISK[@]}" \
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "${QEMU_NET_DEVICE:-virtio-net-pci},netdev=n0" \
     2>"$WORK/qemu.err" &
   QEMU_PID=$!
@@ -180,12 +216,28 @@ if [ $rc = 3 ]; then
   run_qemu tcg cold || rc=$?
 fi
 [ $rc = 0 ] || die "cold boot; see $LOGDIR/console-cold.log"
-log "warm boot ($want): same data disk, profile from fw_cfg, kernel command line: $BASE_CMDLINE"
+if [ ${#CONFIG_DISK[@]} -gt 0 ]; then
+  log "warm boot ($want): same data disk, profile from the config disk again"
+elif [ "${QEMU_FW_CFG:-1}" = 0 ]; then
+  log "warm boot ($want): same data disk, profile on the kernel command line again (board has no fw_cfg)"
+else
+  log "warm boot ($want): same data disk, profile from fw_cfg, kernel command line: $BASE_CMDLINE"
+fi
 run_qemu "$want" warm || rc=$?
 {
-  echo "== cold boot (blank data disk, profile on the kernel command line)"
+  if [ ${#CONFIG_DISK[@]} -gt 0 ]; then
+    echo "== cold boot (blank data disk, profile from the config disk /dev/vdc)"
+  else
+    echo "== cold boot (blank data disk, profile on the kernel command line)"
+  fi
   cat "$WORK/result-cold.txt"
-  echo "== warm boot (same data disk, profile from QEMU fw_cfg)"
+  if [ ${#CONFIG_DISK[@]} -gt 0 ]; then
+    echo "== warm boot (same data disk, profile from the config disk /dev/vdc)"
+  elif [ "${QEMU_FW_CFG:-1}" = 0 ]; then
+    echo "== warm boot (same data disk, profile on the kernel command line: no fw_cfg on this board)"
+  else
+    echo "== warm boot (same data disk, profile from QEMU fw_cfg)"
+  fi
   cat "$WORK/result-warm.txt" 2>/dev/null
   echo "accelerator: $want"
   cat "$WORK/kvm-fallback" 2>/dev/null || true
