@@ -2,7 +2,7 @@
 # Cross-builds the re6st multi-call binary (package re6st, firmware/re6st)
 # for the boards' architectures. See cross/README.md.
 #
-#   cross/build.sh [--openssl=MODE] [--symbols] [--deps-only] TARGET...
+#   cross/build.sh [--openssl=MODE] [--symbols] [--registry] [--deps-only] TARGET...
 #
 # TARGET: x86_64 aarch64 armv7 mipsel (or "all"). Targets are built one
 # after the other, each with its own CARGO_TARGET_DIR under
@@ -21,7 +21,14 @@
 # Any MODE other than debian, and --symbols (keep symbols, for size
 # analysis), writes to target/cross/variants/<TARGET>-<variant>/ instead.
 #
-# Environment: CROSS_OPENSSL, CROSS_OPENSSL_DEB_VERSION (pin the Debian
+# Features: router images run nodes only, so the binary is built with
+# --no-default-features (no `registry` command: no SQLite, no HTTP server,
+# no mail; `re6st registry` then says so and exits 1). CROSS_FEATURES
+# (comma-separated features of package re6st) or --registry
+# (= CROSS_FEATURES=registry) builds more; such a build is a variant too:
+# target/cross/variants/<TARGET>-registry/ (the full binary, as on the host).
+#
+# Environment: CROSS_FEATURES, CROSS_OPENSSL, CROSS_OPENSSL_DEB_VERSION (pin the Debian
 # libssl version), CARGO_BUILD_JOBS (default 2), CARGO (default cargo).
 # Size experiments (README): CROSS_SQLITE_LEAN=1, CROSS_RUSTFLAGS,
 # CROSS_BUILD_STD_FEATURES (mipsel), CROSS_VARIANT=<name> (output to
@@ -37,6 +44,7 @@ CROSS_DIR=$ROOT/cross
 CARGO=${CARGO:-cargo}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 OPENSSL_MODE=${CROSS_OPENSSL:-debian}
+FEATURES=${CROSS_FEATURES:-}
 DEPS_ONLY=0
 SYMBOLS=0
 TARGETS=()
@@ -51,6 +59,7 @@ for arg in "$@"; do
     --openssl=*) OPENSSL_MODE=${arg#--openssl=} ;;
     --deps-only) DEPS_ONLY=1 ;;
     --symbols) SYMBOLS=1 ;;
+    --registry) FEATURES=${FEATURES:+$FEATURES,}registry ;;
     all) TARGETS+=(x86_64 aarch64 armv7 mipsel) ;;
     x86_64 | aarch64 | armv7 | mipsel) TARGETS+=("$arg") ;;
     -h | --help) usage ;;
@@ -274,15 +283,24 @@ build_one() {
     unset LIBSQLITE3_FLAGS
   fi
   [ -z "${CROSS_VARIANT:-}" ] || variant+=-$CROSS_VARIANT
+  # Feature sets share the build directory (cargo keeps the dependencies
+  # of each set apart and reuses the common ones).
+  local build_dir=$ROOT/target/cross-build/$TRIPLE$variant
+  # Features beyond the node-only default: a variant named after them.
+  local features_args=(--no-default-features)
+  if [ -n "$FEATURES" ]; then
+    features_args+=(--features "$FEATURES")
+    variant+=-$(echo "$FEATURES" | tr ', ' '--' | tr -s -)
+  fi
   # Variants never overwrite what image builders pick up.
-  local build_dir=$ROOT/target/cross-build/$TRIPLE$variant out=$ROOT/target/cross/$1
+  local out=$ROOT/target/cross/$1
   [ -z "$variant" ] || out=$ROOT/target/cross/variants/$1$variant
   if [ -n "${OSSL_LIB:-}" ]; then
     # With both set, openssl-sys uses them and does not ask pkg-config.
     export "${TRIPLE_ENV}_OPENSSL_LIB_DIR=$OSSL_LIB" "${TRIPLE_ENV}_OPENSSL_INCLUDE_DIR=$OSSL_INC"
   fi
 
-  local cmd=("$CARGO" build --locked --release -p re6st --bin re6st
+  local cmd=("$CARGO" build --locked --release -p re6st --bin re6st "${features_args[@]}"
     --target "$TRIPLE" --config "$CROSS_DIR/cargo-config.toml" "${extra[@]}")
   if [ $BUILD_STD = 1 ]; then
     # Stable toolchain: -Z needs RUSTC_BOOTSTRAP (documented in the README).
@@ -309,6 +327,7 @@ build_one() {
     echo "rustc: $(rustc -V)"
     echo "cc: $($cc --version | head -1)"
     echo "openssl: $OSSL_VERSION"
+    echo "features: ${FEATURES:-none (--no-default-features: node only, no registry)}"
     if git -C "$ROOT" rev-parse -q HEAD >/dev/null 2>&1; then
       echo "git: $(git -C "$ROOT" rev-parse HEAD)$(git -C "$ROOT" diff --quiet HEAD -- || echo ' (uncommitted changes in the tree)')"
     else

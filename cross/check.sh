@@ -8,6 +8,13 @@
 #   - a registry on 127.0.0.1 and `re6st conf --anonymous` against it (HTTP,
 #     key and CSR, certificate signed by the registry, SQLite database);
 #     the host's openssl verifies the certificate it got.
+# Router builds have no registry (cross/build.sh's default,
+# --no-default-features): then `re6st registry` must refuse with "this
+# build has no registry", and the registry side is run by a full binary:
+# $CHECK_REGISTRY_BIN (runs natively) if set, else
+# target/cross/variants/<TARGET>-registry/re6st (cross/build.sh --registry
+# TARGET; under qemu-user too) if built, else the host's target/debug/re6st
+# (cargo build -p re6st). Only `re6st conf` is then the checked binary's.
 #
 #   cross/check.sh [--bin PATH] [TARGET...]
 #
@@ -125,7 +132,7 @@ check_one() {
   set -e
   [ $rc = 2 ] && [[ $out == *"usage: re6st COMMAND"* ]] && pass "runs: re6st (usage, status 2)" || fail "re6st: status $rc: $out"
   # Every command the binary lists (ovpn-hook only runs under OpenVPN).
-  local cmd cmds
+  local cmd cmds has_registry=1
   cmds=$(sed -n 's/^  \([a-z0-9-]*\) *(also runs as .*/\1/p' <<<"$out" | grep -vx ovpn-hook)
   [ -n "$cmds" ] || fail "no command list in the usage text"
   for cmd in $cmds; do
@@ -135,16 +142,32 @@ check_one() {
     set -e
     # conf and node currently answer --help with status 2 (clap's help is
     # an Err they map to 2), natively too: the help text is what counts.
-    if { [ $rc = 0 ] || [ $rc = 2 ]; } && [[ $out == *Usage:* ]]; then
+    if [ "$cmd" = registry ] && [ $rc = 1 ] && [[ $out == *"this build has no registry"* ]]; then
+      has_registry=0
+      pass "re6st registry refused, status 1 (node-only build): $(head -c 60 <<<"$out")..."
+    elif { [ $rc = 0 ] || [ $rc = 2 ]; } && [[ $out == *Usage:* ]]; then
       pass "runs: re6st $cmd --help (status $rc)"
     else
       fail "re6st $cmd --help: status $rc: $(head -3 <<<"$out")"
     fi
   done
 
-  # A registry and a node setting itself up against it.
+  # A registry and a node setting itself up against it. Without a registry
+  # in this binary, a full one plays the registry.
+  local reg_run=("${run[@]}")
+  if [ $has_registry = 0 ]; then
+    local full=${CHECK_REGISTRY_BIN:-$ROOT/target/cross/variants/$t-registry/re6st}
+    if [ -z "${CHECK_REGISTRY_BIN:-}" ] && [ -x "$full" ]; then
+      reg_run=("${run[@]:0:$((${#run[@]} - 1))}" "$full")
+    else
+      [ -x "$full" ] || full=$ROOT/target/debug/re6st
+      [ -x "$full" ] || (cd "$ROOT" && cargo build -q -p re6st --bin re6st)
+      reg_run=("$full")
+    fi
+    pass "registry side: ${reg_run[*]: -1} (full build)"
+  fi
   local port pid
-  if (cd "$tmp" && timeout 120 "${run[@]}" registry --init-network 2001:db8:42::/48 --dir reg >init.out 2>&1) &&
+  if (cd "$tmp" && timeout 120 "${reg_run[@]}" registry --init-network 2001:db8:42::/48 --dir reg >init.out 2>&1) &&
     openssl verify -CAfile "$tmp/reg/ca.crt" "$tmp/reg/ca.crt" >/dev/null 2>&1; then
     pass "runs: re6st registry --init-network (RSA key, CA verified by host openssl)"
   else
@@ -152,7 +175,7 @@ check_one() {
   fi
   port=$(free_port)
   mkdir -p "$tmp/run" "$tmp/node"
-  (cd "$tmp" && exec "${run[@]}" registry --port "$port" -4 127.0.0.1 -6 "" --ca reg/ca.crt \
+  (cd "$tmp" && exec "${reg_run[@]}" registry --port "$port" -4 127.0.0.1 -6 "" --ca reg/ca.crt \
     --key reg/ca.key --dh reg/dh.pem --db reg/registry.db -l reg/registry.log -r run \
     --anonymous-prefix-length 16 >registry.out 2>&1) &
   pid=$!

@@ -25,21 +25,34 @@
 # provisioned, re6st-node running, the slot line) and a poweroff or an
 # upgrade's reboot (QEMU runs with -no-reboot, so each boot is one QEMU).
 #
-# Environment: SMOKE_TIMEOUT (s, default 240, per boot), SMOKE_ACCEL
+# Environment: SMOKE_TIMEOUT (s, per boot; default the board's
+# SMOKE_TIMEOUT_DEFAULT, else 240: TCG boards are slower), SMOKE_ACCEL
 # (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
 # KVM), SMOKE_AB=0 (cold and warm boots only), SMOKE_KEEP=1 (keep the work
 # directory).
+# Where later boots get the profile: QEMU fw_cfg; boards with QEMU_FW_CFG=0
+# (no fw_cfg device or driver) the kernel command line again; boards with
+# SMOKE_CONFIG_DISK=1 (Malta: QEMU's boot loader there cuts the command line
+# at 256 bytes) a second disk for every boot (ext4 with /re6st-profile,
+# init's config partition, /dev/vdb) and only re6st.config=/dev/vdb on the
+# command line.
+# Boards without QEMU_SYSTEM (real hardware, e.g. rpi4) are refused.
 # Logs: target/images/BOARD/smoke/ (console-PHASE.log, registry.log,
 # result.txt).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BOARD=${1:-${BOARD:-qemu-x86_64}}
+[ -f "$ROOT/board/$BOARD/board.conf" ] || { echo "smoke[$BOARD]: FAIL: no board/$BOARD/board.conf" >&2; exit 2; }
 # shellcheck source=/dev/null
 . "$ROOT/board/$BOARD/board.conf"
+if [ -z "${QEMU_SYSTEM:-}" ]; then
+  echo "smoke[$BOARD]: board $BOARD is real hardware (no QEMU_SYSTEM in board/$BOARD/board.conf): no QEMU smoke test; see board/$BOARD/README.md" >&2
+  exit 2
+fi
 IMG=$ROOT/target/images/$BOARD
-TIMEOUT=${SMOKE_TIMEOUT:-240}
+TIMEOUT=${SMOKE_TIMEOUT:-${SMOKE_TIMEOUT_DEFAULT:-240}}
 ACCEL=${SMOKE_ACCEL:-auto}
 KVM_GRACE=${SMOKE_KVM_GRACE:-20}
 # SMOKE_AB=0: only the cold and warm boots, no A/B upgrade phases.
@@ -57,7 +70,7 @@ if [ ! -x "$HOSTBIN" ]; then
   log "building the host binary for the registry"
   (cd "$ROOT" && cargo build -q -p re6st --bin re6st)
 fi
-command -v "$QEMU_SYSTEM" >/dev/null || die "no $QEMU_SYSTEM (apt-get install -t bookworm-backports qemu-system-x86 / qemu-system-arm)"
+command -v "$QEMU_SYSTEM" >/dev/null || die "no $QEMU_SYSTEM (apt-get install -t bookworm-backports qemu-system-x86 / qemu-system-arm / qemu-system-mips)"
 
 NS=re6st-smoke-$$
 TAP=tap-smoke0
@@ -121,6 +134,27 @@ CMDLINE=${CMDLINE% }
 # (opt/re6st/profile; qemu_fw_cfg is loaded by the initramfs).
 for k in $PROFILE_KEYS; do echo "${k%%=*} = ${k#*=}"; done > "$WORK/profile"
 cp --sparse=always "$IMG/firmware.img" "$WORK/disk.img"
+COLD_CMDLINE=$CMDLINE LATER_CMDLINE=$BASE_CMDLINE
+LATER_EXTRA=(-fw_cfg "name=opt/re6st/profile,file=$WORK/profile")
+LATER_SOURCE='QEMU fw_cfg profile'
+COLD_WHERE="the kernel command line" LATER_WHERE="QEMU fw_cfg"
+CONFIG_DISK=()
+if [ "${SMOKE_CONFIG_DISK:-0}" = 1 ]; then
+  # The profile on a config partition (ext4, read by init before it loads
+  # modules: the board's initramfs must load ext4), the second disk.
+  mkdir -p "$WORK/config"
+  cp "$WORK/profile" "$WORK/config/re6st-profile"
+  mkfs.ext4 -q -F -L re6st-config -d "$WORK/config" "$WORK/config.img" 4M >/dev/null
+  CONFIG_DISK=(-drive "file=$WORK/config.img,if=none,id=config,format=raw,readonly=on"
+    -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=config")
+  COLD_CMDLINE="$BASE_CMDLINE re6st.config=/dev/vdb" LATER_CMDLINE=$COLD_CMDLINE
+  LATER_EXTRA=() LATER_SOURCE='config partition profile'
+  COLD_WHERE="the config disk /dev/vdb" LATER_WHERE=$COLD_WHERE
+elif [ "${QEMU_FW_CFG:-1}" = 0 ]; then
+  # No fw_cfg on this board: the profile on the command line again.
+  LATER_CMDLINE=$CMDLINE LATER_EXTRA=() LATER_SOURCE=
+  LATER_WHERE="the kernel command line (no fw_cfg on this board)"
+fi
 
 # A/B upgrades: images served over HTTP from the namespace.
 if [ "$AB" = 1 ]; then
@@ -155,15 +189,18 @@ run_qemu() {
     kvm) accel_opts=(-accel kvm -cpu host) ;;
     tcg) accel_opts=(-accel tcg) ;;
   esac
-  cmdline=$BASE_CMDLINE
-  extra=(-fw_cfg "name=opt/re6st/profile,file=$WORK/profile")
+  cmdline=$LATER_CMDLINE
+  extra=("${LATER_EXTRA[@]}")
+  local source=()
+  [ -z "$LATER_SOURCE" ] || source=(--expect "profile sources: .*$LATER_SOURCE")
   case $phase in
     cold)
-      cmdline=$CMDLINE extra=()
+      cmdline=$COLD_CMDLINE extra=()
       checks=(--expect 'initramfs: slot a' --expect 'data partition: Format'
-        --expect 'data in /data \(persistent\)' --status-expect '^slot: booted a, active a$') ;;
+        --expect 'data in /data \(persistent\)' --status-expect '^slot: booted a, active a$')
+      [ ${#CONFIG_DISK[@]} = 0 ] || checks+=(--expect 'profile sources: .*config partition profile') ;;
     warm)
-      checks=(--expect 'initramfs: slot a' --expect 'profile sources: .*QEMU fw_cfg profile'
+      checks=(--expect 'initramfs: slot a' "${source[@]}"
         --expect 'data in /data \(persistent\)' --forbid 'data partition: Format'
         --forbid 'provisioned by http' --status-expect '^slot: booted a, active a$')
       [ "$AB" = 1 ] && checks+=(--shell "$(upgrade_cmd good.squashfs "$GOOD_SHA")"
@@ -188,6 +225,7 @@ run_qemu() {
     -chardev "socket,id=con,path=$WORK/console.sock,server=on,wait=on" -serial chardev:con \
     -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.xz" -append "$cmdline" "${extra[@]}" \
     -drive "file=$WORK/disk.img,if=none,id=disk,format=raw" -device "${QEMU_BLK_DEVICE:-virtio-blk-pci},drive=disk" \
+    "${CONFIG_DISK[@]}" \
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "${QEMU_NET_DEVICE:-virtio-net-pci},netdev=n0" \
     2>"$WORK/qemu.err" &
   QEMU_PID=$!
@@ -235,8 +273,8 @@ fi
 PHASES=(cold)
 describe() {
   case $1 in
-    cold) echo "cold boot (blank data partition, profile on the kernel command line)" ;;
-    warm) echo "warm boot (same disk, profile from QEMU fw_cfg)$([ "$AB" = 1 ] && echo ", then upgrade to slot b")" ;;
+    cold) echo "cold boot (blank data partition, profile from $COLD_WHERE)" ;;
+    warm) echo "warm boot (same disk, profile from $LATER_WHERE)$([ "$AB" = 1 ] && echo ", then upgrade to slot b")" ;;
     trial) echo "slot b on trial: confirmed, then upgrade to a broken image in slot a" ;;
     broken) echo "slot a on trial: its init dies, the kernel panics and reboots" ;;
     fallback) echo "fallback to slot b, the failed upgrade recorded" ;;

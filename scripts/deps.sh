@@ -19,8 +19,10 @@ APT_PACKAGES=(
   iperf3                                  # make bench: throughput through the overlay against the direct path
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
-# there: mixing suites makes apt refuse.
-BACKPORTS_PACKAGES=(qemu-system-x86 qemu-system-arm)
+# there: mixing suites makes apt refuse. The image smoke tests need the
+# boards' system emulators (x86_64; aarch64 and armv7: qemu-system-arm;
+# mipsel: qemu-system-mips), image.sh and cross/check.sh qemu-user.
+BACKPORTS_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-system-mips qemu-user)
 UPSTREAM_PIP=(re6stnet==0.642 pyOpenSSL==24.2.1)
 PLOT_PIP=(matplotlib==3.9.2)                # make bench: scripts/bench-plots.py
 

@@ -77,6 +77,9 @@ LIB_PKGS="libc6 libgcc-s1 libssl3 libcap-ng0 liblz4-1 liblzo2-2 libnl-3-200
   libnl-genl-3-200 libpam0g libpkcs11-helper1 libsystemd0 libcap2 libgcrypt20
   libgpg-error0 liblzma5 libzstd1 libaudit1 libb2-1 libgomp1"
 [ "$E2FSPROGS" = 1 ] && LIB_PKGS+=" libblkid1 libcom-err2 libext2fs2 libss2 libuuid1"
+# Board-specific library packages (board.conf EXTRA_LIB_PKGS, e.g. mipsel's
+# libatomic1, which Debian's libcrypto.so.3 needs there).
+LIB_PKGS+=" ${EXTRA_LIB_PKGS:-}"
 # linux-image-amd64 -> linux-image-6.1.0-NN-amd64
 KPKG=$(apt-cache depends "$KERNEL_PKG:$ARCH" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^:]*\).*/\1/p' | head -1)
 [ -n "$KPKG" ] || die "cannot resolve $KERNEL_PKG for $ARCH (apt-get update?)"
@@ -336,6 +339,11 @@ sha256sum "$OUT/rootfs.squashfs" | cut -d' ' -f1 > "$OUT/rootfs.squashfs.sha256"
 
 # panic=5: a slot whose init dies reboots, and the next boot falls back.
 echo "re6st_disk=$DISK_DEVICE ro panic=5 console=${KERNEL_CONSOLE:-ttyS0}" > "$OUT/cmdline"
+
+# Board hook (e.g. board/rpi4: boot partition files), with this script's
+# variables (OUT, STAGE, PKGROOT, KPKG, KVER, log, die).
+# shellcheck source=/dev/null
+[ ! -f "$BOARD_DIR/post-image.sh" ] || . "$BOARD_DIR/post-image.sh"
 
 # --- manifest and size report -------------------------------------------
 sz() { stat -c %s "$1"; }

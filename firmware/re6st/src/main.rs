@@ -12,12 +12,31 @@ type Entry = fn(Vec<OsString>) -> ExitCode;
 const COMMANDS: &[(&str, &str, Entry)] = &[
     ("re6stnet", "node", re6st_node::daemon::run::main),
     ("re6st-conf", "conf", re6st_conf::main),
-    ("re6st-registry", "registry", re6st_registry::main),
+    ("re6st-registry", "registry", registry),
     ("re6st-ovpn-hook", "ovpn-hook", ovpn_hook),
     ("init", "init", re6st_init::main),
     ("re6st-lan", "lan", re6st_node::lan::advertiser::main),
     ("re6st-ctl", "ctl", re6st_node::status::ctl::main),
 ];
+
+#[cfg(feature = "registry")]
+fn registry(args: Vec<OsString>) -> ExitCode {
+    re6st_registry::main(args)
+}
+
+/// Router images are built without the `registry` feature (no SQLite, no
+/// HTTP server: see cross/README.md); the command stays listed so that it
+/// fails with an explanation rather than the usage.
+#[cfg(not(feature = "registry"))]
+fn registry(_args: Vec<OsString>) -> ExitCode {
+    eprintln!(
+        "re6st registry: this build has no registry; it was built without the \
+         `registry` feature (router images run nodes only). Run the registry \
+         from a full build (cargo build -p re6st, or CROSS_FEATURES=registry \
+         cross/build.sh TARGET)."
+    );
+    ExitCode::FAILURE
+}
 
 /// OpenVPN's hook (`--up`, `--route-up`, `--client-connect`, ...).
 fn ovpn_hook(args: Vec<OsString>) -> ExitCode {
