@@ -40,12 +40,13 @@ for t in $targets; do
   t1=$(date +%s)
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   peak=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
   if [ "$rc" -ne 0 ]; then
     failed+=("$t")
     grep -E 'ERROR|panicked|SUMMARY|Test unit written|out-of-memory|timeout' "$log" | head -n 20
     echo "fuzz: $t FAILED (exit $rc) after $((t1 - t0))s, ${runs:-?} runs; see artifacts/$t/"
   else
-    echo "fuzz: $t ok: ${runs:-?} runs in $((t1 - t0))s, peak RSS ${peak:-?} MB, corpus $(ls "corpus/$t" | wc -l) inputs"
+    echo "fuzz: $t ok: ${runs:-?} runs (${rate:-?}/s) in $((t1 - t0))s, peak RSS ${peak:-?} MB, corpus $(ls "corpus/$t" | wc -l) inputs"
   fi
   rm -f "$log"
 done

@@ -2,6 +2,8 @@
 //! The registry's configuration inputs: the communities file, the GeoIP2
 //! database, `--ipv4` and the network prefix of `init`, and relay answers
 //! from the local node; plus the registry URL the nodes are given.
+use std::net::Ipv6Addr;
+
 use libfuzzer_sys::fuzz_target;
 use re6st_registry::community::Communities;
 use re6st_registry::geoip::GeoIp;
@@ -28,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(chosen.is_empty() || prefixes.contains(&chosen));
     }
     if let Ok(p) = init::parse_network(text) {
-        assert_eq!(init::parse_network(&p.to_string()).ok(), Some(p));
+        let again = format!("{}/{}", Ipv6Addr::from(p.left_aligned()), p.len());
+        assert_eq!(init::parse_network(&again).ok(), Some(p));
     }
     let words: Vec<String> = text.split(',').map(str::to_owned).collect();
     if let Ok((net, plen)) = config::parse_ipv4(&words) {

@@ -22,11 +22,20 @@ impl Environment for Fixed {
         1_700_000_000
     }
     fn now_micros(&self) -> u64 {
-        1_700_000_000_000_000 + self.0.fetch_add(1, Ordering::Relaxed)
+        1_700_000_000_000_000
     }
     fn random(&self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.0.fetch_add(1, Ordering::Relaxed) as u8;
+        // splitmix64: deterministic, but no short cycle (generated
+        // tokens must not collide for ever).
+        for chunk in buf.chunks_mut(8) {
+            let mut z = self
+                .0
+                .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+                .wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_be_bytes()[..chunk.len()]);
         }
     }
 }
