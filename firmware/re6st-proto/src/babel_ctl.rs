@@ -43,6 +43,8 @@ pub enum CtlError {
     Utf8,
     #[error("babel control section has {0} entries, more than 65535")]
     TooMany(usize),
+    #[error("babel control string {0:?} contains a NUL byte")]
+    Nul(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +186,11 @@ impl Response {
                 let mut b = Vec::new();
                 count(&mut b, d.interfaces.len())?;
                 for i in &d.interfaces {
+                    // NUL-terminated on the wire: a NUL inside would end
+                    // the name early and shift everything after it.
+                    if i.name.contains('\0') {
+                        return Err(CtlError::Nul(i.name.clone()));
+                    }
                     b.extend_from_slice(&i.index.to_be_bytes());
                     b.extend_from_slice(i.name.as_bytes());
                     b.push(0);
@@ -393,6 +400,19 @@ mod tests {
         for n in 0..bytes.len() - HEADER_LEN {
             assert!(Response::decode(kind, &bytes[HEADER_LEN..HEADER_LEN + n]).is_err());
         }
+    }
+
+    /// Found by fuzzing (babel_text): an interface name with a NUL, as
+    /// stock babeld's text protocol can carry it, ended the name early
+    /// on the wire and the rest of the dump no longer decoded.
+    #[test]
+    fn interface_name_with_nul_is_refused() {
+        let mut d = sample();
+        d.interfaces[0].name = "r\u{0}6st".into();
+        assert_eq!(
+            Response::Dump(d).encode(),
+            Err(CtlError::Nul("r\u{0}6st".into()))
+        );
     }
 
     #[test]

@@ -53,3 +53,18 @@ impl GeoIp {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz_regressions {
+    /// Found by fuzzing (registry_files, now the geoip target): maxminddb
+    /// 0.24 panics (a slice index out of range while decoding the
+    /// metadata) on this corrupt database instead of returning an error.
+    /// The release build aborts on panic, so a corrupt GEOIP2_MMDB stops
+    /// the registry. Open: needs a maxminddb that checks its bounds.
+    #[test]
+    #[ignore = "open: maxminddb 0.24 panics on this corrupt database"]
+    fn corrupt_database_is_an_error() {
+        let db = include_bytes!("../tests/data/geoip-corrupt.mmdb");
+        assert!(super::GeoIp::from_bytes(db.to_vec()).is_err());
+    }
+}

@@ -62,6 +62,9 @@ impl RpcError {
     }
 }
 
+/// Generated tokens drawn before giving up (each is 64 random bits).
+const MAX_TOKEN_DRAWS: u32 = 16;
+
 fn internal(e: impl std::fmt::Display) -> RpcError {
     RpcError::Internal(e.to_string())
 }
@@ -668,6 +671,7 @@ impl Registry {
             return Err(RpcError::Forbidden);
         }
         let now = self.env.now();
+        let mut draws = 0;
         let t = lock(&self.db).transaction(|tx| loop {
             let candidate = match token {
                 Some(t) => t.to_owned(),
@@ -690,6 +694,14 @@ impl Registry {
             // simply drawn again.
             if token.is_some() {
                 return Err(RpcError::Conflict);
+            }
+            // 64 random bits collide only with a broken random source:
+            // give up rather than spin with the database locked.
+            draws += 1;
+            if draws >= MAX_TOKEN_DRAWS {
+                return Err(RpcError::Internal(format!(
+                    "no unused token in {draws} draws"
+                )));
             }
         })?;
         self.wake_cleanup();

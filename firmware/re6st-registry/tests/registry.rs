@@ -834,3 +834,55 @@ fn https_when_configured() {
     assert!(!out.starts_with(b"HTTP/1.1 200"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Found by fuzzing (registry_handle, whose environment had a poor random
+/// source): generated tokens were drawn again for as long as they
+/// collided, with the database locked. A random source that always gives
+/// the same bytes now gets an error, not a hang.
+#[test]
+fn generated_tokens_give_up_on_a_stuck_random_source() {
+    struct Stuck;
+    impl Environment for Stuck {
+        fn now(&self) -> i64 {
+            1_700_000_000
+        }
+        fn now_micros(&self) -> u64 {
+            1_700_000_000_000_000
+        }
+        fn random(&self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
+    }
+    let pki = Pki::new("2001:db8::/32");
+    let registry = re6st_registry::registry::Registry::new(
+        re6st_registry::db::Db::memory().unwrap(),
+        re6st_registry::certs::Ca::from_pem(&pki.ca_pem(), &pki.ca_key_pem()).unwrap(),
+        re6st_registry::registry::Settings {
+            prefix_length: 16,
+            anonymous_prefix_length: None,
+            grace_period: 0,
+            dh: std::path::PathBuf::from("/nonexistent/dh.pem"),
+            authorized_origins: vec!["127.0.0.1".into()],
+            mailer: None,
+            communities: Default::default(),
+            params: params(),
+        },
+        None,
+        None,
+        Box::new(FixedPeers(vec![])),
+        Box::new(Stuck),
+    )
+    .unwrap();
+    let add = || {
+        registry
+            .handle(&re6st_registry::registry::Request {
+                target: "/addToken?email=a%40example.org&token=",
+                hmac: None,
+                client: "127.0.0.1".parse().unwrap(),
+                forwarded_for: None,
+            })
+            .status
+    };
+    assert_eq!(add(), 200);
+    assert_eq!(add(), 500);
+}

@@ -179,6 +179,19 @@ mod tests {
     use super::super::control::parse_line;
     use super::*;
 
+    /// Found by fuzzing (babel_text, minimized): a NUL in an interface
+    /// name of babeld's text dump made the shim send a dump whose framing
+    /// was broken; it is now an error.
+    #[test]
+    fn interface_name_with_nul_is_an_error() {
+        let lines = [parse_line("add interface r\u{0}6st").unwrap()];
+        let d = translate(&lines, 0xff, |_| Some(1));
+        assert!(matches!(
+            Response::Dump(d).encode(),
+            Err(babel_ctl::CtlError::Nul(_))
+        ));
+    }
+
     #[test]
     fn stock_dump_becomes_upstream_dump() {
         let lines: Vec<Line> = [

@@ -62,7 +62,7 @@ pub fn render(s: &NodeStatus, now: i64) -> String {
         "node {} (address {}) in {}\n",
         s.subnet, s.address, s.network
     );
-    let left = (s.cert_not_after - now).div_euclid(86_400);
+    let left = s.cert_not_after.saturating_sub(now).div_euclid(86_400);
     out += &format!(
         "certificate valid until {} ({left} days left)\n",
         date(s.cert_not_after)
@@ -186,5 +186,15 @@ mod tests {
         );
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), s);
+        // Any end of validity the JSON can carry renders (the days left
+        // used to overflow for the extremes; seen while writing the
+        // node_state fuzz target).
+        for t in [i64::MIN, i64::MAX] {
+            let extreme = NodeStatus {
+                cert_not_after: t,
+                ..s.clone()
+            };
+            assert!(render(&extreme, 1_795_564_800).contains("days left"));
+        }
     }
 }
