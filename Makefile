@@ -36,6 +36,7 @@ QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' bo
 test-all: test
 	set -e; for b in $(QEMU_BOARDS); do \
 	  $(MAKE) image BOARD=$$b; bash qemu-tests/smoke.sh $$b; done
+	$(MAKE) lab-test lab-test-all
 
 lint:
 	$(CARGO) fmt --all --check
@@ -99,3 +100,25 @@ image:
 
 test-image: image
 	bash qemu-tests/smoke.sh $(BOARD)
+
+## Multi-router QEMU labs (qemu-tests/lab.py; topologies and format in
+## qemu-tests/README.md). Use the images in LAB_IMAGES (default
+## target/images: `make image BOARD=...` first) and the registry binary
+## RE6ST_HOST_BIN (default target/debug/re6st). Root.
+## `make qemu-lab TOPO=qemu-tests/topologies/mixed.toml`: boots it, prints how
+## to attach to each console and the overlay (text, DOT, SVG); Ctrl-C tears
+## everything down. `make lab-test`: the small topology (for `make test`);
+## `make lab-test-all`: every scenario on the mixed one (for `make test-all`).
+## Logs: target/lab/<topology>/ (summary.txt, <scenario>/result.txt, consoles).
+.PHONY: qemu-lab lab-test lab-test-all
+TOPO ?= qemu-tests/topologies/mixed.toml
+LAB_TEST_SCENARIOS ?= connectivity,cut,registry-down
+LAB_ALL_SCENARIOS ?= connectivity,cut,poweroff,reboot,registry-down,upgrade
+qemu-lab:
+	python3 qemu-tests/lab.py up $(TOPO)
+
+lab-test:
+	python3 qemu-tests/lab.py test qemu-tests/topologies/small.toml $(LAB_TEST_SCENARIOS)
+
+lab-test-all:
+	python3 qemu-tests/lab.py test qemu-tests/topologies/mixed.toml $(LAB_ALL_SCENARIOS)

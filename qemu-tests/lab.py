@@ -1,0 +1,1075 @@
+#!/usr/bin/env python3
+"""Multi-router QEMU labs: a declarative topology (qemu-tests/topologies/
+*.toml, format in qemu-tests/README.md), a runner that builds the virtual
+network (network namespaces, bridges, veths, QEMU taps), boots the routers'
+firmware images and drives them through their serial consoles.
+
+  lab.py up   TOPO            interactive: boot, print attach commands and
+                              the overlay (text, DOT, SVG), wait for Ctrl-C
+  lab.py test TOPO SCEN,...   scenarios (connectivity, cut, poweroff,
+                              reboot, registry-down, upgrade); exit 1 on
+                              the first failure
+
+Needs root. Python 3.11 stdlib only. Environment: LAB_IMAGES (default
+ROOT/target/images: BOARD/firmware.img, vmlinuz, ...), RE6ST_HOST_BIN
+(registry and its node; default ROOT/target/debug/re6st), LAB_ACCEL
+(auto | kvm | tcg), LAB_OUT (logs; default ROOT/target/lab/TOPO-NAME),
+LAB_KEEP=1 (keep the work directory).
+"""
+import argparse
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"lab[{time.monotonic() - T0:7.1f}s]: {msg}", file=sys.stderr, flush=True)
+
+
+class Fail(Exception):
+    pass
+
+
+def sh(cmd, check=True, ns=None, timeout=60):
+    """Runs an argv (list) or a shell line (str), in namespace `ns`."""
+    argv = cmd if isinstance(cmd, list) else ["sh", "-c", cmd]
+    if ns:
+        argv = ["ip", "netns", "exec", ns] + argv
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode:
+        raise Fail(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def wait_until(what, timeout, fn, every=1.0):
+    end = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Fail as e:
+            last = e
+        if time.monotonic() > end:
+            raise Fail(f"timeout ({timeout:.0f} s) waiting for {what}" + (f" ({last})" if last else ""))
+        time.sleep(every)
+
+
+def board_conf(board):
+    path = os.path.join(ROOT, "board", board, "board.conf")
+    if not os.path.exists(path):
+        raise Fail(f"unknown board {board} (no {path})")
+    keys = ["QEMU_SYSTEM", "QEMU_MACHINE", "QEMU_ACCEL", "QEMU_MEM", "QEMU_NET_DEVICE",
+            "QEMU_BLK_DEVICE", "WAN_IF", "KERNEL_CONSOLE"]
+    out = subprocess.run(["bash", "-c", '. "$0"; shift; for k; do printf "%s\\0" "${!k}"; done',
+                          path, "x"] + keys, capture_output=True, text=True, check=True).stdout
+    return dict(zip(keys, out.split("\0")))
+
+
+def kvm_usable():
+    """As smoke.sh: /dev/kvm from kvm_pvm (no VMX/SVM) cannot run Debian's
+    kernel, so TCG there."""
+    if not os.access("/dev/kvm", os.W_OK):
+        return False
+    if os.path.isdir("/sys/module/kvm_pvm") and not (
+            os.path.isdir("/sys/module/kvm_intel") or os.path.isdir("/sys/module/kvm_amd")):
+        return False
+    return True
+
+
+# --- topology ---------------------------------------------------------------
+
+def load_topology(path):
+    with open(path, "rb") as f:
+        t = tomllib.load(f)
+    t.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    t.setdefault("network", "2001:db8:42::/48")
+    t.setdefault("underlay", "198.18.0.0/24")
+    t.setdefault("registry_args", ["--hello", "4", "--client-count", "2"])
+    under = ipaddress.ip_network(t["underlay"])
+    ok4 = ipaddress.ip_network("198.18.0.0/15")
+    if not under.subnet_of(ok4):
+        raise Fail(f"underlay {under} not inside {ok4}")
+    if not ipaddress.ip_network(t["network"]).subnet_of(ipaddress.ip_network("2001:db8::/32")):
+        raise Fail("network must be inside 2001:db8::/32")
+    hosts = list(under.hosts())
+    t["registry_ip"] = str(hosts[0])
+    nats = {}
+    for i, n in enumerate(t.get("nat", [])):
+        n.setdefault("address", str(hosts[1 + i]))
+        priv = ipaddress.ip_network(n["private"])
+        if not priv.subnet_of(ok4):
+            raise Fail(f"nat {n['name']}: {priv} not inside {ok4}")
+        n["_hosts"] = list(priv.hosts())
+        n["_next"] = 1
+        nats[n["name"]] = n
+    t["_nats"] = nats
+    names = set()
+    for i, r in enumerate(t.get("router", [])):
+        if r["name"] in names or not re.fullmatch(r"[a-z][a-z0-9]{0,5}", r["name"]):
+            raise Fail(f"router name {r['name']!r}: duplicate, or not [a-z][a-z0-9]{{0,5}}")
+        names.add(r["name"])
+        r.setdefault("board", "qemu-x86_64")
+        r.setdefault("lan_clients", 0)
+        r.setdefault("lan", r["lan_clients"] > 0)
+        if r.get("nat"):
+            n = nats[r["nat"]]
+            r["address"] = str(n["_hosts"][n["_next"]])
+            n["_next"] += 1
+            r["gateway"] = str(n["_hosts"][0])
+            r["prefixlen"] = ipaddress.ip_network(n["private"]).prefixlen
+        else:
+            r.setdefault("address", str(hosts[10 + i]))
+            r["gateway"] = t["registry_ip"]
+            r["prefixlen"] = under.prefixlen
+    if not t.get("router"):
+        raise Fail("no [[router]]")
+    for b in t.get("block", []):
+        for k in ("a", "b"):
+            if b[k] not in names:
+                raise Fail(f"block: unknown router {b[k]}")
+    return t
+
+
+# --- consoles -----------------------------------------------------------------
+
+class Console:
+    """Holds a VM's serial socket: logs everything, relays to attach clients
+    (unix socket), and runs commands on the guest shell."""
+
+    def __init__(self, name, sock_path, log_path, attach_path):
+        self.name = name
+        self.lock = threading.Lock()
+        self.cond = threading.Condition()
+        self.buf = bytearray()
+        self.clients = []
+        self.closed = False
+        self.seq = 0
+        # QEMU binds the socket before it listens: retry a refused connect.
+        for i in range(100):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(sock_path)
+                break
+            except ConnectionRefusedError:
+                self.sock.close()
+                if i == 99:
+                    raise Fail(f"{name}: QEMU console socket refuses connections")
+                time.sleep(0.1)
+        self.log = open(log_path, "ab")
+        self.attach_path = attach_path
+        try:
+            os.unlink(attach_path)
+        except FileNotFoundError:
+            pass
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(attach_path)
+        self.srv.listen(4)
+        threading.Thread(target=self._reader, daemon=True).start()
+        threading.Thread(target=self._acceptor, daemon=True).start()
+
+    def _reader(self):
+        while True:
+            try:
+                d = self.sock.recv(65536)
+            except OSError:
+                d = b""
+            if not d:
+                break
+            self.log.write(d)
+            self.log.flush()
+            for c in list(self.clients):
+                try:
+                    c.sendall(d)
+                except OSError:
+                    self.clients.remove(c)
+            with self.cond:
+                self.buf.extend(d)
+                self.cond.notify_all()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def _acceptor(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.clients.append(c)
+            threading.Thread(target=self._client, args=(c,), daemon=True).start()
+
+    def _client(self, c):
+        while True:
+            try:
+                d = c.recv(4096)
+            except OSError:
+                d = b""
+            if not d:
+                break
+            try:
+                self.sock.sendall(d)
+            except OSError:
+                break
+        if c in self.clients:
+            self.clients.remove(c)
+
+    def close(self):
+        for s in [self.sock, self.srv] + self.clients:
+            try:
+                s.close()
+            except OSError:
+                pass
+        try:
+            os.unlink(self.attach_path)
+        except OSError:
+            pass
+
+    def text(self, start=0):
+        with self.cond:
+            return self.buf[start:].decode("utf-8", "replace").replace("\r", "")
+
+    def pos(self):
+        with self.cond:
+            return len(self.buf)
+
+    def wait_for(self, pattern, timeout, start=0):
+        rx = re.compile(pattern, re.M)
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                m = rx.search(self.buf[start:].decode("utf-8", "replace").replace("\r", ""))
+                if m:
+                    return m
+                if self.closed:
+                    raise Fail(f"{self.name}: console closed waiting for /{pattern}/")
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise Fail(f"{self.name}: timeout ({timeout:.0f} s) waiting for /{pattern}/")
+                self.cond.wait(min(left, 1.0))
+
+    def run(self, cmd, timeout=60):
+        """Runs `cmd` on the console shell; returns (rc, output). The output
+        is captured in a file and printed between markers, so the echoed
+        command line and init's log lines don't mix with it (mostly)."""
+        with self.lock:
+            self.seq += 1
+            n = self.seq
+            start = self.pos()
+            # The markers are computed by the shell: the echoed command
+            # line does not contain them literally.
+            line = (f"({cmd}) >/tmp/lab.out 2>&1; r=$?; echo LAB-BEGIN-$(({n}*7)); "
+                    f"cat /tmp/lab.out; echo LAB-END-$(({n}*7))-rc$r\n")
+            self.sock.sendall(line.encode())
+            # Not anchored: init's and the node's log lines share the
+            # console and may end up on the same line.
+            m = self.wait_for(rf"LAB-END-{n * 7}-rc(\d+)", timeout, start)
+            full = self.text(start)
+            b = re.search(rf"LAB-BEGIN-{n * 7}\n", full)
+            out = full[b.end():m.start()] if b else ""
+            return int(m.group(1)), out
+
+    def json(self, cmd, timeout=30):
+        for _ in range(3):
+            rc, out = self.run(cmd, timeout)
+            for line in out.splitlines():
+                line = line.strip()
+                line = line[line.find("{"):] if "{" in line else line
+                if line.startswith("{") and line.endswith("}"):
+                    try:
+                        return json.loads(line)
+                    except ValueError:
+                        pass
+            time.sleep(1)
+        raise Fail(f"{self.name}: no JSON from {cmd!r} (rc {rc}): {out[-300:]}")
+
+
+# --- the lab ----------------------------------------------------------------
+
+class Lab:
+    def __init__(self, topo, out):
+        self.t = topo
+        self.out = out
+        self.id = f"{os.getpid() % 100000}"
+        self.p = f"lab{self.id}"          # namespace prefix
+        self.work = tempfile.mkdtemp(prefix=f"lab-{topo['name']}-")
+        self.images = os.environ.get("LAB_IMAGES", os.path.join(ROOT, "target", "images"))
+        self.bin = os.environ.get("RE6ST_HOST_BIN", os.path.join(ROOT, "target", "debug", "re6st"))
+        self.accel = os.environ.get("LAB_ACCEL", "auto")
+        self.namespaces = []
+        self.procs = {}       # name -> Popen (registry, regnode, http)
+        self.vms = {r["name"]: r for r in topo["router"]}
+        self.qemu = {}        # router -> Popen
+        self.consoles = {}
+        self.t_boot = None
+        os.makedirs(out, exist_ok=True)
+        self.inet = f"{self.p}-inet"
+
+    # network ---------------------------------------------------------------
+    def ns(self, name):
+        full = f"{self.p}-{name}"
+        sh(["ip", "netns", "add", full])
+        self.namespaces.append(full)
+        sh(["ip", "-n", full, "link", "set", "lo", "up"])
+        return full
+
+    def veth(self, ns_a, a, ns_b, b):
+        sh(["ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b])
+        sh(["ip", "-n", ns_a, "link", "set", a, "up"])
+        sh(["ip", "-n", ns_b, "link", "set", b, "up"])
+
+    def bridge(self, ns, br, *ports):
+        sh(["ip", "-n", ns, "link", "add", br, "type", "bridge"])
+        sh(["ip", "-n", ns, "link", "set", br, "up"])
+        for p in ports:
+            sh(["ip", "-n", ns, "link", "set", p, "master", br])
+
+    def build_network(self):
+        t = self.t
+        under = ipaddress.ip_network(t["underlay"])
+        inet = self.ns("inet")
+        self.bridge(inet, "wan")
+        sh(["ip", "-n", inet, "addr", "add", f"{t['registry_ip']}/{under.prefixlen}", "dev", "wan"])
+        sh(["sysctl", "-qw", "net.ipv4.ip_forward=1"], ns=inet)
+        for n in t.get("nat", []):
+            nns = self.ns(n["name"])
+            self.veth(nns, "uplink", inet, f"n-{n['name']}")
+            sh(["ip", "-n", inet, "link", "set", f"n-{n['name']}", "master", "wan"])
+            sh(["ip", "-n", nns, "addr", "add", f"{n['address']}/{under.prefixlen}", "dev", "uplink"])
+            sh(["ip", "-n", nns, "route", "add", "default", "via", t["registry_ip"]])
+            self.bridge(nns, "priv")
+            plen = ipaddress.ip_network(n["private"]).prefixlen
+            sh(["ip", "-n", nns, "addr", "add", f"{n['_hosts'][0]}/{plen}", "dev", "priv"])
+            sh(["sysctl", "-qw", "net.ipv4.ip_forward=1"], ns=nns)
+            subprocess.run(["ip", "netns", "exec", nns, "nft", "-f", "-"], check=True, text=True, input=(
+                "table ip lab {\n chain post {\n  type nat hook postrouting priority 100;\n"
+                "  oifname \"uplink\" masquerade\n }\n}\n"))
+        for r in t["router"]:
+            rns = self.ns(r["name"])
+            r["_ns"] = rns
+            # WAN: tap tw + veth vw in bridge bw; the veth's peer in the
+            # underlay bridge (or the NAT router's private bridge).
+            sh(["ip", "-n", rns, "tuntap", "add", "dev", "tw", "mode", "tap"])
+            sh(["ip", "-n", rns, "link", "set", "tw", "up"])
+            up_ns = f"{self.p}-{r['nat']}" if r.get("nat") else inet
+            up_br = "priv" if r.get("nat") else "wan"
+            self.veth(rns, "vw", up_ns, f"w-{r['name']}")
+            sh(["ip", "-n", up_ns, "link", "set", f"w-{r['name']}", "master", up_br])
+            self.bridge(rns, "bw", "tw", "vw")
+            if r["lan"]:
+                sh(["ip", "-n", rns, "tuntap", "add", "dev", "tl", "mode", "tap"])
+                sh(["ip", "-n", rns, "link", "set", "tl", "up"])
+                self.bridge(rns, "bl", "tl")
+                r["_clients"] = []
+                for c in range(1, r["lan_clients"] + 1):
+                    cname = f"{r['name']}c{c}"
+                    cns = self.ns(cname)
+                    self.veth(rns, f"vc{c}", cns, "eth0")
+                    sh(["ip", "-n", rns, "link", "set", f"vc{c}", "master", "bl"])
+                    sh(["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2",
+                        "net.ipv6.conf.eth0.accept_dad=0"], ns=cns)
+                    r["_clients"].append(cns)
+        # Blocked underlay paths (the overlay must route around them).
+        self.nft_cut([(b["a"], b["b"]) for b in t.get("block", [])], "block")
+
+    def uip(self, name):
+        """A node's address on the underlay (its NAT router's for a router
+        behind one; "registry" is the registry's node)."""
+        if name == "registry":
+            return self.t["registry_ip"]
+        r = self.vms[name]
+        return self.t["_nats"][r["nat"]]["address"] if r.get("nat") else r["address"]
+
+    def nft_cut(self, pairs, table):
+        """Drops underlay traffic between the node pairs: a bridge-family
+        table in the underlay namespace for traffic between routers (no
+        br_netfilter needed), an inet table for the registry's node, whose
+        address is the namespace's own."""
+        sh(f"nft delete table bridge {table} 2>/dev/null; nft delete table inet {table} 2>/dev/null; true",
+           ns=self.inet)
+        reg = self.t["registry_ip"]
+        br, local = [], []
+        for a, b in pairs:
+            ia, ib = self.uip(a), self.uip(b)
+            if reg in (ia, ib):
+                o = ib if ia == reg else ia
+                local.append((o,))
+            else:
+                br += [f"ip saddr {ia} ip daddr {ib} drop", f"ip saddr {ib} ip daddr {ia} drop"]
+        nft = ""
+        if br:
+            nft += (f"table bridge {table} {{\n chain labfwd {{\n  type filter hook forward priority 0;\n  "
+                    + "\n  ".join(br) + "\n }\n}\n")
+        if local:
+            nft += (f"table inet {table} {{\n chain labin {{\n  type filter hook input priority 0;\n  "
+                    + "\n  ".join(f"ip saddr {o} drop" for (o,) in local)
+                    + "\n }\n chain labout {\n  type filter hook output priority 0;\n  "
+                    + "\n  ".join(f"ip daddr {o} drop" for (o,) in local) + "\n }\n}\n")
+        if nft:
+            subprocess.run(["ip", "netns", "exec", self.inet, "nft", "-f", "-"], check=True, text=True,
+                           input=nft)
+
+    # registry --------------------------------------------------------------
+    def start_registry(self):
+        if not os.access(self.bin, os.X_OK):
+            raise Fail(f"no {self.bin}: cargo build -p re6st, or set RE6ST_HOST_BIN")
+        reg = os.path.join(self.work, "registry")
+        if not os.path.exists(reg):
+            sh([self.bin, "registry", "--init-network", self.t["network"], "--dir", reg])
+        self.reg = reg
+        ip = self.t["registry_ip"]
+        node = os.path.join(self.work, "regnode")
+        os.makedirs(os.path.join(node, "run"), exist_ok=True)
+        self.reg_argv = [self.bin, "registry", "--port", "9080", "-4", ip, "-6", "",
+                         "--ca", f"{reg}/ca.crt", "--key", f"{reg}/ca.key", "--dh", f"{reg}/dh.pem",
+                         "--db", f"{reg}/registry.db", "-l", os.path.join(self.out, "registry.log"),
+                         "-r", os.path.join(node, "run"), "--anonymous-prefix-length", "16"
+                         ] + list(self.t["registry_args"])
+        self.spawn("registry", self.reg_argv, self.inet)
+        wait_until("registry", 20, lambda: subprocess.run(
+            ["ip", "netns", "exec", self.inet, "bash", "-c", f"exec 3<>/dev/tcp/{ip}/9080"],
+            capture_output=True).returncode == 0, 0.2)
+        fp = sh(["openssl", "x509", "-in", f"{reg}/ca.crt", "-noout", "-fingerprint", "-sha256"])
+        self.fp = fp.split("=", 1)[1].strip().replace(":", "").lower()
+        if not os.path.exists(os.path.join(node, "cert.crt")):
+            conf = sh([self.bin, "conf", "--registry", f"http://{ip}:9080/", "--anonymous",
+                       "--dir", node], ns=self.inet)
+            del conf
+        self.regnode = node
+        self.spawn("regnode", [self.bin, "node", f"@{node}/re6stnet.conf", "--ca", f"{node}/ca.crt",
+                               "--cert", f"{node}/cert.crt", "--key", f"{node}/cert.key",
+                               "-s", f"{node}/state", "-r", f"{node}/run", "-l",
+                               os.path.join(self.out, "regnode.log"), "--ip", ip], self.inet, cwd=node)
+        log(f"registry on {ip}:9080 (CA sha256:{self.fp[:16]}...) with its node")
+
+    def spawn(self, name, argv, ns, cwd=None):
+        f = open(os.path.join(self.out, f"{name}.out"), "ab")
+        self.procs[name] = subprocess.Popen(["ip", "netns", "exec", ns] + argv, stdout=f,
+                                            stderr=subprocess.STDOUT, cwd=cwd,
+                                            start_new_session=True)
+
+    def stop(self, name):
+        p = self.procs.pop(name, None)
+        if p and p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    # VMs -------------------------------------------------------------------
+    def prepare_vm(self, r):
+        img = os.path.join(self.images, r["board"])
+        for f in ("firmware.img", "vmlinuz", "initramfs.cpio.xz", "cmdline"):
+            if not os.path.exists(os.path.join(img, f)):
+                raise Fail(f"no {img}/{f}: make image BOARD={r['board']} (or set LAB_IMAGES)")
+        r["_img"] = img
+        r["_conf"] = board_conf(r["board"])
+        d = os.path.join(self.work, r["name"])
+        os.makedirs(d, exist_ok=True)
+        r["_dir"] = d
+        subprocess.run(["cp", "--sparse=always", f"{img}/firmware.img", f"{d}/disk.img"], check=True)
+        ip = self.t["registry_ip"]
+        prof = {
+            "hostname": r["name"],
+            "registry": f"http://{ip}:9080/",
+            "fingerprint": f"sha256:{self.fp}",
+            "wan": r["_conf"]["WAN_IF"] or "eth0",
+            "wan.mode": "static",
+            "wan.address": f"{r['address']}/{r['prefixlen']}",
+            "wan.gateway": r["gateway"],
+            "service.console": "/bin/sh",
+        }
+        if r["lan"]:
+            prof["lan"] = "eth1"
+        if not r.get("nat"):
+            prof["node.args"] = f"--ip {r['address']}"
+        with open(f"{d}/profile", "w") as f:
+            for k, v in prof.items():
+                f.write(f"{k} = {v}\n")
+
+    def start_vm(self, name):
+        r = self.vms[name]
+        c = r["_conf"]
+        accel = self.accel
+        if accel == "auto":
+            accel = "kvm" if c["QEMU_ACCEL"] == "kvm" and kvm_usable() else "tcg"
+        r["_accel"] = accel
+        d = r["_dir"]
+        sockp = f"{d}/console.sock"
+        if os.path.exists(sockp):
+            os.unlink(sockp)
+        cmdline = open(f"{r['_img']}/cmdline").read().strip()
+        argv = [c["QEMU_SYSTEM"]] + c["QEMU_MACHINE"].split() + (
+            ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg"]) + [
+            "-smp", "1", "-m", c["QEMU_MEM"] or "256", "-display", "none", "-monitor", "none",
+            "-chardev", f"socket,id=con,path={sockp},server=on,wait=on", "-serial", "chardev:con",
+            "-kernel", f"{r['_img']}/vmlinuz", "-initrd", f"{r['_img']}/initramfs.cpio.xz",
+            "-append", cmdline, "-fw_cfg", f"name=opt/re6st/profile,file={d}/profile",
+            "-drive", f"file={d}/disk.img,if=none,id=disk,format=raw",
+            "-device", f"{c['QEMU_BLK_DEVICE'] or 'virtio-blk-pci'},drive=disk",
+            "-netdev", "tap,id=n0,ifname=tw,script=no,downscript=no",
+            "-device", f"{c['QEMU_NET_DEVICE'] or 'virtio-net-pci'},netdev=n0,mac=52:54:00:{self.mac(r, 0)}"]
+        if r["lan"]:
+            argv += ["-netdev", "tap,id=n1,ifname=tl,script=no,downscript=no",
+                     "-device", f"{c['QEMU_NET_DEVICE'] or 'virtio-net-pci'},netdev=n1,mac=52:54:00:{self.mac(r, 1)}"]
+        err = open(f"{self.out}/qemu-{name}.err", "ab")
+        self.qemu[name] = subprocess.Popen(["ip", "netns", "exec", r["_ns"]] + argv,
+                                           stdout=err, stderr=err, start_new_session=True)
+        wait_until(f"{name}: QEMU console socket", 10, lambda: os.path.exists(sockp), 0.1)
+        if name in self.consoles:
+            self.consoles[name].close()
+        self.consoles[name] = Console(name, sockp, f"{self.out}/console-{name}.log",
+                                      f"{self.out}/attach-{name}.sock")
+        log(f"{name}: {r['board']} ({accel}) booting, wan {r['address']}"
+            + (f" behind {r['nat']}" if r.get("nat") else "") + (", lan eth1" if r["lan"] else ""))
+
+    def mac(self, r, nic):
+        i = [x["name"] for x in self.t["router"]].index(r["name"])
+        return f"{i // 256:02x}:{i % 256:02x}:{nic:02x}"
+
+    def kill_vm(self, name):
+        p = self.qemu.pop(name, None)
+        if p and p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+    def boot_all(self):
+        for r in self.t["router"]:
+            self.prepare_vm(r)
+        self.t_boot = time.monotonic()
+        for r in self.t["router"]:
+            self.start_vm(r["name"])
+
+    def wait_provisioned(self, names=None, timeout=600, start=None):
+        for name in names or self.vms:
+            con = self.consoles[name]
+            con.wait_for(r"milestone provisioned", max(1, timeout - (time.monotonic() - self.t_boot)),
+                         (start or {}).get(name, 0))
+            log(f"{name}: provisioned")
+
+    # state -----------------------------------------------------------------
+    def status(self, name):
+        return self.consoles[name].json("re6st ctl status --json -r /run/re6stnet")
+
+    def reg_status(self):
+        out = sh([self.bin, "ctl", "status", "--json", "-r", f"{self.regnode}/run"], check=False)
+        return json.loads(out) if out.strip().startswith("{") else None
+
+    def addresses(self, names=None):
+        """Overlay address of each router (its node's address), and the
+        SLAAC addresses of the LAN clients in the router's /64."""
+        addrs = {}
+        for name in names or self.vms:
+            s = self.status(name)
+            if not s.get("address"):
+                raise Fail(f"{name}: no address in status")
+            addrs[name] = s["address"]
+            self.vms[name]["_addr"] = s["address"]
+            net = ipaddress.ip_network(s.get("subnet") or s["address"] + "/64", strict=False)
+            for cns in self.vms[name].get("_clients", []):
+                label = cns.split("-", 1)[1]
+                out = sh(["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"], ns=cns)
+                for a in re.findall(r"inet6 ([0-9a-f:]+)/", out):
+                    if ipaddress.ip_address(a) in net:
+                        addrs[label] = a
+                if label not in addrs:
+                    raise Fail(f"{cns}: no SLAAC address in {net}")
+        return addrs
+
+    def reach_matrix(self, addrs, names=None):
+        """Pings every address from every router console and every LAN
+        client; returns the list of failing (from, to) pairs."""
+        names = names or list(self.vms)
+        bad = []
+        targets = {k: v for k, v in addrs.items()}
+        for name in names:
+            if name not in self.consoles:
+                continue
+            loop = " ".join(f"{k}={v}" for k, v in targets.items() if k != name)
+            cmd = (f"for p in {loop}; do ping6 -c1 -W2 ${{p#*=}} >/dev/null 2>&1 "
+                   f"&& echo LABOK-${{p%%=*}} || echo LABNO-${{p%%=*}}; done")
+            _, out = self.consoles[name].run(cmd, 30 + 3 * len(targets))
+            ok = set(re.findall(r"LABOK-([a-z0-9]+)", out))
+            bad += [(name, k) for k in targets if k != name and k not in ok]
+            for cns in self.vms[name].get("_clients", []):
+                for k, v in targets.items():
+                    if k != cns.split("-", 1)[1] and subprocess.run(
+                            ["ip", "netns", "exec", cns, "ping", "-6", "-c1", "-W2", v],
+                            capture_output=True).returncode:
+                        bad.append((cns.split("-", 1)[1], k))
+        return bad
+
+    def wait_full_connectivity(self, timeout, names=None):
+        names = names or list(self.vms)
+        t0 = time.monotonic()
+        addrs = wait_until("addresses (routers' status and LAN clients' SLAAC)", timeout,
+                           lambda: self.addresses(names), 3)
+        bad = None
+        while True:
+            bad = self.reach_matrix(addrs, names)
+            if not bad:
+                return addrs, time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise Fail(f"no full connectivity after {timeout:.0f} s; failing pairs: {bad}")
+            log(f"{len(bad)} pairs do not reach yet, e.g. {bad[:4]}")
+            time.sleep(2)
+
+    def edges(self):
+        """Overlay tunnels (established client tunnels and served peers)."""
+        nets = {}
+        stat = {}
+        for name in self.vms:
+            if name in self.qemu:
+                try:
+                    stat[name] = self.status(name)
+                except Fail:
+                    continue
+        rs = self.reg_status()
+        if rs:
+            stat["registry"] = rs
+        for name, s in stat.items():
+            if s.get("address"):
+                nets[name] = ipaddress.ip_network(s.get("subnet") or s["address"] + "/64", strict=False)
+        edges = set()
+        for name, s in stat.items():
+            peers = [t["peer"] for t in s.get("tunnels", []) if t.get("state") == "established"]
+            peers += s.get("served", [])
+            for peer in peers:
+                pn = ipaddress.ip_network(peer, strict=False)
+                for other, n in nets.items():
+                    if other != name and (n.overlaps(pn)):
+                        edges.add(tuple(sorted((name, other))))
+        return nets, sorted(edges)
+
+    def draw(self, path):
+        nets, edges = self.edges()
+        lines = ["overlay tunnels:"] + [f"  {a} -- {b}" for a, b in edges]
+        with open(path + ".dot", "w") as f:
+            f.write("graph re6st {\n  node [shape=box];\n")
+            for name, n in nets.items():
+                r = self.vms.get(name)
+                label = f"{name}\\n{n}" + (f"\\n{r['board']}" if r else "")
+                f.write(f'  "{name}" [label="{label}"];\n')
+            for a, b in edges:
+                f.write(f'  "{a}" -- "{b}";\n')
+            f.write("}\n")
+        if shutil.which("dot"):
+            subprocess.run(["dot", "-Tsvg", "-o", path + ".svg", path + ".dot"], check=False)
+        return "\n".join(lines), edges
+
+    # teardown --------------------------------------------------------------
+    def teardown(self):
+        for name in list(self.qemu):
+            self.kill_vm(name)
+        for name in list(self.procs):
+            self.stop(name)
+        for c in self.consoles.values():
+            c.close()
+        for ns in reversed(self.namespaces):
+            for pid in sh(["ip", "netns", "pids", ns], check=False).split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh(["ip", "netns", "del", ns], check=False)
+        if os.environ.get("LAB_KEEP") == "1":
+            log(f"work directory kept: {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+# --- scenarios ----------------------------------------------------------------
+
+class Scenarios:
+    def __init__(self, lab):
+        self.lab = lab
+        self.addrs = None
+        self.results = []
+
+    def record(self, name, ok, secs, lines):
+        d = os.path.join(self.lab.out, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "result.txt"), "w") as f:
+            f.write("\n".join(lines + [f"{'PASS' if ok else 'FAIL'} in {secs:.1f} s"]) + "\n")
+        self.results.append((name, ok, secs, lines))
+
+    def connectivity(self, notes):
+        """(a) zero-touch provisioning, every router and LAN client reaches
+        every other over the overlay."""
+        lab = self.lab
+        lab.wait_provisioned(timeout=600)
+        t_prov = time.monotonic() - lab.t_boot
+        notes.append(f"all {len(lab.vms)} routers provisioned {t_prov:.1f} s after power-on")
+        self.addrs, _ = lab.wait_full_connectivity(600)
+        t_full = time.monotonic() - lab.t_boot
+        notes.append(f"full connectivity ({len(self.addrs)} endpoints, "
+                     f"{len(self.addrs) * (len(self.addrs) - 1)} pairs) {t_full:.1f} s after power-on")
+        for k, v in self.addrs.items():
+            notes.append(f"  {k}: {v}")
+        text, _ = lab.draw(os.path.join(lab.out, "overlay"))
+        notes.append(text)
+
+    def _ping_gap(self, src_ns, dst, action, bound):
+        """Pings dst from src_ns every 0.2 s, runs action(), and returns the
+        time from the action to the first reply after it."""
+        p = subprocess.Popen(["ip", "netns", "exec", src_ns, "ping", "-6", "-D", "-n", "-i", "0.2",
+                              "-W", "1", dst], stdout=subprocess.PIPE, text=True)
+        replies = []
+
+        def reader():
+            for line in p.stdout:
+                m = re.match(r"\[(\d+\.\d+)\].*bytes from", line)
+                if m:
+                    replies.append(float(m.group(1)))
+        threading.Thread(target=reader, daemon=True).start()
+        time.sleep(3)
+        t_act = time.time()
+        action()
+        end = time.monotonic() + bound
+        try:
+            while time.monotonic() < end:
+                after = [t for t in replies if t > t_act]
+                # Resumed: 10 replies in a row (2 s) after the action; the
+                # reply that starts that run is when traffic came back.
+                for i in range(len(after) - 9):
+                    if after[i + 9] - after[i] < 2.5:
+                        gaps = [b - a for a, b in zip([t_act] + after, after)]
+                        return after[i] - t_act, max(gaps)
+                time.sleep(0.2)
+            return None, None
+        finally:
+            p.terminate()
+            p.wait()
+
+    def cut(self, notes):
+        """(b1) the underlay link under a tunnel between two routers is
+        cut: traffic between their LANs reroutes through another node and
+        resumes."""
+        lab = self.lab
+        t_pick = time.monotonic()
+        while True:
+            _, edges = lab.edges()
+            adj = {}
+            for a, b in edges:
+                adj.setdefault(a, set()).add(b)
+                adj.setdefault(b, set()).add(a)
+            # x, y: routers with LAN clients; the route from x to y's LAN goes
+            # through one of x's client tunnels, to node p, and x has another
+            # tunnel (the way around). Cut x -- p.
+            pick = None
+            nets, _ = lab.edges()
+            for x in lab.vms:
+                if not lab.vms[x].get("_clients") or len(adj.get(x, ())) < 2:
+                    continue
+                for y in lab.vms:
+                    if y == x or not lab.vms[y].get("_clients"):
+                        continue
+                    ydst = self.addrs[lab.vms[y]["_clients"][0].split("-", 1)[1]]
+                    _, route = lab.consoles[x].run(f"ip -6 route get {ydst}")
+                    m = re.search(r"dev (\S+)", route)
+                    st = lab.status(x)
+                    iface = {t.get("iface"): t["peer"] for t in st.get("tunnels", [])
+                             if t.get("state") == "established"}
+                    peer = iface.get(m.group(1)) if m else None
+                    if not peer:
+                        continue
+                    pn = ipaddress.ip_network(peer, strict=False)
+                    p = next((n for n, net in nets.items() if net.overlaps(pn) and n != x), None)
+                    if p:
+                        pick = (x, y, p, m.group(1))
+                        break
+                if pick:
+                    break
+            # The overlay's shape varies (a star around the registry's node
+            # leaves no way around): give it up to 120 s to grow tunnels.
+            if pick or time.monotonic() - t_pick > 120:
+                break
+            time.sleep(10)
+        if not pick:
+            raise Fail(f"no router with a LAN client, two tunnels, and its route to another LAN "
+                       f"through a client tunnel: {edges}")
+        x, y, p, dev = pick
+        pairs = [(x, p)]
+        notes.append(f"tunnels before: {', '.join(f'{a}--{b}' for a, b in edges)}")
+        notes.append(f"{x}'s route to {y}'s LAN: dev {dev}, the tunnel to {p}; cut the underlay "
+                     f"between {x} and {p}")
+        src = lab.vms[x]["_clients"][0]
+        dst = self.addrs[lab.vms[y]["_clients"][0].split("-", 1)[1]]
+        notes.append(f"pinging {y}'s LAN client {dst} from {src} every 0.2 s")
+        resume, gap = self._ping_gap(src, dst, lambda: lab.nft_cut(pairs, "cut"), 180)
+        if resume is None:
+            raise Fail(f"traffic {src} -> {dst} did not resume within 180 s of the cut")
+        notes.append(f"REROUTE: traffic back {resume:.1f} s after the cut (first of 10 replies in a row); "
+                     f"longest gap between replies {gap:.1f} s")
+        if gap < 1.0:
+            notes.append("note: no loss seen (the traffic did not depend on the cut link)")
+        _, edges2 = lab.edges()
+        notes.append(f"tunnels after: {', '.join(f'{a}--{b}' for a, b in edges2)}")
+        _, secs = lab.wait_full_connectivity(240)
+        notes.append(f"full connectivity with the cut in place (checked in {secs:.1f} s)")
+        lab.nft_cut([], "cut")
+        notes.append("underlay restored")
+
+    def poweroff(self, notes):
+        """(b2) a router is powered off (QEMU killed): the others keep
+        reaching each other; powered on again it rejoins."""
+        lab = self.lab
+        names = list(lab.vms)
+        # The last public router that is not the source of the ping.
+        victim = [n for n in names if not lab.vms[n].get("nat")][-1]
+        src_router = next(n for n in names if n != victim and lab.vms[n].get("_clients"))
+        src = lab.vms[src_router]["_clients"][0]
+        dst_router = next(n for n in names if n not in (victim, src_router))
+        dst = self.addrs[dst_router]
+        notes.append(f"power off {victim}; pinging {dst_router} ({dst}) from {src}")
+        resume, gap = self._ping_gap(src, dst, lambda: lab.kill_vm(victim), 180)
+        if resume is None:
+            raise Fail(f"traffic {src} -> {dst_router} did not resume within 180 s")
+        notes.append(f"first reply {resume:.1f} s after the power-off; longest gap {gap:.1f} s")
+        rest = [n for n in names if n != victim]
+        addrs = {k: v for k, v in self.addrs.items() if k != victim and not k.startswith(victim + "c")}
+        t0 = time.monotonic()
+        while True:
+            bad = lab.reach_matrix(addrs, rest)
+            if not bad:
+                break
+            if time.monotonic() - t0 > 240:
+                raise Fail(f"without {victim}: failing pairs {bad}")
+            time.sleep(2)
+        notes.append(f"the other {len(rest)} routers and their LANs reach each other "
+                     f"({time.monotonic() - t0:.1f} s after the check started)")
+        lab.start_vm(victim)
+        lab.t_boot = time.monotonic()
+        lab.wait_provisioned([victim], 400)
+        _, secs = lab.wait_full_connectivity(400)
+        notes.append(f"{victim} powered on again: full connectivity {time.monotonic() - lab.t_boot:.1f} s "
+                     "after power-on")
+
+    def _reboot(self, name, notes, registry_up):
+        lab = self.lab
+        con = lab.consoles[name]
+        before = lab.status(name)["address"]
+        start = con.pos()
+        t0 = time.monotonic()
+        con.sock.sendall(b"re6st init reboot\n")
+        con.wait_for(r"Linux version", 120, start)
+        m = con.wait_for(r"milestone provisioned", 300, start)
+        t_prov = time.monotonic() - t0
+        after_boot = con.text(start)
+        if "provisioned by http" in after_boot:
+            raise Fail(f"{name} provisioned itself again after the reboot")
+        if "data partition: Format" in after_boot:
+            raise Fail(f"{name} formatted its data partition at reboot")
+        del m
+        addr = wait_until(f"{name}: status after reboot", 120, lambda: lab.status(name).get("address"), 3)
+        if addr != before:
+            raise Fail(f"{name}: address {before} before the reboot, {addr} after")
+        notes.append(f"{name} rebooted{'' if registry_up else ' (registry down)'}: same address {addr}, "
+                     f"no new certificate, provisioned {t_prov:.1f} s after `re6st init reboot`")
+        _, secs = lab.wait_full_connectivity(300)
+        notes.append(f"full connectivity {time.monotonic() - t0:.1f} s after the reboot command")
+
+    def reboot(self, notes):
+        """(c) a rebooted router keeps its prefix and reconnects from its
+        cache."""
+        lab = self.lab
+        name = list(lab.vms)[1 % len(lab.vms)]
+        self._reboot(name, notes, True)
+
+    def registry_down(self, notes):
+        """(d) the registry (HTTP service) is stopped: the network keeps
+        working, and a router rebooted meanwhile comes back from its cache."""
+        lab = self.lab
+        lab.stop("registry")
+        notes.append("registry stopped (its node keeps running)")
+        t0 = time.monotonic()
+        _, secs = lab.wait_full_connectivity(120)
+        notes.append(f"full connectivity with the registry down (checked in {secs:.1f} s)")
+        name = list(lab.vms)[-1]
+        self._reboot(name, notes, False)
+        del t0
+        lab.spawn("registry", lab.reg_argv, lab.inet)
+        notes.append("registry started again")
+
+    def upgrade(self, notes):
+        """(e) A/B upgrade of one router over HTTP, then an upgrade to a
+        broken image that must fall back."""
+        lab = self.lab
+        name = next(n for n in lab.vms if lab.vms[n]["board"] == "qemu-x86_64") \
+            if any(r["board"] == "qemu-x86_64" for r in lab.t["router"]) else list(lab.vms)[0]
+        r = lab.vms[name]
+        www = os.path.join(lab.work, "www")
+        os.makedirs(www, exist_ok=True)
+        shutil.copy(f"{r['_img']}/rootfs.squashfs", f"{www}/good.squashfs")
+        if not os.path.isdir(f"{r['_img']}/work/root"):
+            raise Fail(f"no {r['_img']}/work/root for the broken image")
+        broken = os.path.join(lab.work, "broken-root")
+        subprocess.run(["cp", "-a", f"{r['_img']}/work/root", broken], check=True)
+        os.unlink(f"{broken}/sbin/init")
+        with open(f"{broken}/sbin/init", "w") as f:
+            f.write('#!/bin/sh\necho "broken init: exiting"\nexit 1\n')
+        os.chmod(f"{broken}/sbin/init", 0o755)
+        subprocess.run(["mksquashfs", broken, f"{www}/broken.squashfs", "-all-root", "-noappend",
+                        "-quiet", "-no-progress", "-comp", "gzip"], check=True, stdout=subprocess.DEVNULL)
+        shutil.rmtree(broken)
+        sha = {k: sh(["sha256sum", f"{www}/{k}.squashfs"]).split()[0] for k in ("good", "broken")}
+        ip = lab.t["registry_ip"]
+        lab.spawn("http", ["python3", "-m", "http.server", "8000", "--bind", ip, "--directory", www], lab.inet)
+        time.sleep(1)
+        con = lab.consoles[name]
+        # Good image into slot b.
+        start = con.pos()
+        t0 = time.monotonic()
+        con.sock.sendall(f"wget -q -O - http://{ip}:8000/good.squashfs | "
+                         f"re6st init upgrade --sha256 {sha['good']} -\n".encode())
+        con.wait_for(rf"sha256 {sha['good']} verified", 120, start)
+        con.wait_for(r"rebooting into slot b", 60, start)
+        con.wait_for(r"initramfs: slot b", 120, start)
+        con.wait_for(r"slot b confirmed", 300, start)
+        st = wait_until("status", 60, lambda: con.run("re6st init status")[1], 2)
+        if not re.search(r"^slot: booted b, active b$", st, re.M):
+            raise Fail(f"{name}: after the upgrade: {st}")
+        notes.append(f"{name}: upgraded to slot b over HTTP and confirmed "
+                     f"{time.monotonic() - t0:.1f} s after the command; `slot: booted b, active b`")
+        _, secs = lab.wait_full_connectivity(300)
+        notes.append(f"full connectivity after the upgrade ({secs:.1f} s)")
+        # Broken image into slot a: panics, reboots, falls back to b.
+        start = con.pos()
+        t0 = time.monotonic()
+        con.sock.sendall(f"wget -q -O - http://{ip}:8000/broken.squashfs | "
+                         f"re6st init upgrade --sha256 {sha['broken']} -\n".encode())
+        con.wait_for(r"rebooting into slot a", 120, start)
+        con.wait_for(r"broken init: exiting", 120, start)
+        con.wait_for(r"Kernel panic", 60, start)
+        p = con.pos()
+        con.wait_for(r"initramfs: slot b", 180, p)
+        con.wait_for(r"milestone provisioned", 300, p)
+        st = wait_until("status", 60, lambda: con.run("re6st init status")[1], 2)
+        if not re.search(r"^slot: booted b, active b, last upgrade to a did not come up$", st, re.M):
+            raise Fail(f"{name}: after the broken upgrade: {st}")
+        notes.append(f"{name}: broken image in slot a panicked and fell back to b "
+                     f"({time.monotonic() - t0:.1f} s): `last upgrade to a did not come up`")
+        _, secs = lab.wait_full_connectivity(300)
+        notes.append(f"full connectivity after the fallback ({secs:.1f} s)")
+        lab.stop("http")
+
+
+SCENARIOS = {"connectivity": "connectivity", "cut": "cut", "poweroff": "poweroff",
+             "reboot": "reboot", "registry-down": "registry_down", "upgrade": "upgrade"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["up", "test"])
+    ap.add_argument("topology")
+    ap.add_argument("scenarios", nargs="?", default="connectivity")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("lab: needs root (ip netns, taps)", file=sys.stderr)
+        return 1
+    topo = load_topology(a.topology)
+    out = os.environ.get("LAB_OUT", os.path.join(ROOT, "target", "lab", topo["name"]))
+    if a.mode == "test":
+        shutil.rmtree(out, ignore_errors=True)
+    lab = Lab(topo, out)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    rc = 0
+    try:
+        lab.build_network()
+        lab.start_registry()
+        lab.boot_all()
+        if a.mode == "up":
+            rc = interactive(lab)
+        else:
+            rc = run_tests(lab, a.scenarios.split(","))
+    except KeyboardInterrupt:
+        log("interrupted")
+        rc = 130
+    except Fail as e:
+        log(f"FAIL: {e}")
+        rc = 1
+    finally:
+        log("tearing down")
+        lab.teardown()
+    log(f"logs in {out}")
+    return rc
+
+
+def interactive(lab):
+    print("\nConsoles (detach: Ctrl-C in socat; the VM keeps running):", flush=True)
+    for name, r in lab.vms.items():
+        print(f"  {name:6} {r['board']:18} socat -,raw,echo=0 UNIX-CONNECT:{lab.out}/attach-{name}.sock")
+    print(f"  logs: {lab.out}/console-NAME.log\n"
+          f"  LAN clients: ip netns exec {lab.p}-NAMEc1 ping -6 ...\n", flush=True)
+    try:
+        lab.wait_provisioned(timeout=600)
+        addrs, secs = lab.wait_full_connectivity(600)
+        print(f"full connectivity {time.monotonic() - lab.t_boot:.1f} s after power-on:", flush=True)
+        for k, v in addrs.items():
+            print(f"  {k:8} {v}")
+    except Fail as e:
+        print(f"not fully connected: {e}", flush=True)
+    last = None
+    print("Ctrl-C tears everything down.", flush=True)
+    while True:
+        text, edges = lab.draw(os.path.join(lab.out, "overlay"))
+        if edges != last:
+            print(text + f"\n  (DOT/SVG: {lab.out}/overlay.dot, .svg)", flush=True)
+            last = edges
+        time.sleep(30)
+
+
+def run_tests(lab, names):
+    sc = Scenarios(lab)
+    rc = 0
+    for name in names:
+        if name not in SCENARIOS:
+            raise Fail(f"unknown scenario {name} (known: {', '.join(SCENARIOS)})")
+    for name in names:
+        notes = []
+        t0 = time.monotonic()
+        log(f"scenario {name}: {getattr(sc, SCENARIOS[name]).__doc__.split(chr(10))[0]}")
+        try:
+            getattr(sc, SCENARIOS[name])(notes)
+            sc.record(name, True, time.monotonic() - t0, notes)
+            log(f"scenario {name}: PASS in {time.monotonic() - t0:.1f} s")
+            for n in notes:
+                log(f"  {n}")
+        except (Fail, subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
+            notes.append(f"FAIL: {e!r}" if not isinstance(e, Fail) else f"FAIL: {e}")
+            sc.record(name, False, time.monotonic() - t0, notes)
+            log(f"scenario {name}: FAIL in {time.monotonic() - t0:.1f} s: {e}")
+            for n in notes:
+                log(f"  {n}")
+            rc = 1
+            break
+    with open(os.path.join(lab.out, "summary.txt"), "w") as f:
+        f.write(f"topology {lab.t['name']}: "
+                + ", ".join(f"{r['name']} {r['board']}" for r in lab.t["router"]) + "\n")
+        for name, ok, secs, notes in sc.results:
+            f.write(f"{name}: {'PASS' if ok else 'FAIL'} in {secs:.1f} s\n")
+            for n in notes:
+                f.write(f"  {n}\n")
+        f.write(f"total {time.monotonic() - T0:.1f} s\n")
+    print(open(os.path.join(lab.out, "summary.txt")).read(), flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
