@@ -313,28 +313,15 @@ install -m 644 "$ROOT/board/common/bootslot.sh" "$INITRD/lib/bootslot.sh"
   xz -9 --check=crc32 > "$OUT/initramfs.cpio.xz"
 
 # --- firmware disk: boot environment, slot a, slot b, data --------------
-# MBR partitions, 1 MiB aligned: 1 boot environment (1 MiB, blank = slot a),
-# 2 slot a (rootfs.squashfs), 3 slot b (empty until an upgrade), 4 data
-# (blank: init formats it at first boot).
+# Layout: board/common/firmware-disk.sh.
 mib() { numfmt --from=iec "$1" | awk '{ print int(($1 + 1048575) / 1048576) }'; }
 SLOT_MIB=$(mib "${SLOT_SIZE:-16M}")
 DATA_MIB=$(mib "${DATA_SIZE:-64M}")
 ROOT_BYTES=$(stat -c %s "$OUT/rootfs.squashfs")
 [ "$ROOT_BYTES" -le $((SLOT_MIB * 1048576)) ] ||
   die "rootfs.squashfs ($ROOT_BYTES bytes) is larger than a slot (SLOT_SIZE=${SLOT_SIZE:-16M})"
-DISK_MIB=$((1 + 1 + 2 * SLOT_MIB + DATA_MIB))
-rm -f "$OUT/firmware.img" "$OUT/data.img"
-truncate -s "${DISK_MIB}M" "$OUT/firmware.img"
-s=2048 m=2048   # sectors of 512 bytes: 1 MiB
-sfdisk -q "$OUT/firmware.img" >/dev/null <<PARTS
-label: dos
-unit: sectors
-start=$s, size=$m, type=da
-start=$((s + m)), size=$((SLOT_MIB * m)), type=83
-start=$((s + m + SLOT_MIB * m)), size=$((SLOT_MIB * m)), type=83
-start=$((s + m + 2 * SLOT_MIB * m)), size=$((DATA_MIB * m)), type=83
-PARTS
-dd if="$OUT/rootfs.squashfs" of="$OUT/firmware.img" bs=1M seek=2 conv=notrunc,sparse status=none
+rm -f "$OUT/data.img"
+sh "$ROOT/board/common/firmware-disk.sh" "$OUT/firmware.img" "$OUT/rootfs.squashfs" "$SLOT_MIB" "$DATA_MIB"
 sha256sum "$OUT/rootfs.squashfs" | cut -d' ' -f1 > "$OUT/rootfs.squashfs.sha256"
 
 # panic=5: a slot whose init dies reboots, and the next boot falls back.

@@ -152,22 +152,9 @@ install -m 644 "$REPO_DIR/board/common/bootslot.sh" "$INITRD/lib/bootslot.sh"
   xz -9 --check=crc32 > initramfs.cpio.xz
 
 # --- firmware disk: boot environment, slot a, slot b, data ----------------
-# As scripts/image.sh: MBR partitions, 1 MiB aligned: 1 boot environment
-# (1 MiB, blank = slot a), 2 slot a (rootfs.squashfs), 3 slot b (empty until
-# an upgrade), 4 data (blank: init formats it at first boot).
-DISK_MIB=$((1 + 1 + 2 * SLOT_MIB + DATA_MIB))
-rm -f firmware.img data.img
-truncate -s "${DISK_MIB}M" firmware.img
-s=2048 m=2048   # sectors of 512 bytes: 1 MiB
-sfdisk -q firmware.img >/dev/null <<PARTS
-label: dos
-unit: sectors
-start=$s, size=$m, type=da
-start=$((s + m)), size=$((SLOT_MIB * m)), type=83
-start=$((s + m + SLOT_MIB * m)), size=$((SLOT_MIB * m)), type=83
-start=$((s + m + 2 * SLOT_MIB * m)), size=$((DATA_MIB * m)), type=83
-PARTS
-dd if=rootfs.squashfs of=firmware.img bs=1M seek=2 conv=notrunc,sparse status=none
+# The layout of scripts/image.sh: board/common/firmware-disk.sh.
+rm -f data.img
+sh "$REPO_DIR/board/common/firmware-disk.sh" firmware.img rootfs.squashfs "$SLOT_MIB" "$DATA_MIB"
 sha256sum rootfs.squashfs | cut -d' ' -f1 > rootfs.squashfs.sha256
 
 # panic=5: a slot whose init dies reboots, and the next boot falls back.
