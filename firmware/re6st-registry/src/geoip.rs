@@ -20,15 +20,18 @@ pub const UNKNOWN: &str = "*";
 
 impl GeoIp {
     pub fn open(path: &Path) -> Result<GeoIp, GeoIpError> {
-        Reader::open_readfile(path)
-            .map(|reader| GeoIp { reader })
-            .map_err(|e| GeoIpError(e.to_string()))
+        let bytes =
+            std::fs::read(path).map_err(|e| GeoIpError(format!("{}: {e}", path.display())))?;
+        GeoIp::from_bytes(bytes)
     }
 
+    /// The whole database is verified once here (search tree and data
+    /// section), so that a corrupt file is refused at start-up rather than
+    /// met later in a lookup.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GeoIp, GeoIpError> {
-        Reader::from_source(bytes)
-            .map(|reader| GeoIp { reader })
-            .map_err(|e| GeoIpError(e.to_string()))
+        let reader = Reader::from_source(bytes).map_err(|e| GeoIpError(e.to_string()))?;
+        reader.verify().map_err(|e| GeoIpError(e.to_string()))?;
+        Ok(GeoIp { reader })
     }
 
     /// (ISO country code, continent code) of `address`; `*` for what is
@@ -38,18 +41,16 @@ impl GeoIp {
         let Ok(ip) = address.trim().parse::<IpAddr>() else {
             return unknown();
         };
-        match self.reader.lookup::<geoip2::Country>(ip) {
-            Ok(c) => (
-                c.country
-                    .and_then(|c| c.iso_code)
-                    .unwrap_or(UNKNOWN)
-                    .to_owned(),
-                c.continent
-                    .and_then(|c| c.code)
-                    .unwrap_or(UNKNOWN)
-                    .to_owned(),
+        let found = self
+            .reader
+            .lookup(ip)
+            .and_then(|r| r.decode::<geoip2::Country>());
+        match found {
+            Ok(Some(c)) => (
+                c.country.iso_code.unwrap_or(UNKNOWN).to_owned(),
+                c.continent.code.unwrap_or(UNKNOWN).to_owned(),
             ),
-            Err(_) => unknown(),
+            _ => unknown(),
         }
     }
 }
@@ -59,10 +60,9 @@ mod fuzz_regressions {
     /// Found by fuzzing (registry_files, now the geoip target): maxminddb
     /// 0.24 panics (a slice index out of range while decoding the
     /// metadata) on this corrupt database instead of returning an error.
-    /// The release build aborts on panic, so a corrupt GEOIP2_MMDB stops
-    /// the registry. Open: needs a maxminddb that checks its bounds.
+    /// The release build aborts on panic, so a corrupt GEOIP2_MMDB stopped
+    /// the registry. Fixed by maxminddb 0.32 and verifying at load.
     #[test]
-    #[ignore = "open: maxminddb 0.24 panics on this corrupt database"]
     fn corrupt_database_is_an_error() {
         let db = include_bytes!("../tests/data/geoip-corrupt.mmdb");
         assert!(super::GeoIp::from_bytes(db.to_vec()).is_err());

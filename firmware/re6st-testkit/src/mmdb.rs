@@ -112,7 +112,10 @@ pub fn build(entries: &[(Ipv4Addr, u8, &str, &str)]) -> Vec<u8> {
             ("database_type", &|o: &mut Vec<u8>| {
                 string("GeoIP2-Country", o)
             }),
-            ("description", &|o: &mut Vec<u8>| control(7, 0, o)),
+            // Readers that verify the metadata want a non-empty map here.
+            ("description", &|o: &mut Vec<u8>| {
+                map(&[("en", &|o: &mut Vec<u8>| string("re6st test", o))], o)
+            }),
             ("ip_version", &|o: &mut Vec<u8>| uint(5, 4, o)),
             ("languages", &|o: &mut Vec<u8>| control(11, 0, o)),
             ("node_count", &|o: &mut Vec<u8>| uint(6, count as u64, o)),
