@@ -1,18 +1,20 @@
 //! UPnP IGD port mappings (igd-next): our IPv4 servers' ports mapped on
 //! the home router, renewed before their lease ends, removed when we stop.
-//! Runs as its own task so that a slow or absent gateway never holds up
+//! Runs on its own thread so that a slow or absent gateway never holds up
 //! the node; the mappings reach the node through a watch channel.
+//!
+//! igd-next's blocking API is used (every request has a timeout): its
+//! tokio API brings hyper's HTTP/2 client along, about 250 KB of the
+//! router binary for talking HTTP/1.1 to a home router.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use igd_next::aio::tokio::{search_gateway, Tokio};
-use igd_next::aio::Gateway;
-use igd_next::{AddPortError, PortMappingProtocol, SearchOptions};
+use igd_next::{search_gateway, AddPortError, Gateway, PortMappingProtocol, SearchOptions};
 use re6st_proto::address::Proto;
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
 use super::advertised::Mapping;
 use crate::daemon::log::log;
@@ -29,8 +31,10 @@ const RANDOM_PORTS: std::ops::RangeInclusive<u16> = 32768..=49151;
 const TRIES: usize = 16;
 
 pub struct Upnp {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    /// Dropped to stop the thread.
+    stop: mpsc::Sender<()>,
+    /// Fired by the thread once it has removed its mappings.
+    done: oneshot::Receiver<()>,
 }
 
 impl Upnp {
@@ -40,25 +44,33 @@ impl Upnp {
         verbose: u8,
     ) -> (Upnp, watch::Receiver<Option<Mapping>>) {
         let (tx, rx) = watch::channel(None);
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(Forwarder::new(servers, verbose), tx, stopped));
-        (Upnp { stop, task }, rx)
+        let (stop, stopped) = mpsc::channel();
+        let (done_tx, done) = oneshot::channel();
+        let f = Forwarder::new(servers, verbose);
+        // Detached: a gateway that never answers must not keep the
+        // process from exiting.
+        let spawned = std::thread::Builder::new()
+            .name("upnp".into())
+            .spawn(move || {
+                run(f, tx, stopped);
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            log(1, verbose, format!("UPnP: cannot start its thread: {e}"));
+        }
+        (Upnp { stop, done }, rx)
     }
 
     /// Removes the mappings (waiting a few seconds at most) and stops.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        drop(self.stop);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.done).await;
     }
 }
 
-async fn run(
-    mut f: Forwarder,
-    tx: watch::Sender<Option<Mapping>>,
-    mut stopped: oneshot::Receiver<()>,
-) {
+fn run(mut f: Forwarder, tx: watch::Sender<Option<Mapping>>, stopped: mpsc::Receiver<()>) {
     loop {
-        let next = match f.refresh().await {
+        let next = match f.refresh() {
             Ok(m) => {
                 tx.send_if_modified(|old| {
                     let changed = old.as_ref() != Some(&m);
@@ -73,17 +85,16 @@ async fn run(
                 RETRY
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(next) => {}
-            _ = &mut stopped => break,
+        if stopped.recv_timeout(next) != Err(mpsc::RecvTimeoutError::Timeout) {
+            break;
         }
     }
-    f.clear().await;
+    f.clear();
 }
 
 struct Forwarder {
     servers: Vec<(u16, Proto)>,
-    gateway: Option<(Gateway<Tokio>, Ipv4Addr)>,
+    gateway: Option<(Gateway, Ipv4Addr)>,
     lease: u32,
     /// (our port, protocol) → external port, as last granted.
     mapped: BTreeMap<(u16, Proto), u16>,
@@ -117,13 +128,11 @@ impl Forwarder {
     }
 
     /// Finds the gateway and our address on its side.
-    async fn discover() -> Result<(Gateway<Tokio>, Ipv4Addr), String> {
+    fn discover() -> Result<(Gateway, Ipv4Addr), String> {
         let mut options = SearchOptions::default();
         options.timeout = Some(Duration::from_secs(3));
         options.single_search_timeout = Some(Duration::from_secs(3));
-        let gw = search_gateway(options)
-            .await
-            .map_err(|e| format!("no Internet gateway device: {e}"))?;
+        let gw = search_gateway(options).map_err(|e| format!("no Internet gateway device: {e}"))?;
         // The address the gateway must forward to: the one our packets to
         // it leave from.
         let probe = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
@@ -135,11 +144,11 @@ impl Forwarder {
     }
 
     /// Maps (or renews) every port; the mapping as the gateway granted it.
-    async fn refresh(&mut self) -> Result<Mapping, String> {
+    fn refresh(&mut self) -> Result<Mapping, String> {
         if self.gateway.is_none() {
-            self.gateway = Some(Self::discover().await?);
+            self.gateway = Some(Self::discover()?);
         }
-        let result = self.map_all().await;
+        let result = self.map_all();
         if result.is_err() {
             // Maybe another gateway now (or it rebooted): search again.
             self.gateway = None;
@@ -147,9 +156,9 @@ impl Forwarder {
         result
     }
 
-    async fn map_all(&mut self) -> Result<Mapping, String> {
+    fn map_all(&mut self) -> Result<Mapping, String> {
         let (gw, local) = self.gateway.as_ref().ok_or("no gateway")?;
-        let external_ip = match gw.get_external_ip().await {
+        let external_ip = match gw.get_external_ip() {
             Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
             Ok(ip) => return Err(format!("the gateway has no usable external address ({ip})")),
             Err(e) => return Err(format!("external address: {e}")),
@@ -161,10 +170,7 @@ impl Forwarder {
             let mut external = self.mapped.get(&(port, proto)).copied().unwrap_or(port);
             let mut tries = 0;
             loop {
-                match gw
-                    .add_port(protocol(proto), external, local_addr, self.lease, &desc)
-                    .await
-                {
+                match gw.add_port(protocol(proto), external, local_addr, self.lease, &desc) {
                     Ok(()) => break,
                     Err(AddPortError::OnlyPermanentLeasesSupported) if self.lease != 0 => {
                         self.lease = 0;
@@ -193,10 +199,10 @@ impl Forwarder {
         })
     }
 
-    async fn clear(&mut self) {
+    fn clear(&mut self) {
         if let Some((gw, _)) = &self.gateway {
             for ((_, proto), external) in std::mem::take(&mut self.mapped) {
-                let _ = gw.remove_port(protocol(proto), external).await;
+                let _ = gw.remove_port(protocol(proto), external);
             }
         }
     }
