@@ -774,27 +774,12 @@ class Scenarios:
             # tunnel (the way around). Cut x -- p.
             pick = None
             nets, _ = lab.edges()
-            for x in lab.vms:
-                if not lab.vms[x].get("_clients") or len(adj.get(x, ())) < 2:
+            for x, y in self._lan_pairs():
+                if len(adj.get(x, ())) < 2:
                     continue
-                for y in lab.vms:
-                    if y == x or not lab.vms[y].get("_clients"):
-                        continue
-                    ydst = self.addrs[lab.vms[y]["_clients"][0].split("-", 1)[1]]
-                    _, route = lab.consoles[x].run(f"ip -6 route get {ydst}")
-                    m = re.search(r"dev (\S+)", route)
-                    st = lab.status(x)
-                    iface = {t.get("iface"): t["peer"] for t in st.get("tunnels", [])
-                             if t.get("state") == "established"}
-                    peer = iface.get(m.group(1)) if m else None
-                    if not peer:
-                        continue
-                    pn = ipaddress.ip_network(peer, strict=False)
-                    p = next((n for n, net in nets.items() if net.overlaps(pn) and n != x), None)
-                    if p:
-                        pick = (x, y, p, m.group(1))
-                        break
-                if pick:
+                dev, p = self._next_hop(x, y, nets)
+                if p:
+                    pick = (x, y, p, dev)
                     break
             # The overlay's shape varies (a star around the registry's node
             # leaves no way around): give it up to 120 s to grow tunnels.
@@ -810,7 +795,7 @@ class Scenarios:
         notes.append(f"{x}'s route to {y}'s LAN: dev {dev}, the tunnel to {p}; cut the underlay "
                      f"between {x} and {p}")
         src = lab.vms[x]["_clients"][0]
-        dst = self.addrs[lab.vms[y]["_clients"][0].split("-", 1)[1]]
+        dst = self._lan_client(y)
         notes.append(f"pinging {y}'s LAN client {dst} from {src} every 0.2 s")
         resume, gap = self._ping_gap(src, dst, lambda: lab.nft_cut(pairs, "cut"), 180)
         if resume is None:
@@ -826,17 +811,74 @@ class Scenarios:
         lab.nft_cut([], "cut")
         notes.append("underlay restored")
 
+    def _lan_pairs(self):
+        """(x, y): ordered pairs of routers that both have LAN clients."""
+        vms = self.lab.vms
+        return [(x, y) for x in vms for y in vms
+                if x != y and vms[x].get("_clients") and vms[y].get("_clients")]
+
+    def _lan_client(self, y):
+        """Overlay address of router y's first LAN client."""
+        return self.addrs[self.lab.vms[y]["_clients"][0].split("-", 1)[1]]
+
+    def _next_hop(self, x, y, nets):
+        """(tunnel interface, node) of x's route to y's LAN client, when it
+        goes through one of x's established tunnels; else (None, None).
+        nets: node -> prefix, from Lab.edges()."""
+        lab = self.lab
+        _, route = lab.consoles[x].run(f"ip -6 route get {self._lan_client(y)}")
+        m = re.search(r"dev (\S+)", route)
+        if not m:
+            return None, None
+        iface = {t.get("iface"): t["peer"] for t in lab.status(x).get("tunnels", [])
+                 if t.get("state") == "established"}
+        peer = iface.get(m.group(1))
+        if not peer:
+            return None, None
+        pn = ipaddress.ip_network(peer, strict=False)
+        p = next((n for n, net in nets.items() if net.overlaps(pn) and n != x), None)
+        return (m.group(1), p) if p else (None, None)
+
+    def _transit_router(self, timeout):
+        """(x, y, v): a router v on the overlay path from x's LAN to y's
+        LAN, v neither x nor y, so powering v off breaks that path. Waits
+        up to `timeout` s for the overlay to grow such a path (it may be a
+        star around the registry's node, which is no router)."""
+        t0 = time.monotonic()
+        while True:
+            nets, _ = self.lab.edges()
+            for x, y in self._lan_pairs():
+                _, v = self._next_hop(x, y, nets)
+                if v in self.lab.vms and v != y:
+                    return x, y, v
+            if time.monotonic() - t0 > timeout:
+                return None
+            time.sleep(10)
+
     def poweroff(self, notes):
         """(b2) a router is powered off (QEMU killed): the others keep
-        reaching each other; powered on again it rejoins."""
+        reaching each other; powered on again it rejoins. The router
+        chosen is one that carries LAN-to-LAN traffic, when the overlay
+        has one; that traffic must resume."""
         lab = self.lab
         names = list(lab.vms)
-        # The last public router that is not the source of the ping.
-        victim = [n for n in names if not lab.vms[n].get("nat")][-1]
-        src_router = next(n for n in names if n != victim and lab.vms[n].get("_clients"))
-        src = lab.vms[src_router]["_clients"][0]
-        dst_router = next(n for n in names if n not in (victim, src_router))
-        dst = self.addrs[dst_router]
+        pick = self._transit_router(120)
+        if pick:
+            x, victim = pick[0], pick[2]
+            src = lab.vms[x]["_clients"][0]
+            dst_router, dst = pick[1] + " LAN", self._lan_client(pick[1])
+            notes.append(f"{x}'s route to {pick[1]}'s LAN goes through {victim}")
+        else:
+            # No router in transit: the last public router that is not the
+            # source of the ping.
+            victim = [n for n in names if not lab.vms[n].get("nat")][-1]
+            src_router = next(n for n in names if n != victim and lab.vms[n].get("_clients"))
+            src = lab.vms[src_router]["_clients"][0]
+            dst_router = next(n for n in names if n not in (victim, src_router))
+            dst = self.addrs[dst_router]
+            notes.append("no router carried LAN-to-LAN traffic within 120 s (every path went "
+                         "through the registry's node): the pinged path does not cross the "
+                         "powered-off router")
         notes.append(f"power off {victim}; pinging {dst_router} ({dst}) from {src}")
         resume, gap = self._ping_gap(src, dst, lambda: lab.kill_vm(victim), 180)
         if resume is None:
