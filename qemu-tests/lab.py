@@ -764,7 +764,7 @@ class Scenarios:
         lab = self.lab
         t_pick = time.monotonic()
         while True:
-            _, edges = lab.edges()
+            nets, edges = lab.edges()
             adj = {}
             for a, b in edges:
                 adj.setdefault(a, set()).add(b)
@@ -773,7 +773,6 @@ class Scenarios:
             # through one of x's client tunnels, to node p, and x has another
             # tunnel (the way around). Cut x -- p.
             pick = None
-            nets, _ = lab.edges()
             for x, y in self._lan_pairs():
                 if len(adj.get(x, ())) < 2:
                     continue
@@ -864,10 +863,10 @@ class Scenarios:
         names = list(lab.vms)
         pick = self._transit_router(120)
         if pick:
-            x, victim = pick[0], pick[2]
+            x, y, victim = pick
             src = lab.vms[x]["_clients"][0]
-            dst_router, dst = pick[1] + " LAN", self._lan_client(pick[1])
-            notes.append(f"{x}'s route to {pick[1]}'s LAN goes through {victim}")
+            dst_router, dst = y + " LAN", self._lan_client(y)
+            notes.append(f"{x}'s route to {y}'s LAN goes through {victim}")
         else:
             # No router in transit: the last public router that is not the
             # source of the ping.
@@ -876,9 +875,9 @@ class Scenarios:
             src = lab.vms[src_router]["_clients"][0]
             dst_router = next(n for n in names if n not in (victim, src_router))
             dst = self.addrs[dst_router]
-            notes.append("no router carried LAN-to-LAN traffic within 120 s (every path went "
-                         "through the registry's node): the pinged path does not cross the "
-                         "powered-off router")
+            notes.append("no router carried LAN-to-LAN traffic within 120 s (every route went "
+                         "straight to its destination or through the registry's node): the "
+                         "pinged path does not cross the powered-off router")
         notes.append(f"power off {victim}; pinging {dst_router} ({dst}) from {src}")
         resume, gap = self._ping_gap(src, dst, lambda: lab.kill_vm(victim), 180)
         if resume is None:
