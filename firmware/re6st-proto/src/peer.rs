@@ -34,9 +34,13 @@ use crate::prefix::Prefix;
 pub const HMAC_LEN: usize = 20;
 /// Length of a session secret.
 pub const SECRET_LEN: usize = 20;
-/// A peer that stopped answering for this long is no longer connected;
-/// hello0 is not re-sent more often than this.
+/// A peer that stopped answering for this long is no longer connected,
+/// and an unanswered hello0 is re-sent at most this often.
 pub const PEER_TIMEOUT: i64 = 60;
+/// The first re-send of an unanswered hello0 comes this soon, the next
+/// ones twice as late each time, up to [`PEER_TIMEOUT`]: a hello0 lost
+/// while routes were still settling costs seconds, not a minute.
+pub const HELLO0_FIRST_RETRY: i64 = 4;
 
 #[derive(Debug, Error)]
 pub enum PeerError {
@@ -95,6 +99,8 @@ pub struct Peer {
     /// `Some(t)`: first unanswered send at `t`.
     last: Option<i64>,
     hello0_quiet_until: i64,
+    /// Wait before re-sending an unanswered hello0; 0 once answered.
+    hello0_backoff: i64,
     /// Protocol of the peer, as negotiated.
     pub protocol: u32,
     /// Last network version we know the peer has.
@@ -115,6 +121,7 @@ impl Peer {
             send_seqno: 0,
             last: Some(0),
             hello0_quiet_until: 0,
+            hello0_backoff: 0,
             protocol: 0,
             version: Vec::new(),
         }
@@ -140,7 +147,7 @@ impl Peer {
         }
     }
 
-    /// The hello0 to send, unless one was sent in the last minute.
+    /// The hello0 to send, unless one is still waiting for its answer.
     pub fn hello0(&self, our_cert_der: &[u8], now: i64) -> Result<Option<Vec<u8>>, PeerError> {
         if now < self.hello0_quiet_until {
             return Ok(None);
@@ -163,7 +170,19 @@ impl Peer {
 
     /// To call once a hello0 was really sent.
     pub fn hello0_sent(&mut self, now: i64) {
-        self.hello0_quiet_until = now + PEER_TIMEOUT;
+        self.hello0_backoff = match self.hello0_backoff {
+            0 => HELLO0_FIRST_RETRY,
+            b => (2 * b).min(PEER_TIMEOUT),
+        };
+        self.hello0_quiet_until = now + self.hello0_backoff;
+    }
+
+    /// The peer answered: the next hello0 (if the session ever ends) may
+    /// go at once, and its re-sends start soon again.
+    fn answered(&mut self) {
+        self.last = None;
+        self.hello0_backoff = 0;
+        self.hello0_quiet_until = 0;
     }
 
     /// Starts a session with a fresh `secret`: the hello datagram (seqno 2)
@@ -203,7 +222,7 @@ impl Peer {
         self.key = secret;
         self.recv_seqno = 2;
         self.send_seqno = 2;
-        self.last = None;
+        self.answered();
         self.protocol = protocol;
         Ok(())
     }
@@ -238,7 +257,7 @@ impl Peer {
             return Received::Rejected;
         }
         self.recv_seqno = seqno;
-        self.last = None;
+        self.answered();
         Received::Message(&signed[4..])
     }
 
@@ -612,6 +631,32 @@ mod tests {
         assert!(pb.connected(NOW.min(now())));
         pb.sent(1000);
         assert!(!pb.connected(1000 + PEER_TIMEOUT));
+    }
+
+    #[test]
+    fn unanswered_hello0_is_resent_sooner_then_later() {
+        let cert = b"der";
+        let mut p = Peer::new(Prefix::EMPTY, new_secret(10, [0; 12]));
+        let mut t = 1000;
+        let mut gaps = Vec::new();
+        let mut last_sent = t;
+        while gaps.len() < 6 {
+            if p.hello0(cert, t).unwrap().is_some() {
+                if t != 1000 {
+                    gaps.push(t - last_sent);
+                }
+                last_sent = t;
+                p.hello0_sent(t);
+            }
+            t += 1;
+        }
+        assert_eq!(gaps, vec![4, 8, 16, 32, 60, 60]);
+        // Answered: a later hello0 goes at once, and retries soon again.
+        p.new_session(&new_secret(11, [0; 12]), 10).unwrap();
+        assert!(p.hello0(cert, t).unwrap().is_some());
+        p.hello0_sent(t);
+        assert!(p.hello0(cert, t + 3).unwrap().is_none());
+        assert!(p.hello0(cert, t + 4).unwrap().is_some());
     }
 
     #[test]

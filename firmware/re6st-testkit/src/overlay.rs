@@ -343,6 +343,14 @@ impl Overlay {
     pub fn finish(self) {
         let dir = self.dir.clone();
         drop(self.lab);
-        std::fs::remove_dir_all(&dir).ok();
+        remove_dir(&dir);
+    }
+}
+
+/// Removes an overlay's directory, unless `RE6ST_KEEP_DIRS` is set (to
+/// read the nodes' logs afterwards).
+pub fn remove_dir(dir: &Path) {
+    if std::env::var_os("RE6ST_KEEP_DIRS").is_none() {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
