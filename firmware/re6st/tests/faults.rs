@@ -109,22 +109,39 @@ fn pids_with(o: &Overlay, n: u32, opt: &str, arg: &str) -> Vec<u32> {
 /// of the whole tunnel while TCP backs off (0.4 + 0.8 + 1.6 + 3.2 s after
 /// four losses in a row), and the ping arrives when it ends.
 struct Round {
-    /// (from, to, replies, seconds since the round started)
-    pairs: Vec<(u32, u32, u32, f64)>,
+    pairs: Vec<Pair>,
     count: u32,
     /// Wall clock at the start, as in the nodes' logs.
     started: String,
 }
 
+/// One node's pings to another in a round.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    from: u32,
+    to: u32,
+    replies: u32,
+    /// When `from`'s pings started, in seconds since the round started.
+    at: f64,
+}
+
 impl Round {
     fn got(&self) -> u32 {
-        self.pairs.iter().map(|p| p.2).sum()
+        self.pairs.iter().map(|p| p.replies).sum()
     }
     fn sent(&self) -> u32 {
         self.count * self.pairs.len() as u32
     }
-    fn worst(&self) -> (u32, u32, u32, f64) {
-        *self.pairs.iter().min_by_key(|p| p.2).expect("pairs")
+    fn worst(&self) -> Pair {
+        *self.pairs.iter().min_by_key(|p| p.replies).expect("pairs")
+    }
+    /// The pairs short of replies, as "from->to replies".
+    fn short(&self) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|p| p.replies < self.count)
+            .map(|p| format!("{}->{} {}", p.from, p.to, p.replies))
+            .collect()
     }
 }
 
@@ -158,7 +175,12 @@ fn ping_round(o: &Overlay, count: u32) -> Round {
             })
             .collect();
         assert_eq!(replies.len(), to.len(), "{out}");
-        pairs.extend(replies.into_iter().map(|(b, r)| (a, b, r, at)));
+        pairs.extend(replies.into_iter().map(|(to, replies)| Pair {
+            from: a,
+            to,
+            replies,
+            at,
+        }));
     }
     Round {
         pairs,
@@ -249,23 +271,16 @@ fn overlay_forms_and_stays_up_over_an_impaired_underlay() {
         let r = ping_round(o, 20);
         let (got, sent, worst) = (r.got(), r.sent(), r.worst());
         let ratio = got as f64 / sent as f64;
-        // Pairs short of replies, as "a->b n".
-        let short: Vec<String> = r
-            .pairs
-            .iter()
-            .filter(|p| p.2 < r.count)
-            .map(|p| format!("{}->{} {}", p.0, p.1, p.2))
-            .collect();
-        ratios.push((ratio, short));
+        ratios.push((ratio, r.short()));
         assert!(
-            ratio >= 0.4 && worst.2 > 0,
+            ratio >= 0.4 && worst.replies > 0,
             "round {round} (from {}): {got}/{sent} replies, worst node{}->node{} {}/20 \
              (pings from {:.1} s into the round); per pair {:?}\n{}",
             r.started,
-            worst.0,
-            worst.1,
-            worst.2,
-            worst.3,
+            worst.from,
+            worst.to,
+            worst.replies,
+            worst.at,
             r.pairs,
             o.logs()
         );

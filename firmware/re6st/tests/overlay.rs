@@ -198,7 +198,7 @@ fn lan_hosts_get_slaac_addresses_and_reach_the_overlay() {
         "default route still there"
     );
     drop(lab);
-    std::fs::remove_dir_all(&o.dir).ok();
+    re6st_testkit::overlay::remove_dir(&o.dir);
 }
 
 #[test]
