@@ -630,9 +630,9 @@ class Lab:
             log(f"{len(bad)} pairs do not reach yet, e.g. {bad[:4]}")
             time.sleep(2)
 
-    def edges(self):
-        """Overlay tunnels (established client tunnels and served peers)."""
-        nets = {}
+    def statuses(self):
+        """`re6st ctl status` of every running router and of the registry's
+        node ("registry"), by name; routers that do not answer are left out."""
         stat = {}
         for name in self.vms:
             if name in self.qemu:
@@ -643,6 +643,14 @@ class Lab:
         rs = self.reg_status()
         if rs:
             stat["registry"] = rs
+        return stat
+
+    def edges(self, stat=None):
+        """Overlay tunnels (established client tunnels and served peers),
+        from `stat` (statuses()) or from fresh statuses."""
+        if stat is None:
+            stat = self.statuses()
+        nets = {}
         for name, s in stat.items():
             if s.get("address"):
                 nets[name] = ipaddress.ip_network(s.get("subnet") or s["address"] + "/64", strict=False)
@@ -764,7 +772,8 @@ class Scenarios:
         lab = self.lab
         t_pick = time.monotonic()
         while True:
-            nets, edges = lab.edges()
+            stat = lab.statuses()
+            nets, edges = lab.edges(stat)
             adj = {}
             for a, b in edges:
                 adj.setdefault(a, set()).add(b)
@@ -776,7 +785,7 @@ class Scenarios:
             for x, y in self._lan_pairs():
                 if len(adj.get(x, ())) < 2:
                     continue
-                dev, p = self._next_hop(x, y, nets)
+                dev, p = self._next_hop(x, y, nets, stat)
                 if p:
                     pick = (x, y, p, dev)
                     break
@@ -820,16 +829,16 @@ class Scenarios:
         """Overlay address of router y's first LAN client."""
         return self.addrs[self.lab.vms[y]["_clients"][0].split("-", 1)[1]]
 
-    def _next_hop(self, x, y, nets):
+    def _next_hop(self, x, y, nets, stat):
         """(tunnel interface, node) of x's route to y's LAN client, when it
         goes through one of x's established tunnels; else (None, None).
-        nets: node -> prefix, from Lab.edges()."""
+        nets: node -> prefix, from Lab.edges(); stat: from Lab.statuses()."""
         lab = self.lab
         _, route = lab.consoles[x].run(f"ip -6 route get {self._lan_client(y)}")
         m = re.search(r"dev (\S+)", route)
         if not m:
             return None, None
-        iface = {t.get("iface"): t["peer"] for t in lab.status(x).get("tunnels", [])
+        iface = {t.get("iface"): t["peer"] for t in stat.get(x, {}).get("tunnels", [])
                  if t.get("state") == "established"}
         peer = iface.get(m.group(1))
         if not peer:
@@ -845,9 +854,10 @@ class Scenarios:
         star around the registry's node, which is no router)."""
         t0 = time.monotonic()
         while True:
-            nets, _ = self.lab.edges()
+            stat = self.lab.statuses()
+            nets, _ = self.lab.edges(stat)
             for x, y in self._lan_pairs():
-                _, v = self._next_hop(x, y, nets)
+                _, v = self._next_hop(x, y, nets, stat)
                 if v in self.lab.vms and v != y:
                     return x, y, v
             if time.monotonic() - t0 > timeout:
