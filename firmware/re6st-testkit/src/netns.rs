@@ -32,6 +32,11 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Whether process `pid` runs (a zombie, dead but not yet reaped, does not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
 impl Lab {
     /// A new, empty lab. Needs root (CAP_NET_ADMIN / CAP_SYS_ADMIN).
     pub fn new() -> Lab {

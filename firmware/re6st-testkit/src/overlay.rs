@@ -94,6 +94,20 @@ impl Overlay {
         pid
     }
 
+    /// Sends `signal` (e.g. "-TERM") to the node process `pid` and waits
+    /// up to `limit` for it to exit: a node is stopped once its clean-up
+    /// is done, not when its taps are gone.
+    pub fn stop_node(&self, pid: u32, signal: &str, limit: Duration) {
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+        assert!(
+            Lab::wait_until(limit, || !crate::netns::alive(pid)),
+            "node process {pid} still running {limit:?} after kill {signal}\n{}",
+            self.logs()
+        );
+    }
+
     /// `re6st ctl status --json` of node `n`, if it answers.
     pub fn status(&self, n: u32) -> Option<serde_json::Value> {
         let out = Command::new(&self.bin)

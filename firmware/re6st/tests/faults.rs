@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use re6st_testkit::netns::Lab;
+use re6st_testkit::netns::{alive, Lab};
 use re6st_testkit::overlay::{ns_of, Overlay, Registry};
 
 const BIN: &str = env!("CARGO_BIN_EXE_re6st");
@@ -58,10 +58,6 @@ impl Drop for Net {
 
 fn signal(sig: &str, pid: u32) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
 /// Everything node `n`'s daemon wrote to its stdout/stderr, all runs.
@@ -427,6 +423,112 @@ fn killed_babeld_and_openvpn_come_back() {
     );
 }
 
+/// Pids of `pid`'s children.
+fn children_of(pid: u32) -> Vec<u32> {
+    let ppid = format!("PPid:\t{pid}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .is_ok_and(|s| s.lines().any(|l| l == ppid))
+        })
+        .collect()
+}
+
+fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
+/// SIGKILL to a node's daemon (no clean-up: the OOM killer, a watchdog):
+/// its OpenVPN and babeld go with it, and a restart takes over the
+/// address and taps it left. A second daemon started on a running node's
+/// run directory waits for the first, gives up with a clear error and
+/// disturbs nothing.
+#[test]
+fn killed_node_restarts_over_what_it_left() {
+    let mut net = Net::new(Overlay::start(BIN.as_ref(), Registry::Ours, 4, None, &[]));
+    net.o().all_pairs_reach(Duration::from_secs(120));
+
+    let intruder_log = net
+        .o()
+        .node_dir(1)
+        .join(format!("node-{}.out", net.o().node_pids.len()));
+    let intruder = net.o_mut().start_node(1);
+    let o = net.o();
+    let node3 = o.node_pids[3];
+    let kids = children_of(node3);
+    assert!(
+        kids.iter()
+            .filter(|k| cmdline(**k).contains("openvpn"))
+            .count()
+            >= 1
+            && kids.iter().any(|k| cmdline(*k).starts_with("babeld")),
+        "node3's children: {:?}",
+        kids.iter().map(|k| cmdline(*k)).collect::<Vec<_>>()
+    );
+    o.stop_node(node3, "-KILL", Duration::from_secs(10));
+    let t = Instant::now();
+    assert!(
+        Lab::wait_until(Duration::from_secs(10), || kids.iter().all(|k| !alive(*k))),
+        "children outlived their node: {:?}",
+        kids.iter()
+            .filter(|k| alive(**k))
+            .map(|k| cmdline(*k))
+            .collect::<Vec<_>>()
+    );
+    let children_gone = t.elapsed();
+    for what in [
+        "ip link show re6stnet1",
+        "ip -6 addr show dev lo | grep -q 2001:db8:42",
+    ] {
+        assert!(o.lab.try_sh("n3", what), "no leftover to take over: {what}");
+    }
+
+    let n = o.node_pids.len();
+    net.o_mut().start_node(3);
+    let o = net.o();
+    let t = Instant::now();
+    o.all_pairs_reach(Duration::from_secs(120));
+    let rejoined = t.elapsed();
+    let log = std::fs::read_to_string(o.node_dir(3).join(format!("node-{n}.out"))).unwrap();
+    assert!(
+        log.contains("removed what a previous run left: ip tuntap del dev re6stnet1 mode tap")
+            && log.contains("removed what a previous run left: ip -6 addr del"),
+        "{log}"
+    );
+
+    // The intruder waited INSTANCE_WAIT (30 s) and left.
+    assert!(
+        Lab::wait_until(Duration::from_secs(60), || !alive(intruder)),
+        "a second node on node1's run directory still runs"
+    );
+    let said = std::fs::read_to_string(&intruder_log).unwrap_or_default();
+    let owner = format!(
+        "another node (pid {}) uses the run directory",
+        o.node_pids[1]
+    );
+    assert!(
+        said.contains(&format!("{owner} ")) && said.contains("waiting up to 30 s"),
+        "{said}"
+    );
+    assert!(alive(o.node_pids[1]), "node1 died\n{}", node_log(o, 1));
+    o.all_pairs_reach(Duration::from_secs(60));
+    for n in 0..4 {
+        assert!(!node_log(o, n).contains("panicked"), "{}", node_log(o, n));
+    }
+    eprintln!(
+        "faults: node killed: its {} children gone after {:.1} s; restarted over its leftovers, \
+         all pairs reach after {:.1} s",
+        kids.len(),
+        children_gone.as_secs_f64(),
+        rejoined.as_secs_f64()
+    );
+}
+
 fn file_or_empty(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_default()
 }
@@ -442,9 +544,8 @@ fn full_state_disk_keeps_routing_and_the_state_usable() {
 
     // Move node3's state onto a small tmpfs.
     let state = net.o().node_dir(3).join("state");
-    let pid = net.o().node_pids[3];
-    signal("-TERM", pid);
-    assert!(Lab::wait_until(Duration::from_secs(15), || !alive(pid)));
+    net.o()
+        .stop_node(net.o().node_pids[3], "-TERM", Duration::from_secs(20));
     let saved = net.o().dir.join("state-copy");
     std::fs::rename(&state, &saved).unwrap();
     std::fs::create_dir(&state).unwrap();
@@ -511,9 +612,7 @@ fn full_state_disk_keeps_routing_and_the_state_usable() {
 
     // Restart from that state without the registry.
     signal("-KILL", o.registry_pid);
-    let pid = o.node_pids[4];
-    signal("-TERM", pid);
-    assert!(Lab::wait_until(Duration::from_secs(15), || !alive(pid)));
+    o.stop_node(o.node_pids[4], "-TERM", Duration::from_secs(20));
     assert!(file_or_empty(&peers).starts_with(b"re6stpc1"));
     let n = net.o().node_pids.len();
     net.o_mut().start_node(3);

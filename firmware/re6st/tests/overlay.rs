@@ -495,12 +495,9 @@ fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
     o.all_pairs_reach(Duration::from_secs(120));
 
     // Corrupt state files: a restarted node logs it, starts over, rejoins.
-    let n3 = o.node_pids[3];
-    signal("-TERM", n3);
+    o.stop_node(o.node_pids[3], "-TERM", Duration::from_secs(20));
     assert!(
-        Lab::wait_until(Duration::from_secs(10), || !o
-            .lab
-            .try_sh("n3", "ip link show re6stnet1")),
+        !o.lab.try_sh("n3", "ip link show re6stnet1"),
         "taps left behind"
     );
     assert!(
@@ -555,11 +552,7 @@ fn survives_registry_loss_restarts_corrupt_state_and_garbage() {
     // The registry goes away: the network stays connected, and a node
     // restarted now rejoins from its caches.
     signal("-KILL", o.registry_pid);
-    let n2 = o.node_pids[2];
-    signal("-TERM", n2);
-    assert!(Lab::wait_until(Duration::from_secs(10), || !o
-        .lab
-        .try_sh("n2", "ip link show re6stnet1")));
+    o.stop_node(o.node_pids[2], "-TERM", Duration::from_secs(20));
     o.start_node(2);
     o.all_pairs_reach(Duration::from_secs(120));
     let log = std::fs::read_to_string(

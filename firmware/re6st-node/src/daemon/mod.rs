@@ -3,7 +3,9 @@
 //! manager together.
 
 pub mod babel_log;
+pub mod child;
 pub mod handover;
+pub mod instance;
 pub mod log;
 pub mod options;
 pub mod peer_link;

@@ -60,21 +60,41 @@ pub(crate) fn mono() -> i64 {
     wall + start.elapsed().as_secs() as i64
 }
 
-/// Runs a command; on success, remembers its undo for the clean-up.
+/// Runs `ip ARGS`; on success, remembers its undo for the clean-up. An
+/// `add` that fails is retried once after its `del`: holding the run
+/// directory's lock, what is in the way can only be a dead instance's
+/// leftover (a node killed with SIGKILL keeps its address and taps).
 fn ip(args: &[&str], undo: &mut Vec<Vec<String>>, verbose: u8) -> Result<(), String> {
-    let ok = std::process::Command::new("ip")
-        .args(args)
-        .status()
-        .map_err(|e| e.to_string())?
-        .success();
-    if !ok {
-        return Err(format!("ip {} failed", args.join(" ")));
-    }
-    let mut u: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    if let Some(pos) = u.iter().position(|a| a == "add") {
+    // Ok(None) on success, Ok(Some(what ip said)) on failure.
+    let run = |a: &[String]| -> Result<Option<String>, String> {
+        let out = std::process::Command::new("ip")
+            .args(a)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        Ok((!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).trim().to_owned()))
+    };
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let del = args.iter().position(|a| a == "add").map(|pos| {
+        let mut u = args.clone();
         u[pos] = "del".into();
-        undo.push(u);
+        u
+    });
+    let mut failed = run(&args)?;
+    if let (Some(_), Some(del)) = (&failed, &del) {
+        if run(del)?.is_none() {
+            log(
+                1,
+                verbose,
+                format!("removed what a previous run left: ip {}", del.join(" ")),
+            );
+            failed = run(&args)?;
+        }
     }
+    if let Some(why) = failed {
+        return Err(format!("ip {} failed: {why}", args.join(" ")));
+    }
+    undo.extend(del);
     log(3, verbose, format!("ip {}", args.join(" ")));
     Ok(())
 }
@@ -223,6 +243,7 @@ async fn run(o: Options) -> Result<(), String> {
     for d in [&o.state, &o.run, &o.log] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
+    let _instance = super::instance::acquire(&o.run, INSTANCE_WAIT, o.verbose).await?;
     let url = RegistryUrl::parse(&o.registry).map_err(|e| e.to_string())?;
     let mut registry = RegistryClient::new(
         url,
@@ -581,9 +602,8 @@ async fn run_node(
             let iface = format!("re6stnet-{proto}");
             let args = server(common, &iface, *port, *proto, max_clients, dh);
             children.push(
-                Command::new("openvpn")
+                super::child::command("openvpn")
                     .args(&args)
-                    .kill_on_drop(true)
                     .spawn()
                     .map_err(|e| format!("openvpn: {e}"))?,
             );
@@ -618,10 +638,9 @@ async fn run_node(
     let spawn_babel = |b: &BabelConfig| {
         let _ = std::fs::remove_file(&b.pidfile);
         let _ = std::fs::remove_file(&b.control_socket);
-        let mut child = Command::new("babeld")
+        let mut child = super::child::command("babeld")
             .args(b.args())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()?;
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(super::babel_log::pump(stderr, babel_log.clone()));
@@ -657,9 +676,8 @@ async fn run_node(
     let mut daemons = Vec::new();
     for cmd in &o.daemon {
         daemons.push(
-            Command::new("sh")
+            super::child::command("sh")
                 .args(["-c", cmd])
-                .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("--daemon {cmd:?}: {e}"))?,
         );
@@ -875,6 +893,10 @@ async fn run_node(
     Ok(())
 }
 
+/// How long a starting node waits for a previous one on the same run
+/// directory to finish its clean-up (a quick restart) before giving up.
+const INSTANCE_WAIT: Duration = Duration::from_secs(30);
+
 /// A babeld that ran this long before exiting is restarted without delay.
 const BABEL_BACKOFF_RESET: Duration = Duration::from_secs(300);
 /// At most one restart of exited OpenVPN servers in this time.
@@ -995,11 +1017,7 @@ impl Node {
             return;
         }
         let args = crate::openvpn::args::client_mode(&self.common, "re6stnet1", remotes);
-        match Command::new("openvpn")
-            .args(&args)
-            .kill_on_drop(true)
-            .spawn()
-        {
+        match super::child::command("openvpn").args(&args).spawn() {
             Ok(c) => self.client_mode_child = Some(c),
             Err(e) => log(1, self.o.verbose, format!("openvpn: {e}")),
         }
@@ -1415,11 +1433,7 @@ impl Node {
                         &prefix.to_subnet(),
                         &[(address.ip.to_string(), address.port, address.proto)],
                     );
-                    match Command::new("openvpn")
-                        .args(&args)
-                        .kill_on_drop(true)
-                        .spawn()
-                    {
+                    match super::child::command("openvpn").args(&args).spawn() {
                         Ok(c) => {
                             self.clients.insert(prefix, c);
                         }
