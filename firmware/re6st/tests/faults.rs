@@ -1,6 +1,7 @@
 //! Fault injection in namespaces (issue 9), each fault with its expected
 //! outcome: an impaired underlay (netem loss, latency, reordering), babeld
-//! and OpenVPN processes killed, a full disk under the state directory.
+//! and OpenVPN processes killed, the node itself killed, a full disk under
+//! the state directory.
 //! Backward clock jumps are in `clock_backwards.rs` (a process-wide fake
 //! clock), forward ones in `clock_jump.rs`.
 //!
