@@ -40,6 +40,20 @@ impl Net {
     fn o_mut(&mut self) -> &mut Overlay {
         self.o.as_mut().unwrap()
     }
+
+    /// Starts node `n` again and waits until every pair reaches: how long
+    /// that took, and what the new run logged.
+    fn restart_until_all_reach(&mut self, n: u32) -> (Duration, String) {
+        let run = self.o().node_pids.len();
+        self.o_mut().start_node(n);
+        let o = self.o();
+        let t = Instant::now();
+        o.all_pairs_reach(Duration::from_secs(120));
+        let took = t.elapsed();
+        let log = std::fs::read_to_string(o.node_dir(n).join(format!("node-{run}.out")))
+            .unwrap_or_default();
+        (took, log)
+    }
 }
 
 impl Drop for Net {
@@ -489,13 +503,8 @@ fn killed_node_restarts_over_what_it_left() {
         assert!(o.lab.try_sh("n3", what), "no leftover to take over: {what}");
     }
 
-    let n = o.node_pids.len();
-    net.o_mut().start_node(3);
+    let (rejoined, log) = net.restart_until_all_reach(3);
     let o = net.o();
-    let t = Instant::now();
-    o.all_pairs_reach(Duration::from_secs(120));
-    let rejoined = t.elapsed();
-    let log = std::fs::read_to_string(o.node_dir(3).join(format!("node-{n}.out"))).unwrap();
     assert!(
         log.contains("removed what a previous run left: ip tuntap del dev re6stnet1 mode tap")
             && log.contains("removed what a previous run left: ip -6 addr del"),
@@ -615,13 +624,8 @@ fn full_state_disk_keeps_routing_and_the_state_usable() {
     signal("-KILL", o.registry_pid);
     o.stop_node(o.node_pids[4], "-TERM", Duration::from_secs(20));
     assert!(file_or_empty(&peers).starts_with(b"re6stpc1"));
-    let n = net.o().node_pids.len();
-    net.o_mut().start_node(3);
+    let (rejoined, log) = net.restart_until_all_reach(3);
     let o = net.o();
-    let t = Instant::now();
-    o.all_pairs_reach(Duration::from_secs(120));
-    let rejoined = t.elapsed();
-    let log = std::fs::read_to_string(o.node_dir(3).join(format!("node-{n}.out"))).unwrap();
     assert!(
         log.contains("using the cached network configuration"),
         "{log}"
