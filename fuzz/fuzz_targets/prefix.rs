@@ -3,7 +3,9 @@ use libfuzzer_sys::fuzz_target;
 use re6st_proto::prefix::Prefix;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(p) = s.parse::<Prefix>() {
         assert_eq!(p.to_string(), s);
     }

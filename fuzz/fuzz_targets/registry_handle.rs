@@ -44,8 +44,16 @@ fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
     R.get_or_init(|| {
         let pki = re6st_testkit::Pki::new("2001:db8::/32");
-        let dh = std::env::temp_dir().join(format!("re6st-fuzz-dh-{}.pem", std::process::id()));
-        std::fs::write(&dh, re6st_registry::init::FFDHE2048_PEM).unwrap();
+        // One shared file (the registry reads it for each getDh): a
+        // per-process name was left behind by every run. Written under a
+        // temporary name and renamed, so concurrent runs never see half.
+        let dh = std::env::temp_dir().join("re6st-fuzz-ffdhe2048.pem");
+        let pem = re6st_registry::init::FFDHE2048_PEM.as_bytes();
+        if std::fs::read(&dh).ok().as_deref() != Some(pem) {
+            let tmp = dh.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::write(&tmp, pem).unwrap();
+            std::fs::rename(&tmp, &dh).unwrap();
+        }
         let settings = Settings {
             prefix_length: 16,
             anonymous_prefix_length: None,
