@@ -255,18 +255,21 @@ fn overlay_forms_and_stays_up_over_an_impaired_underlay() {
     o.all_pairs_reach(Duration::from_secs(240));
     let formed = t0.elapsed();
     // The impairment is there: the underlay round trip between two nodes
-    // crosses two impaired egresses (150 ms on average: 75 % of the
-    // packets are held 100 ms on each).
+    // crosses two impaired egresses, each holding 72 % of the packets it
+    // does not drop for 100 ms ± 20 ms: 144 ms on average, a standard
+    // deviation of 68 ms per ping and so 15 ms for the mean of 20.
+    // Unimpaired it is under 1 ms. The bound is 50 ms: 100 ms failed once
+    // in CI with 10 pings (97 ms).
     let rtt = o
         .lab
-        .sh("n1", "ping -n -q -c 10 -i 0.2 -W 3 198.18.3.2 || true");
+        .sh("n1", "ping -n -q -c 20 -i 0.2 -W 3 198.18.3.2 || true");
     let avg: f64 = rtt
         .lines()
         .find_map(|l| l.split(" = ").nth(1))
         .and_then(|v| v.split('/').nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{rtt}"));
-    assert!(avg >= 100.0, "impairment not in effect: {rtt}");
+    assert!(avg >= 50.0, "impairment not in effect: {rtt}");
     // While impaired: 3 rounds of 20 pings between every pair, 10 s apart.
     // An overlay path of h tunnel hops crosses 2h lossy egresses: were the
     // tunnels OpenVPN over UDP, 81 % of the pings would get through over
