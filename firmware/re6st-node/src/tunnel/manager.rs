@@ -573,8 +573,10 @@ impl Manager {
 
     /// Opens a tunnel to `prefix` if it makes sense; whether it did.
     fn make_tunnel(&mut self, prefix: Prefix, address: &str) -> bool {
+        // A served peer already has a tunnel with us (its own), unless it
+        // is a `--neighbour`: see make_new_tunnels.
         if prefix == self.cfg.me
-            || self.served.contains(&prefix)
+            || (self.served.contains(&prefix) && !self.cfg.neighbours.contains(&prefix))
             || self.connections.contains_key(&prefix)
         {
             return false;
@@ -616,10 +618,20 @@ impl Manager {
         self.connecting.clear();
         self.replaced.retain(|_, until| now < *until);
         let view = self.last_view.clone();
+        // A `--neighbour` that is a babel neighbour only through its own
+        // tunnel to our server still gets ours: the peer may rewire its
+        // tunnel away at any time, and ours is never drained.
+        let wanted_neighbour = |p: &Prefix| {
+            self.cfg.neighbours.contains(p)
+                && !self.connections.contains_key(p)
+                && !view.lan_neighbours.contains(p)
+        };
         let mut distant: Vec<Prefix> = view
             .known
             .iter()
-            .filter(|p| !view.neighbours.contains_key(p) && **p != self.cfg.me)
+            .filter(|p| {
+                (!view.neighbours.contains_key(p) || wanted_neighbour(p)) && **p != self.cfg.me
+            })
             .filter(|p| !self.replaced.contains_key(p))
             .copied()
             .collect();
@@ -1131,6 +1143,53 @@ mod tests {
         // Alone again: a check 15 s later, then one a minute.
         m.on_served(p(2), false);
         assert_eq!(checks(&mut m, 300, 460), vec![315, 375, 435]);
+    }
+
+    #[test]
+    fn a_neighbour_connected_to_our_server_still_gets_our_tunnel() {
+        let mut c = cfg(9, 2);
+        c.neighbours = [p(4)].into();
+        let mut cache = PeerCache::new(10);
+        cache.add_peer(p(4), &addr(4), false, &mut || 1);
+        let mut m = Manager::new(c, cache, 0, 1);
+        m.make_tunnel(p(1), &addr(1));
+        m.on_tunnel_up(p(1), 1);
+        m.on_served(p(4), true);
+        drain(&mut m);
+        // 4 reaches us through its client tunnel to our server (0 is the
+        // registry's node, through 1).
+        let view = RoutingView {
+            known: [p(0), p(1), p(4)].into(),
+            neighbours: [(p(1), BTreeSet::new()), (p(4), BTreeSet::new())].into(),
+            ..Default::default()
+        };
+        m.on_routes(10, view.clone());
+        let a = drain(&mut m);
+        assert!(
+            a.iter()
+                .any(|a| matches!(a, Action::Open { prefix, .. } if *prefix == p(4))),
+            "{a:?}"
+        );
+        // Not so for a peer that is no --neighbour, nor on a LAN.
+        let mut m = Manager::new(cfg(9, 2), PeerCache::new(10), 0, 1);
+        m.on_served(p(4), true);
+        m.on_routes(10, view.clone());
+        assert!(!drain(&mut m).iter().any(|a| matches!(
+            a,
+            Action::Open { prefix, .. } | Action::QueryAddress(prefix) if *prefix == p(4)
+        )));
+        let mut c = cfg(9, 2);
+        c.neighbours = [p(4)].into();
+        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
+        let lan = RoutingView {
+            lan_neighbours: [p(4)].into(),
+            ..view
+        };
+        m.on_routes(10, lan);
+        assert!(!drain(&mut m).iter().any(|a| matches!(
+            a,
+            Action::Open { prefix, .. } | Action::QueryAddress(prefix) if *prefix == p(4)
+        )));
     }
 
     #[test]
