@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make sim`: the simulator's sweep (re6st-sim, see README "Simulator").
+# `make sim`: the simulator's sweep (re6st-sim, see docs/simulator.md).
 # Writes bench/sim.md, bench/sim.json and the single runs in bench/sim/.
 # SIM_SIZES="1000 3000" limits the sizes; SIM_RESUME=1 keeps the runs
 # already in bench/sim/.
@@ -53,7 +53,7 @@ runs+=("$name.json")
   echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
   echo
   echo "Each node runs the node's real tunnel manager; routing is shortest paths"
-  echo "over the tunnel graph (see the README's simulator section for the model)."
+  echo "over the tunnel graph (see docs/simulator.md for the model)."
   echo "Defaults: client_count 10, max_clients 20 per server (UDP and TCP),"
   echo "tunnel_refresh 300 s, hello 15 s, 20 % NATed nodes, nodes joining over"
   echo "600 s, tunnels up 5 s after OpenVPN starts, seed 1. At the loss time"

@@ -2,8 +2,8 @@
 //! sans-IO tunnel manager ([`re6st_node::tunnel::manager::Manager`]), over
 //! a modelled routing layer and in simulated time. It measures what the
 //! rewiring of re6st gives at scale: diameter, stretch, connectivity
-//! under loss, recovery, control traffic. See the README's simulator
-//! section for what is modelled and what is not.
+//! under loss, recovery, control traffic. See docs/simulator.md for what
+//! is modelled and what is not.
 
 pub mod config;
 pub mod graph;

@@ -130,7 +130,7 @@ fn configuration_changes_and_revocations_spread() {
             "python3 -c \"import urllib.request; urllib.request.urlopen('http://198.18.1.2:9080/revoke?cn_or_serial={old}').read()\""
         ),
     );
-    // Known slow (README, open): the revoking version can take a minute
+    // Known slow (docs/design.md, open points): the revoking version can take a minute
     // or two to reach the node, and the renewed node sometimes opened no
     // tunnel for 90 to 120 s.
     assert!(
