@@ -472,10 +472,15 @@ fn neighbour_tunnels_survive_rewiring() {
             })
         })
     };
+    let t = std::time::Instant::now();
     assert!(
         Lab::wait_until(Duration::from_secs(120), || has_it(&o)),
         "no tunnel to the neighbour: {:?}",
         o.status(2)
+    );
+    eprintln!(
+        "neighbour tunnel established {:.1} s after the network started",
+        t.elapsed().as_secs_f64()
     );
     // Several refresh periods later, still there.
     for _ in 0..8 {

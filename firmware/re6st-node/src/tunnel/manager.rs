@@ -156,6 +156,10 @@ const BOOTSTRAP_RETRY: i64 = 5;
 /// Seconds between two routing views while a tunnel is being drained.
 const DRAIN_POLL: i64 = 2;
 
+/// Seconds between two routing views while a `--neighbour` has no tunnel
+/// of ours: it gets one as soon as babel knows it.
+const NEIGHBOUR_POLL: i64 = 5;
+
 /// Seconds without any established tunnel after which we suspect the
 /// network refuses us and check the configuration.
 const LONELY_CHECK: i64 = 15;
@@ -180,6 +184,9 @@ pub struct Manager {
     next_iface: usize,
     /// Peers asked for their address, not answered yet.
     connecting: BTreeSet<Prefix>,
+    /// `--neighbour`s we opened a tunnel to or asked for their address,
+    /// and when we may try again (one entry per configured neighbour).
+    neighbour_retry_at: BTreeMap<Prefix, i64>,
     /// Until when not to ask the registry for a bootstrap peer again.
     bootstrap_quiet_until: i64,
     /// Until when not to ask the registry again while we know nobody.
@@ -213,6 +220,7 @@ impl Manager {
             free_ifaces: Vec::new(),
             next_iface: 1,
             connecting: BTreeSet::new(),
+            neighbour_retry_at: BTreeMap::new(),
             bootstrap_quiet_until: 0,
             bootstrap_retry_at: 0,
             disconnected: false,
@@ -350,9 +358,19 @@ impl Manager {
             || self.connections.len() < self.cfg.client_count
             || now - self.last_routes >= ROUTES_MAX_AGE
             || (draining && now - self.last_routes >= DRAIN_POLL)
+            || (self.neighbour_missing() && now - self.last_routes >= NEIGHBOUR_POLL)
         {
             self.actions.push_back(Action::RequestDump);
         }
+    }
+
+    /// Whether a `--neighbour` has no tunnel of ours (see connect_neighbours).
+    fn neighbour_missing(&self) -> bool {
+        self.cfg.neighbours.iter().any(|p| {
+            *p != self.cfg.me
+                && !self.connections.contains_key(p)
+                && !self.last_view.lan_neighbours.contains(p)
+        })
     }
 
     /// Whether no tunnel is established, either way.
@@ -383,11 +401,44 @@ impl Manager {
         for p in redundant {
             self.close(p);
         }
+        self.connect_neighbours(now);
         if now >= self.next_refresh {
             self.remove_one_tunnel(now);
             self.next_refresh = now + self.cfg.tunnel_refresh;
         }
         self.make_new_tunnels(now);
+    }
+
+    /// A `--neighbour` babel knows of gets our tunnel at once, even when
+    /// every slot is taken (the next refresh drains one that is not a
+    /// neighbour's): waiting for a slot to free up took minutes on a busy
+    /// machine. Its own tunnel to our server does not count: the peer may
+    /// rewire it away at any time, while ours is never drained.
+    fn connect_neighbours(&mut self, now: i64) {
+        let view = &self.last_view;
+        let missing: Vec<Prefix> = self
+            .cfg
+            .neighbours
+            .iter()
+            .filter(|p| {
+                **p != self.cfg.me
+                    && view.known.contains(p)
+                    && !view.lan_neighbours.contains(p)
+                    && !self.connections.contains_key(p)
+                    && self.neighbour_retry_at.get(p).is_none_or(|t| now >= *t)
+            })
+            .copied()
+            .collect();
+        for p in missing {
+            // A peer that does not answer or refuses us is not hammered.
+            self.neighbour_retry_at.insert(p, now + self.cfg.timeout);
+            if let Some(address) = self.cache.address(&p).map(str::to_owned) {
+                self.make_tunnel(p, &address);
+            } else {
+                self.actions.push_back(Action::QueryAddress(p));
+                self.connecting.insert(p);
+            }
+        }
     }
 
     fn limit(&self) -> usize {
@@ -618,33 +669,24 @@ impl Manager {
         self.connecting.clear();
         self.replaced.retain(|_, until| now < *until);
         let view = self.last_view.clone();
-        // A `--neighbour` that is a babel neighbour only through its own
-        // tunnel to our server still gets ours: the peer may rewire its
-        // tunnel away at any time, and ours is never drained.
-        let wanted_neighbour = |p: &Prefix| {
-            self.cfg.neighbours.contains(p)
-                && !self.connections.contains_key(p)
-                && !view.lan_neighbours.contains(p)
-        };
+        // `--neighbour`s have their own path: connect_neighbours.
         let mut distant: Vec<Prefix> = view
             .known
             .iter()
             .filter(|p| {
-                (!view.neighbours.contains_key(p) || wanted_neighbour(p)) && **p != self.cfg.me
+                !view.neighbours.contains_key(p)
+                    && !self.cfg.neighbours.contains(p)
+                    && **p != self.cfg.me
             })
             .filter(|p| !self.replaced.contains_key(p))
             .copied()
             .collect();
-        // Persistent neighbours first, the others in random order.
-        let mut scored: Vec<(bool, u64, Prefix)> = distant
-            .iter()
-            .map(|p| (self.cfg.neighbours.contains(p), 0, *p))
-            .collect();
+        let mut scored: Vec<(u64, Prefix)> = distant.iter().map(|p| (0, *p)).collect();
         for s in &mut scored {
-            s.1 = self.random();
+            s.0 = self.random();
         }
         scored.sort();
-        distant = scored.into_iter().map(|(_, _, p)| p).collect();
+        distant = scored.into_iter().map(|(_, p)| p).collect();
 
         let mut use_cache = false;
         match self.cfg.registry {
@@ -737,7 +779,9 @@ impl Manager {
             r = r.wrapping_mul(6364136223846793005).wrapping_add(1);
             r
         });
-        if self.connecting.remove(&prefix) {
+        let neighbour = self.cfg.neighbours.contains(&prefix)
+            && !self.last_view.lan_neighbours.contains(&prefix);
+        if self.connecting.remove(&prefix) || neighbour {
             self.make_tunnel(prefix, address);
         }
     }
@@ -1143,6 +1187,79 @@ mod tests {
         // Alone again: a check 15 s later, then one a minute.
         m.on_served(p(2), false);
         assert_eq!(checks(&mut m, 300, 460), vec![315, 375, 435]);
+    }
+
+    #[test]
+    fn a_neighbour_known_late_gets_a_tunnel_at_once_even_with_every_slot_taken() {
+        let mut c = cfg(9, 2);
+        c.neighbours = [p(4)].into();
+        let mut cache = PeerCache::new(10);
+        cache.add_peer(p(4), &addr(4), false, &mut || 1);
+        let mut m = Manager::new(c, cache, 0, 1);
+        m.on_served(p(7), true);
+        for i in [1, 2] {
+            m.make_tunnel(p(i), &addr(i));
+            m.on_tunnel_up(p(i), i.into());
+        }
+        drain(&mut m);
+        let opens = |a: &[Action], q: Prefix| {
+            a.iter()
+                .any(|a| matches!(a, Action::Open { prefix, .. } if *prefix == q))
+        };
+        // Both slots taken; 4 is not known yet: nothing to do, but babel
+        // is asked again soon.
+        let mut view = RoutingView {
+            known: [p(0), p(1), p(2)].into(),
+            neighbours: [(p(1), BTreeSet::new()), (p(2), BTreeSet::new())].into(),
+            ..Default::default()
+        };
+        m.on_routes(5, view.clone());
+        assert!(!opens(&drain(&mut m), p(4)));
+        m.tick(5 + NEIGHBOUR_POLL - 1);
+        assert!(drain(&mut m).is_empty());
+        m.tick(5 + NEIGHBOUR_POLL);
+        assert_eq!(drain(&mut m), vec![Action::RequestDump]);
+        // 4 shows up: its tunnel opens now, not after a drain.
+        view.known.insert(p(4));
+        m.on_routes(6, view.clone());
+        assert!(opens(&drain(&mut m), p(4)));
+        m.on_tunnel_up(p(4), 4);
+        // The next refresh brings the count back, never at 4's expense.
+        view.routes_per_iface.insert("re6stnet3".into(), 0);
+        view.routes_per_iface.insert("re6stnet1".into(), 3);
+        view.routes_per_iface.insert("re6stnet2".into(), 5);
+        m.on_routes(60, view.clone());
+        let a = drain(&mut m);
+        assert!(
+            a.contains(&Action::SetRxCost {
+                iface: "re6stnet1".into(),
+                rxcost: Some(DRAIN_RXCOST)
+            }),
+            "{a:?}"
+        );
+        // An unknown address is asked once per timeout, not at every dump.
+        let mut c = cfg(9, 2);
+        c.neighbours = [p(5)].into();
+        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
+        m.on_served(p(7), true);
+        for i in [1, 2] {
+            m.make_tunnel(p(i), &addr(i));
+            m.on_tunnel_up(p(i), i.into());
+        }
+        drain(&mut m);
+        view.known.insert(p(5));
+        let queries = |a: Vec<Action>| {
+            a.into_iter()
+                .filter(|a| *a == Action::QueryAddress(p(5)))
+                .count()
+        };
+        m.on_routes(1, view.clone());
+        assert_eq!(queries(drain(&mut m)), 1);
+        m.on_routes(2, view.clone());
+        assert_eq!(queries(drain(&mut m)), 0);
+        // Its answer opens the tunnel, slots full or not.
+        m.on_address(p(5), &addr(5));
+        assert!(opens(&drain(&mut m), p(5)));
     }
 
     #[test]
