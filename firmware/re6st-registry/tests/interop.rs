@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::*;
 use re6st_testkit::{run_upstream, Pki};
+use rusqlite::types::Value;
 
 const CLIENT_SCRIPT: &str = r#"
 import sys, json, zlib, base64
@@ -190,6 +191,16 @@ fn with_upstream_registry(dir: &Path, port: u16, f: impl FnOnce(&str)) {
     );
 }
 
+/// The value of a row of the `config` table.
+fn config_row(db: &Path, name: &str) -> Value {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT value FROM config WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .unwrap_or_else(|e| panic!("config row {name}: {e}"))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -230,11 +241,15 @@ fn database_of_upstream_registry_is_served_unchanged() {
         "{before:#?}"
     );
 
+    let db = dir.join("registry.db");
+    let (version_before, last_before) =
+        (config_row(&db, "version"), config_row(&db, "last_config"));
+
     let server = Server::start(&pki, &dir, Options::default());
-    // Opening it changed nothing (same schema, same last_config, nothing
-    // expired) — except the protocol number if ours differs.
     let after = dump_db(&server.db);
-    let strip = |v: &[String]| -> Vec<String> {
+    // Opening it changes nothing (same schema, nothing expired) but the
+    // network configuration's two rows, compared below.
+    let others = |v: &[String]| -> Vec<String> {
         v.iter()
             .filter(|l| {
                 !l.starts_with("config: Text(\"version\")")
@@ -243,10 +258,44 @@ fn database_of_upstream_registry_is_served_unchanged() {
             .cloned()
             .collect()
     };
-    assert_eq!(strip(&before), strip(&after));
-    if re6st_proto::PROTOCOL == 8 {
-        assert_eq!(before, after);
-    }
+    assert_eq!(others(&before), others(&after));
+    // last_config, upstream's `json.dumps(..., sort_keys=True)` of the
+    // published parameters: ours writes the same text to the byte, but
+    // for the protocol number (upstream 0.642 publishes its own, 8).
+    let upstream_protocol = String::from_utf8(run_upstream(
+        "from re6st import version; print(version.protocol)",
+        &[],
+        b"",
+    ))
+    .unwrap();
+    let upstream_protocol: u32 = upstream_protocol.trim().parse().unwrap();
+    // Ours is newer, hence one new version below; with equal protocols no
+    // row at all would change, and the check below would be `before == after`.
+    assert_ne!(
+        upstream_protocol,
+        re6st_proto::PROTOCOL,
+        "same protocol as upstream: opening must change nothing"
+    );
+    let Value::Text(last_before) = last_before else {
+        panic!("upstream's last_config is not text: {last_before:?}")
+    };
+    let field = |p: u32| format!("\"protocol\": {p}");
+    assert_eq!(
+        last_before.matches(&field(upstream_protocol)).count(),
+        1,
+        "{last_before}"
+    );
+    let expected = last_before.replace(&field(upstream_protocol), &field(re6st_proto::PROTOCOL));
+    assert_eq!(config_row(&server.db, "last_config"), Value::Text(expected));
+    // So the network version goes up by exactly one, signed by the same CA
+    // as upstream's.
+    let version = |v: Value| match v {
+        Value::Blob(b) => re6st_proto::crypto::verify_version(&pki.ca, &b).unwrap(),
+        v => panic!("version is not a blob: {v:?}"),
+    };
+    let v0 = version(version_before);
+    assert!(v0 >= 1, "upstream published no version");
+    assert_eq!(version(config_row(&server.db, "version")), v0 + 1);
     for n in &nodes {
         let r = client(n, &server.url);
         let pem = std::fs::read_to_string(n.join("cert.crt")).unwrap();

@@ -110,12 +110,59 @@ impl Overlay {
 
     /// `re6st ctl status --json` of node `n`, if it answers.
     pub fn status(&self, n: u32) -> Option<serde_json::Value> {
+        self.try_status(n).ok()
+    }
+
+    /// `re6st ctl status --json` of node `n`, or why there is none (what
+    /// the command said).
+    pub fn try_status(&self, n: u32) -> Result<serde_json::Value, String> {
         let out = Command::new(&self.bin)
             .args(["ctl", "status", "--json", "-r"])
             .arg(self.node_dir(n).join("run"))
             .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
+            .map_err(|e| format!("re6st ctl: {e}"))?;
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "node{n}'s status: {e} ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// What node `n`'s processes wrote to their stdout and stderr, every
+    /// run in start order. Panics when the node's directory or one of
+    /// those files cannot be read, or there is none: a check on this text
+    /// (e.g. that nothing panicked) must not pass on a log never read.
+    pub fn node_output(&self, n: u32) -> String {
+        let dir = self.node_dir(n);
+        let mut runs: Vec<(usize, PathBuf)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let run = name
+                    .strip_prefix("node-")?
+                    .strip_suffix(".out")?
+                    .parse()
+                    .ok()?;
+                Some((run, e.path()))
+            })
+            .collect();
+        assert!(
+            !runs.is_empty(),
+            "no output of node{n} in {}",
+            dir.display()
+        );
+        runs.sort();
+        runs.iter()
+            .map(|(_, p)| {
+                // Lossy: a stray non-UTF-8 byte must not hide the rest.
+                let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .collect()
     }
 
     pub fn logs(&self) -> String {

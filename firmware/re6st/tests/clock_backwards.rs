@@ -19,38 +19,28 @@ use re6st_testkit::overlay::{Overlay, Registry};
 const BIN: &str = env!("CARGO_BIN_EXE_re6st");
 const NODES: u32 = 3;
 
+/// Node `n`'s output, all runs (unreadable: the test fails).
 fn logs_of(o: &Overlay, n: u32) -> String {
-    let mut s = String::new();
-    for e in std::fs::read_dir(o.node_dir(n))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with("node-") {
-            s += &std::fs::read_to_string(e.path()).unwrap_or_default();
-        }
-    }
-    s
+    o.node_output(n)
 }
 
-/// Established client tunnels of node `n`: (peer, iface).
+/// Established client tunnels of node `n`: (peer, iface). A node that
+/// does not answer fails the test (it would read as "no tunnel", and
+/// compare equal to another such reading).
 fn established(o: &Overlay, n: u32) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = o
-        .status(n)
-        .and_then(|s| {
-            s["tunnels"].as_array().map(|t| {
-                t.iter()
-                    .filter(|t| t["state"] == "established")
-                    .map(|t| {
-                        (
-                            t["peer"].as_str().unwrap_or("").to_owned(),
-                            t["iface"].as_str().unwrap_or("").to_owned(),
-                        )
-                    })
-                    .collect()
-            })
+    let s = o.try_status(n).unwrap_or_else(|e| panic!("{e}"));
+    let mut v: Vec<(String, String)> = s["tunnels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("node{n}'s status has no tunnel list: {s}"))
+        .iter()
+        .filter(|t| t["state"] == "established")
+        .map(|t| {
+            (
+                t["peer"].as_str().unwrap_or("").to_owned(),
+                t["iface"].as_str().unwrap_or("").to_owned(),
+            )
         })
-        .unwrap_or_default();
+        .collect();
     v.sort();
     v
 }

@@ -50,8 +50,9 @@ impl Net {
         let t = Instant::now();
         o.all_pairs_reach(Duration::from_secs(120));
         let took = t.elapsed();
-        let log = std::fs::read_to_string(o.node_dir(n).join(format!("node-{run}.out")))
-            .unwrap_or_default();
+        let path = o.node_dir(n).join(format!("node-{run}.out"));
+        let log = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let log = String::from_utf8_lossy(&log).into_owned();
         (took, log)
     }
 }
@@ -75,23 +76,10 @@ fn signal(sig: &str, pid: u32) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
-/// Everything node `n`'s daemon wrote to its stdout/stderr, all runs.
+/// Everything node `n`'s daemon wrote to its stdout/stderr, all runs
+/// (unreadable: the test fails).
 fn node_log(o: &Overlay, n: u32) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(o.node_dir(n))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|f| f.to_string_lossy().starts_with("node-"))
-        })
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-        .collect()
+    o.node_output(n)
 }
 
 /// Pids of the processes in node `n`'s namespace whose command line has

@@ -4,6 +4,7 @@
 //! each other; then failures: registry down, restarts, corrupt state,
 //! garbage datagrams.
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,8 +20,15 @@ fn signal(sig: &str, pid: u32) {
 #[test]
 fn nodes_reach_each_other_over_the_overlay() {
     // Our registry's node and 7 more; nodes 6 and 7 cannot reach each
-    // other directly.
-    let o = Overlay::start(BIN.as_ref(), Registry::Ours, 8, Some((6, 7)), &[]);
+    // other directly. The registry takes private requests from its own
+    // address too (its `topology` is asked below, from its namespace).
+    let o = Overlay::start(
+        BIN.as_ref(),
+        Registry::Ours,
+        8,
+        Some((6, 7)),
+        &["--authorized-origin", "198.18.1.2"],
+    );
     o.all_pairs_reach(Duration::from_secs(120));
     let route = o.lab.sh("n1", &format!("ip -6 route get {}", o.addrs[2]));
     assert!(route.contains("re6stnet"), "{route}");
@@ -88,6 +96,72 @@ fn nodes_reach_each_other_over_the_overlay() {
     let human = String::from_utf8_lossy(&human.stdout);
     assert!(human.contains("certificate valid until"), "{human}");
     assert!(human.contains("routes to 7 nodes"), "{human}");
+
+    // The registry's private `topology`: its node relays the request over
+    // the peer protocol to every node it learns of, and each node answers
+    // with its tunnels. Every node answers, and the graph is the tunnels
+    // the nodes show (`client -> server`), read while they did not change.
+    let cns: Vec<String> = (0..8).map(|n| o.cn(n)).collect();
+    let cn_of = |peer: &str| -> String {
+        let n = o
+            .addrs
+            .iter()
+            .position(|a| format!("{}/64", a.strip_suffix('1').unwrap()) == peer)
+            .unwrap_or_else(|| panic!("{peer} is not a node"));
+        cns[n].clone()
+    };
+    let shown = || -> BTreeSet<(String, String)> {
+        let mut edges = BTreeSet::new();
+        for (n, cn) in cns.iter().enumerate() {
+            let s = o
+                .status(n as u32)
+                .unwrap_or_else(|| panic!("node{n} does not answer ctl status"));
+            for t in s["tunnels"].as_array().unwrap() {
+                edges.insert((cn.clone(), cn_of(t["peer"].as_str().unwrap())));
+            }
+            for p in s["served"].as_array().unwrap() {
+                edges.insert((cn_of(p.as_str().unwrap()), cn.clone()));
+            }
+        }
+        edges
+    };
+    let topology = || -> serde_json::Value {
+        let body = o.lab.sh(
+            "reg",
+            "python3 -c \"import urllib.request; \
+             print(urllib.request.urlopen('http://198.18.1.2:9080/topology', timeout=60).read().decode())\"",
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("topology: {e}: {body}"))
+    };
+    let mut compared = false;
+    for _ in 0..5 {
+        let before = shown();
+        let t = topology();
+        if shown() != before {
+            continue; // a tunnel changed meanwhile: read again
+        }
+        let all: BTreeSet<String> = cns.iter().cloned().collect();
+        let answered: BTreeSet<String> = t[""]
+            .as_array()
+            .unwrap_or_else(|| panic!("{t}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(answered, all, "not every node answered: {t}");
+        let mut edges = BTreeSet::new();
+        for (node, servers) in t.as_object().unwrap() {
+            for s in servers.as_array().unwrap() {
+                if !node.is_empty() {
+                    edges.insert((node.clone(), s.as_str().unwrap().to_owned()));
+                }
+            }
+        }
+        assert_eq!(edges, before, "topology {t}");
+        assert!(!edges.is_empty());
+        compared = true;
+        break;
+    }
+    assert!(compared, "the tunnels changed at each of 5 readings");
     o.finish();
 }
 

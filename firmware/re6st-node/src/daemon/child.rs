@@ -20,6 +20,11 @@ pub fn command(program: &str) -> Command {
     // closure allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // Until exec the child has the node's SIGTERM handler, which
+            // would swallow the death signal: the child would then exec
+            // and outlive the node, holding its tap.
+            nix::sys::signal::signal(Signal::SIGTERM, nix::sys::signal::SigHandler::SigDfl)
+                .map_err(std::io::Error::from)?;
             set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
             // The node died between the fork and the prctl.
             if nix::unistd::getppid() != parent {
@@ -34,6 +39,27 @@ pub fn command(program: &str) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The death signal arriving between fork and exec (the node killed
+    /// just as it starts a child), while the node handles SIGTERM itself:
+    /// the child dies instead of running its program as an orphan.
+    #[tokio::test]
+    async fn a_child_whose_node_dies_before_exec_does_not_run() {
+        use std::os::unix::process::ExitStatusExt;
+        let _handler =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let mut cmd = command("sh");
+        cmd.args(["-c", "exit 3"]);
+        // SAFETY: raise is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let _ = nix::sys::signal::raise(Signal::SIGTERM);
+                Ok(())
+            });
+        }
+        let status = cmd.status().await.unwrap();
+        assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
+    }
 
     #[tokio::test]
     async fn a_child_runs_and_is_reaped() {

@@ -19,6 +19,9 @@ pub enum PeerEvent {
     Version(Prefix, Vec<u8>),
     /// An answer to a request the registry relayed through us.
     Forward(Prefix, u8, Vec<u8>),
+    /// A request for our tunnels (the registry's `topology`, relayed by
+    /// its node), with the request's first byte for the answer.
+    Topology(Prefix, u8),
 }
 
 pub struct PeerLink {
@@ -210,6 +213,7 @@ impl PeerLink {
                 String::from_utf8_lossy(msg.data).into_owned(),
             )),
             Code::KillRequest | Code::KillResponse => Some(PeerEvent::Kill(prefix, msg.code as u8)),
+            Code::Topology if msg.data.is_empty() => Some(PeerEvent::Topology(prefix, payload[0])),
             Code::Version if !msg.data.is_empty() => {
                 Some(PeerEvent::Version(prefix, msg.data.to_vec()))
             }

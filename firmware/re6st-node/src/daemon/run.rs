@@ -1275,6 +1275,19 @@ impl Node {
         }
     }
 
+    /// Our answer to `topology`: the number of our client tunnels, then
+    /// their peers and those we serve (`N p1 p2...`, as upstream).
+    fn topology(&self) -> String {
+        let tunnels: Vec<String> = self.manager.tunnels().map(|(p, _)| p.to_subnet()).collect();
+        let served = self.manager.served().iter().map(|p| p.to_subnet());
+        let mut text = tunnels.len().to_string();
+        for s in tunnels.iter().cloned().chain(served) {
+            text += " ";
+            text += &s;
+        }
+        text
+    }
+
     async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
         for (to, d) in self.link.send(prefix, payload, now()) {
             let _ = udp.send_to(&d, to).await;
@@ -1301,23 +1314,7 @@ impl Node {
                             .send_to(&relay::encode(&r.prefix, r.code, &a), from)
                             .await;
                     } else if m.code == Code::Topology {
-                        let tunnels: Vec<String> =
-                            self.manager.tunnels().map(|(p, _)| p.to_subnet()).collect();
-                        let served: Vec<String> = self
-                            .manager
-                            .served()
-                            .iter()
-                            .map(|p| p.to_subnet())
-                            .collect();
-                        let text = format!(
-                            "{}{}",
-                            tunnels.len(),
-                            tunnels
-                                .iter()
-                                .chain(&served)
-                                .map(|s| format!(" {s}"))
-                                .collect::<String>()
-                        );
+                        let text = self.topology();
                         let _ = udp
                             .send_to(&relay::encode(&r.prefix, r.code, text.as_bytes()), from)
                             .await;
@@ -1343,7 +1340,13 @@ impl Node {
             Some(PeerEvent::Address(p, a)) => self.manager.on_address(p, &a),
             Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(mono(), p, code),
             Some(PeerEvent::Version(p, blob)) => self.on_version(udp, p, blob).await,
-            None => {}
+            // Only for the registry's node, as upstream: the registry
+            // explores the tunnel graph through it.
+            Some(PeerEvent::Topology(p, first)) if Some(p) == self.config.registry_prefix => {
+                let answer = [&[first][..], self.topology().as_bytes()].concat();
+                self.send_to(udp, p, &answer).await;
+            }
+            Some(PeerEvent::Topology(..)) | None => {}
         }
         self.run_actions(udp).await;
     }
