@@ -189,6 +189,10 @@ fn run(o: Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let limits = http::Limits {
+        per_source: o.max_connections_per_source,
+        ..http::Limits::default()
+    };
     runtime.block_on(async {
         let mut tasks = vec![];
         for bind in [&o.bind4, &o.bind6] {
@@ -205,6 +209,7 @@ fn run(o: Options) -> Result<(), String> {
                 listener,
                 registry.clone(),
                 tls.clone(),
+                limits,
             )));
         }
         if tasks.is_empty() {

@@ -45,6 +45,8 @@ pub enum RpcError {
     BadRequest(String),
     #[error("forbidden")]
     Forbidden,
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("conflict")]
     Conflict,
     #[error("internal error: {0}")]
@@ -56,6 +58,7 @@ impl RpcError {
         match self {
             RpcError::BadRequest(_) => 400,
             RpcError::Forbidden => 403,
+            RpcError::NotFound(_) => 404,
             RpcError::Conflict => 409,
             RpcError::Internal(_) => 500,
         }
@@ -743,10 +746,19 @@ impl Registry {
                     .into_iter()
                     .filter_map(|r| X509::from_pem(r.cert.as_bytes()).ok())
                     .find(|c| pcert::serial(c).ok() == Some(serial))
-                    .ok_or_else(|| internal(format!("no certificate with serial {serial}")))?,
+                    .ok_or_else(|| {
+                        RpcError::NotFound(format!("no certificate with serial {serial}"))
+                    })?,
                 Err(_) => {
-                    let prefix = Prefix::from_subnet(cn_or_serial).map_err(internal)?;
-                    let (_, cert) = Self::cert_of(tx, &prefix)?;
+                    let prefix = Prefix::from_subnet(cn_or_serial).map_err(|e| {
+                        RpcError::BadRequest(format!(
+                            "{cn_or_serial:?} is no serial or subnet: {e}"
+                        ))
+                    })?;
+                    let pem = tx.cert(&prefix)?.filter(|c| c != RESERVED).ok_or_else(|| {
+                        RpcError::NotFound(format!("no certificate for {cn_or_serial}"))
+                    })?;
+                    let cert = X509::from_pem(pem.as_bytes()).map_err(internal)?;
                     tx.clear_cert(&prefix)?;
                     lock(&self.sessions).forget(&prefix.to_string());
                     cert
@@ -958,9 +970,11 @@ impl Registry {
 
     fn topology(&self) -> Result<Option<Vec<u8>>, RpcError> {
         let relay = self.relay()?;
-        let own = self
-            .registry_prefix()?
-            .ok_or_else(|| internal("the registry has no node yet"))?;
+        // No node yet: an empty network, as when no node answers.
+        let Some(own) = self.registry_prefix()? else {
+            tracing::info!("topology: the registry has no node yet");
+            return Ok(Some(b"{}".to_vec()));
+        };
         let graph = relay.topology(&own);
         let map: serde_json::Map<String, Json> = graph
             .into_iter()

@@ -76,6 +76,7 @@ pub struct Options {
     pub geoip: Option<Vec<u8>>,
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub limits: http::Limits,
 }
 
 impl Default for Options {
@@ -92,6 +93,7 @@ impl Default for Options {
             params: params(),
             geoip: None,
             tls: None,
+            limits: http::Limits::default(),
         }
     }
 }
@@ -187,7 +189,7 @@ impl Server {
             .tls
             .as_ref()
             .map(|(c, k)| Arc::new(http::tls_acceptor(c, k).unwrap()));
-        runtime.spawn(http::run(listener, registry.clone(), tls));
+        runtime.spawn(http::run(listener, registry.clone(), tls, o.limits));
         Server {
             dir: dir.to_owned(),
             url: format!("http://{addr}/"),
