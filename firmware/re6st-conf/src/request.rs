@@ -45,6 +45,11 @@ pub enum ProvisionError {
     InvalidToken,
     #[error("no token was given")]
     NoToken,
+    #[error(
+        "the registry could not mail a token to {0} ({1}); it may have kept \
+         one for that address: ask its operator for it, then run again with --token TOKEN"
+    )]
+    TokenNotMailed(String, CallError),
     #[error("{0}: {1}")]
     File(PathBuf, std::io::Error),
     #[error("existing {0} is unreadable: {1}")]
@@ -218,7 +223,15 @@ pub async fn provision(req: ProvisionRequest<'_>) -> Result<Provisioned, Provisi
             if email.is_empty() {
                 return Err(ProvisionError::NoEmail);
             }
-            call::unauthenticated(&url, "requestToken", &[("email", &email)], t).await?;
+            match call::unauthenticated(&url, "requestToken", &[("email", &email)], t).await {
+                Ok(_) => {}
+                // The registry failed to mail it (upstream answers 500
+                // then, and keeps the token).
+                Err(e @ CallError::Status(_, s)) if s.is_server_error() => {
+                    return Err(ProvisionError::TokenNotMailed(email, e))
+                }
+                Err(e) => return Err(e.into()),
+            }
             ask()
                 .filter(|t| !t.is_empty())
                 .ok_or(ProvisionError::NoToken)?

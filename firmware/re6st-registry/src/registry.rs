@@ -727,12 +727,17 @@ impl Registry {
         mail::token_message(None, email, "").map_err(|e| RpcError::BadRequest(e.to_string()))?;
         let token = self.store_token(email, None)?;
         let from = self.ca.email();
-        if let Err(e) = mailer.send_token(from.as_deref(), email, &token, self.env.now()) {
-            // Not delivered: the token is of no use to anybody.
-            let _ = lock(&self.db).transaction(|tx| tx.delete_token(&token));
-            return Err(internal(e));
-        }
-        Ok(())
+        // As upstream, an undelivered token stays in the database (its
+        // operator can look it up and hand it over) and the caller gets
+        // an internal error.
+        mailer
+            .send_token(from.as_deref(), email, &token, self.env.now())
+            .map_err(|e| {
+                internal(format!(
+                    "token for {email} stored, but its mail could not be sent ({e}); \
+                     it is in the token table of the database"
+                ))
+            })
     }
 
     // --- revocation and cleanup ---

@@ -67,6 +67,8 @@ pub struct Options {
     pub prefix_length: u8,
     pub grace_period: i64,
     pub mbox: bool,
+    /// `--mailhost`, instead of the mbox.
+    pub mailhost: Option<String>,
     pub relay: Option<SocketAddr>,
     pub peers: Vec<Prefix>,
     pub communities: Option<&'static str>,
@@ -86,6 +88,7 @@ impl Default for Options {
             prefix_length: 16,
             grace_period: 8_640_000,
             mbox: true,
+            mailhost: None,
             relay: None,
             peers: vec![],
             communities: None,
@@ -151,9 +154,12 @@ impl Server {
             grace_period: o.grace_period,
             dh: dir.join("dh.pem"),
             authorized_origins: o.authorized.clone(),
-            mailer: o
-                .mbox
-                .then(|| Mailer::new(mbox.to_str().unwrap(), false, None, None)),
+            mailer: match &o.mailhost {
+                Some(h) => Some(Mailer::new(h, false, None, None)),
+                None => o
+                    .mbox
+                    .then(|| Mailer::new(mbox.to_str().unwrap(), false, None, None)),
+            },
             communities: o
                 .communities
                 .map_or_else(Communities::default, |c| Communities::parse(c).unwrap()),
