@@ -157,7 +157,7 @@ pub fn build(o: &Options) -> Result<Registry, String> {
         socket: o.run.join("babeld.sock"),
         network: ca.network,
     };
-    Registry::new(
+    let registry = Registry::new(
         db,
         ca,
         settings,
@@ -166,7 +166,13 @@ pub fn build(o: &Options) -> Result<Registry, String> {
         Box::new(peers),
         Box::new(SystemEnvironment),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // Certificates are served without a node; bootstrap is not: say so
+    // now rather than let the network silently never form.
+    for problem in registry.bootstrap_problems().map_err(|e| e.to_string())? {
+        tracing::warn!("{problem}");
+    }
+    Ok(registry)
 }
 
 fn run(o: Options) -> Result<(), String> {

@@ -44,8 +44,8 @@ impl Environment for Clock {
 pub struct FixedPeers(pub Vec<Prefix>);
 
 impl PeerSource for FixedPeers {
-    fn peers(&self) -> Vec<Prefix> {
-        self.0.clone()
+    fn peers(&self) -> Result<Vec<Prefix>, String> {
+        Ok(self.0.clone())
     }
 }
 
@@ -79,6 +79,8 @@ pub struct Options {
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: http::Limits,
+    /// Ask this babeld control socket for peers, instead of `peers`.
+    pub babel_socket: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -97,6 +99,7 @@ impl Default for Options {
             geoip: None,
             tls: None,
             limits: http::Limits::default(),
+            babel_socket: None,
         }
     }
 }
@@ -177,7 +180,13 @@ impl Server {
                     .clone()
                     .map(|b| re6st_registry::geoip::GeoIp::from_bytes(b).unwrap()),
                 relay,
-                Box::new(FixedPeers(o.peers.clone())),
+                match &o.babel_socket {
+                    Some(socket) => Box::new(re6st_registry::babel::BabelPeers {
+                        socket: socket.clone(),
+                        network: pki.network,
+                    }),
+                    None => Box::new(FixedPeers(o.peers.clone())),
+                },
                 Box::new(clock.clone()),
             )
             .unwrap(),
@@ -436,4 +445,32 @@ pub fn version_of(config: &serde_json::Value) -> u64 {
         .decode(config["version"].as_str().unwrap())
         .unwrap();
     re6st_proto::crypto::version_number(&blob).unwrap()
+}
+
+/// Everything logged in this test process, from the first call on (the
+/// registry logs from its own threads, so the subscriber is global).
+pub fn logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(vec![]));
+        let b = buf.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Sink(b.clone()))
+            .init();
+        buf
+    });
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
 }
