@@ -115,6 +115,9 @@ pub fn build(o: &Options) -> Result<Registry, String> {
     let (ca_path, key_path, dh) = o.pki_paths().map_err(|e| e.to_string())?;
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let ca = certs::Ca::from_pem(&read(ca_path)?, &read(key_path)?).map_err(|e| e.to_string())?;
+    // Served to every node for its OpenVPN servers, which die on weak ones.
+    re6st_proto::dh::check(&read(dh)?, &dh.display().to_string())
+        .map_err(|e| format!("--dh {}: {e}", dh.display()))?;
     let geoip = match std::env::var_os("GEOIP2_MMDB").filter(|v| !v.is_empty()) {
         Some(p) => Some(geoip::GeoIp::open(p.as_ref()).map_err(|e| e.to_string())?),
         None => None,

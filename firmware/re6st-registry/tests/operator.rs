@@ -91,3 +91,49 @@ fn every_bootstrap_request_says_what_is_missing() {
     assert_eq!(count(&log, &own_silent), 2, "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// DH parameters of `bits` bits (DSA-style generation: fast).
+fn weak_dh(bits: u32) -> Vec<u8> {
+    let p = openssl::dsa::Dsa::generate_params(bits).unwrap();
+    openssl::dh::Dh::from_pqg(
+        p.p().to_owned().unwrap(),
+        Some(p.q().to_owned().unwrap()),
+        p.g().to_owned().unwrap(),
+    )
+    .unwrap()
+    .params_to_pem()
+    .unwrap()
+}
+
+#[test]
+fn a_registry_refuses_weak_dh_parameters_at_start_up() {
+    let pki = Pki::new("2001:db8::/32");
+    let dir = temp_dir("weakdh");
+    write_pki(&pki, &dir);
+    let dh = dir.join("dh1024.pem");
+    std::fs::write(&dh, weak_dh(1024)).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let args = |dh: &std::path::Path| {
+        let v = [
+            "re6st-registry".to_owned(),
+            format!("--ca={}", p("ca.crt")),
+            format!("--key={}", p("ca.key")),
+            format!("--dh={}", dh.display()),
+            format!("--db={}", p("registry.db")),
+            format!("--run={}", p("run")),
+        ];
+        CliOptions::parse_from_args(v.iter().map(Into::into).collect()).unwrap()
+    };
+    let Err(e) = re6st_registry::build(&args(&dh)) else {
+        panic!("1024-bit DH parameters accepted");
+    };
+    assert!(e.contains("1024-bit DH parameters are too small"), "{e}");
+    assert!(
+        e.ends_with(&format!("openssl dhparam -out {} 2048", dh.display())),
+        "{e}"
+    );
+    assert!(!dir.join("registry.db").exists(), "started anyway");
+    // The parameters --init-network writes are good.
+    re6st_registry::build(&args(&dir.join("dh.pem"))).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

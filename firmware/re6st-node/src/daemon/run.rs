@@ -242,6 +242,25 @@ async fn run(o: Options) -> Result<(), String> {
     let key = PKey::private_key_from_pem(&read(&o.key)?).map_err(|e| format!("key: {e}"))?;
     let network = cert::network_from_ca(&ca).map_err(|e| e.to_string())?;
     let prefix = cert::node_prefix(&my_cert).map_err(|e| e.to_string())?;
+    // Weak DH parameters let every OpenVPN server of ours die at start, in
+    // a loop: refuse them before anything runs.
+    let cached_dh = o.state.join("dh.pem");
+    match &o.dh {
+        Some(d) => re6st_proto::dh::check(&read(d)?, &d.display().to_string())
+            .map_err(|e| format!("--dh {}: {e}", d.display()))?,
+        None if cached_dh.exists() => {
+            re6st_proto::dh::check(&read(&cached_dh)?, &cached_dh.display().to_string()).map_err(
+                |e| {
+                    format!(
+                        "{} (the registry's, fetched earlier): {e}; or, if the registry \
+                         serves good ones now, remove this copy",
+                        cached_dh.display()
+                    )
+                },
+            )?
+        }
+        None => 0,
+    };
     for d in [&o.state, &o.run, &o.log] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -258,12 +277,20 @@ async fn run(o: Options) -> Result<(), String> {
     let dh = match &o.dh {
         Some(d) => d.clone(),
         None => {
-            let d = o.state.join("dh.pem");
+            let d = cached_dh;
+            // A copy there was checked above.
             if !d.exists() {
                 let pem = registry
                     .dh()
                     .await
                     .map_err(|e| format!("DH parameters: {e}"))?;
+                // Not kept: the registry's operator has to replace them.
+                re6st_proto::dh::check(&pem, "dh.pem").map_err(|e| {
+                    format!(
+                        "DH parameters from the registry (getDh): {e}, on the registry's \
+                         host, then restart re6st-registry with --dh dh.pem"
+                    )
+                })?;
                 crate::state::write_atomic(&d, &pem, 0o644).map_err(|e| e.to_string())?;
             }
             d
