@@ -29,8 +29,17 @@ pub enum ProvisionError {
     Call(#[from] CallError),
     #[error("invalid fingerprint {0:?}: {1}")]
     BadFingerprint(String, String),
-    #[error("CA fingerprint doesn't match")]
-    FingerprintMismatch,
+    #[error(
+        "CA fingerprint doesn't match: the registry's CA is {alg}:{got}, --fingerprint \
+         says {alg}:{want}. Either the fingerprint is mistyped (ask the registry's operator: \
+         `openssl x509 -in ca.crt -outform der | openssl dgst -{alg}` on the registry's host shows it) \
+         or this is not the registry you meant (check the URL); nothing was requested"
+    )]
+    FingerprintMismatch {
+        alg: String,
+        got: String,
+        want: String,
+    },
     #[error("the registry sent an invalid {0}: {1}")]
     BadAnswer(&'static str, String),
     #[error("{0} field is reserved")]
@@ -45,6 +54,11 @@ pub enum ProvisionError {
     InvalidToken,
     #[error("no token was given")]
     NoToken,
+    #[error(
+        "the registry could not mail a token to {0} ({1}); it may have kept \
+         one for that address: ask its operator for it, then run again with --token TOKEN"
+    )]
+    TokenNotMailed(String, CallError),
     #[error("{0}: {1}")]
     File(PathBuf, std::io::Error),
     #[error("existing {0} is unreadable: {1}")]
@@ -105,8 +119,13 @@ pub fn check_fingerprint(ca: &X509, spec: &str) -> Result<(), ProvisionError> {
     if want.len() != md.size() {
         return Err(bad("wrong size"));
     }
-    if ca.digest(md)?.as_ref() != want.as_slice() {
-        return Err(ProvisionError::FingerprintMismatch);
+    let got = ca.digest(md)?;
+    if got.as_ref() != want.as_slice() {
+        return Err(ProvisionError::FingerprintMismatch {
+            alg: alg.to_ascii_lowercase(),
+            got: hex::encode(got),
+            want: hex_digest.to_ascii_lowercase(),
+        });
     }
     Ok(())
 }
@@ -218,7 +237,15 @@ pub async fn provision(req: ProvisionRequest<'_>) -> Result<Provisioned, Provisi
             if email.is_empty() {
                 return Err(ProvisionError::NoEmail);
             }
-            call::unauthenticated(&url, "requestToken", &[("email", &email)], t).await?;
+            match call::unauthenticated(&url, "requestToken", &[("email", &email)], t).await {
+                Ok(_) => {}
+                // The registry failed to mail it (upstream answers 500
+                // then, and keeps the token).
+                Err(e @ CallError::Status(_, s)) if s.is_server_error() => {
+                    return Err(ProvisionError::TokenNotMailed(email, e))
+                }
+                Err(e) => return Err(e.into()),
+            }
             ask()
                 .filter(|t| !t.is_empty())
                 .ok_or(ProvisionError::NoToken)?
@@ -284,10 +311,20 @@ mod tests {
         check_fingerprint(&pki.ca, &format!("sha1:{sha1}")).unwrap();
         let sha256 = hex::encode(pki.ca.digest(MessageDigest::sha256()).unwrap());
         check_fingerprint(&pki.ca, &format!("sha256:{sha256}")).unwrap();
-        assert!(matches!(
-            check_fingerprint(&pki.ca, &format!("sha1:{}", "00".repeat(20))),
-            Err(ProvisionError::FingerprintMismatch)
-        ));
+        let wrong = check_fingerprint(&pki.ca, &format!("sha1:{}", "00".repeat(20)));
+        assert!(
+            matches!(wrong, Err(ProvisionError::FingerprintMismatch { .. })),
+            "{wrong:?}"
+        );
+        // What it says: both fingerprints, and how to get the right one.
+        let text = wrong.unwrap_err().to_string();
+        for part in [
+            format!("the registry's CA is sha1:{sha1}"),
+            format!("--fingerprint says sha1:{}", "00".repeat(20)),
+            "openssl x509 -in ca.crt -outform der | openssl dgst -sha1".to_owned(),
+        ] {
+            assert!(text.contains(&part), "{part:?} not in {text}");
+        }
         for bad in ["sha1", "nope:00", "sha1:zz", "sha1:0011"] {
             assert!(
                 matches!(

@@ -1,5 +1,6 @@
 //! Our re6st-conf provisions from the upstream registry, anonymously and
-//! with a token mailed to an mbox file.
+//! with a token mailed to an mbox file, and with a token that could not
+//! be mailed.
 
 use std::time::Duration;
 
@@ -117,4 +118,65 @@ fn token_from_mbox() {
         matches!(reuse, Err(re6st_conf::ProvisionError::InvalidToken)),
         "{reuse:?}"
     );
+}
+
+/// Upstream's registry with a mail server that cannot be reached keeps
+/// the token and answers 500; we say so, with what to do, and the token
+/// the operator hands over works.
+#[test]
+fn undelivered_token_says_what_to_do() {
+    let pki = Pki::new("2001:db8::/32");
+    let dead = format!(
+        "127.0.0.1:{}",
+        re6st_testkit::upstream_registry::free_port()
+    );
+    let reg = UpstreamRegistry::start(&pki, &["--mailhost", &dead, "--prefix-length", "16"]);
+    let dir = reg.dir.join("node");
+    std::fs::create_dir_all(&dir).unwrap();
+    let request = |token| ProvisionRequest {
+        registry: reg.url(),
+        fingerprint: None,
+        dir: dir.clone(),
+        req: vec![],
+        token,
+        location: None,
+        ca_only: false,
+        timeout: Duration::from_secs(30),
+    };
+    let mut never = || -> Option<String> { panic!("asked for a token that was not sent") };
+    let failed = runtime().block_on(provision(request(TokenSource::Email(
+        "node@example.com".into(),
+        &mut never,
+    ))));
+    let Err(e @ re6st_conf::ProvisionError::TokenNotMailed(..)) = failed else {
+        panic!("{failed:?}\n{}", reg.log());
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("node@example.com") && text.contains("--token"),
+        "{text}"
+    );
+    // What the operator finds in the database.
+    let token = token_in_db(&reg.dir.join("registry.db"));
+    let done = runtime()
+        .block_on(provision(request(TokenSource::Given(token))))
+        .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
+    assert_eq!(cert::node_prefix(&done.cert.unwrap()).unwrap().len(), 16);
+}
+
+/// The one token in upstream's database (read with upstream's Python, as
+/// an operator would with sqlite3).
+fn token_in_db(db: &std::path::Path) -> String {
+    let out = std::process::Command::new(re6st_testkit::upstream_python())
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys; \
+             print(*[t for t, in sqlite3.connect(sys.argv[1]).execute('SELECT token FROM token')])",
+        )
+        .arg(db)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 8, "{token:?}");
+    token
 }

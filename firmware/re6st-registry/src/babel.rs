@@ -169,14 +169,16 @@ impl BabelPeers {
 }
 
 impl PeerSource for BabelPeers {
-    fn peers(&self) -> Vec<Prefix> {
-        match self.query() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!("babeld dump ({}): {e}", self.socket.display());
-                vec![]
-            }
-        }
+    fn peers(&self) -> Result<Vec<Prefix>, String> {
+        self.query().map_err(|e| {
+            format!(
+                "no babeld control socket to ask at {} ({e}): -r must be the run \
+                 directory (--run) of the re6st node running on the registry's host with \
+                 the registry's own certificate (the first one issued), and that node must \
+                 be running",
+                self.socket.display()
+            )
+        })
     }
 }
 
@@ -233,11 +235,15 @@ garbage
             socket: path.clone(),
             network: Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap(),
         };
-        assert_eq!(b.peers(), vec![Prefix::from_subnet("7/16").unwrap()]);
+        assert_eq!(b.peers(), Ok(vec![Prefix::from_subnet("7/16").unwrap()]));
         server.join().unwrap();
         let _ = std::fs::remove_file(&path);
-        // No babeld: no peers, no error.
-        assert!(b.peers().is_empty());
+        // No babeld: why, and what to do.
+        let e = b.peers().unwrap_err();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("-r must be"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -282,7 +288,7 @@ garbage
             socket: path.clone(),
             network: Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap(),
         };
-        assert_eq!(b.peers(), vec![Prefix::from_subnet("7/16").unwrap()]);
+        assert_eq!(b.peers(), Ok(vec![Prefix::from_subnet("7/16").unwrap()]));
         server.join().unwrap();
         let _ = std::fs::remove_file(&path);
     }

@@ -119,6 +119,12 @@ pub struct Options {
     /// Private key of --tls-cert (PEM).
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// Connections served at once from one source address (an IPv4
+    /// address or an IPv6 /64); more are closed at once, so that one
+    /// client cannot hold every connection. 0: no limit (behind a reverse
+    /// proxy, whose connections all come from one address).
+    #[arg(long, value_name = "N", default_value_t = crate::http::PER_SOURCE)]
+    pub max_connections_per_source: usize,
     /// Create a new network: CA certificate (ca.crt), its key (ca.key) and
     /// DH parameters (dh.pem) in --dir, for the IPv6 prefix given, then exit.
     #[arg(long, value_name = "IPV6/LEN")]

@@ -115,6 +115,9 @@ pub fn build(o: &Options) -> Result<Registry, String> {
     let (ca_path, key_path, dh) = o.pki_paths().map_err(|e| e.to_string())?;
     let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let ca = certs::Ca::from_pem(&read(ca_path)?, &read(key_path)?).map_err(|e| e.to_string())?;
+    // Served to every node for its OpenVPN servers, which die on weak ones.
+    re6st_proto::dh::check(&read(dh)?, &dh.display().to_string())
+        .map_err(|e| format!("--dh {}: {e}", dh.display()))?;
     let geoip = match std::env::var_os("GEOIP2_MMDB").filter(|v| !v.is_empty()) {
         Some(p) => Some(geoip::GeoIp::open(p.as_ref()).map_err(|e| e.to_string())?),
         None => None,
@@ -157,7 +160,7 @@ pub fn build(o: &Options) -> Result<Registry, String> {
         socket: o.run.join("babeld.sock"),
         network: ca.network,
     };
-    Registry::new(
+    let registry = Registry::new(
         db,
         ca,
         settings,
@@ -166,7 +169,13 @@ pub fn build(o: &Options) -> Result<Registry, String> {
         Box::new(peers),
         Box::new(SystemEnvironment),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // Certificates are served without a node; bootstrap is not: say so
+    // now rather than let the network silently never form.
+    for problem in registry.bootstrap_problems().map_err(|e| e.to_string())? {
+        tracing::warn!("{problem}");
+    }
+    Ok(registry)
 }
 
 fn run(o: Options) -> Result<(), String> {
@@ -189,6 +198,10 @@ fn run(o: Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let limits = http::Limits {
+        per_source: o.max_connections_per_source,
+        ..http::Limits::default()
+    };
     runtime.block_on(async {
         let mut tasks = vec![];
         for bind in [&o.bind4, &o.bind6] {
@@ -205,6 +218,7 @@ fn run(o: Options) -> Result<(), String> {
                 listener,
                 registry.clone(),
                 tls.clone(),
+                limits,
             )));
         }
         if tasks.is_empty() {

@@ -45,6 +45,8 @@ pub enum RpcError {
     BadRequest(String),
     #[error("forbidden")]
     Forbidden,
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("conflict")]
     Conflict,
     #[error("internal error: {0}")]
@@ -56,6 +58,7 @@ impl RpcError {
         match self {
             RpcError::BadRequest(_) => 400,
             RpcError::Forbidden => 403,
+            RpcError::NotFound(_) => 404,
             RpcError::Conflict => 409,
             RpcError::Internal(_) => 500,
         }
@@ -111,17 +114,24 @@ impl Environment for SystemEnvironment {
 /// Prefixes of the nodes the registry's own node routes to (babel's
 /// neighbours' routes): candidates for bootstrap and `versions`.
 pub trait PeerSource: Send + Sync {
-    fn peers(&self) -> Vec<Prefix>;
+    /// The prefixes, or why they cannot be known and what to do (for the
+    /// operator).
+    fn peers(&self) -> Result<Vec<Prefix>, String>;
 }
 
 /// No routing information: only the registry's own node is known.
 pub struct NoPeers;
 
 impl PeerSource for NoPeers {
-    fn peers(&self) -> Vec<Prefix> {
-        vec![]
+    fn peers(&self) -> Result<Vec<Prefix>, String> {
+        Ok(vec![])
     }
 }
+
+/// What to do when the registry has no node (for log lines).
+pub const NO_NODE_HINT: &str = "the registry has no node yet: the first certificate it \
+     issues is its own node's; run that node on the registry's host (re6st-conf, then \
+     re6st node) with its run directory given to the registry as -r";
 
 /// Settings from the command line.
 pub struct Settings {
@@ -724,12 +734,17 @@ impl Registry {
         mail::token_message(None, email, "").map_err(|e| RpcError::BadRequest(e.to_string()))?;
         let token = self.store_token(email, None)?;
         let from = self.ca.email();
-        if let Err(e) = mailer.send_token(from.as_deref(), email, &token, self.env.now()) {
-            // Not delivered: the token is of no use to anybody.
-            let _ = lock(&self.db).transaction(|tx| tx.delete_token(&token));
-            return Err(internal(e));
-        }
-        Ok(())
+        // As upstream, an undelivered token stays in the database (its
+        // operator can look it up and hand it over) and the caller gets
+        // an internal error.
+        mailer
+            .send_token(from.as_deref(), email, &token, self.env.now())
+            .map_err(|e| {
+                internal(format!(
+                    "token for {email} stored, but its mail could not be sent ({e}); \
+                     it is in the token table of the database"
+                ))
+            })
     }
 
     // --- revocation and cleanup ---
@@ -743,10 +758,19 @@ impl Registry {
                     .into_iter()
                     .filter_map(|r| X509::from_pem(r.cert.as_bytes()).ok())
                     .find(|c| pcert::serial(c).ok() == Some(serial))
-                    .ok_or_else(|| internal(format!("no certificate with serial {serial}")))?,
+                    .ok_or_else(|| {
+                        RpcError::NotFound(format!("no certificate with serial {serial}"))
+                    })?,
                 Err(_) => {
-                    let prefix = Prefix::from_subnet(cn_or_serial).map_err(internal)?;
-                    let (_, cert) = Self::cert_of(tx, &prefix)?;
+                    let prefix = Prefix::from_subnet(cn_or_serial).map_err(|e| {
+                        RpcError::BadRequest(format!(
+                            "{cn_or_serial:?} is no serial or subnet: {e}"
+                        ))
+                    })?;
+                    let pem = tx.cert(&prefix)?.filter(|c| c != RESERVED).ok_or_else(|| {
+                        RpcError::NotFound(format!("no certificate for {cn_or_serial}"))
+                    })?;
+                    let cert = X509::from_pem(pem.as_bytes()).map_err(internal)?;
                     tx.clear_cert(&prefix)?;
                     lock(&self.sessions).forget(&prefix.to_string());
                     cert
@@ -883,16 +907,38 @@ impl Registry {
         Ok(p.and_then(|p| p.parse().ok()))
     }
 
+    /// What keeps the registry from serving bootstrap peers, as log
+    /// lines saying what to do (checked at start-up: nothing slow).
+    pub fn bootstrap_problems(&self) -> Result<Vec<String>, RpcError> {
+        let mut out = vec![];
+        if self.registry_prefix()?.is_none() {
+            out.push(format!("cannot serve bootstrap peers yet: {NO_NODE_HINT}"));
+        }
+        if let Err(e) = self.peers.peers() {
+            out.push(format!(
+                "bootstrap peers limited to the registry's own node: {e}"
+            ));
+        }
+        Ok(out)
+    }
+
     fn bootstrap_peer(&self, cn: &str) -> Result<Option<Vec<u8>>, RpcError> {
         let relay = self.relay()?;
-        let own = self
-            .registry_prefix()?
-            .ok_or_else(|| internal("the registry has no node yet"))?;
+        let Some(own) = self.registry_prefix()? else {
+            tracing::warn!("getBootstrapPeer from {cn}: no peer to give: {NO_NODE_HINT}");
+            return Ok(None);
+        };
         let peer = {
             let mut cache = lock(&self.bootstrap);
             let now = self.env.now();
             if cache.0 < now || cache.1.is_empty() {
-                let mut peers = self.peers.peers();
+                let mut peers = self.peers.peers().unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "getBootstrapPeer from {cn}: only the registry's own node \
+                         can be given: {e}"
+                    );
+                    vec![]
+                });
                 peers.push(own);
                 // Shuffle (Fisher-Yates) so that load spreads over nodes.
                 for i in (1..peers.len()).rev() {
@@ -908,7 +954,16 @@ impl Registry {
             }
         };
         let Some(mut msg) = relay.query_address(&peer) else {
-            tracing::info!("no address for {}", peer.to_subnet());
+            if peer == own {
+                tracing::warn!(
+                    "getBootstrapPeer from {cn}: no peer to give: the registry's own node \
+                     ({}) does not answer on {}: run it on the registry's host",
+                    own.to_subnet(),
+                    relay.node()
+                );
+            } else {
+                tracing::info!("no address for {}", peer.to_subnet());
+            }
             return Ok(None);
         };
         let protocol = lock(&self.sessions).protocol(cn).unwrap_or(0);
@@ -933,7 +988,11 @@ impl Registry {
             return Ok(None);
         };
         let relay = self.relay()?;
-        if !self.peers.peers().contains(&p) {
+        let peers = self.peers.peers().unwrap_or_else(|e| {
+            tracing::warn!("getIPv4Information: {e}");
+            vec![]
+        });
+        if !peers.contains(&p) {
             return Ok(None);
         }
         Ok(relay
@@ -944,7 +1003,11 @@ impl Registry {
 
     fn versions(&self) -> Result<Option<Vec<u8>>, RpcError> {
         let relay = self.relay()?;
-        let mut peers: BTreeSet<Prefix> = self.peers.peers().into_iter().collect();
+        let peers = self.peers.peers().unwrap_or_else(|e| {
+            tracing::warn!("versions: only the registry's own node is asked: {e}");
+            vec![]
+        });
+        let mut peers: BTreeSet<Prefix> = peers.into_iter().collect();
         if let Some(own) = self.registry_prefix()? {
             peers.insert(own);
         }
@@ -958,9 +1021,11 @@ impl Registry {
 
     fn topology(&self) -> Result<Option<Vec<u8>>, RpcError> {
         let relay = self.relay()?;
-        let own = self
-            .registry_prefix()?
-            .ok_or_else(|| internal("the registry has no node yet"))?;
+        // No node yet: an empty network, as when no node answers.
+        let Some(own) = self.registry_prefix()? else {
+            tracing::info!("topology: the registry has no node yet");
+            return Ok(Some(b"{}".to_vec()));
+        };
         let graph = relay.topology(&own);
         let map: serde_json::Map<String, Json> = graph
             .into_iter()

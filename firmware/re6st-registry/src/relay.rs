@@ -61,6 +61,11 @@ impl Relay {
 
     /// Tells the node with `prefix` (normally our own node) about a new
     /// network version. Best effort.
+    /// Where the local node is expected.
+    pub fn node(&self) -> SocketAddr {
+        self.node
+    }
+
     pub fn notify_version(&self, prefix: &Prefix) {
         if let Err(e) = self
             .lock()

@@ -6,8 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use re6st_proto::cert as pcert;
@@ -226,13 +228,22 @@ fn revocation_lists_serial_and_bumps_version() {
         pcert::common_name(&third.cert).unwrap()
     );
 
-    // That serial is no longer in use: nothing to revoke.
+    // That serial is no longer in use: nothing to revoke, which is no
+    // internal error (upstream answers 500); nor is an unknown subnet, and
+    // a value that is neither a serial nor a subnet is a bad request.
     assert_eq!(
         server
             .get(&format!("/revoke?cn_or_serial={}", serial(&third)), &[])
             .0,
-        500
+        404
     );
+    assert_eq!(
+        server
+            .get(&format!("/revoke?cn_or_serial={}", enc(&cn)), &[])
+            .0,
+        404
+    );
+    assert_eq!(server.get("/revoke?cn_or_serial=nonsense", &[]).0, 400);
     assert_eq!(
         version_of(&network_config(&server, &mut registry_node)),
         version_of(&c2)
@@ -619,6 +630,10 @@ fn relay_rpcs_against_a_fake_local_node() {
             ..Options::default()
         },
     );
+    // No node yet: an empty topology, not an internal error (upstream
+    // answers 500).
+    let (status, _, body) = server.get("/topology", &[]);
+    assert_eq!((status, &body[..]), (200, &b"{}"[..]));
     let first = Node::register(&server, "");
     assert_eq!(first.prefix, own);
     assert_eq!(
@@ -885,4 +900,121 @@ fn generated_tokens_give_up_on_a_stuck_random_source() {
     };
     assert_eq!(add(), 200);
     assert_eq!(add(), 500);
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn connect_from(from: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(
+        &format!("{from}:0")
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// `getCa` from `from`, with a client timeout: the CA's PEM, or why not.
+fn get_ca_from(from: &str, to: std::net::SocketAddr, timeout: Duration) -> Result<Vec<u8>, String> {
+    let mut s = connect_from(from, to);
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(b"GET /getCa HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = vec![];
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer: {text:?}"));
+    }
+    Ok(out)
+}
+
+#[test]
+fn half_header_flood_from_one_source_leaves_others_served() {
+    let pki = Pki::new("2001:db8::/32");
+    let dir = temp_dir("flood");
+    let server = Server::start(&pki, &dir, Options::default());
+    // 600 clients from one address, each stuck in the middle of its
+    // request header.
+    let flood: Vec<_> = (0..600)
+        .map(|_| {
+            let mut s = connect_from("127.0.0.1", server.addr);
+            let _ = s.write_all(b"GET /getCa HTTP/1.1\r\nHost: x\r\n");
+            s
+        })
+        .collect();
+    // Another client is answered while the flood holds on (before, it
+    // waited behind the flood until the server dropped it, ~30 s).
+    let ca = get_ca_from("127.0.0.2", server.addr, Duration::from_secs(5));
+    let ca = ca.expect("getCa from another address during the flood");
+    assert!(String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE"));
+    drop(flood);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Whether the server closed `s` within `wait` (EOF or reset).
+fn closed_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn one_source_gets_its_connection_limit() {
+    use re6st_registry::http::Limits;
+    let pki = Pki::new("2001:db8::/32");
+    let dir = temp_dir("persource");
+    // A long header timeout: what closes a connection here is the limit.
+    let limits = Limits {
+        per_source: 5,
+        header_timeout: Duration::from_secs(60),
+    };
+    let server = Server::start(
+        &pki,
+        &dir,
+        Options {
+            limits,
+            ..Options::default()
+        },
+    );
+    let mut held: Vec<_> = (0..5)
+        .map(|_| connect_from("127.0.0.3", server.addr))
+        .collect();
+    // Accepted in order: once the sixth is closed, the fifth was counted.
+    let mut sixth = connect_from("127.0.0.3", server.addr);
+    assert!(closed_within(&mut sixth, Duration::from_secs(10)));
+    assert!(!closed_within(&mut held[4], Duration::from_millis(200)));
+    // Other sources are not affected.
+    get_ca_from("127.0.0.4", server.addr, Duration::from_secs(10)).unwrap();
+    // A slot given back is usable again.
+    drop(held.pop());
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while get_ca_from("127.0.0.3", server.addr, Duration::from_secs(10)).is_err() {
+        assert!(std::time::Instant::now() < end, "slot not given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_slow_header_is_dropped_in_seconds() {
+    let pki = Pki::new("2001:db8::/32");
+    let dir = temp_dir("slowheader");
+    let server = Server::start(&pki, &dir, Options::default());
+    let mut s = connect_from("127.0.0.1", server.addr);
+    s.write_all(b"GET /getCa HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // The default is a few seconds (it was 30 s).
+    assert!(closed_within(&mut s, Duration::from_secs(15)));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -147,6 +147,8 @@ struct Node {
     babel_ifaces: BTreeSet<String>,
     kernel_check: KernelCheck,
     kernel_checked: i64,
+    /// Bootstrap requests in a row that gave no peer.
+    bootstrap_misses: u32,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -240,6 +242,25 @@ async fn run(o: Options) -> Result<(), String> {
     let key = PKey::private_key_from_pem(&read(&o.key)?).map_err(|e| format!("key: {e}"))?;
     let network = cert::network_from_ca(&ca).map_err(|e| e.to_string())?;
     let prefix = cert::node_prefix(&my_cert).map_err(|e| e.to_string())?;
+    // Weak DH parameters let every OpenVPN server of ours die at start, in
+    // a loop: refuse them before anything runs.
+    let cached_dh = o.state.join("dh.pem");
+    match &o.dh {
+        Some(d) => re6st_proto::dh::check(&read(d)?, &d.display().to_string())
+            .map_err(|e| format!("--dh {}: {e}", d.display()))?,
+        None if cached_dh.exists() => {
+            re6st_proto::dh::check(&read(&cached_dh)?, &cached_dh.display().to_string()).map_err(
+                |e| {
+                    format!(
+                        "{} (the registry's, fetched earlier): {e}; or, if the registry \
+                         serves good ones now, remove this copy",
+                        cached_dh.display()
+                    )
+                },
+            )?
+        }
+        None => 0,
+    };
     for d in [&o.state, &o.run, &o.log] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -256,12 +277,20 @@ async fn run(o: Options) -> Result<(), String> {
     let dh = match &o.dh {
         Some(d) => d.clone(),
         None => {
-            let d = o.state.join("dh.pem");
+            let d = cached_dh;
+            // A copy there was checked above.
             if !d.exists() {
                 let pem = registry
                     .dh()
                     .await
                     .map_err(|e| format!("DH parameters: {e}"))?;
+                // Not kept: the registry's operator has to replace them.
+                re6st_proto::dh::check(&pem, "dh.pem").map_err(|e| {
+                    format!(
+                        "DH parameters from the registry (getDh): {e}, on the registry's \
+                         host, then restart re6st-registry with --dh dh.pem"
+                    )
+                })?;
                 crate::state::write_atomic(&d, &pem, 0o644).map_err(|e| e.to_string())?;
             }
             d
@@ -506,6 +535,7 @@ async fn run(o: Options) -> Result<(), String> {
                     babel_ifaces: BTreeSet::new(),
                     kernel_check: KernelCheck::default(),
                     kernel_checked: 0,
+                    bootstrap_misses: 0,
                 },
                 &config,
                 &dh,
@@ -1490,7 +1520,11 @@ impl Node {
                     self.update_at.get_or_insert(mono());
                 }
                 Action::RequestBootstrap => {
-                    let peer = self.registry.bootstrap_peer().await.ok().flatten();
+                    let answer = self.registry.bootstrap_peer().await;
+                    if let Some(msg) = bootstrap_notice(&answer, &mut self.bootstrap_misses) {
+                        log(1, self.o.verbose, msg);
+                    }
+                    let peer = answer.ok().flatten();
                     let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
                     self.manager.on_bootstrap(peer);
                 }
@@ -1589,9 +1623,59 @@ impl Node {
     }
 }
 
+/// What to say about a bootstrap answer, `misses` counting the answers in
+/// a row that gave no peer: the first, then the 2nd, 4th, 8th... (a node
+/// alone asks every few seconds).
+fn bootstrap_notice<T, E: std::fmt::Display>(
+    answer: &Result<Option<T>, E>,
+    misses: &mut u32,
+) -> Option<String> {
+    if let Ok(Some(_)) = answer {
+        *misses = 0;
+        return None;
+    }
+    *misses = misses.saturating_add(1);
+    if !misses.is_power_of_two() {
+        return None;
+    }
+    let n = *misses;
+    Some(match answer {
+        Err(e) => format!("no bootstrap peer from the registry ({n} in a row): {e}"),
+        _ => format!(
+            "no bootstrap peer from the registry ({n} in a row): it knows no running node \
+             to give. The network forms once the registry's own node (the first one it \
+             registered) runs on the registry's host and re6st-registry -r is that node's \
+             run directory; the registry's log says which is missing"
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_bootstrap_answer_says_why_and_what_to_do_without_flooding() {
+        let mut misses = 0;
+        let none: Result<Option<()>, String> = Ok(None);
+        let said: Vec<Option<String>> = (0..8)
+            .map(|_| bootstrap_notice(&none, &mut misses))
+            .collect();
+        let at: Vec<usize> = (0..8).filter(|&i| said[i].is_some()).collect();
+        assert_eq!(at, [0, 1, 3, 7]);
+        let first = said[0].as_deref().unwrap();
+        assert!(first.contains("(1 in a row)"), "{first}");
+        assert!(first.contains("registry's own node"), "{first}");
+        assert!(first.contains("-r is that node's run directory"), "{first}");
+        // A peer resets the count; an error is said with its cause.
+        assert_eq!(
+            bootstrap_notice(&Ok::<_, String>(Some(())), &mut misses),
+            None
+        );
+        let failed: Result<Option<()>, String> = Err("registry answered 500".into());
+        let msg = bootstrap_notice(&failed, &mut misses).unwrap();
+        assert!(msg.contains("(1 in a row): registry answered 500"), "{msg}");
+    }
 
     #[test]
     fn interval_clock_starts_at_the_wall_clock_and_never_goes_back() {

@@ -44,8 +44,8 @@ impl Environment for Clock {
 pub struct FixedPeers(pub Vec<Prefix>);
 
 impl PeerSource for FixedPeers {
-    fn peers(&self) -> Vec<Prefix> {
-        self.0.clone()
+    fn peers(&self) -> Result<Vec<Prefix>, String> {
+        Ok(self.0.clone())
     }
 }
 
@@ -67,6 +67,8 @@ pub struct Options {
     pub prefix_length: u8,
     pub grace_period: i64,
     pub mbox: bool,
+    /// `--mailhost`, instead of the mbox.
+    pub mailhost: Option<String>,
     pub relay: Option<SocketAddr>,
     pub peers: Vec<Prefix>,
     pub communities: Option<&'static str>,
@@ -76,6 +78,9 @@ pub struct Options {
     pub geoip: Option<Vec<u8>>,
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub limits: http::Limits,
+    /// Ask this babeld control socket for peers, instead of `peers`.
+    pub babel_socket: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -85,6 +90,7 @@ impl Default for Options {
             prefix_length: 16,
             grace_period: 8_640_000,
             mbox: true,
+            mailhost: None,
             relay: None,
             peers: vec![],
             communities: None,
@@ -92,6 +98,8 @@ impl Default for Options {
             params: params(),
             geoip: None,
             tls: None,
+            limits: http::Limits::default(),
+            babel_socket: None,
         }
     }
 }
@@ -149,9 +157,12 @@ impl Server {
             grace_period: o.grace_period,
             dh: dir.join("dh.pem"),
             authorized_origins: o.authorized.clone(),
-            mailer: o
-                .mbox
-                .then(|| Mailer::new(mbox.to_str().unwrap(), false, None, None)),
+            mailer: match &o.mailhost {
+                Some(h) => Some(Mailer::new(h, false, None, None)),
+                None => o
+                    .mbox
+                    .then(|| Mailer::new(mbox.to_str().unwrap(), false, None, None)),
+            },
             communities: o
                 .communities
                 .map_or_else(Communities::default, |c| Communities::parse(c).unwrap()),
@@ -169,7 +180,13 @@ impl Server {
                     .clone()
                     .map(|b| re6st_registry::geoip::GeoIp::from_bytes(b).unwrap()),
                 relay,
-                Box::new(FixedPeers(o.peers.clone())),
+                match &o.babel_socket {
+                    Some(socket) => Box::new(re6st_registry::babel::BabelPeers {
+                        socket: socket.clone(),
+                        network: pki.network,
+                    }),
+                    None => Box::new(FixedPeers(o.peers.clone())),
+                },
                 Box::new(clock.clone()),
             )
             .unwrap(),
@@ -187,7 +204,7 @@ impl Server {
             .tls
             .as_ref()
             .map(|(c, k)| Arc::new(http::tls_acceptor(c, k).unwrap()));
-        runtime.spawn(http::run(listener, registry.clone(), tls));
+        runtime.spawn(http::run(listener, registry.clone(), tls, o.limits));
         Server {
             dir: dir.to_owned(),
             url: format!("http://{addr}/"),
@@ -428,4 +445,32 @@ pub fn version_of(config: &serde_json::Value) -> u64 {
         .decode(config["version"].as_str().unwrap())
         .unwrap();
     re6st_proto::crypto::version_number(&blob).unwrap()
+}
+
+/// Everything logged in this test process, from the first call on (the
+/// registry logs from its own threads, so the subscriber is global).
+pub fn logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(vec![]));
+        let b = buf.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Sink(b.clone()))
+            .init();
+        buf
+    });
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
 }
