@@ -29,6 +29,7 @@ test: deps lint unit fuzz-build smoke lab-test
 ## the A/B upgrade and fallback boots, qemu-aarch64-virt under TCG (cold and
 ## warm boots). `make test-all` boots every QEMU board with every phase.
 smoke:
+	python3 qemu-tests/console_selftest.py
 	$(MAKE) image BOARD=qemu-x86_64
 	bash qemu-tests/smoke.sh qemu-x86_64
 	$(MAKE) image BOARD=qemu-aarch64-virt
