@@ -703,6 +703,19 @@ class Lab:
             subprocess.run(["dot", "-Tsvg", "-o", path + ".svg", path + ".dot"], check=False)
         return "\n".join(lines), edges
 
+    def save_node_logs(self):
+        """Keeps the end of every running router's node log (it lives in
+        the guest's /run) for the post-mortem: node-R.log."""
+        for name in self.vms:
+            if name not in self.qemu:
+                continue
+            try:
+                _, out = self.consoles[name].run("tail -n 400 /run/re6stnet/log", 60)
+            except Fail as e:
+                out = f"no log: {e}\n"
+            with open(os.path.join(self.out, f"node-{name}.log"), "w") as f:
+                f.write(out)
+
     # teardown --------------------------------------------------------------
     def teardown(self):
         for name in list(self.qemu):
@@ -1189,6 +1202,7 @@ def run_tests(lab, names):
             notes.append(f"FAIL: {e!r}" if not isinstance(e, Fail) else f"FAIL: {e}")
             sc.record(name, False, time.monotonic() - t0, notes)
             log(f"scenario {name}: FAIL in {time.monotonic() - t0:.1f} s: {e}")
+            lab.save_node_logs()
             for n in notes:
                 log(f"  {n}")
             rc = 1
