@@ -710,7 +710,8 @@ class Lab:
             if name not in self.qemu:
                 continue
             try:
-                _, out = self.consoles[name].run("tail -n 400 /run/re6stnet/log", 60)
+                _, out = self.consoles[name].run(
+                    "for f in /run/re6stnet/log/*; do echo \"== $f\"; tail -n 80 $f; done", 60)
             except Fail as e:
                 out = f"no log: {e}\n"
             with open(os.path.join(self.out, f"node-{name}.log"), "w") as f:
