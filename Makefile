@@ -26,13 +26,15 @@ release:
 test: deps lint unit fuzz-build smoke lab-test
 
 ## Firmware smoke tests in `make test`: qemu-x86_64 (KVM when usable) with
-## the A/B upgrade and fallback boots, qemu-aarch64-virt under TCG (cold and
+## the A/B upgrade and fallback boots and a boot with its RTC at 1970 (clock
+## from the registry), qemu-aarch64-virt under TCG (cold and
 ## warm boots). `make test-all` boots every QEMU board with every phase.
 smoke:
+	python3 qemu-tests/console_selftest.py
 	$(MAKE) image BOARD=qemu-x86_64
 	bash qemu-tests/smoke.sh qemu-x86_64
 	$(MAKE) image BOARD=qemu-aarch64-virt
-	SMOKE_AB=0 bash qemu-tests/smoke.sh qemu-aarch64-virt
+	SMOKE_AB=0 SMOKE_RTC=0 bash qemu-tests/smoke.sh qemu-aarch64-virt
 
 QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' board/*/board.conf))
 test-all: test
@@ -111,14 +113,17 @@ test-image: image
 ## `make qemu-lab TOPO=qemu-tests/topologies/mixed.toml`: boots it, prints how
 ## to attach to each console and the overlay (text, DOT, SVG); Ctrl-C tears
 ## everything down. `make lab-test`: the small topology (for `make test`);
-## `make lab-test-all`: every scenario on the mixed one (for `make test-all`).
+## `make lab-test-all` (for `make test-all`): the mixed topology, then the
+## transit one (an armv7 router; the underlay cut and the power-off, on a
+## path the topology forces through a router in transit).
 ## Logs: target/lab/<topology>/ (summary.txt, <scenario>/result.txt, consoles).
 .PHONY: qemu-lab lab-test lab-test-all
 TOPO ?= qemu-tests/topologies/mixed.toml
-# In `make test`: (a), and (d) with (c); the underlay cut (b) depends on the
-# overlay's random shape, so it runs in `make test-all` (lab-test-all).
+# In `make test`: (a), and (d) with (c). The faults (b) need a topology that
+# forces traffic through a router in transit: transit.toml, in test-all.
 LAB_TEST_SCENARIOS ?= connectivity,registry-down
-LAB_ALL_SCENARIOS ?= connectivity,cut,poweroff,reboot,registry-down,upgrade
+LAB_ALL_SCENARIOS ?= connectivity,reboot,registry-down,upgrade
+LAB_TRANSIT_SCENARIOS ?= connectivity,cut,poweroff
 qemu-lab:
 	python3 qemu-tests/lab.py up $(TOPO)
 
@@ -127,3 +132,4 @@ lab-test: build
 
 lab-test-all:
 	python3 qemu-tests/lab.py test qemu-tests/topologies/mixed.toml $(LAB_ALL_SCENARIOS)
+	python3 qemu-tests/lab.py test qemu-tests/topologies/transit.toml $(LAB_TRANSIT_SCENARIOS)

@@ -74,7 +74,7 @@ def board_conf(board):
     if not os.path.exists(path):
         raise Fail(f"unknown board {board} (no {path})")
     keys = ["QEMU_SYSTEM", "QEMU_MACHINE", "QEMU_ACCEL", "QEMU_MEM", "QEMU_NET_DEVICE",
-            "QEMU_BLK_DEVICE", "WAN_IF", "KERNEL_CONSOLE"]
+            "QEMU_BLK_DEVICE", "WAN_IF", "KERNEL_CONSOLE", "QEMU_FW_CFG", "SMOKE_CONFIG_DISK"]
     out = subprocess.run(["bash", "-c", '. "$0"; shift; for k; do printf "%s\\0" "${!k}"; done',
                           path, "x"] + keys, capture_output=True, text=True, check=True).stdout
     return dict(zip(keys, out.split("\0")))
@@ -140,8 +140,8 @@ def load_topology(path):
         raise Fail("no [[router]]")
     for b in t.get("block", []):
         for k in ("a", "b"):
-            if b[k] not in names:
-                raise Fail(f"block: unknown router {b[k]}")
+            if b[k] not in names and b[k] != "registry":
+                raise Fail(f"block: unknown router {b[k]} (routers, or \"registry\": its node)")
     return t
 
 
@@ -398,7 +398,9 @@ class Lab:
         """Drops underlay traffic between the node pairs: a bridge-family
         table in the underlay namespace for traffic between routers (no
         br_netfilter needed), an inet table for the registry's node, whose
-        address is the namespace's own."""
+        address is the namespace's own. The registry's HTTP services (9080,
+        and 8000 for upgrade images) on that address stay reachable: a
+        router cut from the registry's node must still provision."""
         sh(f"nft delete table bridge {table} 2>/dev/null; nft delete table inet {table} 2>/dev/null; true",
            ns=self.inet)
         reg = self.t["registry_ip"]
@@ -416,9 +418,11 @@ class Lab:
                     + "\n  ".join(br) + "\n }\n}\n")
         if local:
             nft += (f"table inet {table} {{\n chain labin {{\n  type filter hook input priority 0;\n  "
-                    + "\n  ".join(f"ip saddr {o} drop" for (o,) in local)
+                    + "\n  ".join(f"ip saddr {o} tcp dport {{ 8000, 9080 }} accept\n  ip saddr {o} drop"
+                                   for (o,) in local)
                     + "\n }\n chain labout {\n  type filter hook output priority 0;\n  "
-                    + "\n  ".join(f"ip daddr {o} drop" for (o,) in local) + "\n }\n}\n")
+                    + "\n  ".join(f"ip daddr {o} tcp sport {{ 8000, 9080 }} accept\n  ip daddr {o} drop"
+                                   for (o,) in local) + "\n }\n}\n")
         if nft:
             subprocess.run(["ip", "netns", "exec", self.inet, "nft", "-f", "-"], check=True, text=True,
                            input=nft)
@@ -502,6 +506,24 @@ class Lab:
         with open(f"{d}/profile", "w") as f:
             for k, v in prof.items():
                 f.write(f"{k} = {v}\n")
+        # Where the profile goes, as in smoke.sh: QEMU fw_cfg; boards without
+        # it (armv7: no qemu_fw_cfg in the kernel) the kernel command line;
+        # Malta (its boot loader cuts the command line at 256 bytes) a
+        # config partition on a second disk.
+        r["_extra"], r["_cmdline"] = [], ""
+        if r["_conf"]["SMOKE_CONFIG_DISK"] == "1":
+            os.makedirs(f"{d}/config", exist_ok=True)
+            shutil.copy(f"{d}/profile", f"{d}/config/re6st-profile")
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "re6st-config", "-d", f"{d}/config",
+                            f"{d}/config.img", "4M"], check=True, stdout=subprocess.DEVNULL)
+            r["_extra"] = ["-drive", f"file={d}/config.img,if=none,id=config,format=raw,readonly=on",
+                           "-device", f"{r['_conf']['QEMU_BLK_DEVICE'] or 'virtio-blk-pci'},drive=config"]
+            r["_cmdline"] = " re6st.config=/dev/vdb"
+        elif r["_conf"]["QEMU_FW_CFG"] == "0":
+            r["_cmdline"] = "".join(f' re6st.{k}="{v}"' if " " in v else f" re6st.{k}={v}"
+                                    for k, v in prof.items())
+        else:
+            r["_extra"] = ["-fw_cfg", f"name=opt/re6st/profile,file={d}/profile"]
 
     def start_vm(self, name):
         r = self.vms[name]
@@ -514,15 +536,15 @@ class Lab:
         sockp = f"{d}/console.sock"
         if os.path.exists(sockp):
             os.unlink(sockp)
-        cmdline = open(f"{r['_img']}/cmdline").read().strip()
+        cmdline = open(f"{r['_img']}/cmdline").read().strip() + r["_cmdline"]
         argv = [c["QEMU_SYSTEM"]] + c["QEMU_MACHINE"].split() + (
             ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg"]) + [
             "-smp", "1", "-m", c["QEMU_MEM"] or "256", "-display", "none", "-monitor", "none",
             "-chardev", f"socket,id=con,path={sockp},server=on,wait=on", "-serial", "chardev:con",
             "-kernel", f"{r['_img']}/vmlinuz", "-initrd", f"{r['_img']}/initramfs.cpio.xz",
-            "-append", cmdline, "-fw_cfg", f"name=opt/re6st/profile,file={d}/profile",
+            "-append", cmdline,
             "-drive", f"file={d}/disk.img,if=none,id=disk,format=raw",
-            "-device", f"{c['QEMU_BLK_DEVICE'] or 'virtio-blk-pci'},drive=disk",
+            "-device", f"{c['QEMU_BLK_DEVICE'] or 'virtio-blk-pci'},drive=disk"] + r["_extra"] + [
             "-netdev", "tap,id=n0,ifname=tw,script=no,downscript=no",
             "-device", f"{c['QEMU_NET_DEVICE'] or 'virtio-net-pci'},netdev=n0,mac=52:54:00:{self.mac(r, 0)}"]
         if r["lan"]:
@@ -681,6 +703,20 @@ class Lab:
             subprocess.run(["dot", "-Tsvg", "-o", path + ".svg", path + ".dot"], check=False)
         return "\n".join(lines), edges
 
+    def save_node_logs(self):
+        """Keeps the end of every running router's node log (it lives in
+        the guest's /run) for the post-mortem: node-R.log."""
+        for name in self.vms:
+            if name not in self.qemu:
+                continue
+            try:
+                _, out = self.consoles[name].run(
+                    "for f in /run/re6stnet/log/*; do echo \"== $f\"; tail -n 80 $f; done", 60)
+            except Fail as e:
+                out = f"no log: {e}\n"
+            with open(os.path.join(self.out, f"node-{name}.log"), "w") as f:
+                f.write(out)
+
     # teardown --------------------------------------------------------------
     def teardown(self):
         for name in list(self.qemu):
@@ -766,9 +802,9 @@ class Scenarios:
             p.wait()
 
     def cut(self, notes):
-        """(b1) the underlay link under a tunnel between two routers is
-        cut: traffic between their LANs reroutes through another node and
-        resumes."""
+        """(b1) the underlay link under a tunnel carrying LAN-to-LAN
+        traffic is cut (checked with the tunnel's counters): that traffic
+        must stop, then resume through another node."""
         lab = self.lab
         t_pick = time.monotonic()
         while True:
@@ -804,14 +840,14 @@ class Scenarios:
                      f"between {x} and {p}")
         src = lab.vms[x]["_clients"][0]
         dst = self._lan_client(y)
+        self._check_crossing(x, dev, src, dst, notes, p if p in lab.vms and p != y else None)
         notes.append(f"pinging {y}'s LAN client {dst} from {src} every 0.2 s")
         resume, gap = self._ping_gap(src, dst, lambda: lab.nft_cut(pairs, "cut"), 180)
         if resume is None:
             raise Fail(f"traffic {src} -> {dst} did not resume within 180 s of the cut")
         notes.append(f"REROUTE: traffic back {resume:.1f} s after the cut (first of 10 replies in a row); "
                      f"longest gap between replies {gap:.1f} s")
-        if gap < 1.0:
-            notes.append("note: no loss seen (the traffic did not depend on the cut link)")
+        self._check_loss(gap, f"the cut of {x} -- {p}")
         _, edges2 = lab.edges()
         notes.append(f"tunnels after: {', '.join(f'{a}--{b}' for a, b in edges2)}")
         _, secs = lab.wait_full_connectivity(240)
@@ -842,24 +878,91 @@ class Scenarios:
                  if t.get("state") == "established"}
         peer = iface.get(m.group(1))
         if not peer:
-            return None, None
+            # Not one of x's client tunnels: x's OpenVPN server, shared by
+            # the peers it serves; the next hop is the node owning the
+            # link-local gateway.
+            via = re.search(r"via (fe80:\S+)", route)
+            p = self._owner_of(via.group(1), x) if via else None
+            return (m.group(1), p) if p else (None, None)
         pn = ipaddress.ip_network(peer, strict=False)
         p = next((n for n, net in nets.items() if net.overlaps(pn) and n != x), None)
         return (m.group(1), p) if p else (None, None)
 
+    def _owner_of(self, lladdr, but):
+        """The node (router name, or "registry") with this link-local
+        address on one of its interfaces."""
+        lab = self.lab
+        want = ipaddress.ip_address(lladdr)
+
+        def has(text):
+            return any(ipaddress.ip_address(a) == want
+                       for a in re.findall(r"inet6 (fe80:[0-9a-f:]+)/", text))
+        for name in lab.vms:
+            if name != but and name in lab.qemu and has(lab.consoles[name].run(
+                    "ip -6 -o addr show scope link")[1]):
+                return name
+        if has(sh(["ip", "-6", "-o", "addr", "show", "scope", "link"], ns=lab.inet, check=False)):
+            return "registry"
+        return None
+
+    def _check_crossing(self, x, dev, src, dst, notes, transit=None, count=20, size=1000):
+        """Proves that traffic from src to dst takes the path before a
+        fault: `count` pings of `size` bytes must add at least count * size
+        bytes to the tx_bytes of x's tunnel `dev` (the nodes' control
+        traffic over those seconds is far less) and, when `transit` (a
+        router) is given, at least `count` to its forwarded IPv6 datagrams
+        (Ip6OutForwDatagrams: babeld's own packets are link-local, never
+        forwarded)."""
+        def counter(name, cmd, what):
+            rc, out = self.lab.consoles[name].run(cmd)
+            m = re.search(r"(\d+)\s*$", out.strip())
+            if rc or not m:
+                raise Fail(f"{name}: no {what}: {out[-200:]}")
+            return int(m.group(1))
+        tx_cmd = f"cat /sys/class/net/{dev}/statistics/tx_bytes"
+        fw_cmd = "grep '^Ip6OutForwDatagrams' /proc/net/snmp6"
+        tx0 = counter(x, tx_cmd, f"tx_bytes of {dev}")
+        fw0 = counter(transit, fw_cmd, "Ip6OutForwDatagrams") if transit else 0
+        p = subprocess.run(["ip", "netns", "exec", src, "ping", "-6", "-n", "-q", "-c", str(count),
+                            "-i", "0.2", "-W", "2", "-s", str(size), dst], capture_output=True, text=True)
+        tx = counter(x, tx_cmd, f"tx_bytes of {dev}") - tx0
+        fw = counter(transit, fw_cmd, "Ip6OutForwDatagrams") - fw0 if transit else 0
+        summary = p.stdout.strip().splitlines()[-2:] if p.stdout.strip() else []
+        if tx < count * size:
+            raise Fail(f"{count} pings of {size} bytes {src} -> {dst} added {tx} bytes to {x}'s "
+                       f"{dev}: the traffic does not cross it ({' '.join(summary)})")
+        if transit and fw < count:
+            raise Fail(f"{count} pings {src} -> {dst}: {transit} forwarded {fw} IPv6 datagrams: "
+                       f"the traffic does not cross it ({' '.join(summary)})")
+        notes.append(f"path checked: {count} pings of {size} bytes added {tx} bytes to {x}'s {dev}"
+                     + (f", {transit} forwarded {fw} IPv6 datagrams" if transit else ""))
+
+    @staticmethod
+    def _check_loss(gap, fault):
+        """Traffic that crossed the fault must have lost replies: babeld
+        needs seconds to notice a dead neighbour."""
+        if gap < 1.0:
+            raise Fail(f"no loss after {fault} (longest gap {gap:.1f} s): the traffic did not "
+                       "depend on it")
+
     def _transit_router(self, timeout):
-        """(x, y, v): a router v on the overlay path from x's LAN to y's
-        LAN, v neither x nor y, so powering v off breaks that path. Waits
-        up to `timeout` s for the overlay to grow such a path (it may be a
-        star around the registry's node, which is no router)."""
+        """(x, y, v, dev): a router v on the overlay path from x's LAN to
+        y's LAN (x's route to it leaves through dev, its tunnel to v), v
+        neither x nor y, and x and y each with a tunnel to a node other
+        than v (a way around). Waits up to `timeout` s for the overlay to
+        grow one; None if it does not."""
         t0 = time.monotonic()
         while True:
             stat = self.lab.statuses()
-            nets, _ = self.lab.edges(stat)
+            nets, edges = self.lab.edges(stat)
             for x, y in self._lan_pairs():
-                _, v = self._next_hop(x, y, nets, stat)
-                if v in self.lab.vms and v != y:
-                    return x, y, v
+                dev, v = self._next_hop(x, y, nets, stat)
+                if v not in self.lab.vms or v == y:
+                    continue
+                others = {n: {b if a == n else a for a, b in edges if n in (a, b)} - {v}
+                          for n in (x, y)}
+                if others[x] and others[y]:
+                    return x, y, v, dev
             if time.monotonic() - t0 > timeout:
                 return None
             time.sleep(10)
@@ -867,32 +970,26 @@ class Scenarios:
     def poweroff(self, notes):
         """(b2) a router is powered off (QEMU killed): the others keep
         reaching each other; powered on again it rejoins. The router
-        chosen is one that carries LAN-to-LAN traffic, when the overlay
-        has one; that traffic must resume."""
+        chosen carries LAN-to-LAN traffic (checked with the tunnel's
+        counters); that traffic must stop, then resume around it."""
         lab = self.lab
         names = list(lab.vms)
         pick = self._transit_router(120)
-        if pick:
-            x, y, victim = pick
-            src = lab.vms[x]["_clients"][0]
-            dst_router, dst = y + " LAN", self._lan_client(y)
-            notes.append(f"{x}'s route to {y}'s LAN goes through {victim}")
-        else:
-            # No router in transit: the last public router that is not the
-            # source of the ping.
-            victim = [n for n in names if not lab.vms[n].get("nat")][-1]
-            src_router = next(n for n in names if n != victim and lab.vms[n].get("_clients"))
-            src = lab.vms[src_router]["_clients"][0]
-            dst_router = next(n for n in names if n not in (victim, src_router))
-            dst = self.addrs[dst_router]
-            notes.append("no router carried LAN-to-LAN traffic within 120 s (every route went "
-                         "straight to its destination or through the registry's node): the "
-                         "pinged path does not cross the powered-off router")
+        if not pick:
+            _, edges = lab.edges()
+            raise Fail("within 120 s, no LAN-to-LAN route through a router in transit with a way "
+                       f"around it (the topology must force one: see transit.toml); tunnels: {edges}")
+        x, y, victim, dev = pick
+        src = lab.vms[x]["_clients"][0]
+        dst_router, dst = y + " LAN", self._lan_client(y)
+        notes.append(f"{x}'s route to {y}'s LAN goes through {victim} (dev {dev})")
+        self._check_crossing(x, dev, src, dst, notes, victim)
         notes.append(f"power off {victim}; pinging {dst_router} ({dst}) from {src}")
         resume, gap = self._ping_gap(src, dst, lambda: lab.kill_vm(victim), 180)
         if resume is None:
             raise Fail(f"traffic {src} -> {dst_router} did not resume within 180 s")
         notes.append(f"first reply {resume:.1f} s after the power-off; longest gap {gap:.1f} s")
+        self._check_loss(gap, f"the power-off of {victim}")
         rest = [n for n in names if n != victim]
         addrs = {k: v for k, v in self.addrs.items() if k != victim and not k.startswith(victim + "c")}
         t0 = time.monotonic()
@@ -1106,6 +1203,7 @@ def run_tests(lab, names):
             notes.append(f"FAIL: {e!r}" if not isinstance(e, Fail) else f"FAIL: {e}")
             sc.record(name, False, time.monotonic() - t0, notes)
             log(f"scenario {name}: FAIL in {time.monotonic() - t0:.1f} s: {e}")
+            lab.save_node_logs()
             for n in notes:
                 log(f"  {n}")
             rc = 1

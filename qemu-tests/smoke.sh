@@ -20,7 +20,13 @@
 #   trial     slot b on trial, confirmed by init once the node runs; then an
 #             upgrade of slot a to an image whose init exits at once;
 #   broken    slot a on trial: the kernel panics and reboots (panic=5);
-#   fallback  the initramfs falls back to slot b and records the failure.
+#   fallback  the initramfs falls back to slot b and records the failure;
+#   rtc       a fresh disk again, the guest's RTC at 1970-01-01 (-rtc
+#             base=...): the kernel starts in 1970, init must take the
+#             time from the network (the registry's HTTP Date: the profile
+#             has no NTP server), provision, and end with the guest's
+#             `date +%s` within SMOKE_CLOCK_TOLERANCE s (default 5) of the
+#             host's.
 # Every boot but `broken` ends with `re6st init status` (milestone
 # provisioned, re6st-node running, the slot line) and a poweroff or an
 # upgrade's reboot (QEMU runs with -no-reboot, so each boot is one QEMU).
@@ -30,7 +36,8 @@
 # (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
 # KVM), SMOKE_AB=0 (cold and warm boots only), SMOKE_KEEP=1 (keep the work
-# directory).
+# directory), SMOKE_RTC=0 (no rtc boot), SMOKE_RTC=only (the rtc boot
+# alone).
 # Where later boots get the profile: QEMU fw_cfg; boards with QEMU_FW_CFG=0
 # (no fw_cfg device or driver) the kernel command line again; boards with
 # SMOKE_CONFIG_DISK=1 (Malta: QEMU's boot loader there cuts the command line
@@ -57,6 +64,9 @@ ACCEL=${SMOKE_ACCEL:-auto}
 KVM_GRACE=${SMOKE_KVM_GRACE:-20}
 # SMOKE_AB=0: only the cold and warm boots, no A/B upgrade phases.
 AB=${SMOKE_AB:-1}
+# SMOKE_RTC=0: no boot with the RTC at 1970.
+RTC=${SMOKE_RTC:-1}
+CLOCK_TOLERANCE=${SMOKE_CLOCK_TOLERANCE:-5}
 HOSTBIN=${RE6ST_HOST_BIN:-$ROOT/target/debug/re6st}
 LOGDIR=$IMG/smoke
 log() { echo "smoke[$BOARD]: $*" >&2; }
@@ -217,6 +227,12 @@ run_qemu() {
     fallback)
       checks=(--expect 'initramfs: slot b' --forbid 'data partition: Format'
         --status-expect '^slot: booted b, active b, last upgrade to a did not come up$') ;;
+    rtc)
+      # The kernel read 1970 from the RTC (else the phase proves nothing),
+      # and init stepped the clock from the registry's Date.
+      cmdline=$COLD_CMDLINE extra=(-rtc base=1970-01-01T00:00:00)
+      checks=(--expect 'setting system clock to 1970-01-01' --expect 'data partition: Format'
+        --expect 'clock set to .* \(HttpDate\)' --clock-tolerance "$CLOCK_TOLERANCE") ;;
   esac
   rm -f "$WORK/console.sock"
   # shellcheck disable=SC2086
@@ -258,10 +274,16 @@ if [ "$want" = kvm ] && [ "$ACCEL" = auto ] && [ -d /sys/module/kvm_pvm ] &&
   want=tcg
   echo "kvm: /dev/kvm is kvm_pvm (PVM guests only), used TCG" > "$WORK/kvm-fallback"
 fi
-log "cold boot ($want): $CMDLINE"
 rc=0
-run_qemu "$want" cold || rc=$?
-if [ $rc = 3 ]; then
+if [ "$RTC" = only ]; then
+  log "rtc boot only ($want)"
+  PHASES=(rtc)
+  run_qemu "$want" rtc || rc=$?
+else
+  log "cold boot ($want): $CMDLINE"
+  run_qemu "$want" cold || rc=$?
+fi
+if [ $rc = 3 ] && [ "$RTC" != only ]; then
   log "KVM: no kernel output within ${KVM_GRACE}s (nested KVM stall?); retrying with TCG"
   echo "kvm: no kernel output within ${KVM_GRACE}s, fell back to TCG" > "$WORK/kvm-fallback"
   mv "$WORK/console-cold.log" "$WORK/console-kvm.log" 2>/dev/null || true
@@ -270,7 +292,7 @@ if [ $rc = 3 ]; then
   rc=0
   run_qemu tcg cold || rc=$?
 fi
-PHASES=(cold)
+[ "$RTC" = only ] || PHASES=(cold)
 describe() {
   case $1 in
     cold) echo "cold boot (blank data partition, profile from $COLD_WHERE)" ;;
@@ -278,9 +300,10 @@ describe() {
     trial) echo "slot b on trial: confirmed, then upgrade to a broken image in slot a" ;;
     broken) echo "slot a on trial: its init dies, the kernel panics and reboots" ;;
     fallback) echo "fallback to slot b, the failed upgrade recorded" ;;
+    rtc) echo "fresh disk, RTC at 1970-01-01: clock from the registry's Date, provisioned" ;;
   esac
 }
-if [ $rc = 0 ]; then
+if [ $rc = 0 ] && [ "$RTC" != only ]; then
   next=(warm)
   [ "$AB" = 1 ] && next+=(trial broken fallback)
   for phase in "${next[@]}"; do
@@ -288,6 +311,12 @@ if [ $rc = 0 ]; then
     PHASES+=("$phase")
     run_qemu "$want" "$phase" || { rc=$?; break; }
   done
+fi
+if [ $rc = 0 ] && [ "$RTC" = 1 ]; then
+  log "rtc boot ($want): $(describe rtc)"
+  PHASES+=(rtc)
+  cp --sparse=always "$IMG/firmware.img" "$WORK/disk.img"
+  run_qemu "$want" rtc || rc=$?
 fi
 {
   for phase in "${PHASES[@]}"; do
