@@ -10,6 +10,7 @@ pub mod babel_ctl;
 pub mod cert;
 pub mod civil;
 pub mod crypto;
+pub mod journal;
 pub mod message;
 pub mod netconfig;
 pub mod options;
