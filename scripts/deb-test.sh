@@ -66,7 +66,10 @@ T0=$(date +%s)
 
 # 1. lintian
 step "lintian $(basename "$DEB")"
-lintian --fail-on error,warning --info --display-info "$DEB" | tee "$LOGS/lintian.txt"
+lintian_rc=0
+lintian --fail-on error,warning --info --display-info "$DEB" > "$LOGS/lintian.txt" 2>&1 || lintian_rc=$?
+cat "$LOGS/lintian.txt"
+[ "$lintian_rc" = 0 ] || fail "lintian (exit $lintian_rc)"
 # Info tags are shown; each one either got an override with its reason or
 # is listed here: none expected.
 if grep -E '^[IW]: ' "$LOGS/lintian.txt"; then fail "lintian tags above (fix them or override with a reason)"; fi
@@ -108,14 +111,17 @@ step "links, manual pages, units"
 for l in /usr/sbin/re6stnet /usr/bin/re6st-conf /usr/bin/re6st-registry /usr/bin/re6st-ctl; do
   [ "$(readlink -f "$ROOT$l")" = "$ROOT/usr/bin/re6st" ] || fail "$l does not lead to /usr/bin/re6st"
 done
-chroot "$ROOT" re6stnet --help | grep -q -- '--registry' || fail "re6stnet --help"
-chroot "$ROOT" re6st-ctl --help | grep -q 'status' || fail "re6st-ctl --help"
-for m in man8/re6stnet.8 man1/re6st-conf.1 man1/re6st-registry.1 man1/re6st-ctl.1; do
+# (grep on captured text: with pipefail, grep -q ending a pipe early fails it)
+help=$(chroot "$ROOT" re6stnet --help); grep -q -- '--registry' <<< "$help" || fail "re6stnet --help"
+help=$(chroot "$ROOT" re6st-ctl --help); grep -q 'status' <<< "$help" || fail "re6st-ctl --help"
+for m in man1/re6st.1 man8/re6stnet.8 man1/re6st-conf.1 man1/re6st-registry.1 man1/re6st-ctl.1; do
   name=$(basename "$m"); name=${name%.*}
   found=$(MANPATH="$ROOT/usr/share/man" man -w "$name") || fail "man -w $name"
   [ "$found" = "$ROOT/usr/share/man/$m.gz" ] || fail "man -w $name: $found"
-  # The page renders and documents the real options.
-  MANPATH="$ROOT/usr/share/man" MANWIDTH=100 man "$name" 2>/dev/null | grep -q -- '--help' || fail "man $name"
+  # The page renders and documents the real options (re6st: its commands).
+  want=--help; [ "$name" = re6st ] && want=re6st-registry
+  page=$(MANPATH="$ROOT/usr/share/man" MANWIDTH=100 man "$name" 2>/dev/null) || fail "man $name"
+  grep -q -- "$want" <<< "$page" || fail "man $name: no $want"
 done
 UNITS=$ROOT/lib/systemd/system
 for u in re6stnet re6st-registry; do [ -f "$UNITS/$u.service" ] || fail "$u.service not installed"; done
@@ -126,6 +132,21 @@ if ! systemd-analyze verify --root="$ROOT" --man=no /lib/systemd/system/re6stnet
   fail "systemd-analyze verify"
 fi
 grep -q '^/etc/re6stnet/README$' "$ROOT/var/lib/dpkg/info/re6st.conffiles" || fail "/etc/re6stnet/README is not a conffile"
+
+# A stand-in for journald in the root: it records the datagrams sent to
+# /run/systemd/journal/socket, one line per field.
+mkdir -p "$ROOT/run/systemd/journal"
+python3 -u -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+out = open(sys.argv[2], "w")
+while True:
+    out.write(s.recv(65536).decode(errors="replace") + "\n--\n")
+    out.flush()
+' "$ROOT/run/systemd/journal/socket" "$LOGS/journal.txt" &
+PIDS+=($!)
+for _ in $(seq 50); do [ -S "$ROOT/run/systemd/journal/socket" ] && break; sleep 0.1; done
 
 # The services' network: a namespace with only loopback.
 ip netns add "$NS"
@@ -141,8 +162,14 @@ start_unit() {
   if [ -z "$exec" ] || [ -z "$wd" ]; then fail "$unit: no ExecStart or WorkingDirectory"; fi
   mkdir -p "$ROOT/var/lib/re6stnet" "$ROOT/var/log/re6stnet"
   echo "deb-test: $unit: cd $wd && $exec"
+  local log=$LOGS/$unit.$2.log
+  : > "$log"
+  # As under systemd with its output to the journal: JOURNAL_STREAM names
+  # the daemon's stderr (here a file; the journal is the fake one below).
+  local stream
+  stream=$(stat -c %d:%i "$log")
   # ip netns exec, chroot and sh all exec: $! is the daemon.
-  ip netns exec "$NS" chroot "$ROOT" /bin/sh -c "cd $wd && exec $exec" > "$LOGS/$unit.$2.log" 2>&1 &
+  ip netns exec "$NS" env JOURNAL_STREAM="$stream" chroot "$ROOT" /bin/sh -c "cd $wd && exec $exec" >> "$log" 2>&1 &
   PIDS+=($!)
   LAST_PID=$!
 }
@@ -206,6 +233,15 @@ echo "deb-test: node $CN runs: $(head -c 200 "$LOGS/status.fresh.json")"
 kill -0 "$NODE" || fail "the node exited"
 stop "$NODE"
 stop "$REG"
+# Both logged to the journal (with priorities), not to their stderr or
+# the registry's default log file.
+for id in re6st-registry re6stnet; do
+  grep -q "^SYSLOG_IDENTIFIER=$id\$" "$LOGS/journal.txt" || fail "$id logged nothing to the journal"
+done
+grep -q '^PRIORITY=[0-7]$' "$LOGS/journal.txt" || fail "journal entries without priority"
+if grep -q ' re6stnet: ' "$LOGS/re6stnet.fresh.log"; then fail "the node logged to stderr under the journal"; fi
+if [ -e "$ROOT/var/log/re6stnet/registry.log" ]; then fail "the registry wrote its default log file under the journal"; fi
+echo "deb-test: journal: $(grep -c '^MESSAGE=' "$LOGS/journal.txt") entries, e.g. $(grep -m1 '^MESSAGE=' "$LOGS/journal.txt")"
 
 # 4. Migration from upstream: upstream's registry and re6st-conf fill a
 # clean /etc/re6stnet; our installed binaries then serve and use it.

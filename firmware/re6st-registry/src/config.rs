@@ -262,6 +262,24 @@ mod tests {
     }
 
     #[test]
+    fn a_given_logfile_is_told_from_the_default() {
+        let o = parse(&[]);
+        assert_eq!(o.logfile, "/var/log/re6stnet/registry.log");
+        assert!(!o.logfile_given);
+        let o = parse(&["-l", "/var/log/re6stnet/registry.log"]);
+        assert!(o.logfile_given);
+        // From an options file too (`logfile ...` in re6st-registry.conf).
+        let dir = std::env::temp_dir().join(format!("re6st-logfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("re6st-registry.conf");
+        std::fs::write(&conf, "logfile /tmp/r.log\n").unwrap();
+        let o = parse(&[&format!("@{}", conf.display())]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(o.logfile_given);
+        assert_eq!(o.logfile, "/tmp/r.log");
+    }
+
+    #[test]
     fn upstream_names_and_defaults() {
         let o = parse(&["--ca", "ca.crt", "--key", "ca.key", "--dh", "dh.pem"]);
         assert_eq!(o.port, 80);

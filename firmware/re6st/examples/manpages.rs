@@ -17,6 +17,7 @@ struct Page {
 }
 
 const SEE_ALSO: &[(&str, &str)] = &[
+    ("re6st", "1"),
     ("re6stnet", "8"),
     ("re6st-conf", "1"),
     ("re6st-registry", "1"),
@@ -25,8 +26,30 @@ const SEE_ALSO: &[(&str, &str)] = &[
     ("openvpn", "8"),
 ];
 
+/// The multi-call binary itself: its commands, by the names it answers to.
+fn multicall() -> clap::Command {
+    clap::Command::new("re6st")
+        .about("One binary for every re6st command")
+        .disable_help_flag(true)
+        .subcommand(clap::Command::new("node").about("The node: re6stnet(8)"))
+        .subcommand(clap::Command::new("conf").about("A node's certificate: re6st-conf(1)"))
+        .subcommand(
+            clap::Command::new("registry").about("The network's registry: re6st-registry(1)"),
+        )
+        .subcommand(clap::Command::new("ctl").about("The running node's state: re6st-ctl(1)"))
+}
+
 fn pages() -> Vec<Page> {
     vec![
+        Page {
+            command: multicall(),
+            section: "1",
+            description: "re6st builds a resilient, scalable IPv6 overlay network. \
+                This one binary runs every re6st command: `re6st COMMAND ARGS...`, \
+                or run under a command's upstream name (a link named re6stnet, \
+                re6st-conf, re6st-registry or re6st-ctl) it is that command.",
+            files: &[],
+        },
         Page {
             command: <re6st_node::daemon::options::Options as clap::CommandFactory>::command(),
             section: "8",
@@ -63,7 +86,8 @@ fn pages() -> Vec<Page> {
                 anonymously) and writes ca.crt, cert.key, cert.crt and a sample \
                 re6stnet.conf to --dir (/etc/re6stnet for the Debian package's \
                 re6stnet.service). Run again in the same directory, it keeps the \
-                key and renews the certificate.",
+                key and asks for a new certificate; the running node renews its \
+                certificate by itself before it ends.",
             files: &[
                 (
                     "DIR/ca.crt, cert.crt, cert.key",
@@ -126,7 +150,9 @@ fn render(page: &Page) -> std::io::Result<Vec<u8>> {
     roff.control("SH", ["DESCRIPTION"]);
     roff.text([roman(page.description)]);
     roff.to_writer(&mut out)?;
-    man.render_options_section(&mut out)?;
+    if page.command.get_arguments().next().is_some() {
+        man.render_options_section(&mut out)?;
+    }
     let mut roff = Roff::new();
     // Subcommands described here rather than in pages of their own.
     let subs: Vec<_> = page
@@ -164,7 +190,9 @@ fn render(page: &Page) -> std::io::Result<Vec<u8>> {
             roff.text([roman(para.to_owned())]);
         }
     }
-    roff.control("SH", ["FILES"]);
+    if !page.files.is_empty() {
+        roff.control("SH", ["FILES"]);
+    }
     for (path, what) in page.files {
         roff.control("TP", []);
         roff.text([italic(*path)]);
