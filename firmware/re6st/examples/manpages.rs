@@ -47,7 +47,9 @@ fn pages() -> Vec<Page> {
             description: "re6st builds a resilient, scalable IPv6 overlay network. \
                 This one binary runs every re6st command: `re6st COMMAND ARGS...`, \
                 or run under a command's upstream name (a link named re6stnet, \
-                re6st-conf, re6st-registry or re6st-ctl) it is that command.",
+                re6st-conf, re6st-registry or re6st-ctl) it is that command. Its \
+                other commands serve the router firmware (init, lan) and OpenVPN \
+                (ovpn-hook, run by the node).",
             files: &[],
         },
         Page {
