@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export RE6ST_UPSTREAM_PYTHON ?= $(CURDIR)/.venv/bin/python
 
-.PHONY: all deps build release test test-all smoke lint unit fuzz-build fuzz demo bench sim clean
+.PHONY: all deps build release test test-all smoke lint unit fuzz-build fuzz demo bench sim clean deb deb-test
 
 all: build
 
@@ -76,6 +76,20 @@ sim:
 
 clean:
 	$(CARGO) clean
+
+## Debian package target/debian/re6st_VERSION_ARCH.deb (cargo-deb): the
+## multi-call binary with its re6stnet, re6st-conf, re6st-registry and
+## re6st-ctl links, the systemd units, /etc/re6stnet, the manual pages.
+deb:
+	CARGO=$(CARGO) bash scripts/deb.sh
+
+## The package's checks (root): lintian, systemd-analyze verify, install in
+## a clean Debian 12 root (debootstrap, cached under target/deb-test) and
+## start the registry and a node from the installed files; then an
+## /etc/re6stnet made by upstream's re6st-conf and registry, served and used
+## by the installed binaries. Not in `make test` (see docs/testing.md).
+deb-test: deps deb
+	bash scripts/deb-test.sh
 
 ## Cross builds of the multi-call binary for the boards (see cross/README.md):
 ## `make cross TARGET=mipsel` -> target/cross/mipsel/re6st (stripped);

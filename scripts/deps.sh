@@ -17,6 +17,7 @@ APT_PACKAGES=(
   squashfs-tools fdisk cpio xz-utils binutils  # make image: squashfs, the A/B disk, initramfs, ELF checks
   busybox-static                          # tests of the initramfs's slot choice under busybox sh
   iperf3                                  # make bench: throughput through the overlay against the direct path
+  lintian debootstrap                     # make deb-test: the package's checks, a clean Debian root
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse. The image smoke tests need the
@@ -68,6 +69,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# make deb: cargo-deb from crates.io, pinned (scripts/deb.sh checks it too).
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\$"; then
+  echo "deps: installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --locked "cargo-deb@$CARGO_DEB_VERSION"
+fi
 
 # The upstream implementation, used as a test oracle by the cross-checks.
 if ! .venv/bin/python -c 'import re6st.registry, OpenSSL.crypto; OpenSSL.crypto.X509Req' 2>/dev/null; then

@@ -18,7 +18,9 @@ use crate::request::{provision, ProvisionError, ProvisionRequest, TokenSource, K
     about = "Set up the certificate and configuration of a re6st node."
 )]
 struct Args {
-    /// Check the CA fingerprint (ALG:HEX, e.g. sha1:...) against MITM.
+    /// Expected fingerprint of the network's CA (ALG:HEX, e.g. sha1:..., as
+    /// printed by re6st-registry --init-network); a CA that does not match
+    /// is refused (protection against a man in the middle).
     #[arg(long, value_name = "ALG:FINGERPRINT")]
     fingerprint: Option<String>,
     /// HTTP(S) URL of the registry.
@@ -38,7 +40,8 @@ struct Args {
     /// Extra subject field for the certificate (repeatable).
     #[arg(short = 'r', long = "req", num_args = 2, value_names = ["KEY", "VALUE"], action = clap::ArgAction::Append)]
     req: Vec<String>,
-    /// Where the registry mails the token.
+    /// E-mail address the registry sends a token to (then give it at the
+    /// prompt or with --token).
     #[arg(long)]
     email: Option<String>,
     /// The token received by mail.
@@ -181,4 +184,9 @@ fn run(args: Args) -> Result<ExitCode, ProvisionError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command-line definition, for the manual page.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }

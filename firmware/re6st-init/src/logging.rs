@@ -108,27 +108,6 @@ impl<'a> MakeWriter<'a> for RingLog {
     }
 }
 
-/// Whether `journal_stream` (the value of `JOURNAL_STREAM`, `DEV:INODE`)
-/// names the stream with device and inode `stderr`.
-fn is_journal_stream(journal_stream: Option<&str>, stderr: Option<(u64, u64)>) -> bool {
-    let parsed = journal_stream
-        .and_then(|v| v.split_once(':'))
-        .and_then(|(dev, ino)| Some((dev.parse().ok()?, ino.parse().ok()?)));
-    parsed.is_some() && parsed == stderr
-}
-
-/// Whether our stderr is connected to the journal: systemd sets
-/// `JOURNAL_STREAM` for a service whose output goes there (a child whose
-/// stderr was redirected inherits the variable but not the stream).
-fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let var = std::env::var("JOURNAL_STREAM").ok();
-    let stderr = std::fs::metadata("/proc/self/fd/2")
-        .ok()
-        .map(|m| (m.dev(), m.ino()));
-    is_journal_stream(var.as_deref(), stderr)
-}
-
 /// Installs the global subscriber: ring buffer plus journald (under
 /// systemd, when not PID 1) or the console. `verbose` lowers the level to
 /// debug.
@@ -143,7 +122,7 @@ pub fn init(ring: &RingLog, verbose: bool, pid1: bool) {
         .with_target(false)
         .with_writer(ring.clone())
         .with_filter(level);
-    let journald = if !pid1 && stderr_is_journal() {
+    let journald = if !pid1 && re6st_proto::journal::stderr_is_journal() {
         tracing_journald::layer().ok()
     } else {
         None
@@ -196,16 +175,6 @@ mod tests {
             assert_eq!(ring.contents(), "");
         }
         assert_eq!(ring.contents(), "hello world\n");
-    }
-
-    #[test]
-    fn journal_stream_must_be_our_stderr() {
-        assert!(is_journal_stream(Some("8:1234"), Some((8, 1234))));
-        assert!(!is_journal_stream(Some("8:1234"), Some((8, 999))));
-        assert!(!is_journal_stream(Some("8:1234"), None));
-        assert!(!is_journal_stream(None, Some((8, 1234))));
-        assert!(!is_journal_stream(Some("garbage"), Some((8, 1234))));
-        assert!(!is_journal_stream(Some("8:x"), Some((8, 1234))));
     }
 
     #[test]

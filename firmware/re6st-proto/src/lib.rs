@@ -11,6 +11,7 @@ pub mod cert;
 pub mod civil;
 pub mod crypto;
 pub mod dh;
+pub mod journal;
 pub mod message;
 pub mod netconfig;
 pub mod options;

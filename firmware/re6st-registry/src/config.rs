@@ -70,10 +70,16 @@ pub struct Options {
     /// network IP/N.
     #[arg(long, num_args = 2, value_names = ["IP/N", "PLEN"])]
     pub ipv4: Option<Vec<String>>,
-    /// Path to logging file ('-': standard error).
+    /// Path to logging file ('-': standard error). Under systemd the
+    /// journal is used instead, unless this option is given.
     #[arg(short = 'l', long, default_value = "/var/log/re6stnet/registry.log")]
     pub logfile: String,
-    /// Path to re6stnet runtime directory.
+    /// Whether --logfile was given (rather than defaulted): under systemd
+    /// the journal replaces the default file, not one asked for.
+    #[arg(skip)]
+    pub logfile_given: bool,
+    /// Run directory of the node on this host (its --run): the registry
+    /// reads that node's babeld socket there to hand out bootstrap peers.
     #[arg(short = 'r', long, default_value = "/var/run/re6stnet")]
     pub run: PathBuf,
     /// Log level. 0 disables logging. 1=WARNING, 2=INFO, 3=DEBUG, 4=TRACE.
@@ -183,7 +189,11 @@ impl Options {
             &mut |f: &str| std::fs::read_to_string(f),
         )
         .map_err(|e| cmd.clone().error(clap::error::ErrorKind::Io, e))?;
-        Options::try_parse_from(expanded)
+        let matches = cmd.try_get_matches_from(expanded)?;
+        let mut o = <Options as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        o.logfile_given =
+            matches.value_source("logfile") == Some(clap::parser::ValueSource::CommandLine);
+        Ok(o)
     }
 
     /// Checks the options of a running registry and derives the network
@@ -255,6 +265,24 @@ mod tests {
         let mut v = vec![OsString::from("re6st-registry")];
         v.extend(args.iter().map(OsString::from));
         Options::parse_from_args(v).unwrap()
+    }
+
+    #[test]
+    fn a_given_logfile_is_told_from_the_default() {
+        let o = parse(&[]);
+        assert_eq!(o.logfile, "/var/log/re6stnet/registry.log");
+        assert!(!o.logfile_given);
+        let o = parse(&["-l", "/var/log/re6stnet/registry.log"]);
+        assert!(o.logfile_given);
+        // From an options file too (`logfile ...` in re6st-registry.conf).
+        let dir = std::env::temp_dir().join(format!("re6st-logfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("re6st-registry.conf");
+        std::fs::write(&conf, "logfile /tmp/r.log\n").unwrap();
+        let o = parse(&[&format!("@{}", conf.display())]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(o.logfile_given);
+        assert_eq!(o.logfile, "/tmp/r.log");
     }
 
     #[test]

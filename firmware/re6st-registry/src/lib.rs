@@ -82,8 +82,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// Logs to --logfile ('-': stderr); under systemd (stderr is the journal)
+/// to journald, and to the file as well only when --logfile was given.
 fn setup_log(o: &Options) {
     use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let level = match o.verbose {
         0 => LevelFilter::OFF,
         1 => LevelFilter::WARN,
@@ -91,10 +96,13 @@ fn setup_log(o: &Options) {
         3 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false);
-    let file = (o.logfile != "-" && !o.logfile.is_empty())
+    let journald = re6st_proto::journal::stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|l| l.with_syslog_identifier("re6st-registry".into()));
+    let want_file =
+        o.logfile != "-" && !o.logfile.is_empty() && (journald.is_none() || o.logfile_given);
+    let file = want_file
         .then(|| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -104,10 +112,16 @@ fn setup_log(o: &Options) {
                 .ok()
         })
         .flatten();
-    let _ = match file {
-        Some(f) => builder.with_writer(Mutex::new(f)).try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(false);
+    let text = match (file, &journald) {
+        (Some(f), _) => Some(fmt.with_writer(Mutex::new(f)).boxed()),
+        (None, None) => Some(fmt.with_writer(std::io::stderr).boxed()),
+        (None, Some(_)) => None,
     };
+    let _ = tracing_subscriber::registry()
+        .with(text.with_filter(level))
+        .with(journald.with_filter(level))
+        .try_init();
 }
 
 /// Builds the registry from options (without listening).

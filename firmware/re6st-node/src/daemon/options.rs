@@ -14,6 +14,9 @@ pub const DEFAULT_DISABLED: [Proto; 2] = [Proto::Udp, Proto::Udp6];
 #[command(
     name = "re6stnet",
     about = "Resilient, scalable IPv6 overlay node.",
+    after_help = "Options can be read from a file given as @FILE, one option a line \
+                  without its leading dashes, e.g. `registry http://re6st.example/`: \
+                  `re6stnet @/etc/re6stnet/re6stnet.conf` (re6st-conf writes one).",
     args_override_self = true
 )]
 pub struct Options {
@@ -23,7 +26,7 @@ pub struct Options {
     /// Public HTTP(S) URL of the registry.
     #[arg(long)]
     pub registry: String,
-    /// Directory of log files.
+    /// Directory of babeld's log (and OpenVPN's, with --ovpnlog).
     #[arg(short = 'l', long = "log", default_value = "/var/log/re6stnet")]
     pub log: PathBuf,
     /// Runtime directory (control sockets, pid files).
@@ -62,16 +65,21 @@ pub struct Options {
     /// One log file per OpenVPN process.
     #[arg(long)]
     pub ovpnlog: bool,
-    /// Port and protocol to serve and announce, by preference (repeatable).
+    /// OpenVPN server to run and announce: PORT and PROTO (udp, tcp, udp6,
+    /// tcp6), most preferred first (repeatable; default: 1194 over udp and
+    /// tcp, less --disable-proto).
     #[arg(long = "pp", num_args = 2, value_names = ["PORT", "PROTO"])]
     pub pp: Vec<String>,
     /// Diffie-Hellman parameters (default: from the registry).
     #[arg(long)]
     pub dh: Option<PathBuf>,
+    /// The network's CA certificate (PEM, from re6st-conf).
     #[arg(long)]
     pub ca: PathBuf,
+    /// This node's certificate (PEM, from re6st-conf).
     #[arg(long)]
     pub cert: PathBuf,
+    /// This node's private key (PEM, from re6st-conf).
     #[arg(long)]
     pub key: PathBuf,
     /// Client tunnels to keep (default: from the registry).

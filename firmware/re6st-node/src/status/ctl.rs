@@ -14,9 +14,12 @@ use super::{render, NodeStatus};
 pub const SOCKET: &str = "ctl.sock";
 
 #[derive(Parser, Debug)]
-#[command(name = "re6st ctl", about = "Ask the running re6st node")]
+#[command(
+    name = "re6st ctl",
+    about = "Show the state of the re6st node running on this host"
+)]
 struct Args {
-    /// The node's run directory (its -r).
+    /// Run directory of the node to ask (the node's --run).
     #[arg(short = 'r', long, default_value = "/var/run/re6stnet", global = true)]
     run: PathBuf,
     #[command(subcommand)]
@@ -25,12 +28,17 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Tunnels, routes, certificate, network configuration, cache.
+    /// Show tunnels, routes, certificate, network configuration and peer cache.
     Status {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The command-line definition, for the manual page.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
