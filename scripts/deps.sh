@@ -70,13 +70,6 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
-# make deb: cargo-deb from crates.io, pinned (scripts/deb.sh checks it too).
-CARGO_DEB_VERSION=3.8.0
-if ! cargo deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\$"; then
-  echo "deps: installing cargo-deb $CARGO_DEB_VERSION"
-  cargo install --locked "cargo-deb@$CARGO_DEB_VERSION"
-fi
-
 # The upstream implementation, used as a test oracle by the cross-checks.
 if ! .venv/bin/python -c 'import re6st.registry, OpenSSL.crypto; OpenSSL.crypto.X509Req' 2>/dev/null; then
   echo "deps: installing upstream ${UPSTREAM_PIP[*]} into .venv"
