@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 
-# cargo-deb from crates.io, pinned; installed once, here only: it takes
+# cargo-deb from crates.io, pinned; installed here only, once (it takes
 # minutes to build, and `make test` does not need it).
 CARGO_DEB_VERSION=3.8.0
 if ! "$CARGO" deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\$"; then
