@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export RE6ST_UPSTREAM_PYTHON ?= $(CURDIR)/.venv/bin/python
 
-.PHONY: all deps build release test test-all smoke lint unit fuzz-build fuzz demo bench sim clean
+.PHONY: all deps build release check test test-all smoke lint unit fuzz-build fuzz demo demo-test bench sim clean
 
 all: build
 
@@ -19,11 +19,31 @@ build:
 release:
 	$(CARGO) build --release -p re6st
 
+## The quick tier, for a change to a parser or a state machine: formatting,
+## clippy, and the tests that need no root, no namespaces, no openvpn or
+## babeld and no upstream re6stnet: the unit and property tests of every
+## crate (minus the few that run upstream's Python: CHECK_SKIP) and the
+## integration tests that are pure (CHECK_TESTS; some use loopback sockets).
+## Runs as any user. The upstream oracle is pointed at nothing, so a test
+## that starts needing it fails here instead of quietly needing the venv.
+CHECK_TESTS = -p re6st-init --test bootslot_shell
+CHECK_SKIP =
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RE6ST_UPSTREAM_PYTHON=/nonexistent/make-check-has-no-upstream $(CARGO) test --workspace --lib -- $(CHECK_SKIP)
+	RE6ST_UPSTREAM_PYTHON=/nonexistent/make-check-has-no-upstream $(CARGO) test $(CHECK_TESTS)
+
 ## Everything CI checks: lint, unit/property/cross-check/netns tests, fuzz
-## targets build, firmware images booted under QEMU (smoke), and the small
-## QEMU lab (three routers: provisioning, all-pairs reachability, registry
-## down with a reboot).
-test: deps lint unit fuzz-build smoke lab-test
+## targets build, the cross-built armv7 and mipsel binaries run under
+## qemu-user, firmware images booted under QEMU (smoke), the small QEMU lab
+## (three routers: provisioning, all-pairs reachability, registry down with
+## a reboot) and `make demo` run non-interactively. scripts/stages.sh prints
+## each stage's duration at the end, also when one fails.
+TEST_STAGES = deps lint unit fuzz-build cross-test smoke lab-test demo-test
+test:
+	STAGES_MAKE="$(MAKE)" bash scripts/stages.sh $(TEST_STAGES)
 
 ## Firmware smoke tests in `make test`: qemu-x86_64 (KVM when usable) with
 ## the A/B upgrade and fallback boots, qemu-aarch64-virt under TCG (cold and
@@ -61,6 +81,14 @@ fuzz:
 ## A local demo network (Ctrl-C stops and cleans up).
 demo: deps release
 	bash scripts/demo.sh
+
+## `make demo` without a terminal (in `make test`): the debug binary, every
+## pair must reach, the drawing must have every node, DEMO_TEST_SECONDS
+## more, then the same checks again; cleans up also on failure. Root.
+DEMO_TEST_SECONDS ?= 30
+demo-test: build
+	RE6ST_BIN=$(CURDIR)/target/debug/re6st DEMO_SECONDS=$(DEMO_TEST_SECONDS) timeout -k 30 600 bash scripts/demo.sh
+	@if ip netns list | grep -q '^r6demo-'; then echo "demo-test: namespaces left behind" >&2; exit 1; fi
 
 ## Benchmarks; writes bench/report.md, bench/report.json, bench/convergence.png
 ## and bench/scale.png (reduced runs: see the variables in scripts/bench.sh).
