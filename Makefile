@@ -131,8 +131,9 @@ cross-check:
 ## In `make test`, after smoke, whose images cross-build them: cross/check.sh
 ## on the x86_64 and aarch64 binaries (ELF, ABI, libraries; usage, every
 ## command's --help and `re6st conf` against a registry, under qemu-user).
-## The 32-bit armv7 and mipsel binaries need their own release builds (LTO;
-## about 10 and 15 minutes on 2 cores), so they are in `make test-all`.
+## The 32-bit armv7 and mipsel binaries need their own release builds (LTO,
+## one codegen unit; mipsel also builds std): 10 and 19 minutes measured on a
+## busy 2-core machine, more than `make test` can afford: `make test-all`.
 .PHONY: cross-test cross-test-all
 cross-test:
 	bash cross/check.sh x86_64 aarch64
