@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export RE6ST_UPSTREAM_PYTHON ?= $(CURDIR)/.venv/bin/python
 
-.PHONY: all deps build release test test-all smoke lint unit fuzz-build fuzz demo bench sim clean deb deb-test
+.PHONY: all deps build release check test test-all smoke lint unit fuzz-build fuzz demo demo-test bench sim clean deb deb-test
 
 all: build
 
@@ -19,11 +19,42 @@ build:
 release:
 	$(CARGO) build --release -p re6st
 
+## The quick tier, for a change to a parser or a state machine: formatting,
+## clippy, and the tests that need no root, no namespaces, no openvpn or
+## babeld and no upstream re6stnet: the unit and property tests of every
+## crate (minus those that run upstream's Python or make namespaces:
+## CHECK_SKIP) and the integration tests that are pure (CHECK_TESTS: the
+## initramfs slot choice under sh and busybox sh, the simulator's 200-node
+## network, the registry over loopback HTTP). Runs as any user (run it as
+## one: a test that starts needing root then fails). The upstream oracle is
+## pointed at nothing, so a test that starts needing it fails here (then
+## list it in CHECK_SKIP) instead of quietly needing the venv. `--workspace`
+## keeps the features of `make build`: nothing is rebuilt for another set.
+CHECK_TESTS = --test bootslot_shell --test small_network --test registry
+CHECK_SKIP = --skip provision::tests::retries_until_the_registry_appears \
+  --skip provision::tests::wrong_fingerprint_keeps_retrying_without_writing \
+  --skip mail::tests::mbox_readable_by_python \
+  --skip init::tests::creates_a_usable_network \
+  --skip network::tests::json_matches_upstream \
+  --skip netns::tests::two_namespaces_ping_and_clean_up
+# A user's PATH on Debian lacks the sbin directories, where mkfs.ext4 and
+# e2fsck are (re6st-init formats and checks an image file).
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RE6ST_UPSTREAM_PYTHON=/nonexistent/make-check-runs-no-upstream PATH="$$PATH:/usr/sbin:/sbin" \
+	  $(CARGO) test --workspace --no-fail-fast --lib $(CHECK_TESTS) -- $(CHECK_SKIP)
+
 ## Everything CI checks: lint, unit/property/cross-check/netns tests, fuzz
-## targets build, firmware images booted under QEMU (smoke), and the small
-## QEMU lab (three routers: provisioning, all-pairs reachability, registry
-## down with a reboot).
-test: deps lint unit fuzz-build smoke lab-test
+## targets build, the x86_64 and aarch64 router binaries run under
+## qemu-user (armv7 and mipsel: test-all), firmware images booted under QEMU (smoke), the small QEMU lab
+## (three routers: provisioning, all-pairs reachability, registry down with
+## a reboot) and `make demo` run non-interactively. scripts/stages.sh prints
+## each stage's duration at the end, also when one fails.
+TEST_STAGES = deps lint unit fuzz-build smoke cross-test lab-test demo-test
+test:
+	STAGES_MAKE="$(MAKE)" bash scripts/stages.sh $(TEST_STAGES)
 
 ## Firmware smoke tests in `make test`: qemu-x86_64 (KVM when usable) with
 ## the A/B upgrade and fallback boots and a boot with its RTC at 1970 (clock
@@ -40,6 +71,8 @@ QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' bo
 test-all: test
 	set -e; for b in $(QEMU_BOARDS); do \
 	  $(MAKE) image BOARD=$$b; bash qemu-tests/smoke.sh $$b; done
+	$(MAKE) cross-test-all
+	$(MAKE) deb-test
 	$(MAKE) lab-test-all
 
 lint:
@@ -63,6 +96,14 @@ fuzz:
 ## A local demo network (Ctrl-C stops and cleans up).
 demo: deps release
 	bash scripts/demo.sh
+
+## `make demo` without a terminal (in `make test`): the debug binary, every
+## pair must reach, the drawing must have every node, DEMO_TEST_SECONDS
+## more, then the same checks again; cleans up also on failure. Root.
+DEMO_TEST_SECONDS ?= 30
+demo-test: build
+	RE6ST_BIN=$(CURDIR)/target/debug/re6st DEMO_SECONDS=$(DEMO_TEST_SECONDS) timeout -k 30 600 bash scripts/demo.sh
+	@if ip netns list | grep -q '^r6demo-'; then echo "demo-test: namespaces left behind" >&2; exit 1; fi
 
 ## Benchmarks; writes bench/report.md, bench/report.json, bench/convergence.png
 ## and bench/scale.png (reduced runs: see the variables in scripts/bench.sh).
@@ -107,6 +148,20 @@ cross-all:
 ## file/ABI checks and runs under qemu-user (all built targets, or TARGET=...).
 cross-check:
 	bash cross/check.sh $(TARGET)
+
+## In `make test`, after smoke, whose images cross-build them: cross/check.sh
+## on the x86_64 and aarch64 binaries (ELF, ABI, libraries; usage, every
+## command's --help and `re6st conf` against a registry, under qemu-user).
+## The 32-bit armv7 and mipsel binaries need their own release builds (LTO,
+## one codegen unit; mipsel also builds std): 10 and 19 minutes measured on a
+## busy 2-core machine, more than `make test` can afford: `make test-all`.
+.PHONY: cross-test cross-test-all
+cross-test:
+	bash cross/check.sh x86_64 aarch64
+
+cross-test-all:
+	bash cross/build.sh --openssl=$(CROSS_OPENSSL) armv7 mipsel
+	bash cross/check.sh all
 
 ## Firmware images (scripts/image.sh, board/<name>/, rootfs/):
 ## `make image BOARD=qemu-x86_64` -> target/images/<board>/ (rootfs.squashfs,

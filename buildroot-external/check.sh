@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Offline validation of the br2-external tree: nothing is built or
-# downloaded, it takes a few seconds, and it exits non-zero on any problem.
+# Offline checks of the br2-external tree: nothing is built or downloaded,
+# it takes a few seconds, and it exits non-zero on any problem, a missing
+# tool included.
 #
 #   bash buildroot-external/check.sh
 #   BUILDROOT_DIR=/path/to/buildroot bash buildroot-external/check.sh
 #
+# Without BUILDROOT_DIR (as in `make test`: no package registry we can use
+# carries Buildroot's source), the Kconfig is checked against a hand-written
+# model of the Buildroot symbols it uses (STUB in tools/check.py), not
+# against Buildroot, and Buildroot's check-package is not run.
+#
 # 1. external.desc, Config.in, external.mk as Buildroot expects them.
-# 2. tools/check.py: our Kconfig under a stub of Buildroot and each
-#    defconfig's values for our symbols; re6st.mk evaluated by make with
-#    Buildroot's macros stubbed; every path the tree names exists. With
-#    BUILDROOT_DIR, also each defconfig against that Buildroot's real
-#    Kconfig (every line must hold) and its br2-external script, and
-#    Buildroot's utils/check-package on the tree.
-# 3. bash -n and shellcheck (when installed) on every script.
+# 2. tools/check.py: our Kconfig under that model and each defconfig's
+#    values for our symbols; re6st.mk evaluated by make with Buildroot's
+#    macros stubbed; every path the tree names exists. With BUILDROOT_DIR,
+#    also each defconfig against that Buildroot's real Kconfig (every line
+#    must hold) and its br2-external script, and Buildroot's
+#    utils/check-package on the tree (its Python modules, python-magic and
+#    flake8, are installed into the venv below when missing).
+# 3. bash -n and shellcheck on every script.
 # 4. post-build.sh and post-image.sh run for each board on a synthetic
 #    Buildroot output (stand-in binaries and configurations; a host program
 #    with its libraries as a dynamically linked busybox): what they write
@@ -63,15 +70,17 @@ if ! timeout 25 "$PY" "$EXT/tools/check.py" ${args[@]+"${args[@]}"}; then
   fail "tools/check.py (above)"
 fi
 
-# Buildroot's own style checker, when its Python modules are there
-# ($VENV/bin/pip install python-magic flake8).
+# Buildroot's own style checker, with the Python modules it imports.
 if [ -n "${BUILDROOT_DIR:-}" ]; then
+  if ! "$PY" -c 'import magic, flake8' 2>/dev/null; then
+    echo "  installing python-magic and flake8 (for utils/check-package) into $VENV"
+    timeout 60 "$VENV/bin/pip" install -q python-magic flake8 ||
+      fail "cannot install python-magic and flake8 into $VENV for Buildroot's utils/check-package"
+  fi
   if "$PY" -c 'import magic, flake8' 2>/dev/null; then
     (cd "$EXT" && timeout 25 "$PY" "$BUILDROOT_DIR/utils/check-package" -b \
       package/*/* configs/* board/common/*.sh board/common/*.fragment board/common/patches/*/* \
       board/*/* Config.in external.mk external.desc) || fail "Buildroot's utils/check-package (above)"
-  else
-    echo "  utils/check-package skipped: $VENV/bin/pip install python-magic flake8"
   fi
 fi
 
@@ -87,7 +96,7 @@ if command -v shellcheck >/dev/null; then
   shellcheck "$EXT/check.sh" || fail "shellcheck check.sh"
   echo "  shellcheck: ${#scripts[@]} scripts"
 else
-  echo "  shellcheck not installed (apt-get install shellcheck): skipped"
+  fail "shellcheck not installed (make deps, or apt-get install shellcheck)"
 fi
 
 # --- 4. post-build.sh and post-image.sh on a synthetic output ------------
@@ -351,7 +360,7 @@ for def in "$EXT"/configs/*_defconfig; do
         echo "FAIL: $name: the stand-in busybox does not run in the unpacked initramfs (chroot)"
     fi
     sh -n "$img/start-qemu.sh" || echo "FAIL: $name: start-qemu.sh syntax"
-    if command -v shellcheck >/dev/null; then shellcheck -s sh "$img/start-qemu.sh" || echo "FAIL: $name: shellcheck start-qemu.sh"; fi
+    shellcheck -s sh "$img/start-qemu.sh" || echo "FAIL: $name: shellcheck start-qemu.sh"
     # A stand-in QEMU that prints its arguments, one per line.
     # shellcheck disable=SC2016 # the stand-in's own "$@"
     printf '#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n' > "$TMP/bin/$QEMU_SYSTEM"
@@ -393,4 +402,8 @@ if [ "$failures" -gt 0 ]; then
   echo "buildroot-external/check.sh: $failures problem(s)"
   exit 1
 fi
-echo "buildroot-external/check.sh: all checks passed"
+if [ -n "${BUILDROOT_DIR:-}" ]; then
+  echo "buildroot-external/check.sh: all checks passed, against Buildroot in $BUILDROOT_DIR"
+else
+  echo "buildroot-external/check.sh: all checks passed (Kconfig against the model in tools/check.py, not Buildroot; BUILDROOT_DIR=... for Buildroot's Kconfig and check-package)"
+fi

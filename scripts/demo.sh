@@ -6,9 +6,16 @@
 # until every node reaches every other over the overlay, prints the tunnel
 # graph (text, Graphviz DOT, and SVG when dot is installed), then keeps
 # running for you to explore; Ctrl-C stops and removes everything.
+#
+# Non-interactive (make demo-test): DEMO_SECONDS=N checks the drawing (one
+# SVG node per node, scripts/check-drawing.py), keeps the network up N
+# seconds, checks again that every pair reaches and the drawing, then
+# cleans up and exits 0, or 1 at the first failure (cleaned up too).
+# RE6ST_BIN: the binary (default target/release/re6st).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=$PWD/target/release/re6st
+BIN=${RE6ST_BIN:-$PWD/target/release/re6st}
+TEST=${DEMO_SECONDS:+1}
 NODES=${NODES:-6}
 TAG=r6demo
 WORK=
@@ -28,7 +35,8 @@ cleanup() {
   echo "demo: cleaned up"
 }
 trap cleanup EXIT
-trap 'exit 0' INT TERM
+# Interactive: Ctrl-C is the normal end. A test interrupted has not passed.
+if [ -n "$TEST" ]; then trap 'exit 1' INT TERM; else trap 'exit 0' INT TERM; fi
 
 [ "$(id -u)" = 0 ] || { echo "demo: needs root (network namespaces)" >&2; exit 1; }
 cleanup >/dev/null 2>&1 || true
@@ -77,26 +85,49 @@ for i in $(seq 1 "$NODES"); do
 done
 
 addr() { echo "${SUBNET[$1]%%/*}1"; }
+# all_reach SECONDS: until every node pings every other over the overlay,
+# at most SECONDS; exit 1 after.
+all_reach() {
+  local deadline=$((SECONDS + $1)) missing a b
+  while :; do
+    missing=0
+    for a in "${!NSOF[@]}"; do for b in "${!NSOF[@]}"; do
+      [ "$a" = "$b" ] && continue
+      ns "${NSOF[$a]}" ping -6 -c1 -W1 "$(addr "$b")" >/dev/null 2>&1 || missing=$((missing + 1))
+    done; done
+    [ "$missing" = 0 ] && return 0
+    [ "$SECONDS" -lt "$deadline" ] || { echo "demo: $missing pairs still unreachable after $1 s; logs in $WORK/node*/node.log" >&2; exit 1; }
+    echo "demo: $missing pairs not yet connected"
+    sleep 5
+  done
+}
 echo "demo: waiting until every node reaches every other over the overlay..."
-deadline=$((SECONDS + 240))
-while :; do
-  missing=0
-  for a in "${!NSOF[@]}"; do for b in "${!NSOF[@]}"; do
-    [ "$a" = "$b" ] && continue
-    ns "${NSOF[$a]}" ping -6 -c1 -W1 "$(addr "$b")" >/dev/null 2>&1 || missing=$((missing + 1))
-  done; done
-  [ "$missing" = 0 ] && break
-  [ "$SECONDS" -lt "$deadline" ] || { echo "demo: $missing pairs still unreachable after 240 s; logs in $WORK/node*/node.log" >&2; exit 1; }
-  echo "demo: $missing pairs not yet connected"
-  sleep 5
-done
+all_reach 240
 echo "demo: all $((NODES + 1)) nodes reach each other (${SECONDS}s)"
 
-args=()
-for n in "${!NSOF[@]}"; do args+=("$n=$WORK/$n/run=${SUBNET[$n]}"); done
-python3 scripts/topology.py "$BIN" "$WORK/topology.dot" "${args[@]}"
-echo "demo: Graphviz DOT in $WORK/topology.dot"
-if command -v dot >/dev/null; then dot -Tsvg "$WORK/topology.dot" -o "$WORK/topology.svg" && echo "demo: drawing in $WORK/topology.svg"; fi
+args=() labels=()
+for n in "${!NSOF[@]}"; do args+=("$n=$WORK/$n/run=${SUBNET[$n]}"); labels+=("$n=${SUBNET[$n]}"); done
+# draw: the overlay as text, DOT and (with Graphviz) SVG; in a test, the
+# SVG must show every node with its tunnels.
+draw() {
+  python3 scripts/topology.py "$BIN" "$WORK/topology.dot" "${args[@]}"
+  echo "demo: Graphviz DOT in $WORK/topology.dot"
+  rm -f "$WORK/topology.svg"
+  if command -v dot >/dev/null; then dot -Tsvg "$WORK/topology.dot" -o "$WORK/topology.svg" && echo "demo: drawing in $WORK/topology.svg"; fi
+  if [ -n "$TEST" ]; then
+    [ -s "$WORK/topology.svg" ] || { echo "demo: FAIL: no drawing (Graphviz dot: make deps)" >&2; exit 1; }
+    python3 scripts/check-drawing.py "$WORK/topology.svg" "$WORK/topology.dot" "${labels[@]}" || exit 1
+  fi
+}
+draw
+if [ -n "$TEST" ]; then
+  echo "demo: running ${DEMO_SECONDS}s"
+  sleep "$DEMO_SECONDS"
+  all_reach 60
+  draw
+  echo "demo: ok: every pair reaches after ${DEMO_SECONDS}s, the drawing has every node (${SECONDS}s in all)"
+  exit 0
+fi
 cat <<MSG
 
 demo: try, e.g.
@@ -105,9 +136,4 @@ demo: try, e.g.
   tail -f $WORK/node1/node.log
 demo: Ctrl-C to stop and clean up.
 MSG
-if [ -n "${DEMO_SECONDS:-}" ]; then
-  sleep "$DEMO_SECONDS"
-  python3 scripts/topology.py "$BIN" "$WORK/topology.dot" "${args[@]}"
-else
-  sleep infinity
-fi
+sleep infinity
