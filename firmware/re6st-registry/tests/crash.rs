@@ -77,6 +77,8 @@ fn child(dir: &Path) {
                         let _ = registry.cleanup();
                     }
                     if let Ok(cert) = openssl::x509::X509::from_pem(&reply.body) {
+                        // Committed: the parent counts these.
+                        println!("issued");
                         if (i + worker) % 2 == 0 {
                             let cn = pcert::common_name(&cert).unwrap();
                             registry.handle(&Request {
@@ -172,13 +174,34 @@ fn crash_at_any_point_leaves_a_consistent_database() {
                 "--nocapture",
             ])
             .env(CHILD_ENV, &dir)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(700 + 290 * round));
-        c.kill().unwrap();
+        // Kill it once it has issued a few certificates, whatever the
+        // machine's load (a fixed delay could end before its first one),
+        // then a little later each round: a different point of its work.
+        let pid = c.id();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let guard = std::thread::spawn(move || {
+            // Stuck: the read below ends and the count check fails.
+            if wait.recv_timeout(Duration::from_secs(120)).is_err() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        });
+        let issued = std::io::BufRead::lines(std::io::BufReader::new(c.stdout.take().unwrap()))
+            .map_while(Result::ok)
+            .filter(|l| l == "issued")
+            .take(3)
+            .count();
+        if issued == 3 {
+            std::thread::sleep(Duration::from_millis(37 * round));
+        }
+        let _ = c.kill();
         c.wait().unwrap();
+        let _ = done.send(());
+        guard.join().unwrap();
+        assert_eq!(issued, 3, "round {round}: the child stopped issuing");
         total += check(&pki, &dir);
     }
     // The child did work between crashes.
