@@ -21,7 +21,10 @@ const APPLETS: [(&str, &str); 4] = [
         "re6st-registry",
         "re6stnet registry used to bootstrap nodes and deliver certificates.",
     ),
-    ("re6st-ctl", "Ask the running re6st node"),
+    (
+        "re6st-ctl",
+        "Show the state of the re6st node running on this host",
+    ),
 ];
 
 /// A directory of links to the binary, one per command name, removed
