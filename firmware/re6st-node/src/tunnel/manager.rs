@@ -917,6 +917,20 @@ mod tests {
         std::iter::from_fn(|| m.poll_action()).collect()
     }
 
+    /// A manager reachable from outside (7 uses our server) whose two
+    /// client slots hold established tunnels to 1 (re6stnet1) and 2
+    /// (re6stnet2), its actions so far drained.
+    fn with_tunnels_to_1_and_2(c: Config, cache: PeerCache) -> Manager {
+        let mut m = Manager::new(c, cache, 0, 1);
+        m.on_served(p(7), true);
+        for i in [1, 2] {
+            m.make_tunnel(p(i), &addr(i));
+            m.on_tunnel_up(p(i), i.into());
+        }
+        drain(&mut m);
+        m
+    }
+
     #[test]
     fn starts_from_cache_then_limits_to_two_when_not_served() {
         let mut cache = PeerCache::new(50);
@@ -1018,13 +1032,7 @@ mod tests {
     fn refresh_drains_the_least_useful_tunnel_never_a_neighbour() {
         let mut c = cfg(9, 2);
         c.neighbours = [p(1)].into();
-        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
-        m.on_served(p(7), true);
-        for i in [1, 2] {
-            m.make_tunnel(p(i), &addr(i));
-            m.on_tunnel_up(p(i), i.into());
-        }
-        drain(&mut m);
+        let mut m = with_tunnels_to_1_and_2(c, PeerCache::new(10));
         let mut view = RoutingView::default();
         view.routes_per_iface.insert("re6stnet1".into(), 0); // neighbour, useless
         view.routes_per_iface.insert("re6stnet2".into(), 5);
@@ -1195,13 +1203,7 @@ mod tests {
         c.neighbours = [p(4)].into();
         let mut cache = PeerCache::new(10);
         cache.add_peer(p(4), &addr(4), false, &mut || 1);
-        let mut m = Manager::new(c, cache, 0, 1);
-        m.on_served(p(7), true);
-        for i in [1, 2] {
-            m.make_tunnel(p(i), &addr(i));
-            m.on_tunnel_up(p(i), i.into());
-        }
-        drain(&mut m);
+        let mut m = with_tunnels_to_1_and_2(c, cache);
         let opens = |a: &[Action], q: Prefix| {
             a.iter()
                 .any(|a| matches!(a, Action::Open { prefix, .. } if *prefix == q))
@@ -1240,13 +1242,7 @@ mod tests {
         // An unknown address is asked once per timeout, not at every dump.
         let mut c = cfg(9, 2);
         c.neighbours = [p(5)].into();
-        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
-        m.on_served(p(7), true);
-        for i in [1, 2] {
-            m.make_tunnel(p(i), &addr(i));
-            m.on_tunnel_up(p(i), i.into());
-        }
-        drain(&mut m);
+        let mut m = with_tunnels_to_1_and_2(c, PeerCache::new(10));
         view.known.insert(p(5));
         let queries = |a: Vec<Action>| {
             a.into_iter()
