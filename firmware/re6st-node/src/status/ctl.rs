@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use super::{render, topology, NodeStatus};
+use super::{render, NodeStatus};
 
 /// Name of the node's status socket in its run directory.
 pub const SOCKET: &str = "ctl.sock";
@@ -63,6 +63,7 @@ enum Format {
 }
 
 impl Format {
+    #[cfg(feature = "topology")]
     fn of(path: &std::path::Path) -> Option<Format> {
         match path.extension()?.to_str()? {
             "dot" | "gv" => Some(Format::Dot),
@@ -130,7 +131,20 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// Router images are built without the map (feature `topology`); the
+/// command stays listed so that it fails with an explanation.
+#[cfg(not(feature = "topology"))]
+fn draw(_registry: &str, _format: Option<Format>, _output: &[PathBuf]) -> ExitCode {
+    eprintln!(
+        "re6st ctl topology: this build has no network map; it was built without \
+         the `registry` feature (router images run nodes only). Run it from a full \
+         build, on the registry's host."
+    );
+    ExitCode::FAILURE
+}
+
 /// `re6st ctl topology`: fetches the map once, writes it in each format.
+#[cfg(feature = "topology")]
 fn draw(registry: &str, format: Option<Format>, output: &[PathBuf]) -> ExitCode {
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("re6st ctl topology: {e}");
@@ -164,7 +178,7 @@ fn draw(registry: &str, format: Option<Format>, output: &[PathBuf]) -> ExitCode 
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
-    let map = match rt.block_on(topology::fetch(&url)) {
+    let map = match rt.block_on(super::topology::fetch(&url)) {
         Ok(m) => m,
         Err(e) => return fail(&e),
     };
@@ -172,7 +186,7 @@ fn draw(registry: &str, format: Option<Format>, output: &[PathBuf]) -> ExitCode 
         let bytes = match format {
             Format::Dot => Ok(map.to_dot().into_bytes()),
             Format::Json => Ok(map.to_json().into_bytes()),
-            Format::Svg => topology::svg(&map.to_dot()),
+            Format::Svg => super::topology::svg(&map.to_dot()),
         };
         let bytes = match bytes {
             Ok(b) => b,
@@ -199,6 +213,7 @@ fn draw(registry: &str, format: Option<Format>, output: &[PathBuf]) -> ExitCode 
 
 /// Writes a temporary file beside `path` and renames it: a reader never
 /// sees half a drawing.
+#[cfg(feature = "topology")]
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
