@@ -27,9 +27,11 @@ slot: booted a, active a
 """
 
 
-def fake_guest(sock_path, data, clock_offset, qemu):
+def fake_guest(sock_path, data, clock_offset, qemu, console_delay=0.0):
     """Serves one console connection like a booting router, then ends
-    `qemu` (the stand-in for the QEMU process) at poweroff."""
+    `qemu` (the stand-in for the QEMU process) at poweroff. The clock
+    answer leaves `console_delay` s after the guest read its clock (a TCG
+    guest on a loaded host)."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
     srv.listen(1)
@@ -52,7 +54,9 @@ def fake_guest(sock_path, data, clock_offset, qemu):
                     c.sendall(STATUS.format(data=data).replace("\n", "\r\n").encode()
                               + b"STATUS-END-42\r\n")
                 elif line.startswith("echo CLOCK-"):
-                    c.sendall(f"CLOCK-{int(time.time() + clock_offset)}-42\r\n".encode())
+                    now = int(time.time() + clock_offset)
+                    time.sleep(console_delay)
+                    c.sendall(f"CLOCK-{now}-42\r\n".encode())
                 elif line.startswith("re6st init poweroff"):
                     qemu.kill()
                     qemu.wait()
@@ -62,11 +66,12 @@ def fake_guest(sock_path, data, clock_offset, qemu):
     threading.Thread(target=serve, daemon=True).start()
 
 
-def run_case(name, want_rc, data="/data (persistent)", clock_offset=0.0, args=()):
+def run_case(name, want_rc, data="/data (persistent)", clock_offset=0.0, console_delay=0.0,
+             args=()):
     with tempfile.TemporaryDirectory() as d:
         sock = os.path.join(d, "console.sock")
         qemu = subprocess.Popen(["sleep", "60"])
-        fake_guest(sock, data, clock_offset, qemu)
+        fake_guest(sock, data, clock_offset, qemu, console_delay)
         p = subprocess.run([sys.executable, os.path.join(HERE, "console.py"), "--socket", sock,
                             "--log", os.path.join(d, "console.log"), "--result",
                             os.path.join(d, "result.txt"), "--timeout", "30",
@@ -88,6 +93,10 @@ def main():
         ("persistent data", 0, {}),
         ("data in RAM only", 1, {"data": "/run/re6st-data (RAM only)"}),
         ("clock right", 0, {"args": ["--clock-tolerance", "5"]}),
+        ("clock right, answer 8 s late", 0,
+         {"console_delay": 8, "args": ["--clock-tolerance", "5"]}),
+        ("clock 7 s behind, answer at once", 1,
+         {"clock_offset": -7, "args": ["--clock-tolerance", "5"]}),
         ("clock 1000 s behind", 1, {"clock_offset": -1000, "args": ["--clock-tolerance", "5"]}),
         ("clock at 1970", 1, {"clock_offset": -time.time() + 60, "args": ["--clock-tolerance", "5"]}),
     ]
