@@ -12,3 +12,4 @@ pub mod peer_link;
 pub mod reconfig;
 pub mod renewal;
 pub mod run;
+pub mod tasks;
