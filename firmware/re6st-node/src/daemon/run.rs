@@ -110,7 +110,6 @@ struct Node {
     babel_socket: PathBuf,
     common: Common,
     clients: BTreeMap<Prefix, Child>,
-    undo: Vec<Vec<String>>,
     /// Shared with the tasks that call the registry (one call at a time).
     registry: Arc<tokio::sync::Mutex<RegistryClient>>,
     /// Where tasks report what they did (the loop's only other input).
@@ -393,8 +392,15 @@ async fn run(o: Options) -> Result<(), String> {
     let advertised = Advertised::new(&o.ip, &servers, country.as_deref())?;
     let my_address = advertised.render();
 
-    let mut undo = Vec::new();
+    // Checked before anything is set up.
+    let remote_gateways = RemoteGateways::new(&o.remote_gateways)?;
+    for gw in &o.remote_gateways {
+        check_on_link(gw)?;
+    }
     let v = o.verbose;
+    // Undone when `run` returns, whatever way.
+    let mut undo = Undo::default();
+    let undo_list = &mut undo.0;
     let setup = (|| -> Result<(), String> {
         ip(
             &[
@@ -405,7 +411,7 @@ async fn run(o: Options) -> Result<(), String> {
                 "dev",
                 &o.main_interface,
             ],
-            &mut undo,
+            undo_list,
             v,
         )?;
         ip(
@@ -416,7 +422,7 @@ async fn run(o: Options) -> Result<(), String> {
                 "unreachable",
                 &format!("{}/{}", network.to_ipv6(), network.len()),
             ],
-            &mut undo,
+            undo_list,
             v,
         )?;
         if let Some((p, (ip4, len))) = ipv4 {
@@ -431,7 +437,7 @@ async fn run(o: Options) -> Result<(), String> {
                     "proto",
                     "static",
                 ],
-                &mut undo,
+                undo_list,
                 v,
             )?;
             if client_mode.is_some() {
@@ -440,13 +446,13 @@ async fn run(o: Options) -> Result<(), String> {
                 let own = format!("{ip4}/32");
                 ip(
                     &["-4", "addr", "add", &own, "dev", &o.main_interface],
-                    &mut undo,
+                    undo_list,
                     v,
                 )?;
                 let sub = format!("{}/{len}", ipv4_network(ip4, len));
                 ip(
                     &["-4", "route", "add", "unreachable", &sub, "proto", "static"],
-                    &mut undo,
+                    undo_list,
                     v,
                 )?;
             }
@@ -455,12 +461,12 @@ async fn run(o: Options) -> Result<(), String> {
         // and babeld keeps its interface.
         let server_taps = servers.iter().map(|(_, proto)| format!("re6stnet-{proto}"));
         for t in server_taps {
-            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
+            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], undo_list, v)?;
             ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
         }
         for i in 1..=taps {
             let t = format!("re6stnet{i}");
-            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
+            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], undo_list, v)?;
             ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
         }
         Ok(())
@@ -521,7 +527,6 @@ async fn run(o: Options) -> Result<(), String> {
                     babel_socket: o.run.join("babeld-stock.sock"),
                     common,
                     clients: BTreeMap::new(),
-                    undo: Vec::new(),
                     registry: Arc::new(tokio::sync::Mutex::new(registry)),
                     done,
                     babel_commands,
@@ -544,7 +549,7 @@ async fn run(o: Options) -> Result<(), String> {
                     client_mode_child: None,
                     advertised,
                     ipv4: ipv4.map(|(_, a)| a),
-                    remote_gateways: RemoteGateways::new(&o.remote_gateways)?,
+                    remote_gateways,
                     country: country.clone(),
                     tunnel_peers: BTreeMap::new(),
                     babel_ifaces: BTreeSet::new(),
@@ -568,10 +573,51 @@ async fn run(o: Options) -> Result<(), String> {
         }
         Err(e) => Err(e),
     };
-    for u in undo.iter().rev() {
-        let _ = std::process::Command::new("ip").args(u).status();
-    }
+    drop(undo);
     result
+}
+
+/// The `ip` commands that undo what the node set up in the kernel, run in
+/// reverse order when dropped: on every way out of [`run`], errors (a
+/// set-up step failing half-way, a `?` after it) and panics included.
+#[derive(Default)]
+struct Undo(Vec<Vec<String>>);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        for u in self.0.iter().rev() {
+            let _ = std::process::Command::new("ip")
+                .args(u)
+                .stdin(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A `--remote-gateway` must be on a directly connected network (as for
+/// any route's gateway): else every tunnel's route through it would fail.
+fn check_on_link(gw: &str) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route", "get", gw])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "--remote-gateway {gw}: unreachable ({})",
+            why.trim()
+        ));
+    }
+    if said.split_whitespace().any(|w| w == "via") {
+        return Err(format!(
+            "--remote-gateway {gw}: not on a directly connected network (the kernel \
+             routes it {})",
+            said.trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Our country: `--country`, else, when the network keeps some countries'
@@ -935,12 +981,6 @@ async fn run_node(
     let _ = std::fs::remove_file(&upstream_sock);
     let _ = std::fs::remove_file(&ctl_path);
     let _ = std::fs::remove_file(&hook_sock);
-    for args in node.remote_gateways.clear() {
-        run_ip(&args, v);
-    }
-    for u in node.undo.iter().rev() {
-        let _ = std::process::Command::new("ip").args(u).status();
-    }
     if reexec {
         return Err(REEXEC.into());
     }
@@ -1060,6 +1100,16 @@ async fn mapping_changed(
             Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
+    }
+}
+
+impl Drop for Node {
+    /// The routes to tunnel peers through `--remote-gateway`s go with the
+    /// node, whatever way `run_node` returns.
+    fn drop(&mut self) {
+        for args in self.remote_gateways.clear() {
+            run_ip(&args, self.o.verbose);
+        }
     }
 }
 
