@@ -10,6 +10,7 @@ pub mod log;
 pub mod options;
 pub mod peer_link;
 pub mod reconfig;
+pub mod relay_source;
 pub mod renewal;
 pub mod run;
 pub mod tasks;

@@ -157,6 +157,8 @@ struct Node {
     kernel_checked: i64,
     /// Bootstrap requests in a row that gave no peer.
     bootstrap_misses: u32,
+    /// Relay datagrams refused (logged at powers of two).
+    relay_refused: u64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -556,6 +558,7 @@ async fn run(o: Options) -> Result<(), String> {
                     kernel_check: KernelCheck::default(),
                     kernel_checked: 0,
                     bootstrap_misses: 0,
+                    relay_refused: 0,
                 },
                 &config,
                 &dh,
@@ -1006,6 +1009,11 @@ struct InFlight {
     status_dumps: usize,
 }
 
+/// Serials of the peers on our servers, at most (OpenVPN's --max-clients
+/// bounds the real ones; hook events beyond are not remembered: the CRL
+/// check then does not restart the servers for them).
+const MAX_SERVED_SERIALS: usize = 1024;
+
 /// At most this many `re6st ctl status` dumps at a time.
 const STATUS_DUMPS: usize = 4;
 /// How long `re6st ctl status` waits for a fresh dump of babeld's routes
@@ -1408,8 +1416,25 @@ impl Node {
     }
 
     async fn datagram(&mut self, udp: &UdpSocket, from: SocketAddr, datagram: &[u8]) {
-        if from.ip().is_loopback() {
-            // The registry's relay.
+        if from.ip().to_canonical().is_loopback() {
+            // The registry's relay, if the registry sent it (see
+            // relay_source); anything else from here is dropped.
+            let our_uid = nix::unistd::geteuid().as_raw();
+            if !super::relay_source::trusted(from, our_uid) {
+                self.relay_refused = self.relay_refused.saturating_add(1);
+                if self.relay_refused.is_power_of_two() {
+                    log(
+                        1,
+                        self.o.verbose,
+                        format!(
+                            "relay datagram from {from} ignored: not from root's or our \
+                             user's socket ({} so far)",
+                            self.relay_refused
+                        ),
+                    );
+                }
+                return;
+            }
             let Ok(r) = relay::decode(datagram) else {
                 return;
             };
@@ -1476,12 +1501,19 @@ impl Node {
                 }
                 if let (true, Ok(prefix)) = (ok, Prefix::from_subnet(&p.cn)) {
                     self.manager.on_served(prefix, true);
-                    self.served_serials.insert(prefix, p.serial);
+                    if self.served_serials.len() < MAX_SERVED_SERIALS
+                        || self.served_serials.contains_key(&prefix)
+                    {
+                        self.served_serials.insert(prefix, p.serial);
+                    }
                 }
             }
             Event::ClientDisconnect(p) => {
                 if let Ok(prefix) = Prefix::from_subnet(&p.cn) {
                     self.manager.on_served(prefix, false);
+                    // Else a later CRL naming its serial would restart our
+                    // servers for a peer long gone.
+                    self.served_serials.remove(&prefix);
                 }
             }
             Event::RouteUp {
