@@ -12,5 +12,6 @@ pub mod peer_link;
 pub mod reconfig;
 pub mod relay_source;
 pub mod renewal;
+pub mod restart_backoff;
 pub mod run;
 pub mod tasks;

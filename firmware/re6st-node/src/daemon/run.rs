@@ -30,6 +30,7 @@ use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
 use super::reconfig;
 use super::renewal;
+use super::restart_backoff::RestartBackoff;
 use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
@@ -183,7 +184,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     match rt.block_on(run(o)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e == REEXEC => {
+        Err(NodeError::Restart) => {
             // Everything was cleaned up: start over with the same command
             // line, as upstream does after such a change.
             drop(rt);
@@ -246,7 +247,7 @@ async fn network_config(
     }
 }
 
-async fn run(o: Options) -> Result<(), String> {
+async fn run(o: Options) -> Result<(), NodeError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let ca = X509::from_pem(&read(&o.ca)?).map_err(|e| format!("CA: {e}"))?;
     let my_cert = X509::from_pem(&read(&o.cert)?).map_err(|e| format!("certificate: {e}"))?;
@@ -339,7 +340,7 @@ async fn run(o: Options) -> Result<(), String> {
         Some(list) => {
             let parsed = re6st_proto::address::parse_list(list);
             if parsed.addresses.is_empty() {
-                return Err(format!("--client {list:?}: no usable address"));
+                return Err(format!("--client {list:?}: no usable address").into());
             }
             Some(
                 parsed
@@ -574,7 +575,7 @@ async fn run(o: Options) -> Result<(), String> {
             )
             .await
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     drop(undo);
     result
@@ -689,7 +690,7 @@ async fn run_node(
     subnet_len: u8,
     hook_sock: PathBuf,
     inbox: Inbox,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let Inbox {
         done: mut done_rx,
         babel_commands,
@@ -777,7 +778,7 @@ async fn run_node(
             .await
             .map_err(|e| format!("--up: {e}"))?;
         if !status.success() {
-            return Err(format!("--up command failed ({status})"));
+            return Err(format!("--up command failed ({status})").into());
         }
     }
     let mut daemons = Vec::new();
@@ -796,8 +797,7 @@ async fn run_node(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
-    let mut babel_backoff = 1u64;
-    let mut babel_started = std::time::Instant::now();
+    let mut babel_backoff = RestartBackoff::new(mono() as u64);
     // When the servers were last (re)started: one that exits is restarted
     // with the others, at most once every SERVER_RESTART_EVERY.
     let mut servers_started = std::time::Instant::now();
@@ -827,14 +827,9 @@ async fn run_node(
             _ = sigint.recv() => break,
             status = wait_child(&mut babeld) => {
                 babeld = None;
-                // A babeld that ran a while is restarted at once again.
-                if babel_started.elapsed() >= BABEL_BACKOFF_RESET {
-                    babel_backoff = 1;
-                }
-                log(1, v, format!("babeld exited ({status:?}); restarting in {babel_backoff}s"));
-                babel_restart_at =
-                    Some(tokio::time::Instant::now() + Duration::from_secs(babel_backoff));
-                babel_backoff = (babel_backoff * 2).min(60);
+                let delay = babel_backoff.on_exit(mono() as u64);
+                log(1, v, format!("babeld exited ({status:?}); restarting in {delay}s"));
+                babel_restart_at = Some(tokio::time::Instant::now() + Duration::from_secs(delay));
             }
             _ = sleep_until(babel_restart_at) => {
                 babel_restart_at = None;
@@ -842,14 +837,14 @@ async fn run_node(
                 match spawn_babel(&babel) {
                     Ok(c) => {
                         babeld = Some(c);
-                        babel_started = std::time::Instant::now();
+                        babel_backoff.on_start(mono() as u64);
                         log(1, v, "babeld restarted");
                     }
                     Err(e) => {
-                        log(0, v, format!("babeld: {e}; trying again in {babel_backoff}s"));
+                        let delay = babel_backoff.on_start_failed(mono() as u64);
+                        log(0, v, format!("babeld: {e}; trying again in {delay}s"));
                         babel_restart_at =
-                            Some(tokio::time::Instant::now() + Duration::from_secs(babel_backoff));
-                        babel_backoff = (babel_backoff * 2).min(60);
+                            Some(tokio::time::Instant::now() + Duration::from_secs(delay));
                     }
                 }
             }
@@ -927,7 +922,7 @@ async fn run_node(
             if let Some(mut old) = babeld.take() {
                 let _ = old.kill().await;
                 babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
-                babel_started = std::time::Instant::now();
+                babel_backoff.on_start(mono() as u64);
             }
         }
         if asked.restart_servers {
@@ -985,7 +980,7 @@ async fn run_node(
     let _ = std::fs::remove_file(&ctl_path);
     let _ = std::fs::remove_file(&hook_sock);
     if reexec {
-        return Err(REEXEC.into());
+        return Err(NodeError::Restart);
     }
     Ok(())
 }
@@ -1048,8 +1043,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// directory to finish its clean-up (a quick restart) before giving up.
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
 
-/// A babeld that ran this long before exiting is restarted without delay.
-const BABEL_BACKOFF_RESET: Duration = Duration::from_secs(300);
 /// At most one restart of exited OpenVPN servers in this time.
 const SERVER_RESTART_EVERY: Duration = Duration::from_secs(10);
 
@@ -1094,8 +1087,23 @@ async fn stop_babeld(babeld: &mut Child) {
 /// Seconds between two comparisons of babeld's routes with the kernel's.
 const KERNEL_CHECK_EVERY: i64 = 10;
 
-/// What `run_node` returns when the node must start over.
-const REEXEC: &str = "re-exec";
+/// Why the node's run ended other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A new network configuration or CA needs a fresh start: everything
+    /// was cleaned up, the process starts over with its command line.
+    #[error("the node must start over")]
+    Restart,
+    /// The node cannot run (what, and why).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<String> for NodeError {
+    fn from(why: String) -> NodeError {
+        NodeError::Fatal(why)
+    }
+}
 
 /// The next port mapping from the UPnP task; never ready without one.
 async fn mapping_changed(
