@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Checks the demo's drawing (scripts/demo.sh with DEMO_SECONDS): the SVG
-that Graphviz made from topology.py's DOT has exactly one node per demo
-node, labelled with its name and subnet, the DOT's tunnels as its edges,
-and every node has at least one tunnel (a node reaches the others only
-through its tunnels, so one without any means its status was not read).
-Usage: check-drawing.py SVGFILE DOTFILE NAME=SUBNET...
+that `re6st ctl topology` made has exactly one node per demo node, titled
+by its subnet and labelled with its version, the registry's node (and
+only it) marked, the tunnels of the map (the command's JSON from the same
+reading) as its edges, and every node has at least one tunnel (a node
+reaches the others only through its tunnels).
+Usage: check-drawing.py SVGFILE JSONFILE registry=NAME NAME=SUBNET...
 Prints what it found; exit status 1 on any difference."""
-import re
+import json
 import sys
 import xml.etree.ElementTree as ET
 
 SVG = '{http://www.w3.org/2000/svg}'
-svgfile, dotfile = sys.argv[1], sys.argv[2]
+svgfile, jsonfile = sys.argv[1], sys.argv[2]
 want = dict(a.split('=', 1) for a in sys.argv[3:])
+registry = want.pop('registry')
+subnets = {subnet: name for name, subnet in want.items()}
 problems = []
 
 root = ET.parse(svgfile).getroot()
@@ -27,23 +30,31 @@ for g in root.iter(SVG + 'g'):
             problems.append(f'node {title.text} drawn twice')
         nodes[title.text] = texts
     elif g.get('class') == 'edge':
-        # Graphviz titles an undirected edge "a&#45;&#45;b", i.e. "a--b".
-        a, _, b = title.text.partition('--')
-        edges.add(tuple(sorted((a, b))))
+        # Graphviz titles an edge of a digraph "a&#45;&gt;b", i.e. "a->b".
+        a, _, b = title.text.partition('->')
+        edges.add((a, b))
 
+m = json.load(open(jsonfile))
+versions = {n['subnet']: n['version'] for n in m['nodes']}
 for name, subnet in want.items():
-    if name not in nodes:
-        problems.append(f'{name} is not in the drawing')
-    elif nodes[name] != [name, subnet]:
-        problems.append(f'{name} is labelled {nodes[name]}, want {[name, subnet]}')
-for name in nodes.keys() - want.keys():
-    problems.append(f'the drawing has a node {name} that is not in the demo')
+    texts = nodes.get(subnet)
+    if texts is None:
+        problems.append(f'{name} ({subnet}) is not in the drawing')
+        continue
+    if texts[:1] != [subnet] or not versions.get(subnet):
+        problems.append(f'{name} is labelled {texts}, want its subnet {subnet} and a version')
+    elif versions[subnet].split(', ')[0] not in texts:
+        problems.append(f'{name} is labelled {texts}, without its version {versions[subnet]!r}')
+    if ("registry's node" in texts) != (name == registry):
+        problems.append(f'{name} is labelled {texts}: the registry\'s node is {registry}')
+for subnet in nodes.keys() - subnets.keys():
+    problems.append(f'the drawing has a node {subnet} that is not in the demo')
 
-dot_edges = {tuple(sorted(m)) for m in re.findall(r'^\s*"([^"]+)" -- "([^"]+)";$', open(dotfile).read(), re.M)}
-if edges != dot_edges:
-    problems.append(f'drawn tunnels {sorted(edges)} are not the DOT\'s {sorted(dot_edges)}')
-for name in want:
-    if not any(name in e for e in edges):
+json_edges = {(t['client'], t['server']) for t in m['tunnels']}
+if edges != json_edges:
+    problems.append(f'drawn tunnels {sorted(edges)} are not the map\'s {sorted(json_edges)}')
+for name, subnet in want.items():
+    if not any(subnet in e for e in edges):
         problems.append(f'{name} has no tunnel in the drawing')
 
 print(f'drawing: {len(nodes)} nodes, {len(edges)} tunnels')

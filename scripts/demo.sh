@@ -3,9 +3,10 @@
 # node, and NODES more nodes on a simulated IPv4 internet (198.18.0.0/15).
 # Each node provisions itself with re6st-conf, bootstraps through the
 # registry, opens OpenVPN tunnels and routes with babeld. The script waits
-# until every node reaches every other over the overlay, prints the tunnel
-# graph (text, Graphviz DOT, and SVG when dot is installed), then keeps
-# running for you to explore; Ctrl-C stops and removes everything.
+# until every node reaches every other over the overlay, draws the network
+# as its operator would, with `re6st ctl topology` from the registry's host
+# (JSON, Graphviz DOT, and SVG when dot is installed), then keeps running
+# for you to explore; Ctrl-C stops and removes everything.
 #
 # Non-interactive (make demo-test): DEMO_SECONDS=N checks the drawing (one
 # SVG node per node, scripts/check-drawing.py), keeps the network up N
@@ -63,7 +64,7 @@ mkdir -p "$WORK/node0"
 ns registry "$BIN" registry --port 9080 -4 198.18.1.2 -6 "" \
   --ca "$WORK/registry/ca.crt" --key "$WORK/registry/ca.key" --dh "$WORK/registry/dh.pem" \
   --db "$WORK/registry/registry.db" -l "$WORK/registry/registry.log" -r "$WORK/node0/run" \
-  --anonymous-prefix-length 16 --hello 4 --client-count 3 >"$WORK/registry/stdout.log" 2>&1 &
+  --anonymous-prefix-length 16 --hello 4 --client-count 3 --authorized-origin 198.18.1.2 >"$WORK/registry/stdout.log" 2>&1 &
 for _ in $(seq 50); do ns registry bash -c 'exec 3<>/dev/tcp/198.18.1.2/9080' 2>/dev/null && break; sleep 0.1; done
 FP=sha256:$(openssl x509 -in "$WORK/registry/ca.crt" -outform DER | sha256sum | cut -d' ' -f1)
 
@@ -105,18 +106,24 @@ echo "demo: waiting until every node reaches every other over the overlay..."
 all_reach 240
 echo "demo: all $((NODES + 1)) nodes reach each other (${SECONDS}s)"
 
-args=() labels=()
-for n in "${!NSOF[@]}"; do args+=("$n=$WORK/$n/run=${SUBNET[$n]}"); labels+=("$n=${SUBNET[$n]}"); done
-# draw: the overlay as text, DOT and (with Graphviz) SVG; in a test, the
-# SVG must show every node with its tunnels.
+labels=(registry=node0)
+for n in "${!NSOF[@]}"; do labels+=("$n=${SUBNET[$n]}"); done
+# draw: the network's map from the registry (its private topology and
+# versions requests, answered to its own address): JSON, DOT and (with
+# Graphviz) SVG; in a test, the SVG must show every node with its tunnels.
 draw() {
-  python3 scripts/topology.py "$BIN" "$WORK/topology.dot" "${args[@]}"
-  echo "demo: Graphviz DOT in $WORK/topology.dot"
-  rm -f "$WORK/topology.svg"
-  if command -v dot >/dev/null; then dot -Tsvg "$WORK/topology.dot" -o "$WORK/topology.svg" && echo "demo: drawing in $WORK/topology.svg"; fi
+  local out=(-o "$WORK/topology.json" -o "$WORK/topology.dot")
+  rm -f "$WORK"/topology.*
+  if command -v dot >/dev/null; then out+=(-o "$WORK/topology.svg"); fi
+  ns registry "$BIN" ctl topology --registry http://198.18.1.2:9080/ "${out[@]}" ||
+    { echo "demo: FAIL: re6st ctl topology" >&2; exit 1; }
+  python3 -c 'import json, sys
+m = json.load(open(sys.argv[1]))
+print("overlay tunnels (client -> server):")
+for t in m["tunnels"]: print("  %s -> %s" % (t["client"], t["server"]))' "$WORK/topology.json"
   if [ -n "$TEST" ]; then
     [ -s "$WORK/topology.svg" ] || { echo "demo: FAIL: no drawing (Graphviz dot: make deps)" >&2; exit 1; }
-    python3 scripts/check-drawing.py "$WORK/topology.svg" "$WORK/topology.dot" "${labels[@]}" || exit 1
+    python3 scripts/check-drawing.py "$WORK/topology.svg" "$WORK/topology.json" "${labels[@]}" || exit 1
   fi
 }
 draw
@@ -132,6 +139,7 @@ cat <<MSG
 
 demo: try, e.g.
   ip netns exec $TAG-n1 ping -6 $(addr node2)
+  ip netns exec $TAG-registry $BIN ctl topology --registry http://198.18.1.2:9080/ --format json
   ip netns exec $TAG-n1 ip -6 route
   tail -f $WORK/node1/node.log
 demo: Ctrl-C to stop and clean up.

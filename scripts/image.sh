@@ -309,8 +309,11 @@ for m in "${INITRD_MODS[@]}"; do copy_module "$m" "$INITRD"; done
 for m in "${INITRD_MODS[@]}"; do echo "$KVER/$m"; done > "$INITRD/etc/modules"
 install -m 755 "$ROOT/board/common/initramfs-init" "$INITRD/init"
 install -m 644 "$ROOT/board/common/bootslot.sh" "$INITRD/lib/bootslot.sh"
+# The kernel allocates the whole LZMA2 dictionary to unpack the initramfs:
+# `xz -9`'s 64 MiB left a 128 MiB router out of memory before init; the
+# cpio is a few MB, so a 4 MiB dictionary compresses it as well.
 (cd "$INITRD" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner 0:0 --quiet) |
-  xz -9 --check=crc32 > "$OUT/initramfs.cpio.xz"
+  xz --check=crc32 --lzma2=preset=9,dict=4MiB > "$OUT/initramfs.cpio.xz"
 
 # --- firmware disk: boot environment, slot a, slot b, data --------------
 # Layout: board/common/firmware-disk.sh.

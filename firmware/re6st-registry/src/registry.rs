@@ -1026,11 +1026,21 @@ impl Registry {
             tracing::info!("topology: the registry has no node yet");
             return Ok(Some(b"{}".to_vec()));
         };
-        let graph = relay.topology(&own);
-        let map: serde_json::Map<String, Json> = graph
-            .into_iter()
-            .map(|(k, v)| (k, Json::Array(v.into_iter().map(Json::from).collect())))
-            .collect();
-        Ok(Some(serde_json::to_vec(&map).map_err(internal)?))
+        let mut graph = relay.topology(&own);
+        // The registry's node first, as in upstream's answer (its node's
+        // answer is the first one upstream's registry records): that is how
+        // a reader (`re6st ctl topology`) tells which node is the registry's.
+        let first = graph.remove_entry(&own.to_subnet());
+        let mut body = Vec::from(&b"{"[..]);
+        for (i, (node, peers)) in first.into_iter().chain(graph).enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, &node).map_err(internal)?;
+            body.push(b':');
+            serde_json::to_writer(&mut body, &peers).map_err(internal)?;
+        }
+        body.push(b'}');
+        Ok(Some(body))
     }
 }

@@ -670,9 +670,15 @@ fn relay_rpcs_against_a_fake_local_node() {
         serde_json::json!({own: "0-test, Linux", peer: "0-test2, Linux"})
     );
 
-    // topology, explored from the registry's node.
+    // topology, explored from the registry's node, whose entry comes
+    // first (as upstream's): how `re6st ctl topology` marks it.
     let (status, _, body) = server.get("/topology", &[]);
     assert_eq!(status, 200);
+    assert!(
+        body.starts_with(format!("{{\"{own_subnet}\":").as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let t: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let set = |v: &serde_json::Value| -> BTreeSet<String> {
         v.as_array()

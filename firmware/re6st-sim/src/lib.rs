@@ -5,6 +5,7 @@
 //! under loss, recovery, control traffic. See docs/simulator.md for what
 //! is modelled and what is not.
 
+pub mod check;
 pub mod config;
 pub mod graph;
 pub mod ids;

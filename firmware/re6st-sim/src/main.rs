@@ -84,6 +84,10 @@ enum Cmd {
         json: PathBuf,
         reports: Vec<PathBuf>,
     },
+    /// Checks reports against the targets (rejoin after a loss with the
+    /// registry down, peer traffic, dumps below the client count); prints
+    /// PASS/FAIL per expectation and fails if any failed.
+    Check { reports: Vec<PathBuf> },
 }
 
 /// Every routing view is a few hundred kB of short-lived buffers per node
@@ -104,6 +108,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Table { md, json, reports }) => re6st_sim::table::write(&md, &json, &reports),
+        Some(Cmd::Check { reports }) => {
+            match re6st_sim::check::check(&reports, &re6st_sim::check::TARGETS) {
+                Ok((text, true)) => {
+                    print!("{text}");
+                    Ok(())
+                }
+                Ok((text, false)) => {
+                    print!("{text}");
+                    Err("some expectations failed (FAIL above)".to_owned())
+                }
+                Err(e) => Err(e),
+            }
+        }
         None => simulate(&cli),
     };
     match result {

@@ -36,9 +36,9 @@ fn static_loss(v: &Value, kind: &str, fraction: f64) -> String {
 pub fn markdown(reports: &[Value]) -> String {
     let mut o = String::new();
     o.push_str(
-        "| nodes | loss | registry | simulated | wall | tunnels/node mean (max) | diameter | mean hops | random-regular mean hops | hop stretch | latency stretch median (p90) | static loss 30 % random / targeted: largest | after the loss: components, largest | one component again after | peer msgs /node/min | version msgs /node/min | babel dumps /node/min |\n",
+        "| nodes | seed | loss | registry | simulated | wall | tunnels/node mean (max) | diameter | mean hops | random-regular mean hops | hop stretch | latency stretch median (p90) | static loss 30 % random / targeted: largest | after the loss: components, largest | one component again after | peer msgs /node/min | version msgs /node/min | babel dumps /node/min |\n",
     );
-    o.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    o.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in reports {
         let loss = r.pointer("/loss");
         let reconnected = match loss {
@@ -50,8 +50,9 @@ pub fn markdown(reports: &[Value]) -> String {
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} s | {} s | {} ({}) | {} | {} | {} | {} | {} ({}) | {} / {} | {}, {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} s | {} s | {} ({}) | {} | {} | {} | {} | {} ({}) | {} / {} | {}, {} | {} | {} | {} | {} |",
             f(r, &["params", "nodes"], 0),
+            f(r, &["params", "seed"], 0),
             r.pointer("/params/loss").filter(|v| !v.is_null()).map_or("none".to_owned(), |l| {
                 format!("{} {:.0} %", l["kind"].as_str().unwrap_or("?"), 100.0 * l["fraction"].as_f64().unwrap_or(0.0))
             }),

@@ -36,7 +36,10 @@ fn multicall() -> clap::Command {
         .subcommand(
             clap::Command::new("registry").about("The network's registry: re6st-registry(1)"),
         )
-        .subcommand(clap::Command::new("ctl").about("The running node's state: re6st-ctl(1)"))
+        .subcommand(
+            clap::Command::new("ctl")
+                .about("The running node's state, the network's map: re6st-ctl(1)"),
+        )
 }
 
 fn pages() -> Vec<Page> {
@@ -130,9 +133,15 @@ fn pages() -> Vec<Page> {
         Page {
             command: re6st_node::status::ctl::command().name("re6st-ctl"),
             section: "1",
-            description: "Asks the re6st node running on this host for its state \
-                through the control socket in its run directory: tunnels, routes, \
-                certificate, network configuration and peer cache.",
+            description: "status asks the re6st node running on this host for its \
+                state through the control socket in its run directory: tunnels, \
+                routes, certificate, network configuration and peer cache. \
+                topology draws the whole network from its registry (Graphviz DOT, \
+                SVG through Graphviz's dot, or JSON): every node with its version, \
+                the tunnels between them, the registry's node marked; it uses the \
+                registry's private topology and versions requests (upstream's \
+                registry too), which the registry answers only to its authorized \
+                origins (re6st-registry --authorized-origin).",
             files: &[("/run/re6stnet/ctl.sock", "the node's control socket")],
         },
     ]

@@ -23,7 +23,7 @@ const APPLETS: [(&str, &str); 4] = [
     ),
     (
         "re6st-ctl",
-        "Show the state of the re6st node running on this host",
+        "Show the state of the re6st node running on this host, or the network's map",
     ),
 ];
 

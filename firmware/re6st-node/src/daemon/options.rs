@@ -98,8 +98,16 @@ pub struct Options {
     #[arg(long)]
     pub client: Option<String>,
     /// Peers to keep a direct tunnel to, by CN (repeatable).
-    #[arg(long = "neighbour")]
+    #[arg(long = "neighbour", value_parser = neighbour_cn)]
     pub neighbours: Vec<String>,
+}
+
+/// A `--neighbour` is a CN (`prefix/length`, as in certificates): a value
+/// that is not one is refused here rather than silently never connected.
+fn neighbour_cn(v: &str) -> Result<String, String> {
+    re6st_proto::prefix::Prefix::from_subnet(v)
+        .map(|_| v.to_owned())
+        .map_err(|e| format!("{e} (a node's CN, e.g. 5/16, as `re6st ctl status` shows its peers)"))
 }
 
 impl Options {
@@ -233,6 +241,9 @@ mod tests {
         );
         assert!(parse(&[&BASE[..], &["--pp", "x", "tcp"]].concat()).is_err());
         assert!(parse(&["--ca", "x"]).is_err(), "--registry is required");
+        let bad = parse(&[&BASE[..], &["--neighbour", "node4"]].concat()).unwrap_err();
+        assert!(bad.to_string().contains("node4"), "{bad}");
+        assert!(parse(&[&BASE[..], &["--neighbour", "5/16"]].concat()).is_ok());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! daemon on `RUN/ctl.sock`) and its human-readable rendering.
 
 pub mod ctl;
+#[cfg(feature = "topology")]
+pub mod topology;
 
 use serde::{Deserialize, Serialize};
 
