@@ -321,6 +321,18 @@ impl PeerTable {
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
         self.peers.values()
     }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn contains(&self, prefix: &Prefix) -> bool {
+        self.peers.contains_key(prefix)
+    }
 }
 
 /// What we need to know about ourselves to answer handshakes.

@@ -17,7 +17,7 @@ use super::control::Route;
 #[cfg(test)]
 use super::control::INFINITY;
 
-type Net = (IpAddr, u8);
+pub type Net = (IpAddr, u8);
 
 /// A forwarding route of ours in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]

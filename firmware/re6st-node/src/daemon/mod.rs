@@ -10,5 +10,8 @@ pub mod log;
 pub mod options;
 pub mod peer_link;
 pub mod reconfig;
+pub mod relay_source;
 pub mod renewal;
+pub mod restart_backoff;
 pub mod run;
+pub mod tasks;

@@ -38,6 +38,17 @@ pub struct PeerLink {
 
 /// Messages kept per peer while its session is being set up.
 const MAX_PENDING: usize = 4;
+/// Peers with messages waiting for their session, at most: beyond, a
+/// message to another such peer is dropped (its hello0 still goes; the
+/// tunnel manager asks again later).
+pub const MAX_PENDING_PEERS: usize = 64;
+/// Peer sessions kept, at most (every node of a network of this size can
+/// be talked to at once). When full, the half-open ones (a hello0 sent,
+/// no certificate from the peer yet: what a local process or a peer
+/// naming random prefixes would fill the table with) are dropped, with
+/// their pending messages; established sessions are never dropped to make
+/// room: a message to a new peer then waits for the next attempt.
+pub const MAX_SESSIONS: usize = 2048;
 
 fn micros() -> u64 {
     std::time::SystemTime::now()
@@ -64,6 +75,14 @@ impl PeerLink {
         let Some(to) = self.address_of(&prefix) else {
             return Vec::new();
         };
+        if !self.peers.contains(&prefix) && self.peers.len() >= MAX_SESSIONS {
+            self.peers.retain(|p| p.cert().is_some());
+            let peers = &self.peers;
+            self.pending.retain(|p, _| peers.contains(p));
+            if self.peers.len() >= MAX_SESSIONS {
+                return Vec::new();
+            }
+        }
         let peer = self.peers.entry(prefix, new_secret(0, random12()));
         if peer.connected(now) && peer.cert().is_some() {
             match peer.encode(payload) {
@@ -74,9 +93,11 @@ impl PeerLink {
                 Err(_) => Vec::new(),
             }
         } else {
-            let queue = self.pending.entry(prefix).or_default();
-            if queue.len() < MAX_PENDING {
-                queue.push(payload.to_vec());
+            if self.pending.contains_key(&prefix) || self.pending.len() < MAX_PENDING_PEERS {
+                let queue = self.pending.entry(prefix).or_default();
+                if queue.len() < MAX_PENDING {
+                    queue.push(payload.to_vec());
+                }
             }
             let Some(peer) = self.peers.get_mut(&prefix) else {
                 return Vec::new();
@@ -254,11 +275,9 @@ mod tests {
     use super::*;
     use re6st_testkit::Pki;
 
-    #[test]
-    fn address_queries_get_our_address_or_nothing() {
-        let pki = Pki::new("2001:db8::/32");
+    fn link(pki: &Pki) -> PeerLink {
         let id = pki.node("1/16", 2);
-        let mut link = PeerLink {
+        PeerLink {
             me: Identity::new(pki.ca.clone(), id.cert.clone(), id.key.clone()).unwrap(),
             peers: PeerTable::default(),
             crl: BTreeSet::new(),
@@ -266,7 +285,73 @@ mod tests {
             version: vec![],
             info: String::new(),
             pending: Default::default(),
-        };
+        }
+    }
+
+    /// Prefix number `i` of length 24 (any a local process may name).
+    fn nth(i: u32) -> Prefix {
+        Prefix::from_subnet(&format!("{i}/24")).unwrap()
+    }
+
+    /// Messages to 10,000 peers that never answer (what a relay flood
+    /// asks): the sessions and pending messages stay at their caps, and
+    /// established sessions are kept.
+    #[test]
+    fn sessions_and_pending_messages_stay_at_their_caps() {
+        let pki = Pki::new("2001:db8::/32");
+        let mut link = link(&pki);
+        // An established session (a certificate known) is never evicted.
+        let friend = pki.node("9/16", 3);
+        link.peers
+            .entry(nth(7), [0; 20])
+            .set_cert(friend.cert.clone())
+            .unwrap();
+        let mut sent = 0;
+        for i in 0..10_000 {
+            sent += link.send(nth(1000 + i), &[Code::Address as u8], 100).len();
+            assert!(link.peers.len() <= MAX_SESSIONS);
+            assert!(link.pending.len() <= MAX_PENDING_PEERS);
+        }
+        assert!(link.peers.get(&nth(7)).is_some());
+        // Each new peer got its hello0 (evicting half-open sessions).
+        assert_eq!(sent, 10_000);
+        // A queue per peer is bounded too.
+        for _ in 0..10 {
+            link.send(nth(20_000), &[Code::Address as u8], 100);
+        }
+        assert!(link.pending.get(&nth(20_000)).map_or(0, Vec::len) <= MAX_PENDING);
+    }
+
+    /// 10,000 hello0 datagrams from random prefixes of our network (a
+    /// certificate that is not theirs): nothing enters the session table.
+    #[test]
+    fn hello0_from_random_prefixes_leaves_no_session() {
+        let pki = Pki::new("2001:db8::/32");
+        let mut link = link(&pki);
+        let other = pki.node("5/16", 4);
+        let der = other.cert.to_der().unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let sender = Prefix::from_subnet(&format!("{}/16", x % 65_536)).unwrap();
+            let hello0 = re6st_proto::peer::Peer::new(sender, [0; 20])
+                .hello0(&der, 0)
+                .unwrap()
+                .unwrap();
+            let from = link.address_of(&sender).unwrap();
+            link.receive(from, &hello0, 100);
+            assert!(link.peers.len() <= MAX_SESSIONS);
+        }
+        assert!(link.peers.len() <= 1, "{}", link.peers.len());
+        assert!(link.pending.is_empty());
+    }
+
+    #[test]
+    fn address_queries_get_our_address_or_nothing() {
+        let pki = Pki::new("2001:db8::/32");
+        let mut link = link(&pki);
         let query = Message::decode(&[Code::Address as u8]).unwrap();
         assert_eq!(
             link.answer(true, &query).0,

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::pkey::PKey;
@@ -17,10 +18,11 @@ use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::{Identity, PeerTable};
 use re6st_proto::prefix::{node_address, Prefix};
 use re6st_proto::relay;
-use re6st_registry_client::client::RegistryClient;
+use re6st_registry_client::client::{ClientError, RegistryClient};
 use re6st_registry_client::transport::RegistryUrl;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
 use super::handover;
 use super::log::{error, log};
@@ -28,10 +30,11 @@ use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
 use super::reconfig;
 use super::renewal;
-use crate::babel::client::BabelClient;
+use super::restart_backoff::RestartBackoff;
+use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
-use crate::babel::kernel_check::{kernel_routes, KernelCheck};
+use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::table::Table;
 use crate::nat::advertised::{Advertised, Mapping};
 use crate::nat::upnp::Upnp;
@@ -108,8 +111,14 @@ struct Node {
     babel_socket: PathBuf,
     common: Common,
     clients: BTreeMap<Prefix, Child>,
-    undo: Vec<Vec<String>>,
-    registry: RegistryClient,
+    /// Shared with the tasks that call the registry (one call at a time).
+    registry: Arc<tokio::sync::Mutex<RegistryClient>>,
+    /// Where tasks report what they did (the loop's only other input).
+    done: mpsc::UnboundedSender<Done>,
+    /// Lines for babeld, sent in order by one task.
+    babel_commands: mpsc::UnboundedSender<Vec<String>>,
+    /// Slow work under way, each at most once at a time.
+    in_flight: InFlight,
     forward_to: Option<SocketAddr>,
     defaults: String,
     client_count: usize,
@@ -149,6 +158,8 @@ struct Node {
     kernel_checked: i64,
     /// Bootstrap requests in a row that gave no peer.
     bootstrap_misses: u32,
+    /// Relay datagrams refused (logged at powers of two).
+    relay_refused: u64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -173,7 +184,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     match rt.block_on(run(o)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e == REEXEC => {
+        Err(NodeError::Restart) => {
             // Everything was cleaned up: start over with the same command
             // line, as upstream does after such a change.
             drop(rt);
@@ -236,7 +247,7 @@ async fn network_config(
     }
 }
 
-async fn run(o: Options) -> Result<(), String> {
+async fn run(o: Options) -> Result<(), NodeError> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let ca = X509::from_pem(&read(&o.ca)?).map_err(|e| format!("CA: {e}"))?;
     let my_cert = X509::from_pem(&read(&o.cert)?).map_err(|e| format!("certificate: {e}"))?;
@@ -329,7 +340,7 @@ async fn run(o: Options) -> Result<(), String> {
         Some(list) => {
             let parsed = re6st_proto::address::parse_list(list);
             if parsed.addresses.is_empty() {
-                return Err(format!("--client {list:?}: no usable address"));
+                return Err(format!("--client {list:?}: no usable address").into());
             }
             Some(
                 parsed
@@ -384,8 +395,15 @@ async fn run(o: Options) -> Result<(), String> {
     let advertised = Advertised::new(&o.ip, &servers, country.as_deref())?;
     let my_address = advertised.render();
 
-    let mut undo = Vec::new();
+    // Checked before anything is set up.
+    let remote_gateways = RemoteGateways::new(&o.remote_gateways)?;
+    for gw in &o.remote_gateways {
+        check_on_link(gw)?;
+    }
     let v = o.verbose;
+    // Undone when `run` returns, whatever way.
+    let mut undo = Undo::default();
+    let undo_list = &mut undo.0;
     let setup = (|| -> Result<(), String> {
         ip(
             &[
@@ -396,7 +414,7 @@ async fn run(o: Options) -> Result<(), String> {
                 "dev",
                 &o.main_interface,
             ],
-            &mut undo,
+            undo_list,
             v,
         )?;
         ip(
@@ -407,7 +425,7 @@ async fn run(o: Options) -> Result<(), String> {
                 "unreachable",
                 &format!("{}/{}", network.to_ipv6(), network.len()),
             ],
-            &mut undo,
+            undo_list,
             v,
         )?;
         if let Some((p, (ip4, len))) = ipv4 {
@@ -422,7 +440,7 @@ async fn run(o: Options) -> Result<(), String> {
                     "proto",
                     "static",
                 ],
-                &mut undo,
+                undo_list,
                 v,
             )?;
             if client_mode.is_some() {
@@ -431,13 +449,13 @@ async fn run(o: Options) -> Result<(), String> {
                 let own = format!("{ip4}/32");
                 ip(
                     &["-4", "addr", "add", &own, "dev", &o.main_interface],
-                    &mut undo,
+                    undo_list,
                     v,
                 )?;
                 let sub = format!("{}/{len}", ipv4_network(ip4, len));
                 ip(
                     &["-4", "route", "add", "unreachable", &sub, "proto", "static"],
-                    &mut undo,
+                    undo_list,
                     v,
                 )?;
             }
@@ -446,18 +464,20 @@ async fn run(o: Options) -> Result<(), String> {
         // and babeld keeps its interface.
         let server_taps = servers.iter().map(|(_, proto)| format!("re6stnet-{proto}"));
         for t in server_taps {
-            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
+            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], undo_list, v)?;
             ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
         }
         for i in 1..=taps {
             let t = format!("re6stnet{i}");
-            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], &mut undo, v)?;
+            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], undo_list, v)?;
             ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
         }
         Ok(())
     })();
     let result = match setup {
         Ok(()) => {
+            let (done, done_rx) = mpsc::unbounded_channel();
+            let (babel_commands, babel_rx) = mpsc::unbounded_channel();
             run_node(
                 o.clone(),
                 Node {
@@ -510,8 +530,10 @@ async fn run(o: Options) -> Result<(), String> {
                     babel_socket: o.run.join("babeld-stock.sock"),
                     common,
                     clients: BTreeMap::new(),
-                    undo: Vec::new(),
-                    registry,
+                    registry: Arc::new(tokio::sync::Mutex::new(registry)),
+                    done,
+                    babel_commands,
+                    in_flight: InFlight::default(),
                     forward_to: None,
                     defaults: String::new(),
                     client_count: taps,
@@ -530,13 +552,14 @@ async fn run(o: Options) -> Result<(), String> {
                     client_mode_child: None,
                     advertised,
                     ipv4: ipv4.map(|(_, a)| a),
-                    remote_gateways: RemoteGateways::new(&o.remote_gateways)?,
+                    remote_gateways,
                     country: country.clone(),
                     tunnel_peers: BTreeMap::new(),
                     babel_ifaces: BTreeSet::new(),
                     kernel_check: KernelCheck::default(),
                     kernel_checked: 0,
                     bootstrap_misses: 0,
+                    relay_refused: 0,
                 },
                 &config,
                 &dh,
@@ -545,15 +568,60 @@ async fn run(o: Options) -> Result<(), String> {
                 my_ip,
                 subnet.len(),
                 hook_sock,
+                Inbox {
+                    done: done_rx,
+                    babel_commands: babel_rx,
+                },
             )
             .await
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
-    for u in undo.iter().rev() {
-        let _ = std::process::Command::new("ip").args(u).status();
-    }
+    drop(undo);
     result
+}
+
+/// The `ip` commands that undo what the node set up in the kernel, run in
+/// reverse order when dropped: on every way out of [`run`], errors (a
+/// set-up step failing half-way, a `?` after it) and panics included.
+#[derive(Default)]
+struct Undo(Vec<Vec<String>>);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        for u in self.0.iter().rev() {
+            let _ = std::process::Command::new("ip")
+                .args(u)
+                .stdin(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A `--remote-gateway` must be on a directly connected network (as for
+/// any route's gateway): else every tunnel's route through it would fail.
+fn check_on_link(gw: &str) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route", "get", gw])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "--remote-gateway {gw}: unreachable ({})",
+            why.trim()
+        ));
+    }
+    if said.split_whitespace().any(|w| w == "via") {
+        return Err(format!(
+            "--remote-gateway {gw}: not on a directly connected network (the kernel \
+             routes it {})",
+            said.trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Our country: `--country`, else, when the network keeps some countries'
@@ -621,7 +689,16 @@ async fn run_node(
     my_ip: std::net::Ipv6Addr,
     subnet_len: u8,
     hook_sock: PathBuf,
-) -> Result<(), String> {
+    inbox: Inbox,
+) -> Result<(), NodeError> {
+    let Inbox {
+        done: mut done_rx,
+        babel_commands,
+    } = inbox;
+    tokio::spawn(send_babel_commands(
+        node.babel_socket.clone(),
+        babel_commands,
+    ));
     let v = o.verbose;
     let server_ifaces: Vec<String> = servers
         .iter()
@@ -678,7 +755,7 @@ async fn run_node(
         }
         Ok::<_, std::io::Error>(child)
     };
-    let mut babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+    let mut babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
     let upstream_sock = o.run.join("babeld.sock");
     let upstream_ctl = tokio::spawn(crate::babel::upstream_ctl::serve(
         upstream_sock.clone(),
@@ -701,7 +778,7 @@ async fn run_node(
             .await
             .map_err(|e| format!("--up: {e}"))?;
         if !status.success() {
-            return Err(format!("--up command failed ({status})"));
+            return Err(format!("--up command failed ({status})").into());
         }
     }
     let mut daemons = Vec::new();
@@ -720,8 +797,7 @@ async fn run_node(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
-    let mut babel_backoff = 1u64;
-    let mut babel_started = std::time::Instant::now();
+    let mut babel_backoff = RestartBackoff::new(mono() as u64);
     // When the servers were last (re)started: one that exits is restarted
     // with the others, at most once every SERVER_RESTART_EVERY.
     let mut servers_started = std::time::Instant::now();
@@ -739,39 +815,45 @@ async fn run_node(
         (None, None)
     };
     let mut reexec = false;
+    // babeld's restart after it exited, once its back-off has passed: a
+    // timer of the loop, never a sleep inside it.
+    let mut babel_restart_at: Option<tokio::time::Instant> = None;
     loop {
+        // What the event asked for, carried out below.
+        let mut asked = Asked::default();
         tokio::select! {
             _ = sigterm.recv() => break,
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
             _ = sigint.recv() => break,
-            status = babeld.wait() => {
-                // A babeld that ran a while is restarted at once again.
-                if babel_started.elapsed() >= BABEL_BACKOFF_RESET {
-                    babel_backoff = 1;
-                }
-                log(1, v, format!("babeld exited ({status:?}); restarting in {babel_backoff}s"));
-                tokio::time::sleep(Duration::from_secs(babel_backoff)).await;
-                babel_backoff = (babel_backoff * 2).min(60);
+            status = wait_child(&mut babeld) => {
+                babeld = None;
+                let delay = babel_backoff.on_exit(mono() as u64);
+                log(1, v, format!("babeld exited ({status:?}); restarting in {delay}s"));
+                babel_restart_at = Some(tokio::time::Instant::now() + Duration::from_secs(delay));
+            }
+            _ = sleep_until(babel_restart_at) => {
+                babel_restart_at = None;
                 babel.interfaces = node.babel_ifaces.iter().cloned().collect();
-                babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
-                babel_started = std::time::Instant::now();
-                log(1, v, "babeld restarted");
+                match spawn_babel(&babel) {
+                    Ok(c) => {
+                        babeld = Some(c);
+                        babel_backoff.on_start(mono() as u64);
+                        log(1, v, "babeld restarted");
+                    }
+                    Err(e) => {
+                        let delay = babel_backoff.on_start_failed(mono() as u64);
+                        log(0, v, format!("babeld: {e}; trying again in {delay}s"));
+                        babel_restart_at =
+                            Some(tokio::time::Instant::now() + Duration::from_secs(delay));
+                    }
+                }
             }
             r = ctl.accept() => {
-                if let Ok((mut stream, _)) = r {
-                    // A fresh dump: the manager's view may be minutes old.
-                    let view = node.routing_view().await;
-                    let json = serde_json::to_vec(&node.status(view.as_ref())).unwrap_or_default();
-                    tokio::spawn(async move {
-                        use tokio::io::AsyncWriteExt;
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(5),
-                            stream.write_all(&json),
-                        )
-                        .await;
-                    });
+                if let Ok((stream, _)) = r {
+                    node.answer_status(stream);
                 }
             }
+            Some(d) = done_rx.recv() => node.on_done(d, &udp, &mut asked).await,
             r = hook.recv_from(&mut hook_buf) => {
                 if let Ok((n, from)) = r {
                     node.hook_event(&hook, &hook_buf[..n], from.as_pathname()).await;
@@ -784,78 +866,20 @@ async fn run_node(
                 }
             }
             _ = tick.tick() => {
-                let mut restart_servers = false;
                 if node.update_at.is_some_and(|t| mono() >= t) {
-                    if let Some(plan) = node.update_config(&udp).await {
-                        if plan.too_old {
-                            log(0, v, "our protocol is older than the network's minimum: upgrade re6st");
-                        }
-                        if plan.reexec {
-                            log(1, v, "network configuration changed: restarting the node");
-                            reexec = true;
-                            break;
-                        }
-                        if plan.renew {
-                            node.renewal_check = now();
-                        }
-                        if plan.restart_babel {
-                            log(1, v, "network configuration changed: restarting babeld");
-                            babel.hello = node.config.hello;
-                            babel.default = node.config.babel_default.clone();
-                            babel.hmac_sign =
-                                node.config.babel_hmac_sign.clone().filter(|k| !k.is_empty());
-                            babel.hmac_accept = node.config.babel_hmac_accept.clone();
-                            node.defaults = babel.interface_defaults();
-                            babel.interfaces = node.babel_ifaces.iter().cloned().collect();
-                            // Killed, not stopped: its routes stay in the
-                            // kernel and carry traffic until the new babeld
-                            // has converged (tens of seconds), and the new
-                            // version announced above got through at once.
-                            let _ = babeld.kill().await;
-                            babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
-                        }
-                        restart_servers |= plan.restart_servers;
-                    }
+                    node.fetch_config();
                 }
                 if now() >= node.renewal_check {
-                    match node.renew().await {
-                        Renewed::Ca => {
-                            log(1, v, "new CA: restarting the node");
-                            reexec = true;
-                            break;
-                        }
-                        Renewed::Cert => {
-                            // Babel and the taps stay: peers keep seeing
-                            // the same neighbours, only the tunnels restart.
-                            log(1, v, "new certificate: reconnecting the tunnels with it");
-                            node.use_new_cert().await;
-                            restart_servers = true;
-                        }
-                        Renewed::Nothing => {}
-                    }
+                    node.check_renewal();
                 }
                 // An OpenVPN server that exited (killed, crashed): its
                 // peers lost their tunnels; serve them again.
-                if !restart_servers && servers_started.elapsed() >= SERVER_RESTART_EVERY {
+                if servers_started.elapsed() >= SERVER_RESTART_EVERY {
                     for (c, iface) in children.iter_mut().zip(&server_ifaces) {
                         if let Ok(Some(status)) = c.try_wait() {
                             log(1, v, format!("OpenVPN server {iface} exited ({status})"));
-                            restart_servers = true;
+                            asked.restart_servers = true;
                         }
-                    }
-                }
-                if restart_servers {
-                    log(1, v, "restarting the OpenVPN servers");
-                    servers_started = std::time::Instant::now();
-                    for mut c in std::mem::take(&mut children) {
-                        let _ = c.kill().await;
-                    }
-                    node.served_serials.clear();
-                    node.manager.clear_served();
-                    let max = o.max_clients.unwrap_or(node.config.max_clients);
-                    children = spawn_servers(&node.common, max)?;
-                    for iface in &server_ifaces {
-                        node.reset_babel_iface(iface).await;
                     }
                 }
                 if mono() - node.version_announced >= 30 {
@@ -863,7 +887,7 @@ async fn run_node(
                 }
                 if mono() - node.kernel_checked >= KERNEL_CHECK_EVERY {
                     node.kernel_checked = mono();
-                    node.check_kernel_routes().await;
+                    node.check_kernel_routes();
                 }
                 node.client_mode_tunnel();
                 node.reap_clients();
@@ -873,6 +897,47 @@ async fn run_node(
                     save_cache(&node, &o.state, &mut cache_save_failed);
                     cache_saved = mono();
                 }
+            }
+        }
+        if asked.reexec {
+            reexec = true;
+            break;
+        }
+        if asked.restart_babel {
+            log(1, v, "network configuration changed: restarting babeld");
+            babel.hello = node.config.hello;
+            babel.default = node.config.babel_default.clone();
+            babel.hmac_sign = node
+                .config
+                .babel_hmac_sign
+                .clone()
+                .filter(|k| !k.is_empty());
+            babel.hmac_accept = node.config.babel_hmac_accept.clone();
+            node.defaults = babel.interface_defaults();
+            babel.interfaces = node.babel_ifaces.iter().cloned().collect();
+            // A babeld waiting for its restart takes the new parameters
+            // then. A running one is killed, not stopped: its routes stay
+            // in the kernel and carry traffic until the new babeld has
+            // converged (tens of seconds).
+            if let Some(mut old) = babeld.take() {
+                let _ = old.kill().await;
+                babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
+                babel_backoff.on_start(mono() as u64);
+            }
+        }
+        if asked.restart_servers {
+            log(1, v, "restarting the OpenVPN servers");
+            servers_started = std::time::Instant::now();
+            // SIGKILL: gone at once, their ports free for the new ones.
+            for mut c in std::mem::take(&mut children) {
+                let _ = c.kill().await;
+            }
+            node.served_serials.clear();
+            node.manager.clear_served();
+            let max = o.max_clients.unwrap_or(node.config.max_clients);
+            children = spawn_servers(&node.common, max)?;
+            for iface in &server_ifaces {
+                node.reset_babel_iface(iface);
             }
         }
     }
@@ -907,29 +972,77 @@ async fn run_node(
             let _ = d.kill().await;
         }
     }
-    stop_babeld(&mut babeld).await;
+    if let Some(mut b) = babeld {
+        stop_babeld(&mut b).await;
+    }
     upstream_ctl.abort();
     let _ = std::fs::remove_file(&upstream_sock);
     let _ = std::fs::remove_file(&ctl_path);
     let _ = std::fs::remove_file(&hook_sock);
-    for args in node.remote_gateways.clear() {
-        run_ip(&args, v);
-    }
-    for u in node.undo.iter().rev() {
-        let _ = std::process::Command::new("ip").args(u).status();
-    }
     if reexec {
-        return Err(REEXEC.into());
+        return Err(NodeError::Restart);
     }
     Ok(())
+}
+
+/// The receiving ends of the node's channels.
+struct Inbox {
+    done: mpsc::UnboundedReceiver<Done>,
+    babel_commands: mpsc::UnboundedReceiver<Vec<String>>,
+}
+
+/// Slow work under way in a task: at most one of each at a time (the
+/// tunnel manager and the timers ask again later), and a bounded number of
+/// status dumps.
+#[derive(Default)]
+struct InFlight {
+    dump: bool,
+    bootstrap: bool,
+    config: bool,
+    renewal: bool,
+    kernel_check: bool,
+    status_dumps: usize,
+}
+
+/// Serials of the peers on our servers, at most (OpenVPN's --max-clients
+/// bounds the real ones; hook events beyond are not remembered: the CRL
+/// check then does not restart the servers for them).
+const MAX_SERVED_SERIALS: usize = 1024;
+
+/// At most this many `re6st ctl status` dumps at a time.
+const STATUS_DUMPS: usize = 4;
+/// How long `re6st ctl status` waits for a fresh dump of babeld's routes
+/// before it answers with the tunnel manager's view.
+const STATUS_DUMP_WAIT: Duration = Duration::from_millis(500);
+
+/// What an event asked the loop to restart.
+#[derive(Default)]
+struct Asked {
+    reexec: bool,
+    restart_babel: bool,
+    restart_servers: bool,
+}
+
+/// A child's exit; never ready without one.
+async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `at`, if there is one; never ready without.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long a starting node waits for a previous one on the same run
 /// directory to finish its clean-up (a quick restart) before giving up.
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
 
-/// A babeld that ran this long before exiting is restarted without delay.
-const BABEL_BACKOFF_RESET: Duration = Duration::from_secs(300);
 /// At most one restart of exited OpenVPN servers in this time.
 const SERVER_RESTART_EVERY: Duration = Duration::from_secs(10);
 
@@ -971,20 +1084,26 @@ async fn stop_babeld(babeld: &mut Child) {
     }
 }
 
-/// What a renewal check brought.
-enum Renewed {
-    Nothing,
-    /// A new certificate, saved: to use at once.
-    Cert,
-    /// A new CA, saved: the node starts over.
-    Ca,
-}
-
 /// Seconds between two comparisons of babeld's routes with the kernel's.
 const KERNEL_CHECK_EVERY: i64 = 10;
 
-/// What `run_node` returns when the node must start over.
-const REEXEC: &str = "re-exec";
+/// Why the node's run ended other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A new network configuration or CA needs a fresh start: everything
+    /// was cleaned up, the process starts over with its command line.
+    #[error("the node must start over")]
+    Restart,
+    /// The node cannot run (what, and why).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<String> for NodeError {
+    fn from(why: String) -> NodeError {
+        NodeError::Fatal(why)
+    }
+}
 
 /// The next port mapping from the UPnP task; never ready without one.
 async fn mapping_changed(
@@ -997,6 +1116,16 @@ async fn mapping_changed(
             Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
+    }
+}
+
+impl Drop for Node {
+    /// The routes to tunnel peers through `--remote-gateway`s go with the
+    /// node, whatever way `run_node` returns.
+    fn drop(&mut self) {
+        for args in self.remote_gateways.clear() {
+            run_ip(&args, self.o.verbose);
+        }
     }
 }
 
@@ -1054,81 +1183,34 @@ impl Node {
         }
     }
 
-    /// Renews our certificate when it ends within 30 days, and takes a new
-    /// CA of our network; true when a file changed (restart to use it).
-    async fn renew(&mut self) -> Renewed {
-        let v = self.o.verbose;
-        // Checked hourly; a failed attempt is retried then too.
+    /// Starts a renewal check (see [`tasks::renew`]); checked hourly, a
+    /// failed attempt is retried then too.
+    fn check_renewal(&mut self) {
         self.renewal_check = now() + 3600;
-        let mut new_ca = false;
-        match self.registry.ca().await {
-            Ok(pem) => {
-                if let Some(new) = renewal::replacement_ca(&pem, &self.ca) {
-                    match new.to_pem().map_err(|e| e.to_string()).and_then(|p| {
-                        crate::state::write_atomic(&self.o.ca, &p, 0o644).map_err(|e| e.to_string())
-                    }) {
-                        Ok(()) => {
-                            log(1, v, "the registry has a new CA: saved");
-                            new_ca = true;
-                        }
-                        Err(e) => log(1, v, format!("cannot save the new CA: {e}")),
-                    }
-                }
-            }
-            Err(e) => log(3, v, format!("CA check: {e}")),
+        if std::mem::replace(&mut self.in_flight.renewal, true) {
+            return;
         }
-        let end = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
-        let revoked = self.config.crl.contains(&self.own_serial);
-        if revoked {
-            log(
-                1,
-                v,
-                "our certificate is revoked: asking the registry for a new one",
-            );
-        } else if renewal::due(end, now()) {
-            log(1, v, "our certificate ends within 30 days: renewing it");
-        } else if new_ca {
-            return Renewed::Ca;
-        } else {
-            return Renewed::Nothing;
-        }
-        let pem = match self.registry.renew_certificate().await {
-            Ok(p) => p,
-            Err(e) => {
-                log(1, v, format!("certificate renewal: {e}"));
-                return if new_ca {
-                    Renewed::Ca
-                } else {
-                    Renewed::Nothing
-                };
-            }
+        let input = tasks::RenewalInput {
+            registry: self.registry.clone(),
+            ca: self.ca.clone(),
+            ca_path: self.o.ca.clone(),
+            cert: self.my_cert.clone(),
+            cert_path: self.o.cert.clone(),
+            key: self.key.clone(),
+            revoked: self.config.crl.contains(&self.own_serial),
+            now: now(),
+            verbose: self.o.verbose,
         };
-        match renewal::acceptable_cert(&pem, &self.my_cert, &self.key, &self.ca, revoked) {
-            Ok(new) => match crate::state::write_atomic(&self.o.cert, &pem, 0o644) {
-                Ok(()) => {
-                    log(1, v, "certificate renewed");
-                    self.my_cert = new;
-                    return if new_ca { Renewed::Ca } else { Renewed::Cert };
-                }
-                Err(e) => log(1, v, format!("cannot save the new certificate: {e}")),
-            },
-            // Not closer to its end at the registry: try again tomorrow.
-            Err(e) => {
-                log(1, v, format!("renewed certificate refused: {e}"));
-                self.renewal_check = now() + 86_400;
-            }
-        }
-        if new_ca {
-            Renewed::Ca
-        } else {
-            Renewed::Nothing
-        }
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let _ = done.send(tasks::renew(input).await);
+        });
     }
 
     /// Takes our renewed certificate into use: the peer protocol's identity
     /// and the client tunnels (they reconnect with it; the caller restarts
     /// the servers).
-    async fn use_new_cert(&mut self) {
+    fn use_new_cert(&mut self) {
         match Identity::new(self.ca.clone(), self.my_cert.clone(), self.key.clone()) {
             Ok(me) => self.link.me = me,
             Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
@@ -1140,10 +1222,10 @@ impl Node {
         self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
         // Killed but kept: reaping them tells the manager, which reconnects.
         for c in self.clients.values_mut() {
-            let _ = c.kill().await;
+            let _ = c.start_kill();
         }
-        if let Some(mut c) = self.client_mode_child.take() {
-            let _ = c.kill().await;
+        if let Some(c) = self.client_mode_child.take() {
+            tasks::kill_in_background(c);
         }
         self.reap_clients();
         self.manager.on_new_certificate();
@@ -1180,10 +1262,26 @@ impl Node {
         }
     }
 
-    /// Fetches the network configuration; when it is newer, switches to
+    /// Starts fetching the network configuration (a newer one exists).
+    fn fetch_config(&mut self) {
+        if std::mem::replace(&mut self.in_flight.config, true) {
+            return;
+        }
+        let (registry, done) = (self.registry.clone(), self.done.clone());
+        tokio::spawn(async move {
+            let answer = registry.lock().await.network_config().await;
+            let _ = done.send(Done::NetworkConfig(answer));
+        });
+    }
+
+    /// The registry's network configuration: when it is newer, switches to
     /// it, tells our neighbours and says what else must restart.
-    async fn update_config(&mut self, udp: &UdpSocket) -> Option<reconfig::Plan> {
-        let new = match self.registry.network_config().await {
+    async fn update_config(
+        &mut self,
+        udp: &UdpSocket,
+        answer: Result<NetworkConfig, ClientError>,
+    ) -> Option<reconfig::Plan> {
+        let new = match answer {
             Ok(c) => c,
             Err(e) => {
                 log(
@@ -1326,8 +1424,25 @@ impl Node {
     }
 
     async fn datagram(&mut self, udp: &UdpSocket, from: SocketAddr, datagram: &[u8]) {
-        if from.ip().is_loopback() {
-            // The registry's relay.
+        if from.ip().to_canonical().is_loopback() {
+            // The registry's relay, if the registry sent it (see
+            // relay_source); anything else from here is dropped.
+            let our_uid = nix::unistd::geteuid().as_raw();
+            if !super::relay_source::trusted(from, our_uid) {
+                self.relay_refused = self.relay_refused.saturating_add(1);
+                if self.relay_refused.is_power_of_two() {
+                    log(
+                        1,
+                        self.o.verbose,
+                        format!(
+                            "relay datagram from {from} ignored: not from root's or our \
+                             user's socket ({} so far)",
+                            self.relay_refused
+                        ),
+                    );
+                }
+                return;
+            }
             let Ok(r) = relay::decode(datagram) else {
                 return;
             };
@@ -1394,12 +1509,19 @@ impl Node {
                 }
                 if let (true, Ok(prefix)) = (ok, Prefix::from_subnet(&p.cn)) {
                     self.manager.on_served(prefix, true);
-                    self.served_serials.insert(prefix, p.serial);
+                    if self.served_serials.len() < MAX_SERVED_SERIALS
+                        || self.served_serials.contains_key(&prefix)
+                    {
+                        self.served_serials.insert(prefix, p.serial);
+                    }
                 }
             }
             Event::ClientDisconnect(p) => {
                 if let Ok(prefix) = Prefix::from_subnet(&p.cn) {
                     self.manager.on_served(prefix, false);
+                    // Else a later CRL naming its serial would restart our
+                    // servers for a peer long gone.
+                    self.served_serials.remove(&prefix);
                 }
             }
             Event::RouteUp {
@@ -1430,12 +1552,7 @@ impl Node {
     async fn run_actions(&mut self, udp: &UdpSocket) {
         while let Some(a) = self.manager.poll_action() {
             match a {
-                Action::RequestDump => {
-                    let view = self.routing_view().await;
-                    if let Some(view) = view {
-                        self.manager.on_routes(mono(), view);
-                    }
-                }
+                Action::RequestDump => self.request_dump(),
                 Action::Open {
                     prefix,
                     iface,
@@ -1449,13 +1566,13 @@ impl Node {
                             prefix.to_subnet()
                         ),
                     );
-                    if let Some(mut old) = self.clients.remove(&prefix) {
-                        let _ = old.kill().await;
+                    if let Some(old) = self.clients.remove(&prefix) {
+                        tasks::kill_in_background(old);
                     }
                     self.forget_peer_route(prefix);
                     if self.babel_ifaces.insert(iface.clone()) {
                         let line = format!("interface {iface} {}", self.defaults);
-                        self.tell_babel(&[line]).await;
+                        self.tell_babel(&[line]);
                     }
                     if let Some(args) = self.remote_gateways.add(address.ip) {
                         run_ip(&args, self.o.verbose);
@@ -1483,8 +1600,8 @@ impl Node {
                         self.o.verbose,
                         format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
                     );
-                    if let Some(mut c) = self.clients.remove(&prefix) {
-                        let _ = c.kill().await;
+                    if let Some(c) = self.clients.remove(&prefix) {
+                        tasks::kill_in_background(c);
                     }
                     self.forget_peer_route(prefix);
                 }
@@ -1512,35 +1629,30 @@ impl Node {
                     match rxcost {
                         Some(cost) => {
                             let lines = set_rxcost(&iface, cost, &self.defaults);
-                            self.tell_babel(&lines).await;
+                            self.tell_babel(&lines);
                         }
-                        None => self.reset_babel_iface(&iface).await,
+                        None => self.reset_babel_iface(&iface),
                     }
                 }
                 Action::CheckConfig => {
                     self.update_at.get_or_insert(mono());
                 }
                 Action::RequestBootstrap => {
-                    let answer = self.registry.bootstrap_peer().await;
-                    if let Some(msg) = bootstrap_notice(&answer, &mut self.bootstrap_misses) {
-                        log(1, self.o.verbose, msg);
+                    if !std::mem::replace(&mut self.in_flight.bootstrap, true) {
+                        let (registry, done) = (self.registry.clone(), self.done.clone());
+                        tokio::spawn(async move {
+                            let answer = registry.lock().await.bootstrap_peer().await;
+                            let _ = done.send(Done::Bootstrap(answer));
+                        });
                     }
-                    let peer = answer.ok().flatten();
-                    let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
-                    self.manager.on_bootstrap(peer);
                 }
             }
         }
     }
 
-    /// Sends configuration lines to babeld (best effort: a babeld being
-    /// restarted takes its configuration from its command line).
-    async fn tell_babel(&self, lines: &[String]) {
-        if let Ok(mut c) = BabelClient::connect(&self.babel_socket, Duration::from_secs(5)).await {
-            for l in lines {
-                let _ = c.request(l).await;
-            }
-        }
+    /// Sends configuration lines to babeld (in order, by a task).
+    fn tell_babel(&self, lines: &[String]) {
+        let _ = self.babel_commands.send(lines.to_vec());
     }
 
     /// Makes babeld forget an interface's neighbours and routes and take it
@@ -1548,79 +1660,172 @@ impl Node {
     /// carrier (its OpenVPN stopped): the kernel then dropped the routes
     /// through it behind babeld's back, and babeld, believing them
     /// installed, would never put them back.
-    async fn reset_babel_iface(&self, iface: &str) {
+    fn reset_babel_iface(&self, iface: &str) {
         let lines = [
             format!("flush interface {iface}"),
             format!("interface {iface} {}", self.defaults),
         ];
-        self.tell_babel(&lines).await;
+        self.tell_babel(&lines);
+    }
+
+    /// Starts comparing babeld's routes with the kernel's (see
+    /// [`KernelCheck`]); [`Node::fix_kernel_routes`] gets the result.
+    fn check_kernel_routes(&mut self) {
+        if std::mem::replace(&mut self.in_flight.kernel_check, true) {
+            return;
+        }
+        let (source, done) = (self.view_source(), self.done.clone());
+        tokio::spawn(async move {
+            let _ = done.send(tasks::kernel_and_babel(source).await);
+        });
     }
 
     /// Puts into the kernel the routes babeld believes installed and the
-    /// kernel does not hold (see [`KernelCheck`]).
-    async fn check_kernel_routes(&mut self) {
-        let Some(t) = self.babel_table().await else {
-            return;
-        };
-        let mut kernel = BTreeMap::new();
-        for family in ["-6", "-4"] {
-            let out = tokio::process::Command::new("ip")
-                .args([family, "route", "show", "proto", "42"])
-                .output()
-                .await;
-            match out {
-                Ok(out) => kernel.extend(kernel_routes(&String::from_utf8_lossy(&out.stdout))),
-                Err(_) => return,
-            }
-        }
+    /// kernel does not hold.
+    fn fix_kernel_routes(&mut self, table: &Table, kernel: &BTreeMap<(Net, Net), KernelRoute>) {
         let (v6, v4) = (self.my_ip, self.ipv4.map(|(a, _)| a));
         let pref_src = move |dest: std::net::IpAddr| match dest {
             std::net::IpAddr::V6(_) => Some(std::net::IpAddr::V6(v6)),
             std::net::IpAddr::V4(_) => v4.map(std::net::IpAddr::V4),
         };
-        for args in self.kernel_check.compare(t.routes(), &kernel, &pref_src) {
+        let fixes = self.kernel_check.compare(table.routes(), kernel, &pref_src);
+        for args in &fixes {
             log(
                 1,
                 self.o.verbose,
                 format!("the kernel differs from babeld: ip {}", args.join(" ")),
             );
-            run_ip(&args, self.o.verbose);
+        }
+        if !fixes.is_empty() {
+            tokio::spawn(tasks::run_ip_all(fixes, self.o.verbose));
         }
     }
 
-    /// What babeld knows now (one `dump`).
-    async fn babel_table(&self) -> Option<Table> {
-        let mut c = BabelClient::connect(&self.babel_socket, Duration::from_secs(5))
-            .await
-            .ok()?;
-        let mut t = Table::default();
-        for l in c.dump().await.ok()? {
-            t.apply(&l);
+    fn view_source(&self) -> ViewSource {
+        ViewSource {
+            socket: self.babel_socket.clone(),
+            network: self.network,
+            me: self.prefix,
+            lan: self.o.interfaces.clone(),
         }
-        Some(t)
     }
 
-    async fn routing_view(&self) -> Option<RoutingView> {
-        let t = self.babel_table().await?;
-        let mut view = RoutingView {
-            known: t.reachable(&self.network),
-            ..Default::default()
-        };
-        for ((iface, _), (own, via)) in t.by_neighbour(&self.network) {
-            if let (Some(p), true) = (own, self.o.interfaces.contains(&iface)) {
-                view.lan_neighbours.insert(p);
-            }
-            if let Some(p) = own {
-                view.neighbours
-                    .entry(p)
-                    .or_default()
-                    .extend(via.iter().copied());
-                *view.links.entry((iface.clone(), p)).or_default() += via.len();
-            }
-            *view.routes_per_iface.entry(iface).or_default() += via.len();
+    /// Starts a dump for the tunnel manager, unless one is under way.
+    fn request_dump(&mut self) {
+        if std::mem::replace(&mut self.in_flight.dump, true) {
+            return;
         }
-        view.known.remove(&self.prefix);
-        Some(view)
+        let (source, done) = (self.view_source(), self.done.clone());
+        tokio::spawn(async move {
+            let _ = done.send(Done::Routes(source.view().await));
+        });
+    }
+
+    /// Answers `re6st ctl status` on `stream`: with a fresh dump (the
+    /// manager's view may be minutes old) when babeld gives one quickly,
+    /// else with the manager's view. At most [`STATUS_DUMPS`] dumps at a
+    /// time: more clients get the manager's view at once.
+    fn answer_status(&mut self, stream: tokio::net::UnixStream) {
+        if self.in_flight.status_dumps >= STATUS_DUMPS {
+            self.write_status(stream, None);
+            return;
+        }
+        self.in_flight.status_dumps += 1;
+        let (source, done) = (self.view_source(), self.done.clone());
+        tokio::spawn(async move {
+            let view = tokio::time::timeout(STATUS_DUMP_WAIT, source.view())
+                .await
+                .ok()
+                .flatten();
+            let _ = done.send(Done::Status(stream, view));
+        });
+    }
+
+    fn write_status(&self, mut stream: tokio::net::UnixStream, view: Option<RoutingView>) {
+        let json = serde_json::to_vec(&self.status(view.as_ref())).unwrap_or_default();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&json)).await;
+        });
+    }
+
+    /// What a task reports: applies it, and says in `asked` what the loop
+    /// must restart.
+    async fn on_done(&mut self, done: Done, udp: &UdpSocket, asked: &mut Asked) {
+        let v = self.o.verbose;
+        match done {
+            Done::Routes(view) => {
+                self.in_flight.dump = false;
+                if let Some(view) = view {
+                    self.manager.on_routes(mono(), view);
+                }
+            }
+            Done::Status(stream, view) => {
+                self.in_flight.status_dumps -= 1;
+                self.write_status(stream, view);
+                return;
+            }
+            Done::Bootstrap(answer) => {
+                self.in_flight.bootstrap = false;
+                if let Some(msg) = bootstrap_notice(&answer, &mut self.bootstrap_misses) {
+                    log(1, v, msg);
+                }
+                let peer = answer.ok().flatten();
+                let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
+                self.manager.on_bootstrap(peer);
+            }
+            Done::NetworkConfig(answer) => {
+                self.in_flight.config = false;
+                if let Some(plan) = self.update_config(udp, answer).await {
+                    if plan.too_old {
+                        log(
+                            0,
+                            v,
+                            "our protocol is older than the network's minimum: upgrade re6st",
+                        );
+                    }
+                    if plan.reexec {
+                        log(1, v, "network configuration changed: restarting the node");
+                        asked.reexec = true;
+                    }
+                    if plan.renew {
+                        self.renewal_check = now();
+                    }
+                    asked.restart_babel |= plan.restart_babel;
+                    asked.restart_servers |= plan.restart_servers;
+                }
+            }
+            Done::Renewal(r) => {
+                self.in_flight.renewal = false;
+                if r.retry_tomorrow {
+                    self.renewal_check = now() + 86_400;
+                }
+                if let Some(cert) = r.cert {
+                    self.my_cert = cert;
+                }
+                match r.renewed {
+                    Renewed::Ca => {
+                        log(1, v, "new CA: restarting the node");
+                        asked.reexec = true;
+                    }
+                    Renewed::Cert => {
+                        // Babel and the taps stay: peers keep seeing
+                        // the same neighbours, only the tunnels restart.
+                        log(1, v, "new certificate: reconnecting the tunnels with it");
+                        self.use_new_cert();
+                        asked.restart_servers = true;
+                    }
+                    Renewed::Nothing => {}
+                }
+            }
+            Done::KernelRoutes(found) => {
+                self.in_flight.kernel_check = false;
+                if let Some((table, kernel)) = found {
+                    self.fix_kernel_routes(&table, &kernel);
+                }
+            }
+        }
+        self.run_actions(udp).await;
     }
 }
 

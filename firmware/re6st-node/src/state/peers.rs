@@ -103,9 +103,14 @@ impl PeerCache {
     }
 
     /// Marks a peer as being tried (skipped by [`Self::address`]) or not.
+    /// Only cached peers are marked (a mark on another one would mean
+    /// nothing: it has no address to skip), so that the marks are bounded
+    /// by the cache's capacity.
     pub fn connecting(&mut self, prefix: Prefix, connecting: bool) {
         if connecting {
-            self.trying.insert(prefix);
+            if self.peers.contains_key(&prefix) {
+                self.trying.insert(prefix);
+            }
         } else {
             self.trying.remove(&prefix);
         }
@@ -215,6 +220,24 @@ mod tests {
             x ^= x << 17;
             x
         }
+    }
+
+    /// The marks of peers being tried are bounded by the cache's capacity:
+    /// prefixes the cache does not hold (any a peer names) are not marked.
+    #[test]
+    fn trying_marks_stay_within_the_cache() {
+        let mut r = rng();
+        let mut c = PeerCache::new(3);
+        for i in 1..=3 {
+            c.add_peer(p(&format!("{i}/16")), "198.18.0.9,1194,udp", false, &mut r);
+        }
+        for i in 1..=10_000u32 {
+            c.connecting(Prefix::from_subnet(&format!("{i}/16")).unwrap(), true);
+        }
+        assert_eq!(c.trying.len(), 3);
+        assert_eq!(c.address(&p("2/16")), None);
+        c.connecting(p("2/16"), false);
+        assert!(c.address(&p("2/16")).is_some());
     }
 
     #[test]
