@@ -132,7 +132,9 @@ fn pages() -> Vec<Page> {
             section: "1",
             description: "Asks the re6st node running on this host for its state \
                 through the control socket in its run directory: tunnels, routes, \
-                certificate, network configuration and peer cache.",
+                certificate, network configuration and peer cache, with the host's \
+                memory, load and uptime; `metrics` prints the same figures in \
+                Prometheus' text format.",
             files: &[("/run/re6stnet/ctl.sock", "the node's control socket")],
         },
     ]

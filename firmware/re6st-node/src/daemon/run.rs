@@ -149,6 +149,9 @@ struct Node {
     kernel_checked: i64,
     /// Bootstrap requests in a row that gave no peer.
     bootstrap_misses: u32,
+    /// babeld and OpenVPN processes that exited on their own (status).
+    babeld_restarts: u64,
+    openvpn_restarts: u64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -537,6 +540,8 @@ async fn run(o: Options) -> Result<(), String> {
                     kernel_check: KernelCheck::default(),
                     kernel_checked: 0,
                     bootstrap_misses: 0,
+                    babeld_restarts: 0,
+                    openvpn_restarts: 0,
                 },
                 &config,
                 &dh,
@@ -755,6 +760,7 @@ async fn run_node(
                 babel.interfaces = node.babel_ifaces.iter().cloned().collect();
                 babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
                 babel_started = std::time::Instant::now();
+                node.babeld_restarts += 1;
                 log(1, v, "babeld restarted");
             }
             r = ctl.accept() => {
@@ -840,6 +846,7 @@ async fn run_node(
                     for (c, iface) in children.iter_mut().zip(&server_ifaces) {
                         if let Ok(Some(status)) = c.try_wait() {
                             log(1, v, format!("OpenVPN server {iface} exited ({status})"));
+                            node.openvpn_restarts += 1;
                             restart_servers = true;
                         }
                     }
@@ -1283,6 +1290,9 @@ impl Node {
                     protocol: t.address.as_deref().and_then(crate::status::protocol_of),
                     address: t.address,
                     routes: view.routes_per_iface.get(&t.iface).copied().unwrap_or(0),
+                    // `re6st ctl` reads the interface's counters.
+                    rx_bytes: None,
+                    tx_bytes: None,
                 })
                 .collect(),
             served: self.manager.served().iter().map(subnet).collect(),
@@ -1303,6 +1313,10 @@ impl Node {
             ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
             country: self.country.clone(),
             same_country: self.config.same_country.clone(),
+            babeld_restarts: self.babeld_restarts,
+            openvpn_restarts: self.openvpn_restarts,
+            // Added by `re6st ctl`, which runs on the host.
+            system: None,
         }
     }
 
@@ -1422,6 +1436,7 @@ impl Node {
             .filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p))
             .collect();
         for p in exited {
+            self.openvpn_restarts += 1;
             self.clients.remove(&p);
             self.manager.on_tunnel_exit(p);
         }
