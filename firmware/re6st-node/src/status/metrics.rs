@@ -17,6 +17,11 @@ impl Exposition {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        // One body for every value type (firmware size).
+        self.sample_dyn(name, labels, &value);
+    }
+
+    fn sample_dyn(&mut self, name: &str, labels: &[(&str, &str)], value: &dyn std::fmt::Display) {
         self.0 += name;
         if !labels.is_empty() {
             self.0 += "{";
