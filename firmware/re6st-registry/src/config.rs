@@ -88,8 +88,8 @@ pub struct Options {
     /// Reject nodes that are too old.
     #[arg(long, default_value_t = MIN_PROTOCOL)]
     pub min_protocol: u32,
-    /// Authorized IPs to access origin-restricted RPC (127.0.0.1 and ::1
-    /// always are).
+    /// Authorized IPs to access origin-restricted RPC and /metrics
+    /// (127.0.0.1 and ::1 always are).
     #[arg(long)]
     pub authorized_origin: Vec<String>,
     /// File containing community configuration. This file cannot be empty

@@ -329,6 +329,16 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Leaves that hold a certificate (not the reserved ones).
+    pub fn cert_count(&self) -> Result<usize, DbError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM cert WHERE cert IS NOT NULL AND cert != ?",
+            [RESERVED],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Every allocated leaf (certificates and reserved ones).
     pub fn cert_rows(&self) -> Result<Vec<CertRow>, DbError> {
         let mut st = self

@@ -1,6 +1,6 @@
 //! The HTTP shell around [`Registry`]: GET requests only, each handled
 //! on the blocking pool (the registry does SQLite and RSA work), plain or
-//! over TLS.
+//! over TLS; `/metrics` (Prometheus) for authorized origins.
 //!
 //! Facing the internet: one source address (an IPv4 address or an IPv6
 //! /64) holds at most [`Limits::per_source`] connections, more are closed
@@ -29,6 +29,7 @@ use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::metrics;
 use crate::registry::{Registry, Reply, Request, HMAC_HEADER};
 
 /// Longest request target accepted (as upstream's HTTP server).
@@ -152,15 +153,30 @@ async fn serve(
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.method() != Method::GET {
-        return Ok(plain(501));
-    }
+    let arrived = std::time::Instant::now();
     let target = req
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let slot = metrics::slot_of(&target);
+    let r = answer(registry.clone(), peer, req, target).await;
+    registry
+        .http_metrics()
+        .record(slot, r.status().as_u16(), arrived.elapsed());
+    Ok(r)
+}
+
+async fn answer(
+    registry: Arc<Registry>,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+    target: String,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return plain(501);
+    }
     if target.len() > MAX_TARGET {
-        return Ok(plain(414));
+        return plain(414);
     }
     let header = |name: &str| {
         req.headers()
@@ -170,6 +186,9 @@ async fn serve(
     };
     let hmac = header(HMAC_HEADER);
     let forwarded_for = header("x-forwarded-for");
+    if req.uri().path() == "/metrics" {
+        return metrics_page(registry, peer, forwarded_for).await;
+    }
     let reply = tokio::task::spawn_blocking(move || {
         registry.handle(&Request {
             target: &target,
@@ -183,7 +202,37 @@ async fn serve(
         tracing::error!("request handler failed: {e}");
         Reply::error(500)
     });
-    Ok(response(reply))
+    response(reply)
+}
+
+/// `/metrics`, for authorized origins only (as private methods).
+async fn metrics_page(
+    registry: Arc<Registry>,
+    peer: SocketAddr,
+    forwarded_for: Option<String>,
+) -> Response<Full<Bytes>> {
+    if !registry.is_authorized_origin(peer.ip(), forwarded_for.as_deref()) {
+        tracing::warn!("/metrics: forbidden for {} ({forwarded_for:?})", peer.ip());
+        return plain(403);
+    }
+    // The certificate count is a database query: off the event loop.
+    let text = tokio::task::spawn_blocking(move || {
+        let certificates = registry
+            .certificate_count()
+            .map_err(|e| tracing::warn!("/metrics: {e}"))
+            .ok();
+        registry.http_metrics().render(certificates)
+    })
+    .await;
+    let Ok(text) = text else {
+        return plain(500);
+    };
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// TLS settings for HTTPS.

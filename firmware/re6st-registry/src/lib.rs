@@ -21,6 +21,7 @@ pub mod http;
 pub mod init;
 pub mod mail;
 pub mod methods;
+pub mod metrics;
 pub mod network;
 pub mod registry;
 pub mod relay;

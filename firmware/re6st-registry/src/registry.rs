@@ -201,6 +201,8 @@ pub struct Registry {
     /// Raised when a token or certificate is added, so that the cleanup
     /// task recomputes its next deadline.
     cleanup_wake: (Mutex<bool>, Condvar),
+    /// Requests, certificates issued and latency, for `/metrics`.
+    http_metrics: crate::metrics::HttpMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -252,6 +254,7 @@ impl Registry {
             bootstrap: Mutex::new((0, vec![])),
             env,
             cleanup_wake: (Mutex::new(false), Condvar::new()),
+            http_metrics: crate::metrics::HttpMetrics::default(),
         };
         let communities = r.settings.communities.prefixes();
         let check = lock(&r.db).transaction(|tx| alloc::check_communities(tx, &communities))?;
@@ -281,6 +284,25 @@ impl Registry {
         v
     }
 
+    /// Whether a request from `client` (through a proxy that says
+    /// `forwarded_for`) may call private methods and read `/metrics`.
+    pub fn is_authorized_origin(&self, client: IpAddr, forwarded_for: Option<&str>) -> bool {
+        let origins = &self.settings.authorized_origins;
+        let client = canonical_ip(client).to_string();
+        let forwarded_ok = forwarded_for.is_none_or(|f| f.is_empty() || is_authorized(origins, f));
+        is_authorized(origins, &client) && forwarded_ok
+    }
+
+    pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
+        &self.http_metrics
+    }
+
+    /// Certificates in the database (leaves with a certificate, not the
+    /// reserved ones).
+    pub fn certificate_count(&self) -> Result<usize, DbError> {
+        lock(&self.db).transaction(|tx| tx.cert_count())
+    }
+
     /// Serves one request.
     pub fn handle(&self, req: &Request<'_>) -> Reply {
         // As upstream: the method must exist, then the origin is checked
@@ -293,16 +315,13 @@ impl Registry {
             }
         };
         let name = method.name;
-        if method.private {
-            let origins = &self.settings.authorized_origins;
-            let client = canonical_ip(req.client).to_string();
-            let forwarded_ok = req
-                .forwarded_for
-                .is_none_or(|f| f.is_empty() || is_authorized(origins, f));
-            if !is_authorized(origins, &client) || !forwarded_ok {
-                tracing::warn!("{name}: forbidden for {client} ({:?})", req.forwarded_for);
-                return Reply::error(403);
-            }
+        if method.private && !self.is_authorized_origin(req.client, req.forwarded_for) {
+            tracing::warn!(
+                "{name}: forbidden for {} ({:?})",
+                canonical_ip(req.client),
+                req.forwarded_for
+            );
+            return Reply::error(403);
         }
         let bound = match methods::bind(req.target) {
             Ok(b) => b,

@@ -135,13 +135,14 @@ fn pages() -> Vec<Page> {
             section: "1",
             description: "status asks the re6st node running on this host for its \
                 state through the control socket in its run directory: tunnels, \
-                routes, certificate, network configuration and peer cache. \
-                topology draws the whole network from its registry (Graphviz DOT, \
-                SVG through Graphviz's dot, or JSON): every node with its version, \
-                the tunnels between them, the registry's node marked; it uses the \
-                registry's private topology and versions requests (upstream's \
-                registry too), which the registry answers only to its authorized \
-                origins (re6st-registry --authorized-origin).",
+                routes, certificate, network configuration and peer cache, with the \
+                host's memory, load and uptime; metrics prints the same figures in \
+                Prometheus' text format. topology draws the whole network from its \
+                registry (Graphviz DOT, SVG through Graphviz's dot, or JSON): every \
+                node with its version, the tunnels between them, the registry's node \
+                marked; it uses the registry's private topology and versions requests \
+                (upstream's registry too), which the registry answers only to its \
+                authorized origins (re6st-registry --authorized-origin).",
             files: &[("/run/re6stnet/ctl.sock", "the node's control socket")],
         },
     ]

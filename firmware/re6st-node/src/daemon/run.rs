@@ -158,8 +158,14 @@ struct Node {
     kernel_checked: i64,
     /// Bootstrap requests in a row that gave no peer.
     bootstrap_misses: u32,
+<<<<<<< HEAD
     /// Relay datagrams refused (logged at powers of two).
     relay_refused: u64,
+=======
+    /// babeld and OpenVPN processes that exited on their own (status).
+    babeld_restarts: u64,
+    openvpn_restarts: u64,
+>>>>>>> wt-metrics
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -559,7 +565,12 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     kernel_check: KernelCheck::default(),
                     kernel_checked: 0,
                     bootstrap_misses: 0,
+<<<<<<< HEAD
                     relay_refused: 0,
+=======
+                    babeld_restarts: 0,
+                    openvpn_restarts: 0,
+>>>>>>> wt-metrics
                 },
                 &config,
                 &dh,
@@ -834,6 +845,7 @@ async fn run_node(
             _ = sleep_until(babel_restart_at) => {
                 babel_restart_at = None;
                 babel.interfaces = node.babel_ifaces.iter().cloned().collect();
+<<<<<<< HEAD
                 match spawn_babel(&babel) {
                     Ok(c) => {
                         babeld = Some(c);
@@ -847,6 +859,12 @@ async fn run_node(
                             Some(tokio::time::Instant::now() + Duration::from_secs(delay));
                     }
                 }
+=======
+                babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+                babel_started = std::time::Instant::now();
+                node.babeld_restarts += 1;
+                log(1, v, "babeld restarted");
+>>>>>>> wt-metrics
             }
             r = ctl.accept() => {
                 if let Ok((stream, _)) = r {
@@ -878,7 +896,12 @@ async fn run_node(
                     for (c, iface) in children.iter_mut().zip(&server_ifaces) {
                         if let Ok(Some(status)) = c.try_wait() {
                             log(1, v, format!("OpenVPN server {iface} exited ({status})"));
+<<<<<<< HEAD
                             asked.restart_servers = true;
+=======
+                            node.openvpn_restarts += 1;
+                            restart_servers = true;
+>>>>>>> wt-metrics
                         }
                     }
                 }
@@ -1381,6 +1404,9 @@ impl Node {
                     protocol: t.address.as_deref().and_then(crate::status::protocol_of),
                     address: t.address,
                     routes: view.routes_per_iface.get(&t.iface).copied().unwrap_or(0),
+                    // `re6st ctl` reads the interface's counters.
+                    rx_bytes: None,
+                    tx_bytes: None,
                 })
                 .collect(),
             served: self.manager.served().iter().map(subnet).collect(),
@@ -1401,6 +1427,10 @@ impl Node {
             ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
             country: self.country.clone(),
             same_country: self.config.same_country.clone(),
+            babeld_restarts: self.babeld_restarts,
+            openvpn_restarts: self.openvpn_restarts,
+            // Added by `re6st ctl`, which runs on the host.
+            system: None,
         }
     }
 
@@ -1544,6 +1574,7 @@ impl Node {
             .filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p))
             .collect();
         for p in exited {
+            self.openvpn_restarts += 1;
             self.clients.remove(&p);
             self.manager.on_tunnel_exit(p);
         }

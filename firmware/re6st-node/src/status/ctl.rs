@@ -1,5 +1,11 @@
+<<<<<<< HEAD
 //! `re6st ctl status [--json] [-r RUN]`: asks the running node;
 //! `re6st ctl topology --registry URL`: the network's map from its registry.
+=======
+//! `re6st ctl status [--json] [-r RUN]` and `re6st ctl metrics [-r RUN]`:
+//! asks the running node, adds the host's figures (memory, load, uptime,
+//! the tunnels' interface counters) and prints.
+>>>>>>> wt-metrics
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -9,6 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use super::system::{iface_bytes, SystemFigures};
 use super::{render, NodeStatus};
 
 /// Name of the node's status socket in its run directory.
@@ -35,6 +42,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+<<<<<<< HEAD
     /// Draw the network from its registry: every node with its version,
     /// the tunnels between them (client -> server), the registry's node
     /// marked. Uses the registry's private topology and versions RPCs:
@@ -72,6 +80,11 @@ impl Format {
             _ => None,
         }
     }
+=======
+    /// The same figures in Prometheus' text format (tunnels by state,
+    /// bytes, routes, peer cache, registry, certificate, restarts, host).
+    Metrics,
+>>>>>>> wt-metrics
 }
 
 /// The command-line definition, for the manual page.
@@ -88,6 +101,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+<<<<<<< HEAD
     let json = match a.command {
         Cmd::Status { json } => json,
         Cmd::Topology {
@@ -96,6 +110,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             output,
         } => return draw(&registry, format, &output),
     };
+=======
+>>>>>>> wt-metrics
     let path = a.run.join(SOCKET);
     let text = (|| -> std::io::Result<String> {
         let mut s = std::os::unix::net::UnixStream::connect(&path)?;
@@ -111,22 +127,45 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if json {
-        println!("{}", text.trim_end());
-        return ExitCode::SUCCESS;
-    }
-    match serde_json::from_str::<NodeStatus>(&text) {
-        Ok(s) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            print!("{}", render(&s, now));
-            ExitCode::SUCCESS
-        }
+    let mut s = match serde_json::from_str::<NodeStatus>(&text) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("re6st ctl: the node answered something unexpected: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    add_host_figures(&mut s);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match a.command {
+        Cmd::Status { json: true } => match serde_json::to_string(&s) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("re6st ctl: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Cmd::Status { json: false } => print!("{}", render(&s, now)),
+        Cmd::Metrics => print!("{}", super::metrics::render(&s, now)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// What the node leaves to us: the host's figures, and each client
+/// tunnel's bytes from its interface's kernel counters when the node gave
+/// none (we run in the node's network namespace, as its owner does).
+fn add_host_figures(s: &mut NodeStatus) {
+    if s.system.is_none() {
+        s.system = Some(SystemFigures::read());
+    }
+    for t in &mut s.tunnels {
+        if t.rx_bytes.is_none() && t.tx_bytes.is_none() {
+            if let Some((rx, tx)) = iface_bytes(&t.iface) {
+                t.rx_bytes = Some(rx);
+                t.tx_bytes = Some(tx);
+            }
         }
     }
 }

@@ -2,8 +2,13 @@
 //! daemon on `RUN/ctl.sock`) and its human-readable rendering.
 
 pub mod ctl;
+<<<<<<< HEAD
 #[cfg(feature = "topology")]
 pub mod topology;
+=======
+pub mod metrics;
+pub mod system;
+>>>>>>> wt-metrics
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +45,21 @@ pub struct NodeStatus {
     /// Our country, if known, and the network's `same_country` list.
     pub country: Option<String>,
     pub same_country: Vec<String>,
+    /// Times babeld exited and was started again since the node started.
+    #[serde(default)]
+    pub babeld_restarts: u64,
+    /// OpenVPN processes (servers and client tunnels) that exited on
+    /// their own since the node started.
+    #[serde(default)]
+    pub openvpn_restarts: u64,
+    /// The host's memory, load and uptime: added by `re6st ctl` (it runs
+    /// on the node's host), not by the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<system::SystemFigures>,
 }
+
+/// Tunnel states, as [`TunnelStatus::state`] spells them.
+pub const TUNNEL_STATES: [&str; 4] = ["connecting", "established", "closing", "draining"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelStatus {
@@ -51,6 +70,13 @@ pub struct TunnelStatus {
     pub protocol: Option<String>,
     /// Installed node routes through this tunnel.
     pub routes: usize,
+    /// Bytes received and sent through the tunnel's interface, when
+    /// known: `re6st ctl` reads them from the interface's kernel counters
+    /// when the node did not give them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_bytes: Option<u64>,
 }
 
 /// The protocol field of an `ip,port,proto[,country]` address.
@@ -85,18 +111,21 @@ pub fn render(s: &NodeStatus, now: i64) -> String {
     out += &format!("client tunnels ({}):\n", s.tunnels.len());
     if !s.tunnels.is_empty() {
         out += &format!(
-            "  {:<28} {:<12} {:<12} {:<9} {:>6}  ADDRESS\n",
-            "PEER", "INTERFACE", "STATE", "PROTOCOL", "ROUTES"
+            "  {:<28} {:<12} {:<12} {:<9} {:>6} {:>12} {:>12}  ADDRESS\n",
+            "PEER", "INTERFACE", "STATE", "PROTOCOL", "ROUTES", "RX BYTES", "TX BYTES"
         );
     }
+    let bytes = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
     for t in &s.tunnels {
         out += &format!(
-            "  {:<28} {:<12} {:<12} {:<9} {:>6}  {}\n",
+            "  {:<28} {:<12} {:<12} {:<9} {:>6} {:>12} {:>12}  {}\n",
             t.peer,
             t.iface,
             t.state,
             t.protocol.as_deref().unwrap_or("-"),
             t.routes,
+            bytes(t.rx_bytes),
+            bytes(t.tx_bytes),
             t.address.as_deref().unwrap_or("-")
         );
     }
@@ -137,7 +166,33 @@ pub fn render(s: &NodeStatus, now: i64) -> String {
     for p in &s.served {
         out += &format!("  {p}\n");
     }
+    out += &format!(
+        "restarts: babeld {}, OpenVPN {}\n",
+        s.babeld_restarts, s.openvpn_restarts
+    );
+    if let Some(sys) = &s.system {
+        let mib = |b: u64| b / (1024 * 1024);
+        out += &format!(
+            "host: memory {} MiB available of {} MiB; load {} {} {}; up {}\n",
+            mib(sys.memory_available_bytes),
+            mib(sys.memory_total_bytes),
+            system::load_text(sys.load_hundredths[0]),
+            system::load_text(sys.load_hundredths[1]),
+            system::load_text(sys.load_hundredths[2]),
+            duration(sys.uptime_seconds)
+        );
+    }
     out
+}
+
+/// `3d 4h 05m` (days and hours only when there are).
+fn duration(seconds: u64) -> String {
+    let (d, h, m) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h {m:02}m"),
+        _ => format!("{d}d {h}h {m:02}m"),
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +217,8 @@ mod tests {
                 address: Some("198.18.3.2,1194,udp".into()),
                 protocol: protocol_of("198.18.3.2,1194,udp"),
                 routes: 3,
+                rx_bytes: Some(1234),
+                tx_bytes: None,
             }],
             served: vec!["2001:db8:42:5::/64".into()],
             reachable_at: "198.18.50.2,40000,udp".into(),
@@ -170,6 +227,14 @@ mod tests {
             ipv4_payload: Some("198.19.130.129/25".into()),
             country: Some("FR".into()),
             same_country: vec!["FR".into()],
+            babeld_restarts: 1,
+            openvpn_restarts: 4,
+            system: Some(system::SystemFigures {
+                memory_total_bytes: 64 << 20,
+                memory_available_bytes: 21 << 20,
+                load_hundredths: [50, 25, 12],
+                uptime_seconds: 2 * 86_400 + 3 * 3600 + 4 * 60 + 5,
+            }),
         };
         let text = render(&s, 1_795_564_800); // 2026-11-25
         assert!(
@@ -178,6 +243,17 @@ mod tests {
         );
         assert!(text.contains("re6stnet1    established  udp"), "{text}");
         assert!(text.contains("version 3"));
+        assert!(
+            text.contains("     3         1234            -  198.18.3.2"),
+            "{text}"
+        );
+        assert!(text.contains("restarts: babeld 1, OpenVPN 4\n"), "{text}");
+        assert!(
+            text.contains(
+                "host: memory 21 MiB available of 64 MiB; load 0.50 0.25 0.12; up 2d 3h 04m\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("reachable at: 198.18.50.2,40000,udp\n"),
             "{text}"
