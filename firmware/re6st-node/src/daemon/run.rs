@@ -158,14 +158,11 @@ struct Node {
     kernel_checked: i64,
     /// Bootstrap requests in a row that gave no peer.
     bootstrap_misses: u32,
-<<<<<<< HEAD
     /// Relay datagrams refused (logged at powers of two).
     relay_refused: u64,
-=======
     /// babeld and OpenVPN processes that exited on their own (status).
     babeld_restarts: u64,
     openvpn_restarts: u64,
->>>>>>> wt-metrics
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -565,12 +562,9 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     kernel_check: KernelCheck::default(),
                     kernel_checked: 0,
                     bootstrap_misses: 0,
-<<<<<<< HEAD
                     relay_refused: 0,
-=======
                     babeld_restarts: 0,
                     openvpn_restarts: 0,
->>>>>>> wt-metrics
                 },
                 &config,
                 &dh,
@@ -845,11 +839,11 @@ async fn run_node(
             _ = sleep_until(babel_restart_at) => {
                 babel_restart_at = None;
                 babel.interfaces = node.babel_ifaces.iter().cloned().collect();
-<<<<<<< HEAD
                 match spawn_babel(&babel) {
                     Ok(c) => {
                         babeld = Some(c);
                         babel_backoff.on_start(mono() as u64);
+                        node.babeld_restarts += 1;
                         log(1, v, "babeld restarted");
                     }
                     Err(e) => {
@@ -859,12 +853,6 @@ async fn run_node(
                             Some(tokio::time::Instant::now() + Duration::from_secs(delay));
                     }
                 }
-=======
-                babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
-                babel_started = std::time::Instant::now();
-                node.babeld_restarts += 1;
-                log(1, v, "babeld restarted");
->>>>>>> wt-metrics
             }
             r = ctl.accept() => {
                 if let Ok((stream, _)) = r {
@@ -896,12 +884,8 @@ async fn run_node(
                     for (c, iface) in children.iter_mut().zip(&server_ifaces) {
                         if let Ok(Some(status)) = c.try_wait() {
                             log(1, v, format!("OpenVPN server {iface} exited ({status})"));
-<<<<<<< HEAD
-                            asked.restart_servers = true;
-=======
                             node.openvpn_restarts += 1;
-                            restart_servers = true;
->>>>>>> wt-metrics
+                            asked.restart_servers = true;
                         }
                     }
                 }

@@ -1,11 +1,7 @@
-<<<<<<< HEAD
-//! `re6st ctl status [--json] [-r RUN]`: asks the running node;
-//! `re6st ctl topology --registry URL`: the network's map from its registry.
-=======
 //! `re6st ctl status [--json] [-r RUN]` and `re6st ctl metrics [-r RUN]`:
 //! asks the running node, adds the host's figures (memory, load, uptime,
-//! the tunnels' interface counters) and prints.
->>>>>>> wt-metrics
+//! the tunnels' interface counters) and prints;
+//! `re6st ctl topology --registry URL`: the network's map from its registry.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -42,7 +38,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-<<<<<<< HEAD
+    /// The same figures in Prometheus' text format (tunnels by state,
+    /// bytes, routes, peer cache, registry, certificate, restarts, host).
+    Metrics,
     /// Draw the network from its registry: every node with its version,
     /// the tunnels between them (client -> server), the registry's node
     /// marked. Uses the registry's private topology and versions RPCs:
@@ -80,11 +78,6 @@ impl Format {
             _ => None,
         }
     }
-=======
-    /// The same figures in Prometheus' text format (tunnels by state,
-    /// bytes, routes, peer cache, registry, certificate, restarts, host).
-    Metrics,
->>>>>>> wt-metrics
 }
 
 /// The command-line definition, for the manual page.
@@ -101,17 +94,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-<<<<<<< HEAD
-    let json = match a.command {
-        Cmd::Status { json } => json,
-        Cmd::Topology {
-            registry,
-            format,
-            output,
-        } => return draw(&registry, format, &output),
-    };
-=======
->>>>>>> wt-metrics
+    if let Cmd::Topology {
+        registry,
+        format,
+        output,
+    } = &a.command
+    {
+        return draw(registry, *format, output);
+    }
     let path = a.run.join(SOCKET);
     let text = (|| -> std::io::Result<String> {
         let mut s = std::os::unix::net::UnixStream::connect(&path)?;
@@ -149,6 +139,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         },
         Cmd::Status { json: false } => print!("{}", render(&s, now)),
         Cmd::Metrics => print!("{}", super::metrics::render(&s, now)),
+        Cmd::Topology { .. } => unreachable!("answered above"),
     }
     ExitCode::SUCCESS
 }

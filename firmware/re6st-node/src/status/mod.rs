@@ -2,13 +2,10 @@
 //! daemon on `RUN/ctl.sock`) and its human-readable rendering.
 
 pub mod ctl;
-<<<<<<< HEAD
-#[cfg(feature = "topology")]
-pub mod topology;
-=======
 pub mod metrics;
 pub mod system;
->>>>>>> wt-metrics
+#[cfg(feature = "topology")]
+pub mod topology;
 
 use serde::{Deserialize, Serialize};
 
