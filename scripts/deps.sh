@@ -18,7 +18,6 @@ APT_PACKAGES=(
   busybox-static                          # tests of the initramfs's slot choice under busybox sh
   iperf3                                  # make bench: throughput through the overlay against the direct path
   lintian debootstrap                     # make deb-test: the package's checks, a clean Debian root
-  prometheus                              # promtool: the metrics test checks node and registry scrapes
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse. The image smoke tests need the
@@ -63,6 +62,19 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#missing_bpo[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${missing[@]}"
   [ ${#missing_bpo[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bpo[@]}"
+fi
+
+# promtool (the metrics test checks node and registry scrapes with it) from
+# Debian's prometheus package, without installing the package: that would
+# enable and start a Prometheus server on a machine running systemd.
+if ! command -v promtool >/dev/null; then
+  need_root
+  echo "deps: installing promtool from Debian's prometheus package into /usr/local/bin"
+  tmp=$(mktemp -d)
+  chmod 777 "$tmp"   # apt downloads as its own user
+  (cd "$tmp" && apt-get download -qq prometheus && dpkg-deb -x prometheus_*.deb root)
+  install -m 755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
 fi
 
 if ! command -v cargo >/dev/null; then

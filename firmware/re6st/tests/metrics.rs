@@ -42,7 +42,7 @@ const REGISTRY_FAMILIES: &[&str] = &[
     "re6st_registry_certificates",
 ];
 
-/// `promtool check metrics` (Debian's prometheus package, `make deps`)
+/// `promtool check metrics` (from Debian's prometheus package, `make deps`)
 /// on `text`: no error and no lint complaint.
 fn promtool_check(text: &str) {
     use std::io::Write;
