@@ -39,7 +39,8 @@ pub struct Counts {
     pub dumps: u64,
     /// Dumps the daemon's ticks would have asked for and the simulator
     /// skipped as they change nothing (see `Sim::tick_all`): every 30 s
-    /// for a full idle node, every second below the client count.
+    /// for an idle node (below its client count too, once its manager
+    /// backed off).
     pub idle_dumps: u64,
     pub bootstrap_requests: u64,
     /// Bootstrap requests answered with a peer.
@@ -323,11 +324,15 @@ impl Sim {
     ///   so is a node for `ACTIVE_S` seconds after an event reached its
     ///   manager or it opened or closed a tunnel (it is settling);
     /// * a node below its client count otherwise every `tick` seconds (a
-    ///   NATed node stays below it for good: its dumps then change
-    ///   nothing while the registry is reachable);
+    ///   NATed node stays below it for good; its manager backs its dumps
+    ///   off to one every 30 s while they show nothing new);
     /// * any node at its manager's `next_timeout`;
-    /// * a full, idle node otherwise not: its dumps every 30 s would change
+    /// * an idle node otherwise not: its dumps every 30 s would change
     ///   nothing (no LAN here), so they are counted, not computed.
+    ///
+    /// babeld's monitor (a neighbour came or went) is not modelled: the
+    /// manager hears of the same link changes from tunnel and served
+    /// events here.
     fn tick_all(&mut self) {
         let now = self.now;
         let version_msg = VERSION_PAYLOAD + 1 + FRAMING;
@@ -354,7 +359,7 @@ impl Sim {
                 m.tick(now);
                 self.touch(i);
                 self.run_work();
-            } else if !full || now - node.last_dump >= ROUTES_MAX_AGE {
+            } else if now - node.last_dump >= ROUTES_MAX_AGE {
                 // The daemon's tick would have asked for this dump.
                 node.last_dump = now;
                 self.counts.idle_dumps += 1;

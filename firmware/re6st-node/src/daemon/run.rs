@@ -679,6 +679,8 @@ async fn run_node(
         Ok::<_, std::io::Error>(child)
     };
     let mut babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
+    // Neighbours coming and going: an under-connected node dumps at once.
+    let mut babel_links = crate::babel::monitor::spawn(node.babel_socket.clone());
     let upstream_sock = o.run.join("babeld.sock");
     let upstream_ctl = tokio::spawn(crate::babel::upstream_ctl::serve(
         upstream_sock.clone(),
@@ -743,6 +745,7 @@ async fn run_node(
         tokio::select! {
             _ = sigterm.recv() => break,
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
+            Some(()) = babel_links.recv() => node.manager.on_routing_changed(),
             _ = sigint.recv() => break,
             status = babeld.wait() => {
                 // A babeld that ran a while is restarted at once again.
