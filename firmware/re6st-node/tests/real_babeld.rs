@@ -71,7 +71,7 @@ fn neighbours_routes_and_draining() {
         configs[1].control_socket.clone(),
     );
     // babeld's monitor stream on A, reduced to "a neighbour came or went".
-    let mut links = rt.block_on(async { monitor::spawn(a_sock.clone()) });
+    let mut links = rt.block_on(async { monitor::spawn(a_sock.clone(), vec![]) });
     let deadline = Instant::now() + Duration::from_secs(30);
     let b_prefix = Prefix::from_subnet("2/16").unwrap();
     // A learns B's subnet, from B itself (refmetric 0), over t0: HMAC-signed

@@ -330,9 +330,9 @@ impl Sim {
     /// * an idle node otherwise not: its dumps every 30 s would change
     ///   nothing (no LAN here), so they are counted, not computed.
     ///
-    /// babeld's monitor (a neighbour came or went) is not modelled: the
-    /// manager hears of the same link changes from tunnel and served
-    /// events here.
+    /// babeld's monitor: a neighbour coming or going reaches the manager
+    /// through the tunnel and served events here; the route to the
+    /// registry's node going away, when it dies (see `kill`).
     fn tick_all(&mut self) {
         let now = self.now;
         let version_msg = VERSION_PAYLOAD + 1 + FRAMING;
@@ -703,6 +703,15 @@ impl Sim {
     /// timeout; babel's routes through them vanish at once.
     pub fn kill(&mut self, victims: &[u32]) {
         let timeout = self.cfg.timeout();
+        if victims.contains(&REGISTRY) && self.alive[REGISTRY as usize] {
+            // Every node's babeld monitor reports the route to the
+            // registry's node going away.
+            for node in &mut self.nodes {
+                if let Some(m) = node.mgr.as_mut() {
+                    m.on_routing_changed();
+                }
+            }
+        }
         for &v in victims {
             if !self.alive[v as usize] {
                 continue;

@@ -687,7 +687,15 @@ async fn run_node(
     };
     let mut babeld = spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?;
     // Neighbours coming and going: an under-connected node dumps at once.
-    let mut babel_links = crate::babel::monitor::spawn(node.babel_socket.clone());
+    // And any news of the route to the registry's node.
+    let watched: Vec<(std::net::IpAddr, u8)> = node
+        .config
+        .registry_prefix
+        .and_then(|p| node.network.concat(&p).ok())
+        .map(|s| (std::net::IpAddr::V6(s.to_ipv6()), s.len()))
+        .into_iter()
+        .collect();
+    let mut babel_links = crate::babel::monitor::spawn(node.babel_socket.clone(), watched);
     // Revoked peers that a server could not drop alone.
     let (dropped_tx, mut dropped_rx) = tokio::sync::mpsc::channel::<String>(4);
     let mut force_server_restart = false;
