@@ -42,6 +42,10 @@ pub struct Counts {
     /// for an idle node (below its client count too, once its manager
     /// backed off).
     pub idle_dumps: u64,
+    /// Dumps (computed or skipped) of nodes below their client count, and
+    /// the node-seconds spent below it.
+    pub under_connected_dumps: u64,
+    pub under_connected_seconds: u64,
     pub bootstrap_requests: u64,
     /// Bootstrap requests answered with a peer.
     pub bootstrap_answers: u64,
@@ -60,6 +64,8 @@ impl Counts {
         Counts {
             dumps: self.dumps - o.dumps,
             idle_dumps: self.idle_dumps - o.idle_dumps,
+            under_connected_dumps: self.under_connected_dumps - o.under_connected_dumps,
+            under_connected_seconds: self.under_connected_seconds - o.under_connected_seconds,
             bootstrap_requests: self.bootstrap_requests - o.bootstrap_requests,
             bootstrap_answers: self.bootstrap_answers - o.bootstrap_answers,
             config_checks: self.config_checks - o.config_checks,
@@ -350,6 +356,9 @@ impl Sim {
                 self.traffic.bytes += (peers * version_msg) as u64;
             }
             let full = m.tunnels().count() >= client_count;
+            if !full {
+                self.counts.under_connected_seconds += 1;
+            }
             let periodic = now >= node.next_tick;
             if periodic {
                 node.next_tick = now + tick;
@@ -363,6 +372,9 @@ impl Sim {
                 // The daemon's tick would have asked for this dump.
                 node.last_dump = now;
                 self.counts.idle_dumps += 1;
+                if !full {
+                    self.counts.under_connected_dumps += 1;
+                }
             }
         }
     }
@@ -666,6 +678,13 @@ impl Sim {
             Action::CheckConfig => self.counts.config_checks += 1,
             Action::RequestDump => {
                 self.counts.dumps += 1;
+                if self.nodes[i as usize]
+                    .mgr
+                    .as_ref()
+                    .is_some_and(|m| m.tunnels().count() < self.cfg.client_count)
+                {
+                    self.counts.under_connected_dumps += 1;
+                }
                 self.nodes[i as usize].last_dump = now;
                 let view = self.router.view(&self.graph, i);
                 // Not `with_mgr`: a dump is no event (the node stays idle).

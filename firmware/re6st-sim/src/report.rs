@@ -68,6 +68,8 @@ pub struct Rates {
     pub peer_messages: f64,
     pub version_announcements: f64,
     pub babel_dumps: f64,
+    /// Per node below its client count, per minute spent below it.
+    pub babel_dumps_under_connected: f64,
     pub bootstrap_requests: f64,
     pub tunnel_attempts: f64,
     pub tunnel_closes: f64,
@@ -248,12 +250,13 @@ impl Report {
             if let Some(r) = r {
                 let _ = writeln!(
                     o,
-                    "control per node per minute ({name}, {}..{} s): {:.2} peer messages + {:.2} version announcements, {:.2} babel dumps, {:.3} bootstrap requests, {:.2} tunnel attempts; {:.1} B/s",
+                    "control per node per minute ({name}, {}..{} s): {:.2} peer messages + {:.2} version announcements, {:.2} babel dumps ({:.2} per under-connected node), {:.3} bootstrap requests, {:.2} tunnel attempts; {:.1} B/s",
                     r.from,
                     r.to,
                     r.peer_messages,
                     r.version_announcements,
                     r.babel_dumps,
+                    r.babel_dumps_under_connected,
                     r.bootstrap_requests,
                     r.tunnel_attempts,
                     r.peer_bytes_per_s

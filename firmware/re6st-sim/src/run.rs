@@ -142,6 +142,8 @@ fn rates(a: &Mark, b: &Mark) -> Rates {
         peer_messages: per_min(traffic.messages() - traffic.version_announcements),
         version_announcements: per_min(traffic.version_announcements),
         babel_dumps: per_min(counts.dumps + counts.idle_dumps),
+        babel_dumps_under_connected: counts.under_connected_dumps as f64 * 60.0
+            / (counts.under_connected_seconds as f64).max(1.0),
         bootstrap_requests: per_min(counts.bootstrap_requests),
         tunnel_attempts: per_min(counts.tunnel_attempts),
         tunnel_closes: per_min(counts.tunnel_closes),
