@@ -80,8 +80,15 @@ fn server_clients(o: &Overlay, n: u32) -> BTreeSet<(String, String, u64)> {
         if path.extension().is_none_or(|x| x != "mgmt") {
             continue;
         }
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&path) else {
-            continue;
+        // OpenVPN serves one management client at a time: the daemon's
+        // may hold it for a moment.
+        let mut stream = None;
+        Lab::wait_until(Duration::from_secs(10), || {
+            stream = std::os::unix::net::UnixStream::connect(&path).ok();
+            stream.is_some()
+        });
+        let Some(mut stream) = stream else {
+            panic!("{} does not answer", path.display())
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let mut session = Session::default();

@@ -204,8 +204,27 @@ pub struct Management {
 }
 
 impl Management {
+    /// Connects, waiting (up to `timeout`) while another management client
+    /// holds the socket: OpenVPN serves one at a time, and refuses the
+    /// others (EAGAIN seen with `ctl status` asking for byte counts while
+    /// a connection was being dropped).
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Management, ManagementError> {
-        let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
+        let attempt = async {
+            loop {
+                match UnixStream::connect(path).await {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused
+                        ) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    r => return r,
+                }
+            }
+        };
+        let stream = tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| ManagementError::Timeout(timeout))??;
         let (r, w) = stream.into_split();
