@@ -146,6 +146,18 @@ fn configuration_changes_and_revocations_spread() {
         &["--authorized-origin", "198.18.1.2"],
     );
     o.all_pairs_reach(Duration::from_secs(120));
+    // ctl status has each served client's byte counts, from the servers'
+    // management sockets.
+    let traffic: Vec<serde_json::Value> = (0..5)
+        .filter_map(|n| o.status(n))
+        .flat_map(|s| s["served_traffic"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert!(
+        traffic
+            .iter()
+            .any(|t| t["bytes_received"].as_u64() > Some(0) && t["bytes_sent"].as_u64() > Some(0)),
+        "no served client with byte counts: {traffic:?}"
+    );
     let v0 = o.status(1).unwrap()["config_version"].as_u64().unwrap();
     for n in 0..5 {
         let b = babeld_cmdline(&o, n).expect("babeld");

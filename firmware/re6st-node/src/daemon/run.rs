@@ -1289,6 +1289,7 @@ impl Node {
         }
         let run = self.o.run.clone();
         let (v, failed) = (self.o.verbose, failed.clone());
+        let (babel, defaults) = (self.babel_socket.clone(), self.defaults.clone());
         tokio::spawn(async move {
             // The revoking version, just announced, must get through the
             // tunnel first: a node cut before it learns of its revocation
@@ -1300,11 +1301,32 @@ impl Node {
                 let socket = management::socket_path(&run, iface);
                 let r = management::kill_connections(&socket, addresses, Duration::from_secs(5));
                 match r.await {
-                    Ok(n) => log(
-                        2,
-                        v,
-                        format!("revoked peers: dropped {n} of {addresses:?} from {iface}"),
-                    ),
+                    Ok(n) => {
+                        log(
+                            2,
+                            v,
+                            format!("revoked peers: dropped {n} of {addresses:?} from {iface}"),
+                        );
+                        // babeld would keep routing through the dropped
+                        // peer on this shared tap until it misses its
+                        // hellos (over 30 s seen in the revocation test
+                        // for the renewed node's routes): it forgets the
+                        // tap's neighbours and relearns the others at
+                        // their next hello. Their tunnels stay.
+                        if n > 0 {
+                            let lines = [
+                                format!("flush interface {iface}"),
+                                format!("interface {iface} {defaults}"),
+                            ];
+                            if let Ok(mut c) =
+                                BabelClient::connect(&babel, Duration::from_secs(5)).await
+                            {
+                                for l in &lines {
+                                    let _ = c.request(l).await;
+                                }
+                            }
+                        }
+                    }
                     Err(e) => {
                         let _ = failed.send(format!("{iface}: {e}")).await;
                     }
