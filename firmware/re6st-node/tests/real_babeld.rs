@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use re6st_node::babel::client::BabelClient;
 use re6st_node::babel::config::BabelConfig;
 use re6st_node::babel::control::{set_rxcost, Line};
+use re6st_node::babel::monitor;
 use re6st_node::babel::table::Table;
 use re6st_proto::prefix::Prefix;
 use re6st_testkit::netns::Lab;
@@ -69,6 +70,8 @@ fn neighbours_routes_and_draining() {
         configs[0].control_socket.clone(),
         configs[1].control_socket.clone(),
     );
+    // babeld's monitor stream on A, reduced to "a neighbour came or went".
+    let mut links = rt.block_on(async { monitor::spawn(a_sock.clone(), vec![]) });
     let deadline = Instant::now() + Duration::from_secs(30);
     let b_prefix = Prefix::from_subnet("2/16").unwrap();
     // A learns B's subnet, from B itself (refmetric 0), over t0: HMAC-signed
@@ -141,6 +144,16 @@ fn neighbours_routes_and_draining() {
             .iter()
             .any(|l| matches!(l, Line::Neighbour { .. })));
     });
+    // The monitor told of B's arrival; B going away is told too.
+    let link_change = |rt: &tokio::runtime::Runtime,
+                       links: &mut tokio::sync::mpsc::Receiver<()>| {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), links.recv()).await })
+    };
+    assert_eq!(link_change(&rt, &mut links), Ok(Some(())), "B's arrival");
+    rt.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
+    while links.try_recv().is_ok() {}
+    lab.sh("b", "ip link set t0 down");
+    assert_eq!(link_change(&rt, &mut links), Ok(Some(())), "B's departure");
     drop(lab);
     std::fs::remove_dir_all(&dir).ok();
 }

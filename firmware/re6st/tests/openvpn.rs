@@ -120,6 +120,9 @@ fn tunnel_with_hook_events() {
         (p.cn.as_str(), p.dev.as_str(), p.serial, p.ip.as_str()),
         ("2/16", "re6stnet-udp", 2, "198.18.0.1")
     );
+    // The client's port: with the address, how the server's management
+    // interface names this connection (to drop it alone if revoked).
+    assert_ne!(p.port, 0, "OpenVPN gave no trusted_port");
     assert_eq!(
         route_up.unwrap(),
         Event::RouteUp {

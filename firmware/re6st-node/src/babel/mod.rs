@@ -8,6 +8,7 @@
 //! * [`table`]: neighbours and routes built from those events, and the
 //!   questions the tunnel manager asks of them.
 //! * [`client`]: the tokio connection to the socket.
+//! * [`monitor`]: its `monitor` stream, as "a neighbour came or went".
 //! * [`upstream_ctl`]: upstream's binary control protocol, served on
 //!   `RUN/babeld.sock` from stock babeld's dump, for upstream's registry.
 
@@ -15,5 +16,6 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod kernel_check;
+pub mod monitor;
 pub mod table;
 pub mod upstream_ctl;

@@ -2,8 +2,8 @@
 //!
 //! Upstream restarts the whole node for most changes; we restart only the
 //! parts whose parameters changed: babeld for its settings, the OpenVPN
-//! servers when their limits change or one of their peers was revoked,
-//! and the whole node (re-executed) only for what every tunnel depends on.
+//! servers when their limits change (a revoked peer on them is dropped
+//! alone, through their management interface), and the whole node (re-executed) only for what every tunnel depends on.
 
 use std::collections::BTreeSet;
 
@@ -13,8 +13,10 @@ use re6st_proto::netconfig::NetworkConfig;
 pub struct Plan {
     /// Hello interval, default interface parameters or HMAC keys changed.
     pub restart_babel: bool,
-    /// `max_clients` changed, or a peer on our servers was revoked.
+    /// `max_clients` changed.
     pub restart_servers: bool,
+    /// Serials of peers on our servers just revoked: to drop, alone.
+    pub drop_served: BTreeSet<u64>,
     /// Encryption, IPv4 payload, client count or the same-country rule
     /// changed: every tunnel and tap is concerned.
     pub reexec: bool,
@@ -41,7 +43,8 @@ pub fn plan(
             || old.babel_default != new.babel_default
             || old.babel_hmac_sign != new.babel_hmac_sign
             || old.babel_hmac_accept != new.babel_hmac_accept,
-        restart_servers: old.max_clients != new.max_clients || !revoked.is_disjoint(served),
+        restart_servers: old.max_clients != new.max_clients,
+        drop_served: revoked.intersection(served).copied().collect(),
         reexec: old.encrypt != new.encrypt
             || old.ipv4 != new.ipv4
             || old.client_count != new.client_count
@@ -78,7 +81,8 @@ mod tests {
         assert_eq!(p.revoked, [5].into());
         assert!(!p.restart_servers && !p.reexec, "{p:?}");
         let p = plan(&old, &new, &[5, 6].into(), 7, 10);
-        assert!(p.restart_servers && !p.reexec);
+        assert!(!p.restart_servers && !p.reexec, "{p:?}");
+        assert_eq!(p.drop_served, [5].into());
         new.crl.insert(7);
         let p = plan(&old, &new, &none, 7, 10);
         assert!(p.renew && !p.reexec, "our own revocation: {p:?}");

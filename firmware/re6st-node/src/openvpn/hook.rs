@@ -34,6 +34,9 @@ pub struct Peer {
     pub serial: u64,
     /// The peer's public address.
     pub ip: String,
+    /// Its port (0 when OpenVPN did not say): with `ip`, how the server's
+    /// management interface names this very connection.
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -75,6 +78,9 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Event>, H
             ip: env("trusted_ip")
                 .or_else(|| env("trusted_ip6"))
                 .ok_or(HookError::MissingEnv("trusted_ip"))?,
+            port: env("trusted_port")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
         })
     };
     Ok(Some(match script.as_str() {
@@ -107,6 +113,7 @@ impl Event {
                     p.dev.clone(),
                     p.serial.to_string(),
                     p.ip.clone(),
+                    p.port.to_string(),
                 ]
             }
             Event::RouteUp {
@@ -130,12 +137,16 @@ impl Event {
         let f: Vec<&str> = text.split('\t').collect();
         let serial = |s: &str| s.parse::<u64>().map_err(|_| HookError::Malformed);
         match f.as_slice() {
-            [kind @ ("connect" | "disconnect"), cn, dev, s, ip] => {
+            [kind @ ("connect" | "disconnect"), cn, dev, s, ip, port @ ..] if port.len() <= 1 => {
                 let p = Peer {
                     cn: (*cn).into(),
                     dev: (*dev).into(),
                     serial: serial(s)?,
                     ip: (*ip).into(),
+                    port: match port {
+                        [p] => p.parse().map_err(|_| HookError::Malformed)?,
+                        _ => 0,
+                    },
                 };
                 Ok(if *kind == "connect" {
                     Event::ClientConnect(p)

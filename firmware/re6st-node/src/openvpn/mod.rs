@@ -9,3 +9,4 @@
 
 pub mod args;
 pub mod hook;
+pub mod management;

@@ -373,6 +373,7 @@ mod tests {
                 ),
             ],
             served: vec!["2001:db8:42:5::/64".into()],
+            served_traffic: vec![],
             reachable_at: String::new(),
             ipv4: "fixed".into(),
             port_mappings: vec![],

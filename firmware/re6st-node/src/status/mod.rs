@@ -30,6 +30,9 @@ pub struct NodeStatus {
     pub tunnels: Vec<TunnelStatus>,
     /// Peers connected to our OpenVPN servers.
     pub served: Vec<String>,
+    /// Their traffic, per server (from its management socket).
+    #[serde(default)]
+    pub served_traffic: Vec<ServedTraffic>,
     /// The addresses we give peers (`ip,port,proto;...`), empty while
     /// none is known.
     pub reachable_at: String,
@@ -57,6 +60,16 @@ pub struct NodeStatus {
 
 /// Tunnel states, as [`TunnelStatus::state`] spells them.
 pub const TUNNEL_STATES: [&str; 4] = ["connecting", "established", "closing", "draining"];
+
+/// A client of one of our OpenVPN servers and its byte counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedTraffic {
+    /// The client's certificate name (its prefix, `N/LEN`).
+    pub peer: String,
+    pub iface: String,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelStatus {
@@ -163,6 +176,18 @@ pub fn render(s: &NodeStatus, now: i64) -> String {
     for p in &s.served {
         out += &format!("  {p}\n");
     }
+    if !s.served_traffic.is_empty() {
+        out += &format!(
+            "  {:<28} {:<14} {:>14} {:>14}\n",
+            "CLIENT", "SERVER", "BYTES IN", "BYTES OUT"
+        );
+    }
+    for t in &s.served_traffic {
+        out += &format!(
+            "  {:<28} {:<14} {:>14} {:>14}\n",
+            t.peer, t.iface, t.bytes_received, t.bytes_sent
+        );
+    }
     out += &format!(
         "restarts: babeld {}, OpenVPN {}\n",
         s.babeld_restarts, s.openvpn_restarts
@@ -218,6 +243,12 @@ mod tests {
                 tx_bytes: None,
             }],
             served: vec!["2001:db8:42:5::/64".into()],
+            served_traffic: vec![ServedTraffic {
+                peer: "5/16".into(),
+                iface: "re6stnet-udp".into(),
+                bytes_received: 1200,
+                bytes_sent: 3400,
+            }],
             reachable_at: "198.18.50.2,40000,udp".into(),
             ipv4: "upnp".into(),
             port_mappings: vec!["198.18.50.2:40000/udp -> 1194".into()],
@@ -257,6 +288,12 @@ mod tests {
         );
         assert!(
             text.contains("port mapping 198.18.50.2:40000/udp -> 1194"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  5/16                         re6stnet-udp             1200           3400\n"
+            ),
             "{text}"
         );
         let json = serde_json::to_string(&s).unwrap();

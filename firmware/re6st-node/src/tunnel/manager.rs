@@ -150,6 +150,10 @@ struct Killer {
 /// Seconds after which the routing view is refreshed anyway.
 const ROUTES_MAX_AGE: i64 = 30;
 
+/// Longest interval between two dumps of a node below its client count
+/// while its dumps show nothing new (doubling from 1 s after a change).
+const UNDER_CONNECTED_DUMP_MAX: i64 = 30;
+
 /// Seconds between two bootstrap requests while we know no node.
 const BOOTSTRAP_RETRY: i64 = 5;
 
@@ -203,6 +207,9 @@ pub struct Manager {
     last_view: RoutingView,
     /// When the last babel dump arrived.
     last_routes: i64,
+    /// Seconds between two dumps while below the client count: 1 after a
+    /// change, doubled by each dump that shows nothing new.
+    dump_every: i64,
     rng: u64,
 }
 
@@ -230,6 +237,7 @@ impl Manager {
             actions: VecDeque::from([Action::RequestDump]),
             last_view: RoutingView::default(),
             last_routes: now,
+            dump_every: 1,
             rng: seed | 1,
         }
     }
@@ -355,12 +363,39 @@ impl Manager {
         // stale to notice, e.g., a LAN neighbour that made a tunnel useless.
         let draining = !self.killing.is_empty() || !self.agreeing.is_empty();
         if now >= self.next_timeout()
-            || self.connections.len() < self.cfg.client_count
+            || (self.connections.len() < self.cfg.client_count
+                && (now - self.last_routes >= self.dump_every
+                    || (now >= self.retry_at() && self.last_routes < self.retry_at())))
             || now - self.last_routes >= ROUTES_MAX_AGE
             || (draining && now - self.last_routes >= DRAIN_POLL)
             || (self.neighbour_missing() && now - self.last_routes >= NEIGHBOUR_POLL)
         {
             self.actions.push_back(Action::RequestDump);
+        }
+    }
+
+    /// babeld reports that a route or a neighbour appeared or went away
+    /// (its `monitor` stream): an under-connected node looks again at once.
+    pub fn on_routing_changed(&mut self) {
+        self.unsettled();
+    }
+
+    /// Something happened that the next dumps will show: dump every
+    /// second again while under-connected.
+    fn unsettled(&mut self) {
+        self.dump_every = 1;
+    }
+
+    /// When a dump may lead somewhere new though babel shows nothing new:
+    /// the end of a bootstrap back-off, when a node cut from the registry
+    /// tries its cache (and the registry) again.
+    fn retry_at(&self) -> i64 {
+        if self.last_view.known.is_empty() {
+            self.bootstrap_retry_at.min(self.bootstrap_quiet_until)
+        } else if self.disconnected {
+            self.bootstrap_quiet_until
+        } else {
+            i64::MAX
         }
     }
 
@@ -387,6 +422,16 @@ impl Manager {
             view.known.clear();
             view.neighbours.clear();
         }
+        // Below the client count, a node that cannot do better (NATed,
+        // or knowing nobody new) would otherwise dump every second.
+        let same = view.known == self.last_view.known
+            && view.lan_neighbours == self.last_view.lan_neighbours
+            && view.neighbours.keys().eq(self.last_view.neighbours.keys());
+        self.dump_every = if same {
+            (self.dump_every * 2).min(UNDER_CONNECTED_DUMP_MAX)
+        } else {
+            1
+        };
         self.last_view = view;
         self.last_routes = now;
         self.advance_killers(now);
@@ -599,6 +644,9 @@ impl Manager {
     fn close(&mut self, prefix: Prefix) {
         if let Some(c) = self.connections.remove(&prefix) {
             self.killing.remove(&prefix);
+            if c.trying.is_none() {
+                self.unsettled();
+            }
             self.actions.push_back(Action::Close {
                 prefix,
                 iface: c.iface.clone(),
@@ -691,9 +739,11 @@ impl Manager {
         let mut use_cache = false;
         match self.cfg.registry {
             Some(r) if r == self.cfg.me => use_cache = distant.is_empty(),
+            // A tunnel to the registry's node being tried reaches
+            // nothing (the node may be dead): only an established one.
             Some(r)
                 if view.known.contains(&r)
-                    || self.connections.contains_key(&r)
+                    || self.is_established(&r)
                     || self.served.contains(&r) =>
             {
                 self.disconnected = false;
@@ -805,6 +855,7 @@ impl Manager {
         let Some(c) = self.connections.get_mut(&prefix) else {
             return;
         };
+        self.dump_every = 1;
         let worked = c.trying.and_then(|i| c.addresses.get(i).cloned());
         let first = c.trying == Some(0);
         c.using = c.trying;
@@ -847,6 +898,7 @@ impl Manager {
 
     /// A peer connected to (or left) one of our servers.
     pub fn on_served(&mut self, prefix: Prefix, connected: bool) {
+        self.unsettled();
         if connected {
             self.served.insert(prefix);
         } else {
@@ -1165,6 +1217,129 @@ mod tests {
             })
             .count();
         assert_eq!(asks, 2, "at 0 s and 5 s");
+    }
+
+    /// A NATed node (nobody on our servers) whose tunnel to the
+    /// registry's node is only being tried (to a dead node, say) does not
+    /// reach the registry: it asks for a bootstrap peer and uses its whole
+    /// client count, from the cache.
+    #[test]
+    fn a_pending_tunnel_to_the_registry_does_not_reach_it() {
+        let mut cache = PeerCache::new(10);
+        for i in 4..=6 {
+            cache.add_peer(p(i), &addr(i), false, &mut || 1);
+        }
+        let mut m = Manager::new(cfg(9, 4), cache, 0, 1);
+        assert!(m.make_tunnel(p(0), &addr(0)));
+        assert!(m.make_tunnel(p(1), &addr(1)));
+        m.on_tunnel_up(p(1), 1);
+        drain(&mut m);
+        let view = RoutingView {
+            known: [p(1), p(2), p(3)].into(),
+            neighbours: [(p(1), [p(2), p(3)].into())].into(),
+            ..Default::default()
+        };
+        m.on_routes(100, view);
+        let actions = drain(&mut m);
+        assert!(m.is_disconnected(), "{actions:?}");
+        assert!(actions.contains(&Action::RequestBootstrap), "{actions:?}");
+        let opened = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Open { .. }))
+            .count();
+        assert_eq!(opened, 2, "up to the client count (4): {actions:?}");
+    }
+
+    #[test]
+    fn an_established_tunnel_to_the_registry_reaches_it_before_babel_knows() {
+        let mut m = Manager::new(cfg(9, 4), PeerCache::new(10), 0, 1);
+        assert!(m.make_tunnel(p(0), &addr(0)));
+        m.on_tunnel_up(p(0), 0);
+        drain(&mut m);
+        m.on_routes(
+            100,
+            RoutingView {
+                known: [p(2)].into(),
+                ..Default::default()
+            },
+        );
+        assert!(!m.is_disconnected());
+        assert!(!drain(&mut m).contains(&Action::RequestBootstrap));
+    }
+
+    /// Dumps asked for by `tick` at each second of `from..to`, each
+    /// answered with `view`.
+    fn dumps_between(m: &mut Manager, from: i64, to: i64, view: &RoutingView) -> Vec<i64> {
+        (from..to)
+            .filter(|t| {
+                m.tick(*t);
+                let dumped = drain(m).contains(&Action::RequestDump);
+                if dumped {
+                    m.on_routes(*t, view.clone());
+                    drain(m);
+                }
+                dumped
+            })
+            .collect()
+    }
+
+    /// A node below its client count that cannot do better (every known
+    /// node is a neighbour already) backs off its babel dumps while they
+    /// show nothing new; a change babel reports, or a new view, brings
+    /// them back at once.
+    #[test]
+    fn an_under_connected_node_backs_off_its_dumps_while_nothing_changes() {
+        let mut c = cfg(9, 4);
+        c.registry = Some(p(1));
+        let mut m = with_tunnels_to_1_and_2(c, PeerCache::new(10));
+        let view = RoutingView {
+            known: [p(1), p(2), p(7)].into(),
+            neighbours: [p(1), p(2), p(7)]
+                .into_iter()
+                .map(|q| (q, BTreeSet::from([q])))
+                .collect(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        drain(&mut m);
+        assert!(m.tunnels().count() < 4, "under-connected");
+        let quiet = dumps_between(&mut m, 1, 240, &view);
+        let last_minute = quiet.iter().filter(|t| **t >= 180).count();
+        assert!(last_minute <= 2, "{last_minute} dumps a minute: {quiet:?}");
+        // babel says something changed: a dump at the next tick.
+        m.on_routing_changed();
+        assert_eq!(dumps_between(&mut m, 240, 241, &view), vec![240]);
+        // A view that differs from the last one: dumps every second again.
+        let mut grown = view.clone();
+        grown.known.insert(p(3));
+        grown.neighbours.insert(p(3), [p(3)].into());
+        m.tick(241);
+        drain(&mut m);
+        m.on_routes(241, grown.clone());
+        drain(&mut m);
+        assert_eq!(dumps_between(&mut m, 242, 243, &grown), vec![242]);
+    }
+
+    /// Backing off does not delay a node cut from the registry: its dump
+    /// comes as its bootstrap back-off ends, to try its cache again.
+    #[test]
+    fn a_node_cut_from_the_registry_dumps_when_its_bootstrap_back_off_ends() {
+        let mut m = with_tunnels_to_1_and_2(cfg(9, 4), PeerCache::new(10));
+        let view = RoutingView {
+            known: [p(1), p(2), p(7)].into(),
+            neighbours: [p(1), p(2), p(7)]
+                .into_iter()
+                .map(|q| (q, BTreeSet::from([q])))
+                .collect(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        assert!(m.is_disconnected());
+        drain(&mut m);
+        // Long enough for the dumps to back off to their slowest.
+        m.bootstrap_quiet_until = 97;
+        let dumps = dumps_between(&mut m, 1, 98, &view);
+        assert!(dumps.contains(&97), "{dumps:?}");
     }
 
     #[test]
