@@ -756,6 +756,64 @@ mod tests {
         assert_eq!(rows_sorted, taken);
     }
 
+    /// The in-memory subject serials follow this connection's writes, and
+    /// are read again from the table after a rollback or another
+    /// connection's commit. The stored "pem" placeholders carry no
+    /// serial: a value only the index can know shows it was not re-read.
+    #[test]
+    fn subject_serials_follow_every_change() {
+        let dir = std::env::temp_dir().join(format!("re6st-db-serials-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("registry.db");
+        let _ = std::fs::remove_file(&path);
+        let mut db = Db::open(&path).unwrap();
+        let p = |s: &str| -> Prefix { s.parse().unwrap() };
+        let smallest = |db: &mut Db| {
+            db.transaction(|tx| tx.smallest_unused_subject_serial())
+                .unwrap()
+        };
+        assert_eq!(smallest(&mut db), 0);
+        let set = |db: &mut Db| {
+            db.transaction(|tx| {
+                tx.set_cert(&p("00"), "pem", Some(0))?;
+                tx.set_cert(&p("01"), "pem", Some(1))
+            })
+            .unwrap()
+        };
+        db.transaction(|tx| {
+            for leaf in ["00", "01", "10"] {
+                tx.insert_free(&p(leaf))?;
+            }
+            tx.delete(&p(""))
+        })
+        .unwrap();
+        set(&mut db);
+        assert_eq!(smallest(&mut db), 2);
+        db.transaction(|tx| tx.clear_cert(&p("00"))).unwrap();
+        assert_eq!(smallest(&mut db), 0);
+        db.transaction(|tx| tx.set_cert(&p("00"), "pem", Some(0)))
+            .unwrap();
+        assert_eq!(smallest(&mut db), 2);
+        // Rolled back: read again from the table.
+        let r: Result<(), DbError> = db.transaction(|tx| {
+            tx.set_cert(&p("10"), "pem", Some(2))?;
+            assert_eq!(tx.smallest_unused_subject_serial()?, 3);
+            Err(DbError::BadPrefix("rollback".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(smallest(&mut db), 0);
+        set(&mut db);
+        assert_eq!(smallest(&mut db), 2);
+        // Another connection (an operator's shell) commits: read again.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("UPDATE cert SET email='x' WHERE prefix='10'", [])
+            .unwrap();
+        drop(other);
+        assert_eq!(smallest(&mut db), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn tokens_and_crl() {
         let mut db = Db::memory().unwrap();
