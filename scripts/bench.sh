@@ -5,13 +5,14 @@
 # `make sim`, when present).
 # BENCH_NODES="8:2 16:10 32:10" (nodes:client count per network),
 # BENCH_PATH="3:2" (nodes:client count of the overlay-vs-direct network),
-# BENCH_IPERF_SECONDS=5, BENCH_CLIENTS=200, BENCH_SECONDS=10, BENCH_CROSS=1,
-# BENCH_IMAGES=1.
+# BENCH_IPERF_SECONDS=5, BENCH_CLIENTS=20,200 (registry client counts),
+# BENCH_SECONDS=10, BENCH_REGISTRY_RUNS=5, BENCH_CROSS=1, BENCH_IMAGES=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench
 rm -f bench/node-*.json bench/path.json bench/convergence.png bench/scale.png
-CLIENTS=${BENCH_CLIENTS:-200}
+CLIENTS=${BENCH_CLIENTS:-20,200}
+REGISTRY_RUNS=${BENCH_REGISTRY_RUNS:-5}
 SECONDS_EACH=${BENCH_SECONDS:-10}
 cargo build --release -p re6st -p re6st-bench
 # Binaries for every firmware target (slow the first time; BENCH_CROSS=0 skips).
@@ -47,9 +48,11 @@ BIN=target/release/re6st
   fi
   python3 scripts/image-report.py bench/images.json
   echo
-  echo "## Registry: ours against upstream re6stnet 0.642, $CLIENTS concurrent clients, ${SECONDS_EACH}s per test"
+  echo "## Registry: ours against upstream re6stnet 0.642, $CLIENTS concurrent clients, ${SECONDS_EACH}s per test, $REGISTRY_RUNS runs"
   echo
-  target/release/re6st-bench registry --binary "$BIN" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --json bench/registry.json
+  echo "Each run starts both registries afresh (empty database) per client count, ours then upstream, on loopback (ours without its per-source connection limit: every client comes from 127.0.0.1). Latency is that of the successful calls."
+  echo
+  target/release/re6st-bench registry --binary "$BIN" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --runs "$REGISTRY_RUNS" --json bench/registry.json
   echo
   echo "## Node: a network of our nodes in namespaces (registry + N nodes)"
   echo

@@ -7,7 +7,10 @@
 //! - `hello` + `getNetworkConfig` round trips per second, each client with
 //!   its own certificate and session.
 //!
-//! Prints a Markdown table and writes JSON to the path given with `--json`.
+//! Each for every client count of `--clients` (default 20 and 200), over
+//! `--runs` runs, with the latency of the successful calls (median, 99th
+//! percentile). Prints Markdown tables (every run, then medians over the
+//! runs) and writes JSON to the path given with `--json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -84,6 +87,10 @@ fn start(name: &'static str, ours: &Path, base: &Path) -> Server {
     let mut cmd = if name == "ours" {
         let mut c = Command::new(ours);
         c.arg("registry");
+        // Every bench client connects from 127.0.0.1, standing for many
+        // sources: the per-source connection limit (ours only) would
+        // refuse all but a few of them.
+        c.args(["--max-connections-per-source", "0"]);
         c
     } else {
         let mut c = Command::new(upstream_python());
@@ -129,64 +136,100 @@ fn csr(key: &PKey<Private>) -> String {
     String::from_utf8(r.build().to_pem().unwrap()).unwrap()
 }
 
-#[derive(Default)]
-struct Counts {
-    ok: AtomicU64,
-    failed: AtomicU64,
+/// What one load test measured.
+struct Load {
+    per_sec: f64,
+    ok: u64,
+    failed: u64,
+    /// Latency of the successful calls, ms: median and 99th percentile.
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The `q` quantile (0..=1) of sorted `v` (nearest rank), 0 when empty.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    quantile(&v, 0.5)
 }
 
 /// Runs `op` from `clients` concurrent workers for `duration`.
-async fn load<F, Fut>(clients: usize, duration: Duration, op: F) -> (f64, u64, u64)
+async fn load<F, Fut>(clients: usize, duration: Duration, op: F) -> Load
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let counts = Arc::new(Counts::default());
+    let failed = Arc::new(AtomicU64::new(0));
     let op = Arc::new(op);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let (counts, op) = (counts.clone(), op.clone());
+        let (failed, op) = (failed.clone(), op.clone());
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
             while start.elapsed() < duration {
-                let c = if op(i).await {
-                    &counts.ok
+                let t = Instant::now();
+                if op(i).await {
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                 } else {
-                    &counts.failed
-                };
-                c.fetch_add(1, Ordering::Relaxed);
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            latencies
         }));
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        latencies.extend(t.await.unwrap_or_default());
     }
     let secs = start.elapsed().as_secs_f64();
-    let ok = counts.ok.load(Ordering::Relaxed);
-    (ok as f64 / secs, ok, counts.failed.load(Ordering::Relaxed))
+    latencies.sort_by(f64::total_cmp);
+    Load {
+        per_sec: latencies.len() as f64 / secs,
+        ok: latencies.len() as u64,
+        failed: failed.load(Ordering::Relaxed),
+        p50_ms: quantile(&latencies, 0.5),
+        p99_ms: quantile(&latencies, 0.99),
+    }
 }
 
 struct Row {
+    run: usize,
     server: &'static str,
     test: &'static str,
     clients: usize,
-    per_sec: f64,
-    ok: u64,
-    failed: u64,
+    load: Load,
 }
+
+const REQUEST_CERTIFICATE: &str = "requestCertificate";
+const HELLO: &str = "hello+getNetworkConfig";
 
 async fn bench_server(
     s: &Server,
     ca: &X509,
-    clients: usize,
+    (run, clients): (usize, usize),
     duration: Duration,
+    tests: &[String],
     rows: &mut Vec<Row>,
 ) {
     let url = Arc::new(RegistryUrl::parse(&s.url).unwrap());
     let timeout = Duration::from_secs(60);
+    let want = |t: &str| tests.iter().any(|x| x == t);
     // Client identities for the session test. Keys have the CA's size, as
     // re6st-conf makes them: the hello answer is split in two equal halves.
-    let keys = keys_2048(clients);
+    let keys = if want(HELLO) {
+        keys_2048(clients)
+    } else {
+        vec![]
+    };
     let mut identities = Vec::new();
     for k in keys {
         let req = csr(&k);
@@ -202,34 +245,37 @@ async fn bench_server(
         let c = X509::from_pem(&pem).unwrap();
         identities.push((cert::node_prefix(&c).unwrap(), k));
     }
-    let csrs: Arc<Vec<String>> = Arc::new(keys_2048(8).iter().map(csr).collect());
-    let u = url.clone();
-    let (rate, ok, failed) = load(clients, duration, move |i| {
-        let (u, csrs) = (u.clone(), csrs.clone());
-        async move {
-            let req = &csrs[i % csrs.len()];
-            matches!(
-                call::unauthenticated(
-                    &u,
-                    "requestCertificate",
-                    &[("token", ""), ("req", req), ("location", ""), ("ip", "")],
-                    timeout
+    if want(REQUEST_CERTIFICATE) {
+        let csrs: Arc<Vec<String>> = Arc::new(keys_2048(8).iter().map(csr).collect());
+        let u = url.clone();
+        let load = load(clients, duration, move |i| {
+            let (u, csrs) = (u.clone(), csrs.clone());
+            async move {
+                let req = &csrs[i % csrs.len()];
+                matches!(
+                    call::unauthenticated(
+                        &u,
+                        "requestCertificate",
+                        &[("token", ""), ("req", req), ("location", ""), ("ip", "")],
+                        timeout
+                    )
+                    .await,
+                    Ok(Some(_))
                 )
-                .await,
-                Ok(Some(_))
-            )
-        }
-    })
-    .await;
-    rows.push(Row {
-        server: s.name,
-        test: "requestCertificate",
-        clients,
-        per_sec: rate,
-        ok,
-        failed,
-    });
-
+            }
+        })
+        .await;
+        rows.push(Row {
+            run,
+            server: s.name,
+            test: REQUEST_CERTIFICATE,
+            clients,
+            load,
+        });
+    }
+    if !want(HELLO) {
+        return;
+    }
     let sessions: Arc<Vec<tokio::sync::Mutex<RegistryClient>>> = Arc::new(
         identities
             .into_iter()
@@ -244,7 +290,7 @@ async fn bench_server(
             })
             .collect(),
     );
-    let (rate, ok, failed) = load(clients, duration, move |i| {
+    let load = load(clients, duration, move |i| {
         let sessions = sessions.clone();
         async move {
             let mut c = sessions[i].lock().await;
@@ -263,12 +309,11 @@ async fn bench_server(
     })
     .await;
     rows.push(Row {
+        run,
         server: s.name,
-        test: "hello+getNetworkConfig",
+        test: HELLO,
         clients,
-        per_sec: rate,
-        ok,
-        failed,
+        load,
     });
 }
 
@@ -299,11 +344,34 @@ pub(crate) fn arg(args: &[String], flag: &str, default: &str) -> String {
         .unwrap_or_else(|| default.into())
 }
 
+/// A comma-separated list of values.
+fn list<T: std::str::FromStr>(s: &str, flag: &str) -> Vec<T> {
+    s.split(',')
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.trim().parse().unwrap_or_else(|_| {
+                eprintln!("re6st-bench registry: bad value {v:?} for {flag}");
+                std::process::exit(2)
+            })
+        })
+        .collect()
+}
+
+/// `re6st-bench registry [--binary PATH] [--clients 20,200] [--seconds 10]
+/// [--runs 1] [--servers ours,upstream] [--tests requestCertificate,
+/// hello+getNetworkConfig] [--json PATH]`: every run starts every server
+/// afresh (an empty database) for each client count, ours then upstream.
 fn registry_main(args: Vec<String>) {
     let get = |flag: &str, default: &str| arg(&args, flag, default);
     let ours = PathBuf::from(get("--binary", "target/release/re6st"));
-    let clients: usize = get("--clients", "200").parse().unwrap();
+    let client_counts: Vec<usize> = list(&get("--clients", "20,200"), "--clients");
     let duration = Duration::from_secs(get("--seconds", "10").parse().unwrap());
+    let runs: usize = get("--runs", "1").parse().unwrap();
+    let servers: Vec<String> = list(&get("--servers", "ours,upstream"), "--servers");
+    let tests: Vec<String> = list(
+        &get("--tests", &format!("{REQUEST_CERTIFICATE},{HELLO}")),
+        "--tests",
+    );
     let json_path = get("--json", "");
     let base = std::env::temp_dir().join(format!("re6st-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
@@ -317,39 +385,105 @@ fn registry_main(args: Vec<String>) {
         .build()
         .unwrap();
     let mut rows = Vec::new();
-    for name in ["ours", "upstream"] {
-        let s = start(name, &ours, &base);
-        eprintln!("bench: {name} registry, {clients} clients, {duration:?} per test");
-        rt.block_on(bench_server(&s, &pki.ca, clients, duration, &mut rows));
+    for run in 1..=runs {
+        for &clients in &client_counts {
+            for name in ["ours", "upstream"] {
+                if !servers.iter().any(|s| s == name) {
+                    continue;
+                }
+                let s = start(name, &ours, &base);
+                eprintln!(
+                    "bench: run {run}/{runs}: {name} registry, {clients} clients, \
+                     {duration:?} per test"
+                );
+                rt.block_on(bench_server(
+                    &s,
+                    &pki.ca,
+                    (run, clients),
+                    duration,
+                    &tests,
+                    &mut rows,
+                ));
+                drop(s);
+                std::fs::remove_dir_all(base.join(name)).ok();
+            }
+        }
     }
     std::fs::remove_dir_all(&base).ok();
 
-    println!("| registry | test | clients | per second | ok | failed |\n|---|---|---|---|---|---|");
+    println!(
+        "| run | registry | test | clients | per second | ok | failed | latency p50 ms | p99 ms |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
     for r in &rows {
+        let l = &r.load;
         println!(
-            "| {} | {} | {} | {:.1} | {} | {} |",
-            r.server, r.test, r.clients, r.per_sec, r.ok, r.failed
+            "| {} | {} | {} | {} | {:.1} | {} | {} | {:.1} | {:.1} |",
+            r.run, r.server, r.test, r.clients, l.per_sec, l.ok, l.failed, l.p50_ms, l.p99_ms
         );
     }
-    let mut ratios = serde_json::Map::new();
-    for test in ["requestCertificate", "hello+getNetworkConfig"] {
-        let rate = |s: &str| {
-            rows.iter()
-                .find(|r| r.server == s && r.test == test)
-                .map(|r| r.per_sec)
-                .unwrap_or(0.0)
-        };
-        let ratio = rate("ours") / rate("upstream").max(f64::MIN_POSITIVE);
-        println!("\n{test}: ours / upstream = {ratio:.1}x");
-        ratios.insert(test.into(), ratio.into());
+    // Per test and client count: medians over the runs, and the median of
+    // each run's ratio (both servers measured under the same load from
+    // the rest of the machine).
+    println!(
+        "\nMedians over {runs} run(s); the ratio is the median of each run's ours / upstream.\n\n\
+         | test | clients | ours /s | upstream /s | ours / upstream | ours p99 ms | upstream p99 ms | ours failed | upstream failed |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    let mut summary = Vec::new();
+    for test in [REQUEST_CERTIFICATE, HELLO] {
+        for &clients in &client_counts {
+            let of = |server: &str| -> Vec<&Load> {
+                rows.iter()
+                    .filter(|r| r.server == server && r.test == test && r.clients == clients)
+                    .map(|r| &r.load)
+                    .collect()
+            };
+            let (o, u) = (of("ours"), of("upstream"));
+            if o.is_empty() && u.is_empty() {
+                continue;
+            }
+            let med = |v: &[&Load], f: fn(&Load) -> f64| -> Option<f64> {
+                (!v.is_empty()).then(|| median(&v.iter().map(|l| f(l)).collect::<Vec<_>>()))
+            };
+            let ratios: Vec<f64> = o
+                .iter()
+                .zip(&u)
+                .map(|(o, u)| o.per_sec / u.per_sec.max(f64::MIN_POSITIVE))
+                .collect();
+            let ratio = (!ratios.is_empty()).then(|| median(&ratios));
+            let failed = |v: &[&Load]| v.iter().map(|l| l.failed).sum::<u64>();
+            let show =
+                |x: Option<f64>, unit: &str| x.map_or("-".into(), |x| format!("{x:.1}{unit}"));
+            println!(
+                "| {test} | {clients} | {} | {} | {} | {} | {} | {} | {} |",
+                show(med(&o, |l| l.per_sec), ""),
+                show(med(&u, |l| l.per_sec), ""),
+                show(ratio, "x"),
+                show(med(&o, |l| l.p99_ms), ""),
+                show(med(&u, |l| l.p99_ms), ""),
+                failed(&o),
+                failed(&u),
+            );
+            summary.push(serde_json::json!({
+                "test": test, "clients": clients, "runs": runs,
+                "ours_per_second": med(&o, |l| l.per_sec),
+                "upstream_per_second": med(&u, |l| l.per_sec),
+                "ratio": ratio,
+                "ours_p99_ms": med(&o, |l| l.p99_ms),
+                "upstream_p99_ms": med(&u, |l| l.p99_ms),
+                "ours_failed": failed(&o), "upstream_failed": failed(&u),
+            }));
+        }
     }
     if !json_path.is_empty() {
         let json = serde_json::json!({
             "registry": rows.iter().map(|r| serde_json::json!({
-                "server": r.server, "test": r.test, "clients": r.clients,
-                "per_second": r.per_sec, "ok": r.ok, "failed": r.failed,
+                "run": r.run, "server": r.server, "test": r.test, "clients": r.clients,
+                "per_second": r.load.per_sec, "ok": r.load.ok, "failed": r.load.failed,
+                "p50_ms": r.load.p50_ms, "p99_ms": r.load.p99_ms,
             })).collect::<Vec<_>>(),
-            "ratio": ratios,
+            "summary": summary,
         });
         std::fs::write(&json_path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     }

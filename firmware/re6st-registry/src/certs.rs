@@ -9,7 +9,7 @@ use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, PKeyRef, Private, Public};
-use openssl::x509::{X509Name, X509NameRef, X509Req, X509};
+use openssl::x509::{X509Builder, X509Name, X509NameRef, X509Req, X509};
 use re6st_proto::cert as pcert;
 use re6st_proto::prefix::Prefix;
 use thiserror::Error;
@@ -122,6 +122,23 @@ pub struct Issue<'a> {
 
 /// Builds and signs a node certificate.
 pub fn issue(ca: &Ca, i: &Issue<'_>) -> Result<X509, CertsError> {
+    finish(ca, draft(ca, i.key)?, i)
+}
+
+/// A certificate's parts that do not depend on the prefix or serials:
+/// made before the database is locked (setting the public key is one of
+/// the slowest steps with OpenSSL 3).
+pub struct Draft(X509Builder);
+
+pub fn draft(ca: &Ca, key: &PKeyRef<Public>) -> Result<Draft, CertsError> {
+    let mut b = X509::builder()?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    b.set_pubkey(key)?;
+    Ok(Draft(b))
+}
+
+/// Completes and signs a [`draft`] of `i.key`.
+pub fn finish(ca: &Ca, draft: Draft, i: &Issue<'_>) -> Result<X509, CertsError> {
     let mut skip = vec![Nid::COMMONNAME];
     if i.subject_serial.is_some() {
         skip.push(Nid::SERIALNUMBER);
@@ -138,12 +155,10 @@ pub fn issue(ca: &Ca, i: &Issue<'_>) -> Result<X509, CertsError> {
     subject.append_entry_by_nid(Nid::COMMONNAME, &i.prefix.to_subnet())?;
     let subject = subject.build();
 
-    let mut b = X509::builder()?;
+    let mut b = draft.0;
     b.set_not_before(Asn1Time::from_unix(i.not_before as _)?.as_ref())?;
     b.set_not_after(Asn1Time::from_unix(i.not_after as _)?.as_ref())?;
-    b.set_issuer_name(ca.cert.subject_name())?;
     b.set_subject_name(&subject)?;
-    b.set_pubkey(i.key)?;
     let serial: Asn1Integer = BigNum::from_dec_str(&i.serial.to_string())?.to_asn1_integer()?;
     b.set_serial_number(&serial)?;
     b.sign(&ca.key, MessageDigest::sha512())?;

@@ -9,7 +9,14 @@
 //! Every change goes through [`Db::transaction`], an immediate SQLite
 //! transaction: a crash at any point leaves the previous or the next
 //! consistent state.
+//!
+//! The subject serials of the certificates (see
+//! [`Tx::smallest_unused_subject_serial`]) are also kept in memory, updated
+//! by the changes made through [`Tx`] and read again from the table when
+//! another connection has committed or a transaction that changed them
+//! was rolled back.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use re6st_proto::prefix::Prefix;
@@ -72,6 +79,52 @@ pub fn create_sql(name: &str, columns: &[&str]) -> String {
 
 pub struct Db {
     conn: Connection,
+    /// `None`: to be read from the table at next use.
+    subject_serials: Option<SubjectSerials>,
+}
+
+/// The subject serial of each certificate in the `cert` table, by prefix.
+#[derive(Debug, Default)]
+struct SubjectSerials {
+    /// `PRAGMA data_version` when read: it changes when another
+    /// connection (e.g. an operator's `sqlite3` shell) commits.
+    data_version: i64,
+    by_prefix: HashMap<Prefix, u64>,
+    /// How many certificates carry each serial (an upstream database may
+    /// hold duplicates).
+    used: BTreeMap<u64, u32>,
+}
+
+impl SubjectSerials {
+    fn insert(&mut self, prefix: Prefix, serial: Option<u64>) {
+        self.remove(&prefix);
+        if let Some(s) = serial {
+            self.by_prefix.insert(prefix, s);
+            *self.used.entry(s).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, prefix: &Prefix) -> Option<u64> {
+        let s = self.by_prefix.remove(prefix)?;
+        if let Some(n) = self.used.get_mut(&s) {
+            *n -= 1;
+            if *n == 0 {
+                self.used.remove(&s);
+            }
+        }
+        Some(s)
+    }
+
+    fn smallest_unused(&self) -> u64 {
+        crate::certs::smallest_unused(self.used.keys().copied())
+    }
+}
+
+/// The subject serial of a stored certificate, if it has one.
+fn subject_serial_of(pem: &str) -> Option<u64> {
+    openssl::x509::X509::from_pem(pem.as_bytes())
+        .ok()
+        .and_then(|c| re6st_proto::cert::subject_serial(&c).ok())
 }
 
 /// A row of the `token` table.
@@ -116,7 +169,10 @@ impl Db {
         // Upstream's registry opens such a database just as well.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut db = Db { conn };
+        let mut db = Db {
+            conn,
+            subject_serials: None,
+        };
         db.transaction(|tx| {
             for (name, columns) in TABLES {
                 let wanted = create_sql(name, columns);
@@ -158,16 +214,29 @@ impl Db {
         let t = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut tx = Tx { conn: &t };
-        let r = f(&mut tx)?;
-        t.commit()?;
-        Ok(r)
+        let mut tx = Tx {
+            conn: &t,
+            subject_serials: &mut self.subject_serials,
+            serials_changed: false,
+        };
+        let r = f(&mut tx);
+        let serials_changed = tx.serials_changed;
+        // Dropped uncommitted, `t` rolls back.
+        let r = r.and_then(|r| t.commit().map(|()| r).map_err(E::from));
+        if r.is_err() && serials_changed {
+            // Rolled back: the index may hold what never was.
+            self.subject_serials = None;
+        }
+        r
     }
 }
 
 /// Queries and changes inside one transaction.
 pub struct Tx<'a> {
     conn: &'a Connection,
+    subject_serials: &'a mut Option<SubjectSerials>,
+    /// Whether `subject_serials` changed (to be dropped if rolled back).
+    serials_changed: bool,
 }
 
 fn parse_prefix(s: String) -> Result<Prefix, DbError> {
@@ -303,12 +372,25 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// Stores a certificate, as a BLOB like upstream does.
-    pub fn set_cert(&self, prefix: &Prefix, pem: &str) -> Result<(), DbError> {
-        self.conn.execute(
+    /// Stores a certificate, as a BLOB like upstream does;
+    /// `subject_serial` must be its subject's serialNumber (given rather
+    /// than parsed again from `pem`: that parse cost as much as the
+    /// signature).
+    pub fn set_cert(
+        &mut self,
+        prefix: &Prefix,
+        pem: &str,
+        subject_serial: Option<u64>,
+    ) -> Result<(), DbError> {
+        let n = self.conn.execute(
             "UPDATE cert SET cert=? WHERE prefix=?",
             params![pem.as_bytes(), prefix.to_string()],
         )?;
+        if n > 0 {
+            if let Some(index) = self.serials_mut() {
+                index.insert(*prefix, subject_serial);
+            }
+        }
         Ok(())
     }
 
@@ -321,11 +403,14 @@ impl Tx<'_> {
     }
 
     /// Frees a leaf (its prefix is merged later).
-    pub fn clear_cert(&self, prefix: &Prefix) -> Result<(), DbError> {
+    pub fn clear_cert(&mut self, prefix: &Prefix) -> Result<(), DbError> {
         self.conn.execute(
             "UPDATE cert SET email=NULL, cert=NULL WHERE prefix=?",
             [prefix.to_string()],
         )?;
+        if let Some(index) = self.serials_mut() {
+            index.remove(prefix);
+        }
         Ok(())
     }
 
@@ -337,6 +422,64 @@ impl Tx<'_> {
             |r| r.get(0),
         )?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Runs `f` in a savepoint: its changes are kept when it succeeds and
+    /// undone otherwise, the rest of the transaction going on. The outer
+    /// error is the savepoint's own (the transaction must then fail).
+    pub fn savepoint<T, E: From<rusqlite::Error>>(
+        &mut self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<Result<T, E>, DbError> {
+        self.conn.execute_batch("SAVEPOINT one")?;
+        let changed_before = std::mem::take(&mut self.serials_changed);
+        let r = f(self);
+        if r.is_ok() {
+            self.conn.execute_batch("RELEASE one")?;
+        } else {
+            self.conn.execute_batch("ROLLBACK TO one; RELEASE one")?;
+            if self.serials_changed {
+                *self.subject_serials = None;
+            }
+        }
+        self.serials_changed |= changed_before;
+        Ok(r)
+    }
+
+    /// The in-memory index of subject serials, when read, marked as
+    /// changed by this transaction.
+    fn serials_mut(&mut self) -> Option<&mut SubjectSerials> {
+        self.serials_changed = true;
+        self.subject_serials.as_mut()
+    }
+
+    /// The smallest subject serial that no certificate in the table
+    /// carries (upstream's rule: these small numbers are used for IPv4
+    /// allocation). From the in-memory index: reading and parsing every
+    /// certificate at each issuance made issuance quadratic.
+    pub fn smallest_unused_subject_serial(&mut self) -> Result<u64, DbError> {
+        let data_version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if let Some(index) = self
+            .subject_serials
+            .as_ref()
+            .filter(|i| i.data_version == data_version)
+        {
+            return Ok(index.smallest_unused());
+        }
+        let mut index = SubjectSerials {
+            data_version,
+            ..SubjectSerials::default()
+        };
+        for row in self.cert_rows()? {
+            index.insert(row.prefix, subject_serial_of(&row.cert));
+        }
+        let smallest = index.smallest_unused();
+        // Read inside this transaction: it holds its uncommitted changes.
+        self.serials_changed = true;
+        *self.subject_serials = Some(index);
+        Ok(smallest)
     }
 
     /// Every allocated leaf (certificates and reserved ones).
@@ -455,6 +598,12 @@ impl PrefixTree for Tx<'_> {
             "UPDATE cert SET prefix=? WHERE prefix=?",
             [to.to_string(), from.to_string()],
         )?;
+        // Only free leaves are renamed; a certificate would move along.
+        if let Some(index) = self.serials_mut() {
+            if let Some(s) = index.remove(from) {
+                index.insert(*to, Some(s));
+            }
+        }
         Ok(())
     }
 
@@ -467,6 +616,9 @@ impl PrefixTree for Tx<'_> {
     fn delete(&mut self, p: &Prefix) -> Result<(), DbError> {
         self.conn
             .execute("DELETE FROM cert WHERE prefix=?", [p.to_string()])?;
+        if let Some(index) = self.serials_mut() {
+            index.remove(p);
+        }
         Ok(())
     }
 
@@ -475,6 +627,9 @@ impl PrefixTree for Tx<'_> {
             "UPDATE cert SET cert=? WHERE prefix=?",
             params![RESERVED, p.to_string()],
         )?;
+        if let Some(index) = self.serials_mut() {
+            index.remove(p);
+        }
         Ok(())
     }
 
@@ -573,7 +728,7 @@ mod tests {
                 .transaction(|tx| {
                     let a =
                         allocate(tx, 120, c, len).map_err(|e| DbError::BadPrefix(e.to_string()))?;
-                    tx.set_cert(&a, "pem")?;
+                    tx.set_cert(&a, "pem", None)?;
                     Ok::<_, DbError>(a)
                 })
                 .ok();
@@ -609,6 +764,64 @@ mod tests {
         let mut rows_sorted = rows.clone();
         rows_sorted.sort();
         assert_eq!(rows_sorted, taken);
+    }
+
+    /// The in-memory subject serials follow this connection's writes, and
+    /// are read again from the table after a rollback or another
+    /// connection's commit. The stored "pem" placeholders carry no
+    /// serial: a value only the index can know shows it was not re-read.
+    #[test]
+    fn subject_serials_follow_every_change() {
+        let dir = std::env::temp_dir().join(format!("re6st-db-serials-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("registry.db");
+        let _ = std::fs::remove_file(&path);
+        let mut db = Db::open(&path).unwrap();
+        let p = |s: &str| -> Prefix { s.parse().unwrap() };
+        let smallest = |db: &mut Db| {
+            db.transaction(|tx| tx.smallest_unused_subject_serial())
+                .unwrap()
+        };
+        assert_eq!(smallest(&mut db), 0);
+        let set = |db: &mut Db| {
+            db.transaction(|tx| {
+                tx.set_cert(&p("00"), "pem", Some(0))?;
+                tx.set_cert(&p("01"), "pem", Some(1))
+            })
+            .unwrap()
+        };
+        db.transaction(|tx| {
+            for leaf in ["00", "01", "10"] {
+                tx.insert_free(&p(leaf))?;
+            }
+            tx.delete(&p(""))
+        })
+        .unwrap();
+        set(&mut db);
+        assert_eq!(smallest(&mut db), 2);
+        db.transaction(|tx| tx.clear_cert(&p("00"))).unwrap();
+        assert_eq!(smallest(&mut db), 0);
+        db.transaction(|tx| tx.set_cert(&p("00"), "pem", Some(0)))
+            .unwrap();
+        assert_eq!(smallest(&mut db), 2);
+        // Rolled back: read again from the table.
+        let r: Result<(), DbError> = db.transaction(|tx| {
+            tx.set_cert(&p("10"), "pem", Some(2))?;
+            assert_eq!(tx.smallest_unused_subject_serial()?, 3);
+            Err(DbError::BadPrefix("rollback".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(smallest(&mut db), 0);
+        set(&mut db);
+        assert_eq!(smallest(&mut db), 2);
+        // Another connection (an operator's shell) commits: read again.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("UPDATE cert SET email='x' WHERE prefix='10'", [])
+            .unwrap();
+        drop(other);
+        assert_eq!(smallest(&mut db), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -63,6 +63,75 @@ impl RpcError {
             RpcError::Internal(_) => 500,
         }
     }
+}
+
+/// Certificate requests committed together at most: bounds how long
+/// the database stays locked for one group.
+const MAX_GROUP_COMMIT: usize = 64;
+
+/// A certificate request waiting for its group commit.
+struct IssueJob {
+    token: String,
+    request: certs::Request,
+    /// Taken when the certificate is issued.
+    draft: Option<certs::Draft>,
+    community: Prefix,
+    turn: Arc<Turn>,
+}
+
+/// What the thread of a queued certificate request waits for.
+#[derive(Default)]
+enum TurnState {
+    #[default]
+    Wait,
+    /// To commit the next group (this request's among them).
+    Lead,
+    /// Its group is committed (or failed).
+    Answered(Result<Option<Vec<u8>>, RpcError>),
+}
+
+#[derive(Default)]
+struct Turn(Mutex<TurnState>, Condvar);
+
+impl Turn {
+    fn set(&self, state: TurnState) {
+        *lock(&self.0) = state;
+        self.1.notify_one();
+    }
+}
+
+/// The requests a thread commits; when dropped, the lead passes to the
+/// next queued request. Should the thread panic, its requests are
+/// answered with an error rather than left waiting.
+struct Group<'a> {
+    registry: &'a Registry,
+    jobs: Vec<IssueJob>,
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for job in &self.jobs {
+                job.turn.set(TurnState::Answered(Err(internal(
+                    "certificate request failed",
+                ))));
+            }
+        }
+        let mut queue = lock(&self.registry.issue_queue);
+        match queue.jobs.front() {
+            Some(next) => next.turn.set(TurnState::Lead),
+            None => queue.leading = false,
+        }
+    }
+}
+
+/// Certificate requests waiting for a group commit.
+#[derive(Default)]
+struct IssueQueue {
+    jobs: std::collections::VecDeque<IssueJob>,
+    /// Whether a request's thread is committing a group (the next one
+    /// is then handed the lead when it is done).
+    leading: bool,
 }
 
 /// Generated tokens drawn before giving up (each is 64 random bits).
@@ -187,9 +256,9 @@ pub enum StartError {
 
 pub struct Registry {
     db: Mutex<Db>,
+    /// Certificate requests waiting to be committed together.
+    issue_queue: Mutex<IssueQueue>,
     sessions: Mutex<Sessions>,
-    /// Subject serial of each certificate PEM (see `subject_serials`).
-    subject_serial_memo: Mutex<std::collections::HashMap<String, Option<u64>>>,
     ca: Ca,
     settings: Settings,
     geoip: Option<GeoIp>,
@@ -198,9 +267,9 @@ pub struct Registry {
     /// Bootstrap candidates and when they go stale.
     bootstrap: Mutex<(i64, Vec<Prefix>)>,
     env: Box<dyn Environment>,
-    /// Raised when a token or certificate is added, so that the cleanup
-    /// task recomputes its next deadline.
-    cleanup_wake: (Mutex<bool>, Condvar),
+    /// The earliest expiry (plus grace period) of what was added since
+    /// the cleanup task last looked, so that it wakes up in time for it.
+    cleanup_wake: (Mutex<Option<i64>>, Condvar),
     /// Requests, certificates issued and latency, for `/metrics`.
     http_metrics: crate::metrics::HttpMetrics,
 }
@@ -244,8 +313,8 @@ impl Registry {
     ) -> Result<Registry, StartError> {
         let r = Registry {
             db: Mutex::new(db),
+            issue_queue: Mutex::default(),
             sessions: Mutex::new(Sessions::default()),
-            subject_serial_memo: Mutex::default(),
             ca,
             settings,
             geoip,
@@ -253,7 +322,7 @@ impl Registry {
             peers,
             bootstrap: Mutex::new((0, vec![])),
             env,
-            cleanup_wake: (Mutex::new(false), Condvar::new()),
+            cleanup_wake: (Mutex::new(None), Condvar::new()),
             http_metrics: crate::metrics::HttpMetrics::default(),
         };
         let communities = r.settings.communities.prefixes();
@@ -453,28 +522,6 @@ impl Registry {
         Ok(answer)
     }
 
-    /// Subject serials in use, read from every certificate. Parsing each
-    /// PEM on every request made issuance quadratic, so results are
-    /// remembered by PEM (certificates never change in place); entries of
-    /// certificates no longer in the table are dropped.
-    fn subject_serials(&self, tx: &Tx<'_>) -> Result<Vec<u64>, RpcError> {
-        let rows = tx.cert_rows()?;
-        let mut memo = lock(&self.subject_serial_memo);
-        let mut fresh = std::collections::HashMap::with_capacity(rows.len());
-        for r in rows {
-            let serial = match memo.remove(&r.cert) {
-                Some(s) => s,
-                None => X509::from_pem(r.cert.as_bytes())
-                    .ok()
-                    .and_then(|c| pcert::subject_serial(&c).ok()),
-            };
-            fresh.insert(r.cert, serial);
-        }
-        let serials = fresh.values().filter_map(|s| *s).collect();
-        *memo = fresh;
-        Ok(serials)
-    }
-
     fn next_serial(tx: &Tx<'_>) -> Result<u64, RpcError> {
         let serial = tx.config_int("serial")?.unwrap_or(0).max(0) as u64 + 1;
         tx.set_config("serial", serial as i64)?;
@@ -502,6 +549,8 @@ impl Registry {
         Ok((country, continent))
     }
 
+    /// Queues the request for the next group commit and waits for its
+    /// answer, which is given only once its certificate is committed.
     fn request_certificate(
         &self,
         token: &str,
@@ -510,59 +559,147 @@ impl Registry {
         ip: &str,
     ) -> Result<Option<Vec<u8>>, RpcError> {
         let request = certs::parse_request(req.as_bytes()).map_err(internal)?;
+        let draft = certs::draft(&self.ca, &request.key).map_err(internal)?;
         let (country, continent) = self.location(location, ip)?;
-        let community = self.settings.communities.select(&country, &continent);
-        let now = self.env.now();
-        let (pem, bumped) = lock(&self.db).transaction(|tx| {
-            let (prefix_len, email) = if token.is_empty() {
-                match self.settings.anonymous_prefix_length {
-                    Some(n) if n > 0 => (n, None),
-                    _ => return Err(RpcError::Forbidden),
+        let turn = Arc::new(Turn::default());
+        let lead = {
+            let mut queue = lock(&self.issue_queue);
+            queue.jobs.push_back(IssueJob {
+                token: token.to_owned(),
+                request,
+                draft: Some(draft),
+                community: self.settings.communities.select(&country, &continent),
+                turn: turn.clone(),
+            });
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead {
+            self.lead_group_commit();
+        }
+        loop {
+            let mut state = turn
+                .1
+                .wait_while(lock(&turn.0), |s| matches!(s, TurnState::Wait))
+                .unwrap_or_else(|e| e.into_inner());
+            match std::mem::replace(&mut *state, TurnState::Wait) {
+                TurnState::Answered(answer) => return answer,
+                TurnState::Lead => {
+                    drop(state);
+                    self.lead_group_commit();
                 }
-            } else {
-                if self.settings.prefix_length == 0 {
-                    return Err(RpcError::Forbidden);
-                }
-                let Some(t) = tx.token(token)? else {
-                    return Ok((None, None));
-                };
-                tx.delete_token(token)?;
-                (t.prefix_len, Some(t.email))
-            };
-            let prefix = alloc::allocate(tx, self.ca.network.len(), &community, prefix_len)
-                .map_err(|e: AllocError<DbError>| internal(e))?;
-            tx.set_email(&prefix, email.as_deref())?;
-            let mut bumped = None;
-            if !tx.config_has("prefix")? {
-                tx.set_config("prefix", prefix.to_string())?;
-                bumped = self.refresh_network_config(tx)?;
+                TurnState::Wait => {}
             }
-            let subject_serial = certs::smallest_unused(self.subject_serials(tx)?);
-            let cert = certs::issue(
-                &self.ca,
-                &Issue {
-                    subject: &request.subject,
-                    key: &request.key,
-                    prefix: &prefix,
-                    subject_serial: Some(subject_serial),
-                    serial: Self::next_serial(tx)?,
-                    not_before: now,
-                    not_after: now + certs::CERT_DURATION,
-                },
-            )
-            .map_err(internal)?;
-            let pem = String::from_utf8(cert.to_pem().map_err(internal)?).map_err(internal)?;
-            tx.set_cert(&prefix, &pem)?;
-            tracing::info!(
-                "issued {} for {}",
-                prefix.to_subnet(),
-                email.as_deref().unwrap_or("anonymous")
-            );
-            Ok((Some(pem.into_bytes()), bumped))
-        })?;
-        self.notify(bumped);
-        self.wake_cleanup();
-        Ok(pem)
+        }
+    }
+
+    /// Commits the queued requests (up to [`MAX_GROUP_COMMIT`]) as one
+    /// group, answers them, then hands the lead to the next request
+    /// queued meanwhile, if any.
+    fn lead_group_commit(&self) {
+        let mut group = Group {
+            registry: self,
+            jobs: {
+                let mut queue = lock(&self.issue_queue);
+                let n = queue.jobs.len().min(MAX_GROUP_COMMIT);
+                queue.jobs.drain(..n).collect()
+            },
+        };
+        self.issue_group(&mut lock(&self.db), &mut group.jobs);
+    }
+
+    /// Issues certificates for `jobs` in one transaction, each in its own
+    /// savepoint (one failing leaves the others), and answers each once
+    /// the transaction is committed.
+    fn issue_group(&self, db: &mut Db, jobs: &mut [IssueJob]) {
+        let now = self.env.now();
+        let committed = db.transaction(|tx| {
+            let mut answers = Vec::with_capacity(jobs.len());
+            let mut bumped = None;
+            for job in jobs.iter_mut() {
+                let answer = tx.savepoint(|tx| self.issue_one(tx, job, now))?;
+                answers.push(answer.map(|(pem, b)| {
+                    bumped = bumped.or(b);
+                    pem
+                }));
+            }
+            Ok::<_, RpcError>((answers, bumped))
+        });
+        match committed {
+            Ok((answers, bumped)) => {
+                for (job, answer) in jobs.iter().zip(answers) {
+                    job.turn.set(TurnState::Answered(answer));
+                }
+                self.notify(bumped);
+            }
+            Err(e) => {
+                tracing::warn!("requestCertificate: {e}");
+                for job in jobs {
+                    job.turn.set(TurnState::Answered(Err(internal(&e))));
+                }
+            }
+        }
+    }
+
+    /// One certificate of a group: its certificate and, when it made the
+    /// network configuration change, the registry node's prefix.
+    fn issue_one(
+        &self,
+        tx: &mut Tx<'_>,
+        job: &mut IssueJob,
+        now: i64,
+    ) -> Result<(Option<Vec<u8>>, Option<Prefix>), RpcError> {
+        let (prefix_len, email) = if job.token.is_empty() {
+            match self.settings.anonymous_prefix_length {
+                Some(n) if n > 0 => (n, None),
+                _ => return Err(RpcError::Forbidden),
+            }
+        } else {
+            if self.settings.prefix_length == 0 {
+                return Err(RpcError::Forbidden);
+            }
+            let Some(t) = tx.token(&job.token)? else {
+                return Ok((None, None));
+            };
+            tx.delete_token(&job.token)?;
+            (t.prefix_len, Some(t.email))
+        };
+        let prefix = alloc::allocate(tx, self.ca.network.len(), &job.community, prefix_len)
+            .map_err(|e: AllocError<DbError>| internal(e))?;
+        tx.set_email(&prefix, email.as_deref())?;
+        let mut bumped = None;
+        if !tx.config_has("prefix")? {
+            tx.set_config("prefix", prefix.to_string())?;
+            bumped = self.refresh_network_config(tx)?;
+        }
+        let subject_serial = tx.smallest_unused_subject_serial()?;
+        let draft = job
+            .draft
+            .take()
+            .ok_or_else(|| internal("certificate draft used twice"))?;
+        let cert = certs::finish(
+            &self.ca,
+            draft,
+            &Issue {
+                subject: &job.request.subject,
+                key: &job.request.key,
+                prefix: &prefix,
+                subject_serial: Some(subject_serial),
+                serial: Self::next_serial(tx)?,
+                not_before: now,
+                not_after: now + certs::CERT_DURATION,
+            },
+        )
+        .map_err(internal)?;
+        let pem = String::from_utf8(cert.to_pem().map_err(internal)?).map_err(internal)?;
+        tx.set_cert(&prefix, &pem, Some(subject_serial))?;
+        tracing::info!(
+            "issued {} for {}",
+            prefix.to_subnet(),
+            email.as_deref().unwrap_or("anonymous")
+        );
+        // No wake-up for the cleanup task: a new certificate expires in a
+        // year, later than the task's longest sleep (a day).
+        Ok((Some(pem.into_bytes()), bumped))
     }
 
     fn renew_certificate(&self, cn: &str) -> Result<Vec<u8>, RpcError> {
@@ -593,11 +730,17 @@ impl Registry {
             )
             .map_err(internal)?;
             let new = new.to_pem().map_err(internal)?;
-            tx.set_cert(&prefix, &String::from_utf8_lossy(&new))?;
+            // Same subject, so same subject serial.
+            tx.set_cert(
+                &prefix,
+                &String::from_utf8_lossy(&new),
+                pcert::subject_serial(&cert).ok(),
+            )?;
             tracing::info!("renewed {}", prefix.to_subnet());
             Ok(new)
         })?;
-        self.wake_cleanup();
+        // No wake-up for the cleanup task: the prefix's certificate now
+        // expires later than the one the task last saw.
         Ok(pem)
     }
 
@@ -733,7 +876,7 @@ impl Registry {
                 )));
             }
         })?;
-        self.wake_cleanup();
+        self.wake_cleanup(now + self.settings.grace_period);
         Ok(t)
     }
 
@@ -861,29 +1004,49 @@ impl Registry {
         Ok(next)
     }
 
-    fn wake_cleanup(&self) {
+    /// Tells the cleanup task that something expires (grace period
+    /// included) at `deadline`. Cleanup scans every certificate under the
+    /// database lock: it must run when something is due, not at each
+    /// change (run on every issued certificate, it made issuance
+    /// quadratic).
+    fn wake_cleanup(&self, deadline: i64) {
         let (m, c) = &self.cleanup_wake;
-        *lock(m) = true;
-        c.notify_all();
+        let mut earliest = lock(m);
+        if earliest.is_none_or(|e| deadline < e) {
+            *earliest = Some(deadline);
+            c.notify_all();
+        }
     }
 
     /// Runs [`Self::cleanup`] whenever due, forever (a dedicated thread).
     pub fn cleanup_loop(&self) {
         loop {
-            let next = match self.cleanup() {
+            let mut due = match self.cleanup() {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!("cleanup: {e}");
                     Some(self.env.now() + 60)
                 }
             };
-            let wait = next.map_or(86400, |n| (n - self.env.now()).clamp(1, 86400));
             let (m, c) = &self.cleanup_wake;
-            let guard = lock(m);
-            let (mut woken, _) = c
-                .wait_timeout_while(guard, std::time::Duration::from_secs(wait as u64), |w| !*w)
-                .unwrap_or_else(|e| e.into_inner());
-            *woken = false;
+            let mut added = lock(m);
+            // Until due (a day at most, as the clock may jump), moved
+            // earlier by what is added meanwhile; a second at least.
+            loop {
+                if let Some(d) = added.take() {
+                    due = Some(due.map_or(d, |n| n.min(d)));
+                }
+                let wait = due.map_or(86400, |n| (n - self.env.now()).clamp(1, 86400));
+                let (g, timeout) = c
+                    .wait_timeout_while(added, std::time::Duration::from_secs(wait as u64), |a| {
+                        a.is_none()
+                    })
+                    .unwrap_or_else(|e| e.into_inner());
+                added = g;
+                if timeout.timed_out() {
+                    break;
+                }
+            }
         }
     }
 

@@ -2,10 +2,16 @@
 //! revoking is killed (SIGKILL) at random moments; each time, the database
 //! reopens and is consistent: the prefix tree partitions the network, every
 //! certificate matches its leaf, serials are unique and below the counter.
+//!
+//! Durability: every certificate a client was answered with (and did not
+//! revoke) is still in the database after any crash, including one right
+//! after the answer: in some rounds the process aborts itself as soon as
+//! one request thread has its answer, while the others may be in the
+//! middle of a group commit.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +24,8 @@ use re6st_registry::registry::{Registry, Request, Settings};
 use re6st_testkit::Pki;
 
 const CHILD_ENV: &str = "RE6ST_REGISTRY_CRASH_CHILD";
+/// In the child: abort right after this many answered certificates.
+const ABORT_ENV: &str = "RE6ST_REGISTRY_CRASH_ABORT_AFTER";
 
 fn open(pki: &Pki, dir: &Path) -> Registry {
     let settings = Settings {
@@ -54,6 +62,8 @@ fn child(dir: &Path) {
         ca_key: openssl::pkey::PKey::private_key_from_pem(&key_pem).unwrap(),
     };
     let registry = std::sync::Arc::new(open(&pki, dir));
+    let abort_after: Option<u32> = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
+    let answered = std::sync::atomic::AtomicU32::new(0);
     let key = re6st_testkit::rsa_key(2048);
     let target = format!(
         "/requestCertificate?token=&req={}&location=&ip=",
@@ -64,6 +74,7 @@ fn child(dir: &Path) {
         for worker in 0..4u32 {
             let registry = registry.clone();
             let target = target.clone();
+            let answered = &answered;
             s.spawn(move || {
                 for i in 0u32.. {
                     let reply = registry.handle(&Request {
@@ -77,10 +88,20 @@ fn child(dir: &Path) {
                         let _ = registry.cleanup();
                     }
                     if let Ok(cert) = openssl::x509::X509::from_pem(&reply.body) {
-                        // Committed: the parent counts these.
-                        println!("issued");
-                        if (i + worker) % 2 == 0 {
-                            let cn = pcert::common_name(&cert).unwrap();
+                        // Answered: the parent counts these, and checks
+                        // that those kept are never lost.
+                        let cn = pcert::common_name(&cert).unwrap();
+                        let revoke = (i + worker) % 2 == 0;
+                        println!(
+                            "issued {} {cn} {}",
+                            if revoke { "revoked" } else { "kept" },
+                            pcert::serial(&cert).unwrap()
+                        );
+                        let n = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        if abort_after == Some(n) {
+                            std::process::abort();
+                        }
+                        if revoke {
                             registry.handle(&Request {
                                 target: &format!("/revoke?cn_or_serial={}", enc(&cn)),
                                 hmac: None,
@@ -98,7 +119,9 @@ fn child(dir: &Path) {
     });
 }
 
-fn check(pki: &Pki, dir: &Path) -> usize {
+/// Checks the reopened database; `kept` are the certificates answered
+/// and not revoked (CN, serial). Returns how many certificates it holds.
+fn check(pki: &Pki, dir: &Path, kept: &BTreeMap<String, u128>) -> usize {
     // Reopening runs the start-up checks and cleanup.
     drop(open(pki, dir));
     let c = rusqlite::Connection::open(dir.join("registry.db")).unwrap();
@@ -136,6 +159,7 @@ fn check(pki: &Pki, dir: &Path) -> usize {
         .unwrap_or(0);
     let mut serials = BTreeSet::new();
     let mut subject_serials = BTreeSet::new();
+    let mut stored = BTreeMap::new();
     let mut live = 0;
     for (prefix, cert) in &rows {
         let Some(pem) = cert else { continue };
@@ -151,7 +175,15 @@ fn check(pki: &Pki, dir: &Path) -> usize {
         );
         assert!(serials.insert(serial), "duplicate serial {serial}");
         assert!(subject_serials.insert(pcert::subject_serial(&cert).unwrap()));
+        stored.insert(pcert::common_name(&cert).unwrap(), serial);
         live += 1;
+    }
+    for (cn, serial) in kept {
+        assert_eq!(
+            stored.get(cn),
+            Some(serial),
+            "certificate {cn} (serial {serial}) was answered, then lost"
+        );
     }
     live
 }
@@ -166,8 +198,12 @@ fn crash_at_any_point_leaves_a_consistent_database() {
     let dir = temp_dir("crash");
     write_pki(&pki, &dir);
     let mut total = 0;
-    for round in 0..5u64 {
-        let mut c = Command::new(std::env::current_exe().unwrap())
+    let mut kept = BTreeMap::new();
+    // Rounds 0-4: killed from outside; 5-9: the child aborts itself right
+    // after its (round - 2)th answer.
+    for round in 0..10u64 {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args([
                 "--exact",
                 "crash_at_any_point_leaves_a_consistent_database",
@@ -175,34 +211,66 @@ fn crash_at_any_point_leaves_a_consistent_database() {
             ])
             .env(CHILD_ENV, &dir)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Kill it once it has issued a few certificates, whatever the
-        // machine's load (a fixed delay could end before its first one),
-        // then a little later each round: a different point of its work.
+            .stderr(std::process::Stdio::null());
+        let abort_after = (round >= 5).then(|| round - 2);
+        if let Some(n) = abort_after {
+            command.env(ABORT_ENV, n.to_string());
+        }
+        let mut c = command.spawn().unwrap();
         let pid = c.id();
         let (done, wait) = std::sync::mpsc::channel::<()>();
         let guard = std::thread::spawn(move || {
-            // Stuck: the read below ends and the count check fails.
+            // Stuck: its output ends and the count check fails.
             if wait.recv_timeout(Duration::from_secs(120)).is_err() {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
         });
-        let issued = std::io::BufRead::lines(std::io::BufReader::new(c.stdout.take().unwrap()))
-            .map_while(Result::ok)
-            .filter(|l| l == "issued")
-            .take(3)
-            .count();
-        if issued == 3 {
+        let (send, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = c.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut output = vec![];
+        if abort_after.is_none() {
+            // Kill it once it has issued a few certificates, whatever the
+            // machine's load (a fixed delay could end before its first
+            // one), then a little later each round: a different point of
+            // its work.
+            while output
+                .iter()
+                .filter(|l: &&String| l.starts_with("issued "))
+                .count()
+                < 3
+            {
+                match lines.recv() {
+                    Ok(l) => output.push(l),
+                    Err(_) => break,
+                }
+            }
             std::thread::sleep(Duration::from_millis(37 * round));
+            let _ = c.kill();
         }
-        let _ = c.kill();
         c.wait().unwrap();
         let _ = done.send(());
         guard.join().unwrap();
-        assert_eq!(issued, 3, "round {round}: the child stopped issuing");
-        total += check(&pki, &dir);
+        reader.join().unwrap();
+        output.extend(lines.try_iter());
+        let issued = output.iter().filter(|l| l.starts_with("issued ")).count() as u64;
+        assert!(
+            issued >= abort_after.unwrap_or(3),
+            "round {round}: the child stopped issuing"
+        );
+        for line in &output {
+            if let ["issued", "kept", cn, serial] = line.split(' ').collect::<Vec<_>>()[..] {
+                kept.insert(cn.to_owned(), serial.parse::<u128>().unwrap());
+            }
+        }
+        total += check(&pki, &dir, &kept);
     }
     // The child did work between crashes.
     let counter: i64 = rusqlite::Connection::open(dir.join("registry.db"))
