@@ -69,7 +69,7 @@ smoke:
 
 QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' board/*/board.conf))
 # Boards with a router kernel (board/<board>/kernel.config).
-KERNEL_BOARDS = $(patsubst board/%/kernel.config,%,$(wildcard board/*/kernel.config))
+KERNEL_BOARDS = $(filter-out common,$(patsubst board/%/kernel.config,%,$(wildcard board/*/kernel.config)))
 ## test-all builds the router kernels (cached), so every image with one
 ## boots it; qemu-x86_64 then also boots at 64 MiB.
 test-all: test
