@@ -68,9 +68,16 @@ smoke:
 	SMOKE_AB=0 SMOKE_RTC=0 bash qemu-tests/smoke.sh qemu-aarch64-virt
 
 QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' board/*/board.conf))
+# Boards with a router kernel (board/<board>/kernel.config).
+KERNEL_BOARDS = $(filter-out common,$(patsubst board/%/kernel.config,%,$(wildcard board/*/kernel.config)))
+## test-all builds the router kernels (cached), so every image with one
+## boots it; qemu-x86_64 then also boots at 64 MiB.
 test-all: test
+	set -e; for b in $(KERNEL_BOARDS); do $(MAKE) kernel BOARD=$$b; done
 	set -e; for b in $(QEMU_BOARDS); do \
 	  $(MAKE) image BOARD=$$b; bash qemu-tests/smoke.sh $$b; done
+	$(MAKE) image BOARD=qemu-x86_64
+	QEMU_MEM=64 SMOKE_AB=0 SMOKE_RTC=0 bash qemu-tests/smoke.sh qemu-x86_64
 	$(MAKE) cross-test-all
 	$(MAKE) deb-test
 	$(MAKE) lab-test-all
@@ -108,6 +115,7 @@ demo-test: build
 ## Benchmarks; writes bench/report.md, bench/report.json, bench/convergence.png
 ## and bench/scale.png (reduced runs: see the variables in scripts/bench.sh).
 bench: deps release
+	set -e; for b in $(KERNEL_BOARDS); do $(MAKE) kernel BOARD=$$b; done
 	bash scripts/bench.sh
 
 ## Simulator sweep (1,000/3,000/10,000 nodes, 30 % random/targeted loss,
@@ -167,10 +175,16 @@ cross-test-all:
 ## `make image BOARD=qemu-x86_64` -> target/images/<board>/ (rootfs.squashfs,
 ## vmlinuz, initramfs.cpio.xz, data.img, manifest.txt, size-report.txt);
 ## `make test-image BOARD=...` boots it under QEMU (qemu-tests/smoke.sh).
-.PHONY: image test-image
+## `make kernel BOARD=...`: the board's router kernel (scripts/kernel.sh,
+## cached in ~/.cache/re6st/kernel), which `make image` then uses instead of
+## Debian's. Not in `make test` (a build takes minutes); in test-all and bench.
+.PHONY: image test-image kernel
 BOARD ?= qemu-x86_64
 image:
 	bash scripts/image.sh $(BOARD)
+
+kernel:
+	bash scripts/kernel.sh $(BOARD)
 
 test-image: image
 	bash qemu-tests/smoke.sh $(BOARD)

@@ -15,6 +15,7 @@ instead of poweroff and expects it to end QEMU (a reboot: QEMU runs with
 (a boot that must fail and reboot), then checks --expect. With
 --clock-tolerance S, reads the guest's `date +%s` on the console and
 fails when it differs from the host's clock by more than S seconds.
+After the status, logs MemTotal, MemFree and MemAvailable (`meminfo|`).
 Every check that fails makes the exit status non-zero: the status must
 show the data partition persistent (`data: /data (persistent)`).
 Writes timings and the verdict to --result. Exit: 0 pass, 1 fail, 3 no
@@ -177,6 +178,13 @@ def main():
     if not re.search(r"^data: /data \(persistent\)$", status, re.M):
         finish(1, "status lacks `data: /data (persistent)`: the data partition is not in use")
     out("data partition persistent: yes")
+    # The memory the kernel leaves (docs/firmware.md compares kernels).
+    pos = len(text())
+    s.sendall(b"grep -E '^(MemTotal|MemFree|MemAvailable):' /proc/meminfo; echo MEM-END-$((6*7))\n")
+    m = wait_for(r"^MEM-END-42$", pos, what="/proc/meminfo")
+    for line in text()[pos:m.start()].splitlines():
+        if re.match(r"^Mem\w+:\s+\d+ kB", line):
+            out("meminfo| " + " ".join(line.split()))
     marks["status"] = time.monotonic() - t0
     check_console()
     if a.clock_tolerance is not None:

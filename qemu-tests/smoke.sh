@@ -37,7 +37,7 @@
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
 # KVM), SMOKE_AB=0 (cold and warm boots only), SMOKE_KEEP=1 (keep the work
 # directory), SMOKE_RTC=0 (no rtc boot), SMOKE_RTC=only (the rtc boot
-# alone).
+# alone), QEMU_MEM (MiB of guest RAM; default the board's).
 # Where later boots get the profile: QEMU fw_cfg; boards with QEMU_FW_CFG=0
 # (no fw_cfg device or driver) the kernel command line again; boards with
 # SMOKE_CONFIG_DISK=1 (Malta: QEMU's boot loader there cuts the command line
@@ -52,8 +52,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BOARD=${1:-${BOARD:-qemu-x86_64}}
 [ -f "$ROOT/board/$BOARD/board.conf" ] || { echo "smoke[$BOARD]: FAIL: no board/$BOARD/board.conf" >&2; exit 2; }
+# QEMU_MEM from the environment wins over the board's.
+MEM_WANTED=${QEMU_MEM:-}
 # shellcheck source=/dev/null
 . "$ROOT/board/$BOARD/board.conf"
+QEMU_MEM=${MEM_WANTED:-${QEMU_MEM:-256}}
 if [ -z "${QEMU_SYSTEM:-}" ]; then
   echo "smoke[$BOARD]: board $BOARD is real hardware (no QEMU_SYSTEM in board/$BOARD/board.conf): no QEMU smoke test; see board/$BOARD/README.md" >&2
   exit 2
@@ -179,7 +182,9 @@ if [ "$AB" = 1 ]; then
   rm -f "$WORK/broken-root/sbin/init"
   printf '#!/bin/sh\necho "broken init: exiting"\nexit 1\n' > "$WORK/broken-root/sbin/init"
   chmod 755 "$WORK/broken-root/sbin/init"
-  mksquashfs "$WORK/broken-root" "$WORK/www/broken.squashfs" -all-root -noappend -quiet -no-progress -comp gzip >/dev/null
+  # Compressed as the board's images are: the router kernels read xz only.
+  # shellcheck disable=SC2086
+  mksquashfs "$WORK/broken-root" "$WORK/www/broken.squashfs" -all-root -noappend -quiet -no-progress ${SQUASHFS_COMP:--comp xz} >/dev/null
   rm -rf "$WORK/broken-root"
   BROKEN_SHA=$(sha256sum "$WORK/www/broken.squashfs" | cut -d' ' -f1)
   ip netns exec "$NS" python3 -m http.server 8000 --bind 198.18.200.1 --directory "$WORK/www" \

@@ -14,10 +14,13 @@
 #                     4 data (blank; init formats it at first boot)
 #   rootfs.squashfs   read-only root filesystem, also the upgrade image
 #                     (`re6st init upgrade`), with rootfs.squashfs.sha256
-#   vmlinuz           Debian's kernel
-#   initramfs.cpio.xz the modules needed to mount the squashfs (Debian
-#                     builds virtio_blk and squashfs as modules), busybox and
-#                     the A/B slot choice (board/common/initramfs-init)
+#   vmlinuz           the board's router kernel (scripts/kernel.sh, when the
+#                     board has a kernel.config and it is built: `make kernel
+#                     BOARD=...`), else Debian's kernel (KERNEL_PKG)
+#   initramfs.cpio.xz busybox and the A/B slot choice
+#                     (board/common/initramfs-init), plus, with Debian's
+#                     kernel, the modules needed to mount the squashfs
+#                     (Debian builds virtio_blk and squashfs as modules)
 #   manifest.txt      packages, versions, bytes taken from each
 #   size-report.txt   sizes of the artefacts and of the largest files
 #   cmdline           kernel command line for the board (without profile keys)
@@ -27,7 +30,8 @@
 # Environment: RE6ST_BIN (binary to ship; default target/cross/<T>/re6st,
 # built with cross/build.sh when missing), E2FSPROGS=0 (no mke2fs/e2fsck
 # from e2fsprogs: init then formats ext2 with busybox mke2fs and cannot
-# check the filesystem).
+# check the filesystem), ROUTER_KERNEL (auto: the router kernel if built,
+# else Debian's; 0: Debian's; 1: the router kernel, built if missing).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,9 +84,28 @@ LIB_PKGS="libc6 libgcc-s1 libssl3 libcap-ng0 liblz4-1 liblzo2-2 libnl-3-200
 # Board-specific library packages (board.conf EXTRA_LIB_PKGS, e.g. mipsel's
 # libatomic1, which Debian's libcrypto.so.3 needs there).
 LIB_PKGS+=" ${EXTRA_LIB_PKGS:-}"
-# linux-image-amd64 -> linux-image-6.1.0-NN-amd64
-KPKG=$(apt-cache depends "$KERNEL_PKG:$ARCH" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^:]*\).*/\1/p' | head -1)
-[ -n "$KPKG" ] || die "cannot resolve $KERNEL_PKG for $ARCH (apt-get update?)"
+# The kernel: the board's router kernel (everything built in, no modules)
+# or Debian's (linux-image-amd64 -> linux-image-6.1.0-NN-amd64, modules).
+ROUTER_KERNEL=${ROUTER_KERNEL:-auto}
+KDIR=
+if [ -f "$BOARD_DIR/kernel.config" ] && [ "$ROUTER_KERNEL" != 0 ]; then
+  KDIR=$(bash "$ROOT/scripts/kernel.sh" --dir "$BOARD")
+  if [ ! -f "$KDIR/vmlinuz" ]; then
+    if [ "$ROUTER_KERNEL" = 1 ]; then bash "$ROOT/scripts/kernel.sh" "$BOARD"
+    else log "router kernel not built (make kernel BOARD=$BOARD): Debian's $KERNEL_PKG"; KDIR=; fi
+  fi
+elif [ "$ROUTER_KERNEL" = 1 ]; then
+  die "ROUTER_KERNEL=1 but board $BOARD has no kernel.config"
+fi
+if [ -n "$KDIR" ]; then
+  KPKG=
+  KVER=$(cat "$KDIR/release")
+  KERNEL_DESC="router kernel $KVER ($(cat "$KDIR/source"); $KDIR)"
+  MODULES='' INITRAMFS_MODULES=''
+else
+  KPKG=$(apt-cache depends "$KERNEL_PKG:$ARCH" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^:]*\).*/\1/p' | head -1)
+  [ -n "$KPKG" ] || die "cannot resolve $KERNEL_PKG for $ARCH (apt-get update?)"
+fi
 ALL_PKGS="$KPKG $PROGRAM_PKGS $LIB_PKGS"
 
 mkdir -p "$DEBS" "$PKGROOT" "$STAGE"
@@ -206,8 +229,10 @@ while [ ${#queue[@]} -gt 0 ]; do
   done
 done
 
-# Kernel and modules.
+# Kernel and modules (Debian's kernel only: the router kernel has none).
+if [ -n "$KPKG" ]; then
 KVER=$(ls "$PKGROOT/$KPKG/lib/modules" | head -1)
+KERNEL_DESC="Debian's kernel $KVER ($KPKG)"
 KMOD=$PKGROOT/$KPKG/lib/modules/$KVER
 BUSYBOX_HOST=$PKGROOT/busybox-static/bin/busybox
 run_busybox() {
@@ -251,6 +276,13 @@ run_busybox depmod -b "$STAGE" "$KVER"
 # init needs modules.dep only (finit_module; no modprobe in the image).
 rm -f "$STAGE/lib/modules/$KVER/"{modules.order,modules.alias,modules.symbols}
 MODLIST=$(for m in "${ROOT_MODS[@]}"; do n=${m##*/}; echo "${n%%.ko*}"; done | paste -sd, -)
+else
+  ROOT_MODS=() MODLIST=
+  # No modules, but the directory names the kernel the image was built for:
+  # `re6st init upgrade` refuses an image without one for the running kernel.
+  mkdir -p "$STAGE/lib/modules/$KVER"
+  : > "$STAGE/lib/modules/$KVER/modules.dep"
+fi
 
 # Overlay and board profile.
 cp -a "$ROOT/rootfs/." "$STAGE/"
@@ -262,7 +294,7 @@ chmod 640 "$STAGE/etc/shadow"   # git keeps only 644/755
     echo "# added by scripts/image.sh: partition 4 of the firmware disk"
     echo "data = $(part_of "$DISK_DEVICE" 4)"
   fi
-  if ! grep -q '^[[:space:]]*modules[[:space:]]*=' "$BOARD_DIR/profile"; then
+  if [ -n "$MODLIST" ] && ! grep -q '^[[:space:]]*modules[[:space:]]*=' "$BOARD_DIR/profile"; then
     echo "# added by scripts/image.sh: board MODULES and their dependencies, in load order"
     echo "modules = $MODLIST"
   fi
@@ -289,6 +321,9 @@ mksquashfs "$STAGE" "$OUT/rootfs.squashfs" -all-root -noappend -quiet -no-progre
 truncate -s %4096 "$OUT/rootfs.squashfs"
 
 # --- kernel and initramfs -----------------------------------------------
+if [ -n "$KDIR" ]; then
+  cp "$KDIR/vmlinuz" "$OUT/vmlinuz"
+else
 KIMG=$(ls "$PKGROOT/$KPKG/boot/" | grep -E '^(vmlinuz|vmlinux|Image)' | head -1)
 case ${KERNEL_COMPRESS:-none} in
   # arm64: Debian ships an uncompressed Image (~32 MiB); QEMU's -kernel
@@ -296,6 +331,7 @@ case ${KERNEL_COMPRESS:-none} in
   gzip) gzip -9 -n -c "$PKGROOT/$KPKG/boot/$KIMG" > "$OUT/vmlinuz" ;;
   *) cp "$PKGROOT/$KPKG/boot/$KIMG" "$OUT/vmlinuz" ;;
 esac
+fi
 INITRD=$WORK/initramfs
 rm -rf "$INITRD"
 mkdir -p "$INITRD"/{bin,dev,proc,sys,tmp,newroot,etc,lib}
@@ -304,7 +340,8 @@ for a in sh mount umount insmod switch_root sleep cat echo mkdir env reboot \
   dd tr sed head cut wc sha256sum sync; do
   ln -s busybox "$INITRD/bin/$a"
 done
-mapfile -t INITRD_MODS < <(dep_closure ${INITRAMFS_MODULES:-})
+INITRD_MODS=()
+[ -z "${INITRAMFS_MODULES:-}" ] || mapfile -t INITRD_MODS < <(dep_closure $INITRAMFS_MODULES)
 for m in "${INITRD_MODS[@]}"; do copy_module "$m" "$INITRD"; done
 for m in "${INITRD_MODS[@]}"; do echo "$KVER/$m"; done > "$INITRD/etc/modules"
 install -m 755 "$ROOT/board/common/initramfs-init" "$INITRD/init"
@@ -339,7 +376,8 @@ echo "re6st_disk=$DISK_DEVICE ro panic=5 console=${KERNEL_CONSOLE:-ttyS0}" > "$O
 sz() { stat -c %s "$1"; }
 {
   echo "# re6st firmware image $BOARD ($ARCH), $(date -u +%Y-%m-%dT%H:%M:%SZ), git $GIT_REV"
-  echo "# kernel $KVER; binary $RE6ST_BIN ($(sz "$RE6ST_BIN") bytes, sha256 $(sha256sum "$RE6ST_BIN" | cut -c1-16)...)"
+  echo "# kernel: $KERNEL_DESC"
+  echo "# binary $RE6ST_BIN ($(sz "$RE6ST_BIN") bytes, sha256 $(sha256sum "$RE6ST_BIN" | cut -c1-16)...)"
   echo "# package version deb-bytes bytes-in-rootfs files-in-rootfs"
   for p in $ALL_PKGS; do
     deb=$(deb_of "$p")
@@ -357,6 +395,7 @@ sz() { stat -c %s "$1"; }
 } > "$OUT/manifest.txt"
 {
   echo "re6st firmware $BOARD: sizes in bytes (KiB)"
+  echo "  kernel: $KERNEL_DESC"
   for f in rootfs.squashfs vmlinuz initramfs.cpio.xz; do
     printf '  %-20s %10d (%d KiB)\n' "$f" "$(sz "$OUT/$f")" $(( ($(sz "$OUT/$f") + 1023) / 1024 ))
   done
