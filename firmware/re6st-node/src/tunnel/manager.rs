@@ -856,6 +856,12 @@ impl Manager {
             return;
         };
         self.dump_every = 1;
+        // We reach the registry's node now, whatever the last dump said: a
+        // full node dumps only every half minute, and `ctl status` (and the
+        // bootstrap logic) would say "cut off" until then.
+        if self.cfg.registry == Some(prefix) {
+            self.disconnected = false;
+        }
         let worked = c.trying.and_then(|i| c.addresses.get(i).cloned());
         let first = c.trying == Some(0);
         c.using = c.trying;
@@ -1265,6 +1271,23 @@ mod tests {
         );
         assert!(!m.is_disconnected());
         assert!(!drain(&mut m).contains(&Action::RequestBootstrap));
+    }
+
+    #[test]
+    fn a_tunnel_to_the_registry_coming_up_ends_the_cut_at_once() {
+        let mut m = Manager::new(cfg(9, 4), PeerCache::new(10), 0, 1);
+        m.on_routes(
+            100,
+            RoutingView {
+                known: [p(2)].into(),
+                ..Default::default()
+            },
+        );
+        assert!(m.is_disconnected());
+        drain(&mut m);
+        assert!(m.make_tunnel(p(0), &addr(0)));
+        m.on_tunnel_up(p(0), 0);
+        assert!(!m.is_disconnected(), "no dump needed to know it");
     }
 
     /// Dumps asked for by `tick` at each second of `from..to`, each
