@@ -53,6 +53,9 @@ def fake_guest(sock_path, data, clock_offset, qemu, console_delay=0.0):
                 if line.startswith("re6st init status"):
                     c.sendall(STATUS.format(data=data).replace("\n", "\r\n").encode()
                               + b"STATUS-END-42\r\n")
+                elif line.startswith("grep -E '^(MemTotal"):
+                    c.sendall(b"MemTotal:          60000 kB\r\nMemFree:           30000 kB\r\n"
+                              b"MemAvailable:      40000 kB\r\nMEM-END-42\r\n")
                 elif line.startswith("echo CLOCK-"):
                     now = int(time.time() + clock_offset)
                     time.sleep(console_delay)
