@@ -1122,9 +1122,10 @@ class Scenarios:
         self._reboot(name, notes, True)
 
     def status_page(self, notes):
-        """the status page on a router's LAN: from its LAN client (HTML,
-        /metrics, Chromium's screenshot and DOM), refused through the
-        overlay, closed on the WAN address."""
+        """a router's status page, from its LAN only (not overlay nor WAN).
+
+        From its LAN client: the HTML, /metrics, Chromium's screenshot and
+        DOM; refused (403) through the overlay; port closed on the WAN."""
         lab = self.lab
         name = next((n for n, r in lab.vms.items() if r.get("_clients")), None)
         if not name:
