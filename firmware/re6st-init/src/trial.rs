@@ -15,6 +15,8 @@
 
 use std::time::{Duration, Instant};
 
+use re6st_node::status::NodeStatus;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub deadline: Duration,
@@ -84,29 +86,20 @@ pub fn assess(obs: &Observation) -> Result<&'static str, String> {
     }
 }
 
-/// Reads `re6st ctl status --json`.
+/// Reads the node's status (what its control socket sends, the JSON of
+/// `re6st ctl status --json`), with the node's own type: the same code
+/// `re6st ctl` runs, so the router binary carries it once.
 pub fn parse_status(json: &str) -> Result<Overlay, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("node status: {e}"))?;
-    let count = |key: &str| v.get(key).and_then(|t| t.as_array()).map(Vec::len);
-    let tunnels = v
-        .get("tunnels")
-        .and_then(|t| t.as_array())
-        .ok_or("node status: no tunnels")?;
+    let s: NodeStatus = serde_json::from_str(json).map_err(|e| format!("node status: {e}"))?;
     Ok(Overlay {
-        established: tunnels
+        established: s
+            .tunnels
             .iter()
-            .filter(|t| t.get("state").and_then(|s| s.as_str()) == Some("established"))
+            .filter(|t| t.state == "established")
             .count(),
-        served: count("served").unwrap_or(0),
-        known_nodes: v
-            .get("known_nodes")
-            .and_then(|n| n.as_u64())
-            .ok_or("node status: no known_nodes")? as usize,
-        registry_cut: v
-            .get("registry_cut")
-            .and_then(|c| c.as_bool())
-            .ok_or("node status: no registry_cut")?,
+        served: s.served.len(),
+        known_nodes: s.known_nodes,
+        registry_cut: s.registry_cut,
     })
 }
 
@@ -304,12 +297,24 @@ mod tests {
 
     #[test]
     fn the_nodes_json_status_is_read() {
-        let json = r#"{"network":"2001:db8:42::/48","registry_cut":false,"known_nodes":2,
-            "tunnels":[{"peer":"a","iface":"re6stnet0","state":"established","routes":1},
-                       {"peer":"b","iface":"re6stnet1","state":"connecting","routes":0}],
-            "served":["c"]}"#;
+        let tunnel = |iface: &str, state: &str| {
+            format!(
+                r#"{{"peer":"2001:db8:42:1::/64","iface":"{iface}","state":"{state}",
+                "address":null,"protocol":null,"routes":1}}"#
+            )
+        };
+        let json = format!(
+            r#"{{"network":"2001:db8:42::/48","subnet":"2001:db8:42:2::/64",
+            "address":"2001:db8:42:2::1","config_version":1,"cert_not_after":0,
+            "registry_cut":false,"cached_peers":3,"known_nodes":2,
+            "tunnels":[{},{}],"served":["2001:db8:42:3::/64"],"reachable_at":"",
+            "ipv4":"fixed","port_mappings":[],"ipv4_payload":null,"country":null,
+            "same_country":[]}}"#,
+            tunnel("re6stnet0", "established"),
+            tunnel("re6stnet1", "connecting")
+        );
         assert_eq!(
-            parse_status(json),
+            parse_status(&json),
             Ok(Overlay {
                 established: 1,
                 served: 1,
