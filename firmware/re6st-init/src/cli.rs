@@ -139,7 +139,12 @@ fn upgrade_command(
     source: &std::path::Path,
 ) -> ExitCode {
     let fail = |msg: String| {
-        eprintln!("upgrade: {msg}");
+        // One write: on a router's console, services log between the
+        // pieces eprintln! writes.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("upgrade: {msg}\n").as_bytes(),
+        );
         ExitCode::FAILURE
     };
     if let Some(sha256) = sha256 {
