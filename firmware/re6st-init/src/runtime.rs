@@ -84,6 +84,8 @@ struct Init {
     boot: Option<BootInfo>,
     /// A slot on trial, waiting to be confirmed (see [`trial`]).
     trial: Option<trial::Monitor>,
+    /// The task asking the node how it stands, while on trial.
+    trial_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 enum LoopEvent {
@@ -259,6 +261,7 @@ pub fn run(opts: Options) -> ExitCode {
         milestones,
         boot,
         trial,
+        trial_task: None,
     };
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -492,19 +495,27 @@ impl Init {
                     ),
                     Err(e) => error!("cannot confirm slot {booted}: {e}"),
                 }
-                self.trial = None;
+                self.end_trial();
             }
             Some(trial::Action::GiveUp { last }) => {
                 warn!(
                     "slot {booted} on trial did not join the overlay in time ({last}): rebooting to fall back"
                 );
-                self.trial = None;
+                self.end_trial();
                 self.begin_shutdown(
                     Shutdown::Reboot,
                     "slot on trial not in the overlay",
                     shutdown,
                 );
             }
+        }
+    }
+
+    /// The monitor and its task go: the node is not asked any more.
+    fn end_trial(&mut self) {
+        self.trial = None;
+        if let Some(t) = self.trial_task.take() {
+            t.abort();
         }
     }
 
@@ -628,7 +639,7 @@ impl Init {
                 .provisioning
                 .as_ref()
                 .map(|p| p.registry.clone());
-            tasks.push(tokio::task::spawn_local(async move {
+            self.trial_task = Some(tokio::task::spawn_local(async move {
                 loop {
                     tokio::time::sleep(TRIAL_CHECK_EVERY).await;
                     let obs = observe_overlay(&socket, registry.as_deref()).await;
@@ -799,6 +810,9 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
         }
         if shutdown.is_some() {
             for t in tasks.drain(..) {
+                t.abort();
+            }
+            if let Some(t) = init.trial_task.take() {
                 t.abort();
             }
         }
