@@ -281,6 +281,46 @@ mod tests {
         assert_eq!(e, ManifestError::Malformed("no length=".into()));
     }
 
+    proptest::proptest! {
+        /// A manifest comes from the network: any bytes are refused
+        /// cleanly, and no change to a signed one (one byte altered,
+        /// inserted or removed) still verifies as a different manifest.
+        #[test]
+        fn arbitrary_or_altered_manifests_never_pass(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            at in 0usize..400,
+            byte in proptest::prelude::any::<u8>(),
+            how in 0u8..3,
+        ) {
+            let (key, pem) = fixed_key();
+            let t = trust(&pem);
+            proptest::prop_assert!(t.check(&bytes).is_err());
+            let good = sign(&body("qemu-x86_64", "amd64", b"image", &t.key_id), &key).into_bytes();
+            let want = t.check(&good).unwrap();
+            let mut bad = good.clone();
+            let at = at % bad.len();
+            match how {
+                0 => bad[at] = byte,
+                1 => bad.insert(at, byte),
+                _ => { bad.remove(at); }
+            }
+            if let Ok(m) = t.check(&bad) {
+                // Only changes the signature does not cover may pass
+                // (e.g. a trailing newline): the same manifest.
+                proptest::prop_assert_eq!(m, want);
+            }
+        }
+    }
+
+    /// One key for all proptest cases (generating one per case is slow).
+    fn fixed_key() -> (PKey<openssl::pkey::Private>, Vec<u8>) {
+        static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let der = KEY.get_or_init(|| test_key().0.private_key_to_der().unwrap());
+        let key = PKey::private_key_from_der(der).unwrap();
+        let pem = key.public_key_to_pem().unwrap();
+        (key, pem)
+    }
+
     #[test]
     fn the_trust_comes_from_the_running_image() {
         let dir = tempfile::tempdir().unwrap();
