@@ -202,9 +202,11 @@ test-image: image
 ## Logs: target/lab/<topology>/ (summary.txt, <scenario>/result.txt, consoles).
 .PHONY: qemu-lab lab-test lab-test-all
 TOPO ?= qemu-tests/topologies/mixed.toml
-# In `make test`: (a), and (d) with (c). The faults (b) need a topology that
-# forces traffic through a router in transit: transit.toml, in test-all.
-LAB_TEST_SCENARIOS ?= connectivity,registry-down
+# In `make test`: (a), the status page on a router's LAN (Chromium's
+# screenshot in target/lab/small/status-page/), and (d) with (c). The
+# faults (b) need a topology that forces traffic through a router in
+# transit: transit.toml, in test-all.
+LAB_TEST_SCENARIOS ?= connectivity,status-page,registry-down
 LAB_ALL_SCENARIOS ?= connectivity,reboot,registry-down,upgrade
 LAB_TRANSIT_SCENARIOS ?= connectivity,cut,poweroff
 qemu-lab:

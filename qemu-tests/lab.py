@@ -738,6 +738,87 @@ class Lab:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
+# --- the status page (issue 17) ------------------------------------------------
+
+TUNNEL_STATES = ("connecting", "established", "closing", "draining")
+# Every name `re6st ctl metrics` exports about the node (re6st_system_*
+# too, but those are the host's).
+NODE_METRICS = ("re6st_node_info", "re6st_node_tunnels", "re6st_node_tunnel_routes",
+                "re6st_node_babel_routed_nodes", "re6st_node_peer_cache_size",
+                "re6st_node_registry_reachable", "re6st_node_certificate_expiry_seconds",
+                "re6st_node_config_version", "re6st_node_babeld_restarts_total",
+                "re6st_node_openvpn_restarts_total", "re6st_node_served_peers",
+                "re6st_system_memory_total_bytes", "re6st_system_uptime_seconds")
+
+
+def status_page_problems(html, status):
+    """What the status page (the CGI's HTML, or Chromium's DOM after
+    rendering it) gets wrong or misses, compared with the router's
+    `re6st ctl status --json`; [] when it shows it all."""
+    probs = []
+    rows = re.findall(r'<tr class="tunnel"><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>'
+                      r'<td class="[^"]*">([^<]*)</td>', html)
+    want = sorted((t["peer"], t["iface"]) for t in status.get("tunnels", []))
+    got = sorted((peer, iface) for peer, iface, _, _ in rows)
+    if got != want:
+        probs.append(f"tunnel rows (peer, interface) {got}, ctl status has {want}")
+    probs += [f"tunnel {peer}: state {st!r}" for peer, _, _, st in rows if st not in TUNNEL_STATES]
+    if not want:
+        probs.append("ctl status shows no tunnel (nothing to compare)")
+    # The drawing: this router, one node and one edge per neighbour (client
+    # tunnels and peers on our servers).
+    neighbours = len(status.get("tunnels", [])) + len(status.get("served", []))
+    for what, rx, n in (("drawing", r'<svg id="neighbourhood"', 1),
+                        ("router in the drawing", r'<circle class="self"', 1),
+                        ("neighbours in the drawing", r'<circle class="peer"', neighbours),
+                        ("tunnel edges in the drawing", r'<line class="tunnel-edge"', neighbours)):
+        c = len(re.findall(rx, html))
+        if c != n:
+            probs.append(f"{what}: {c} elements, expected {n}")
+    cert = time.strftime("%Y-%m-%d", time.gmtime(status["cert_not_after"]))
+    for what, rx in (("provisioning", r"Provisioning</th><td>provisioned<"),
+                     ("address", re.escape(status["address"])),
+                     ("certificate end", r"Certificate valid until</th><td>" + cert),
+                     ("configuration version", rf"Configuration version</th><td>{status['config_version']}<"),
+                     ("firmware", r"Firmware</th><td>[0-9a-f]{7,}"),
+                     ("boot slot", r"Boot slot</th><td>booted [ab]"),
+                     ("uptime", r"Uptime</th><td>[0-9]"),
+                     ("memory", r"Memory</th><td>[0-9]+ MiB available of [0-9]+ MiB"),
+                     ("CPU load", r"CPU load[^<]*</th><td>[0-9]+\.[0-9]{2} "),
+                     ("reachability", r"Reachable at</th><td>"),
+                     ("UPnP", r"UPnP port mappings</th><td>")):
+        if not re.search(rx, html):
+            probs.append(f"no {what} (/{rx}/)")
+    return probs
+
+
+def http_get(ns, url, timeout=60):
+    """(status, content type, body) of a GET from namespace ns (redirects
+    followed); status 0 and the error for a refused connection."""
+    prog = ("import json,sys,urllib.request,urllib.error\n"
+            "try:\n"
+            "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
+            "    out = [r.status, r.headers.get('Content-Type', ''), r.read().decode('utf-8', 'replace')]\n"
+            "except urllib.error.HTTPError as e:\n"
+            "    out = [e.code, e.headers.get('Content-Type', ''), e.read().decode('utf-8', 'replace')]\n"
+            "except OSError as e:\n"
+            "    out = [0, '', repr(e)]\n"
+            "print(json.dumps(out))\n")
+    out = sh(["python3", "-c", prog, url, str(timeout)], ns=ns, timeout=timeout + 10)
+    return tuple(json.loads(out))
+
+
+def tcp_port_state(ns, host, port):
+    """'open', 'closed' (refused) or 'filtered' (no answer) from ns."""
+    prog = ("import socket,sys\n"
+            "s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+            "s.settimeout(5)\n"
+            "try:\n    s.connect((sys.argv[1], int(sys.argv[2]))); print('open')\n"
+            "except ConnectionRefusedError: print('closed')\n"
+            "except OSError: print('filtered')\n")
+    return sh(["python3", "-c", prog, host, str(port)], ns=ns).strip()
+
+
 # --- scenarios ----------------------------------------------------------------
 
 class Scenarios:
@@ -1040,6 +1121,92 @@ class Scenarios:
         name = list(lab.vms)[1 % len(lab.vms)]
         self._reboot(name, notes, True)
 
+    def status_page(self, notes):
+        """a router's status page, from its LAN only (not overlay nor WAN).
+
+        From its LAN client: the HTML, /metrics, Chromium's screenshot and
+        DOM; refused (403) through the overlay; port closed on the WAN."""
+        lab = self.lab
+        name = next((n for n, r in lab.vms.items() if r.get("_clients")), None)
+        if not name:
+            raise Fail("no router with a LAN client")
+        r, cns = lab.vms[name], lab.vms[name]["_clients"][0]
+        d = os.path.join(lab.out, "status-page")
+        os.makedirs(d, exist_ok=True)
+        url = f"http://[{lab.status(name)['address']}]/"
+
+        # The page against ctl status read just before and just after it
+        # (a tunnel may come or go between the two readings).
+        def page_matches():
+            before = lab.status(name)
+            code, ctype, html = http_get(cns, url)
+            after = lab.status(name)
+            with open(os.path.join(d, f"{name}.html"), "w") as f:
+                f.write(html)
+            if code != 200 or "text/html" not in ctype:
+                raise Fail(f"GET {url} from {cns}: {code} {ctype}: {html[:200]}")
+            probs = status_page_problems(html, before)
+            if probs and status_page_problems(html, after):
+                raise Fail(f"{url}: " + "; ".join(probs))
+            return html, before if not probs else after
+        html, st = wait_until(f"{name}'s status page showing its tunnels", 120, page_matches, 5)
+        notes.append(f"{url} from {cns}: {len(st['tunnels'])} tunnel rows and "
+                     f"{len(st['tunnels']) + len(st['served'])} neighbours drawn, as ctl status "
+                     f"({len(html)} bytes)")
+
+        code, ctype, text = http_get(cns, url + "metrics")
+        with open(os.path.join(d, f"{name}.metrics"), "w") as f:
+            f.write(text)
+        if code != 200 or not ctype.startswith("text/plain"):
+            raise Fail(f"GET {url}metrics: {code} {ctype}: {text[:200]}")
+        missing = [m for m in NODE_METRICS if not re.search(rf"^{m}[{{ ]", text, re.M)]
+        if missing:
+            raise Fail(f"{url}metrics lacks {missing}")
+        m = re.search(r"^re6st_node_config_version (\d+)$", text, re.M)
+        if not m or int(m.group(1)) != st["config_version"]:
+            raise Fail(f"{url}metrics: config version {m and m.group(1)}, ctl status {st['config_version']}")
+        notes.append(f"{url}metrics: {len(NODE_METRICS)} node metric names, config version "
+                     f"{st['config_version']} as ctl status")
+
+        # Chromium on the LAN client: screenshot, and the DOM after rendering.
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not chromium:
+            raise Fail("no chromium (make deps installs it)")
+        profile = tempfile.mkdtemp(prefix="lab-chromium-")
+        try:
+            base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1000,1400"]
+            shot = os.path.join(d, f"{name}.png")
+            sh(base + [f"--screenshot={shot}", url], ns=cns, timeout=180)
+            if not os.path.exists(shot) or os.path.getsize(shot) < 1000:
+                raise Fail(f"chromium left no screenshot {shot}")
+            dom = sh(base + ["--dump-dom", url], ns=cns, timeout=180)
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+        with open(os.path.join(d, f"{name}.dom.html"), "w") as f:
+            f.write(dom)
+        after = lab.status(name)
+        probs = status_page_problems(dom, st)
+        if probs and status_page_problems(dom, after):
+            raise Fail(f"Chromium's DOM of {url}: " + "; ".join(probs))
+        notes.append(f"Chromium: screenshot {os.path.relpath(shot, ROOT)} "
+                     f"({os.path.getsize(shot)} bytes); its DOM has the tunnel rows and the drawing "
+                     f"({len(re.findall('<circle', dom))} circles, {len(re.findall('<line', dom))} lines)")
+
+        # Not for the overlay (the registry's node reaches the router's
+        # address through a tunnel), and nothing on the WAN address.
+        code, _, body = http_get(lab.inet, url)
+        if code != 403:
+            raise Fail(f"GET {url} from the registry's node (overlay): {code}, not 403: {body[:200]}")
+        notes.append(f"{url} from the registry's node, through the overlay: 403")
+        wan = tcp_port_state(lab.inet, r["address"], 80)
+        if wan != "closed":
+            raise Fail(f"port 80 on {name}'s WAN address {r['address']}: {wan}, not closed")
+        notes.append(f"port 80 on the WAN address {r['address']}: closed (connection refused)")
+        _, out = lab.consoles[name].run(
+            "for p in $(pidof httpd); do grep -E '^(VmRSS|RssAnon)' /proc/$p/status; done", 30)
+        notes.append("httpd on the router: " + " ".join(out.split()))
+
     def registry_down(self, notes):
         """(d) the registry (HTTP service) is stopped: the network keeps
         working, and a router rebooted meanwhile comes back from its cache."""
@@ -1131,7 +1298,8 @@ def upgrade_line(ip, name):
 
 
 SCENARIOS = {"connectivity": "connectivity", "cut": "cut", "poweroff": "poweroff",
-             "reboot": "reboot", "registry-down": "registry_down", "upgrade": "upgrade"}
+             "reboot": "reboot", "registry-down": "registry_down", "upgrade": "upgrade",
+             "status-page": "status_page"}
 
 
 def main():

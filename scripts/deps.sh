@@ -18,6 +18,7 @@ APT_PACKAGES=(
   busybox-static                          # tests of the initramfs's slot choice under busybox sh
   iperf3                                  # make bench: throughput through the overlay against the direct path
   lintian debootstrap                     # make deb-test: the package's checks, a clean Debian root
+  chromium                                # make lab-test: the status page's screenshot and DOM, headless
 )
 # QEMU comes from bookworm-backports because qemu-utils is preinstalled from
 # there: mixing suites makes apt refuse. The image smoke tests need the

@@ -172,13 +172,17 @@ APPLETS="sh ash tunctl udhcpc mke2fs kill sleep ps cat ls mount umount dmesg ech
   true false ping ping6 traceroute traceroute6 nslookup wget nc netstat ifconfig route
   sysctl lsmod insmod rmmod vi less more top pidof killall sync reboot poweroff halt
   mktemp readlink dirname basename stat hexdump od md5sum sha256sum tar gzip gunzip
-  zcat logger which timeout watch setsid nohup expr seq yes clear reset stty tty"
+  zcat logger which timeout watch setsid nohup expr seq yes clear reset stty tty
+  httpd"
 for a in $APPLETS; do
   [ "$a" = sh ] || [ -e "bin/$a" ] || ln -s busybox "bin/$a"
 done
 ln -sfn busybox bin/sh
 # `re6st init poweroff` is the proper way; busybox's reboot/poweroff/halt send
 # SIGTERM/SIGUSR2/SIGUSR1 to PID 1, which our init handles like busybox init.
+# The status page (rootfs/www, served by httpd): /metrics is a directory
+# without an index, which httpd hands to /cgi-bin/index.cgi.
+mkdir -p www/metrics
 
 copy_from openvpn usr/sbin/openvpn
 copy_from babeld usr/sbin/babeld

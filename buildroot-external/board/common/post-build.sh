@@ -35,6 +35,9 @@ chmod 1777 tmp
 # Buildroot's udhcpc script; ours is rootfs/etc/udhcpc/default.script
 # (busybox.fragment makes it udhcpc's default).
 rm -rf usr/share/udhcpc
+# The status page's /metrics: a directory without an index, which httpd
+# hands to www/cgi-bin/index.cgi (as scripts/image.sh).
+mkdir -p www/metrics
 
 # --- board profile and release ------------------------------------------
 # Lowest-priority profile source, plus `data =` (partition 4 of the

@@ -1,6 +1,7 @@
 //! The firmware's own services, derived from the profile: the re6st node
 //! (once provisioned) and, with a LAN, the router advertisements of its
-//! /64. A profile service of the same name replaces one of these (an
+//! /64 and the status page (busybox httpd on the LAN address, when the
+//! image has its script). A profile service of the same name replaces one of these (an
 //! empty command disables it). Pure: the caller passes the paths.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,10 @@ use crate::runtime::{CLOCK, NETWORK, PROVISIONED};
 
 pub const NODE_SERVICE: &str = "re6st-node";
 pub const LAN_SERVICE: &str = "re6st-lan";
+pub const STATUS_SERVICE: &str = "status-page";
+
+/// Where images keep the status page's service script (rootfs/).
+pub const STATUS_HTTPD: &str = "/usr/lib/re6st/status-httpd";
 
 /// Where things are on this system.
 pub struct Paths {
@@ -21,6 +26,9 @@ pub struct Paths {
     pub state: PathBuf,
     /// Runtime files and logs (RAM): flash is not worn by logs.
     pub run: PathBuf,
+    /// The status page's script (`status-httpd LAN_IFACE`), when the
+    /// system has it.
+    pub status_httpd: Option<PathBuf>,
 }
 
 fn s(p: &Path) -> String {
@@ -79,6 +87,14 @@ pub fn services(profile: &Profile, paths: &Paths) -> Vec<ServiceSpec> {
             argv,
             after: vec![PROVISIONED.into()],
         });
+        // It waits for the LAN address, which the node adds.
+        if let Some(script) = &paths.status_httpd {
+            out.push(ServiceSpec {
+                name: STATUS_SERVICE.into(),
+                argv: vec![s(script), lan.clone()],
+                after: vec![PROVISIONED.into()],
+            });
+        }
     }
     out.retain(|b| {
         !profile.services.iter().any(|p| p.name == b.name)
@@ -102,6 +118,7 @@ mod tests {
             identity: "/data/re6st".into(),
             state: "/data/node".into(),
             run: "/run/re6stnet".into(),
+            status_httpd: Some(STATUS_HTTPD.into()),
         }
     }
 
@@ -113,7 +130,7 @@ mod tests {
              node.args=--ip 198.51.100.7 --country FR\n",
         );
         let s = services(&p, &paths());
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.len(), 3);
         let node = s[0].argv.join(" ");
         assert!(node
             .starts_with("/usr/bin/re6st node @/data/re6st/re6stnet.conf --ca /data/re6st/ca.crt"));
@@ -126,12 +143,20 @@ mod tests {
             s[1].argv.join(" "),
             "/usr/bin/re6st lan -i br0 --ca /data/re6st/ca.crt --cert /data/re6st/cert.crt --dns 2001:db8::53"
         );
+        assert_eq!(s[2].argv.join(" "), "/usr/lib/re6st/status-httpd br0");
+        assert_eq!(s[2].after, ["provisioned"]);
+        // A system without the script (a test root) has no status page.
+        let bare = Paths {
+            status_httpd: None,
+            ..paths()
+        };
+        assert!(services(&p, &bare).iter().all(|s| s.name != STATUS_SERVICE));
         // A profile service of the same name wins.
         let p = profile("registry=http://r/\nfingerprint=sha1:0000000000000000000000000000000000000000\nservice.re6st-node=my-node\n");
         let s = services(&p, &paths());
         assert!(s.is_empty());
         // An empty command disables it.
-        let p = profile("registry=http://r/\nfingerprint=sha1:0000000000000000000000000000000000000000\nlan=br0\nservice.re6st-lan=\n");
+        let p = profile("registry=http://r/\nfingerprint=sha1:0000000000000000000000000000000000000000\nlan=br0\nservice.re6st-lan=\nservice.status-page=\n");
         let s = services(&p, &paths());
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].name, NODE_SERVICE);

@@ -234,6 +234,8 @@ pub fn run(opts: Options) -> ExitCode {
                 identity: data.identity(),
                 state: data.path.join("node"),
                 run: layout.path("/run/re6stnet"),
+                status_httpd: Some(layout.path(firmware_services::STATUS_HTTPD))
+                    .filter(|p| p.exists()),
             },
         )),
         Err(e) => error!("cannot find our own binary: {e}; no re6st node"),
