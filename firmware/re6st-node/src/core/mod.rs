@@ -1,0 +1,217 @@
+//! The node's decisions, sans-IO: [`NodeCore`] takes every event the
+//! daemon's shell sees ([`Input`]: a hook event, a child's exit, a task's
+//! answer, the clock's tick) with the time, and says what to do
+//! ([`Effect`]: answer a hook, start babeld, ask the registry, dump
+//! babeld, save the cache, log). No sockets, processes, files or clock
+//! reads in here: the shell (`daemon::run`) reads the clocks, carries the
+//! effects out (the slow ones in tasks) and reports back as inputs.
+//!
+//! Each area lives in a file named after it: [`hooks`] (OpenVPN's hook
+//! events, the peers on our servers), [`babel`] (babeld's dumps and
+//! restarts), [`registry`] (bootstrap, network configuration, renewal) and
+//! [`timers`] (periodic announcements, kernel checks, cache saves).
+
+pub mod babel;
+pub mod hooks;
+pub mod registry;
+pub mod timers;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::openvpn::hook::Event;
+use crate::tunnel::manager::{Manager, RoutingView};
+
+/// The time of an input, as read by the shell.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// For the core's timers ([`NodeCore::poll_timeout`]).
+    pub at: Instant,
+    /// Seconds of the interval clock (monotonic, started at the wall
+    /// clock): the tunnel manager's and the periodic work's time.
+    pub mono: i64,
+    /// Wall-clock seconds: for what is about dates (renewal).
+    pub wall: i64,
+}
+
+/// What happened, for the core.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The 1 s tick of the shell's loop.
+    Tick,
+    /// [`NodeCore::poll_timeout`]'s time came.
+    Timer,
+    /// An OpenVPN hook event, with the socket to answer on (client-connect
+    /// waits for the answer).
+    Hook {
+        event: Event,
+        reply_to: Option<PathBuf>,
+    },
+    /// babeld exited on its own (how, for the log).
+    BabeldExited {
+        status: String,
+    },
+    /// babeld was started: after its back-off (`restarted`), or anew for
+    /// a new configuration.
+    BabeldStarted {
+        restarted: bool,
+    },
+    BabeldStartFailed {
+        error: String,
+    },
+    /// The tunnel manager wants babeld's routes.
+    WantDump,
+    /// A dump for the tunnel manager (none: babeld did not answer).
+    Dumped(Option<RoutingView>),
+    /// The tunnel manager wants a bootstrap peer from the registry.
+    WantBootstrap,
+    /// The registry's answer: a peer (prefix, addresses), none, or why not.
+    Bootstrap(Result<Option<(String, String)>, String>),
+    /// A peer (or the registry) has a newer network version than ours.
+    NewerConfigSeen,
+    /// The tunnel manager wants the network configuration checked.
+    ConfigCheckAsked,
+    /// A network configuration fetch ended (with its error, if any).
+    ConfigFetched {
+        error: Option<String>,
+    },
+    /// A new CRL is in use.
+    Crl(BTreeSet<u64>),
+    /// A renewal check ended; the renewal was refused as no better than
+    /// what we have (`retry_tomorrow`).
+    RenewalDone {
+        retry_tomorrow: bool,
+    },
+    /// Our certificate is on the CRL: renew it now.
+    OwnCertRevoked,
+    /// Our version was just sent to our neighbours.
+    VersionAnnounced,
+    /// A comparison of babeld's routes with the kernel's ended.
+    KernelRoutesCompared,
+    /// A save of the peer cache ended.
+    CacheSaved(Result<(), String>),
+    /// Our OpenVPN servers were restarted: nobody is on them.
+    ServersRestarted,
+}
+
+/// What to do, for the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A log line (levels as `daemon::log::log`).
+    Log { level: u8, message: String },
+    /// Answer a client-connect hook: accept the peer or refuse it.
+    AnswerHook { to: PathBuf, accept: bool },
+    /// A server of a peer saw our client come from this address.
+    PeerSawUs(String),
+    /// Start babeld (its back-off passed).
+    StartBabeld,
+    /// Dump babeld's routes for the tunnel manager ([`Input::Dumped`]).
+    DumpBabel,
+    /// Ask the registry for a bootstrap peer ([`Input::Bootstrap`]).
+    AskBootstrap,
+    /// Fetch the network configuration ([`Input::ConfigFetched`]).
+    FetchConfig,
+    /// Check our certificate's and the CA's ends ([`Input::RenewalDone`]).
+    CheckRenewal,
+    /// Send our network version to our neighbours.
+    AnnounceVersion,
+    /// Compare babeld's routes with the kernel's
+    /// ([`Input::KernelRoutesCompared`]).
+    CompareKernelRoutes,
+    /// Save the peer cache ([`Input::CacheSaved`]).
+    SaveCache,
+}
+
+/// Effects waiting for the shell, at most: the shell drains them after
+/// every input, so only a bug could fill this; beyond, the oldest go.
+pub const MAX_EFFECTS: usize = 4096;
+
+pub struct NodeCore {
+    /// The tunnel manager (its actions are polled by the shell).
+    pub manager: Manager,
+    /// The certificates revoked in the network configuration in use.
+    crl: BTreeSet<u64>,
+    served: hooks::Served,
+    babeld: babel::Babeld,
+    registry: registry::Registry,
+    timers: timers::Timers,
+    effects: VecDeque<Effect>,
+}
+
+impl NodeCore {
+    pub fn new(manager: Manager, crl: BTreeSet<u64>, now: Now) -> NodeCore {
+        NodeCore {
+            manager,
+            crl,
+            served: hooks::Served::default(),
+            babeld: babel::Babeld::new(&now),
+            registry: registry::Registry::new(&now),
+            timers: timers::Timers::new(&now),
+            effects: VecDeque::new(),
+        }
+    }
+
+    pub fn handle(&mut self, input: Input, now: Now) {
+        match input {
+            Input::Tick => {
+                self.registry_tick(&now);
+                self.periodic_tick(&now);
+                self.manager.tick(now.mono);
+                self.save_tick(&now);
+            }
+            Input::Timer => self.babeld_timer(&now),
+            Input::Hook { event, reply_to } => self.on_hook(event, reply_to),
+            Input::BabeldExited { status } => self.on_babeld_exited(status, &now),
+            Input::BabeldStarted { restarted } => self.on_babeld_started(restarted, &now),
+            Input::BabeldStartFailed { error } => self.on_babeld_start_failed(error, &now),
+            Input::WantDump => self.want_dump(),
+            Input::Dumped(view) => self.on_dump(view, &now),
+            Input::WantBootstrap => self.want_bootstrap(),
+            Input::Bootstrap(answer) => self.on_bootstrap(answer),
+            Input::NewerConfigSeen => self.newer_config_seen(&now),
+            Input::ConfigCheckAsked => self.config_check_asked(&now),
+            Input::ConfigFetched { error } => self.on_config_fetched(error, &now),
+            Input::Crl(crl) => {
+                self.crl = crl.clone();
+                self.manager.on_crl(crl);
+            }
+            Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),
+            Input::OwnCertRevoked => self.own_cert_revoked(&now),
+            Input::VersionAnnounced => self.version_announced(&now),
+            Input::KernelRoutesCompared => self.kernel_routes_compared(),
+            Input::CacheSaved(result) => self.on_cache_saved(result),
+            Input::ServersRestarted => self.on_servers_restarted(),
+        }
+        while self.effects.len() > MAX_EFFECTS {
+            self.effects.pop_front();
+        }
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When to give the core [`Input::Timer`] (besides the 1 s tick).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.babeld.restart_at()
+    }
+
+    pub fn served(&self) -> &hooks::Served {
+        &self.served
+    }
+
+    pub fn babeld_restarts(&self) -> u64 {
+        self.babeld.restarts()
+    }
+
+    fn log(&mut self, level: u8, message: impl Into<String>) {
+        self.effects.push_back(Effect::Log {
+            level,
+            message: message.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,477 @@
+//! The core's rules as input → effect sequences (no namespaces, no
+//! processes), and a property test that no sequence of inputs makes it
+//! panic or grow its tables past their caps.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use re6st_proto::prefix::Prefix;
+
+use super::hooks::MAX_SERVED_SERIALS;
+use super::*;
+use crate::openvpn::hook::Peer;
+use crate::openvpn::management::MAX_CONNECTIONS;
+use crate::state::peers::PeerCache;
+use crate::tunnel::manager::{Config, CountryRule};
+
+fn prefix(i: u32) -> Prefix {
+    Prefix::new(u128::from(i), 16).unwrap()
+}
+
+/// A clock for the tests: seconds after a start.
+struct Clock {
+    start: Instant,
+    secs: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            secs: 0,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            at: self.start + Duration::from_secs(self.secs),
+            mono: 1_000_000 + self.secs as i64,
+            wall: 1_700_000_000 + self.secs as i64,
+        }
+    }
+
+    fn advance(&mut self, secs: u64) -> Now {
+        self.secs += secs;
+        self.now()
+    }
+}
+
+fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
+    let manager = Manager::new(
+        Config {
+            me: prefix(9),
+            registry: Some(prefix(0)),
+            client_count: 2,
+            tunnel_refresh: 60,
+            timeout: 20,
+            neighbours: BTreeSet::new(),
+            disabled: BTreeSet::new(),
+            countries: CountryRule::default(),
+        },
+        PeerCache::new(10),
+        clock.now().mono,
+        1,
+    );
+    NodeCore::new(manager, crl.iter().copied().collect(), clock.now())
+}
+
+fn effects(c: &mut NodeCore) -> Vec<Effect> {
+    std::iter::from_fn(|| c.poll_effect()).collect()
+}
+
+/// The effects other than log lines.
+fn acts(c: &mut NodeCore) -> Vec<Effect> {
+    effects(c)
+        .into_iter()
+        .filter(|e| !matches!(e, Effect::Log { .. }))
+        .collect()
+}
+
+fn logs(effects: &[Effect]) -> Vec<(u8, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Log { level, message } => Some((*level, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer(i: u32, serial: u64) -> Peer {
+    Peer {
+        cn: prefix(i).to_subnet(),
+        dev: "re6stnet-udp".into(),
+        serial,
+        ip: format!("198.18.0.{}", i % 250 + 1),
+        port: 1000 + i as u16,
+    }
+}
+
+fn hook(event: Event) -> Input {
+    Input::Hook {
+        event,
+        reply_to: Some("/run/hook-client".into()),
+    }
+}
+
+#[test]
+fn a_revoked_serial_is_refused_and_a_good_one_served() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[5]);
+    c.handle(hook(Event::ClientConnect(peer(1, 5))), clock.now());
+    assert_eq!(
+        effects(&mut c),
+        [Effect::AnswerHook {
+            to: "/run/hook-client".into(),
+            accept: false
+        }]
+    );
+    assert!(c.manager.served().is_empty());
+    assert_eq!(c.served().serial_count(), 0);
+
+    c.handle(hook(Event::ClientConnect(peer(2, 6))), clock.now());
+    assert_eq!(
+        effects(&mut c),
+        [Effect::AnswerHook {
+            to: "/run/hook-client".into(),
+            accept: true
+        }]
+    );
+    assert!(c.manager.served().contains(&prefix(2)));
+    assert_eq!(c.served().serials(), [6].into());
+    assert_eq!(c.served().links().using(&[6].into()).len(), 1);
+
+    // A CRL naming it: the next connection with that serial is refused.
+    c.handle(Input::Crl([5, 6].into()), clock.now());
+    c.handle(hook(Event::ClientConnect(peer(2, 6))), clock.now());
+    assert!(matches!(
+        effects(&mut c)[..],
+        [Effect::AnswerHook { accept: false, .. }]
+    ));
+
+    // Disconnected: forgotten, so a later CRL cannot restart the servers
+    // for it.
+    c.handle(hook(Event::ClientDisconnect(peer(2, 6))), clock.now());
+    assert!(effects(&mut c).is_empty());
+    assert_eq!(c.served().serial_count(), 0);
+    assert!(c.served().links().is_empty());
+    assert!(c.manager.served().is_empty());
+}
+
+#[test]
+fn route_up_tells_the_shell_how_the_peer_saw_us() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(
+        hook(Event::RouteUp {
+            cn: prefix(3).to_subnet(),
+            serial: 3,
+            external_ip: "198.18.7.7".into(),
+        }),
+        clock.now(),
+    );
+    assert_eq!(acts(&mut c), [Effect::PeerSawUs("198.18.7.7".into())]);
+}
+
+#[test]
+fn restarting_servers_forgets_who_was_on_them() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    for i in 1..4 {
+        c.handle(hook(Event::ClientConnect(peer(i, i.into()))), clock.now());
+    }
+    assert_eq!(c.served().serial_count(), 3);
+    c.handle(Input::ServersRestarted, clock.now());
+    assert_eq!(c.served().serial_count(), 0);
+    assert!(c.served().links().is_empty());
+    assert!(c.manager.served().is_empty());
+}
+
+#[test]
+fn babeld_exiting_in_a_row_is_restarted_after_a_growing_back_off() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    assert_eq!(c.poll_timeout(), None);
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        c.handle(
+            Input::BabeldExited {
+                status: "signal 6".into(),
+            },
+            clock.now(),
+        );
+        let said = logs(&effects(&mut c));
+        let at = c.poll_timeout().expect("a restart is planned");
+        let delay = (at - clock.now().at).as_secs();
+        assert_eq!(
+            said,
+            [(
+                1,
+                format!("babeld exited (signal 6); restarting in {delay}s")
+            )]
+        );
+        // Not before its time.
+        c.handle(Input::Timer, clock.advance(delay - 1));
+        assert!(effects(&mut c).is_empty());
+        c.handle(Input::Timer, clock.advance(1));
+        assert_eq!(effects(&mut c), [Effect::StartBabeld]);
+        assert_eq!(c.poll_timeout(), None);
+        c.handle(Input::BabeldStarted { restarted: true }, clock.now());
+        assert_eq!(logs(&effects(&mut c)), [(1, "babeld restarted".into())]);
+        delays.push(delay);
+        clock.advance(2);
+    }
+    assert_eq!(delays, [1, 2, 4, 8]);
+    assert_eq!(c.babeld_restarts(), 4);
+    // Starting it failed: tried again later, the delay still growing.
+    c.handle(
+        Input::BabeldExited {
+            status: "exit 1".into(),
+        },
+        clock.now(),
+    );
+    effects(&mut c);
+    c.handle(Input::Timer, clock.advance(16));
+    assert_eq!(effects(&mut c), [Effect::StartBabeld]);
+    c.handle(
+        Input::BabeldStartFailed {
+            error: "no such file".into(),
+        },
+        clock.now(),
+    );
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(0, "babeld: no such file; trying again in 32s".into())]
+    );
+    assert_eq!(
+        c.poll_timeout(),
+        Some(clock.now().at + Duration::from_secs(32))
+    );
+}
+
+#[test]
+fn one_dump_and_one_bootstrap_request_at_a_time() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(Input::WantDump, clock.now());
+    c.handle(Input::WantDump, clock.now());
+    assert_eq!(effects(&mut c), [Effect::DumpBabel]);
+    c.handle(Input::Dumped(None), clock.now());
+    c.handle(Input::WantDump, clock.now());
+    assert_eq!(acts(&mut c), [Effect::DumpBabel]);
+
+    c.handle(Input::WantBootstrap, clock.now());
+    c.handle(Input::WantBootstrap, clock.now());
+    assert_eq!(effects(&mut c), [Effect::AskBootstrap]);
+    c.handle(Input::Bootstrap(Ok(None)), clock.now());
+    let said = logs(&effects(&mut c));
+    assert_eq!(said.len(), 1);
+    assert!(said[0].1.contains("(1 in a row)"), "{said:?}");
+    c.handle(Input::WantBootstrap, clock.now());
+    assert_eq!(effects(&mut c), [Effect::AskBootstrap]);
+}
+
+/// The effects of ticks from now to `secs` seconds later, one a second.
+fn ticks(c: &mut NodeCore, clock: &mut Clock, secs: u64) -> Vec<(u64, Effect)> {
+    let mut out = Vec::new();
+    for _ in 0..secs {
+        let now = clock.advance(1);
+        c.handle(Input::Tick, now);
+        out.extend(acts(c).into_iter().map(|e| (clock.secs, e)));
+        // The tunnel manager's own requests are not the core's rules.
+        while c.manager.poll_action().is_some() {}
+    }
+    out
+}
+
+fn times(out: &[(u64, Effect)], what: &Effect) -> Vec<u64> {
+    out.iter()
+        .filter(|(_, e)| e == what)
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+#[test]
+fn a_newer_version_fetches_the_configuration_and_a_failure_retries_a_minute_later() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    assert!(times(&ticks(&mut c, &mut clock, 5), &Effect::FetchConfig).is_empty());
+    c.handle(Input::NewerConfigSeen, clock.now());
+    c.handle(Input::NewerConfigSeen, clock.now());
+    // In a second, once, until the fetch ends.
+    let out = ticks(&mut c, &mut clock, 10);
+    assert_eq!(times(&out, &Effect::FetchConfig), [6]);
+    c.handle(
+        Input::ConfigFetched {
+            error: Some("timed out".into()),
+        },
+        clock.now(),
+    );
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(
+            1,
+            "new network configuration: timed out; retrying in 60s".into()
+        )]
+    );
+    let out = ticks(&mut c, &mut clock, 70);
+    assert_eq!(times(&out, &Effect::FetchConfig), [75]);
+    c.handle(Input::ConfigFetched { error: None }, clock.now());
+    assert!(times(&ticks(&mut c, &mut clock, 120), &Effect::FetchConfig).is_empty());
+    // The manager asking for a check: at the next tick.
+    c.handle(Input::ConfigCheckAsked, clock.now());
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig),
+        [clock.secs - 2]
+    );
+}
+
+#[test]
+fn renewal_is_checked_soon_after_start_then_hourly_and_tomorrow_after_a_refusal() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let out = ticks(&mut c, &mut clock, 3 * 3600);
+    // Unanswered checks are not repeated.
+    assert_eq!(times(&out, &Effect::CheckRenewal), [10]);
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    let out = ticks(&mut c, &mut clock, 3600);
+    assert_eq!(times(&out, &Effect::CheckRenewal), [3 * 3600 + 10]);
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: true,
+        },
+        clock.now(),
+    );
+    let refused_at = clock.secs;
+    let out = ticks(&mut c, &mut clock, 86_400);
+    assert_eq!(times(&out, &Effect::CheckRenewal), [refused_at + 86_400]);
+    // Our certificate revoked: at the next tick.
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    c.handle(Input::OwnCertRevoked, clock.now());
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 1), &Effect::CheckRenewal),
+        [clock.secs]
+    );
+}
+
+#[test]
+fn version_kernel_check_and_cache_save_periods() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let out = ticks(&mut c, &mut clock, 125);
+    assert_eq!(times(&out, &Effect::AnnounceVersion), [30, 60, 90, 120]);
+    // Every 10 s, but not while one is under way.
+    assert_eq!(times(&out, &Effect::CompareKernelRoutes), [1]);
+    assert_eq!(times(&out, &Effect::SaveCache), [61, 122]);
+    c.handle(Input::KernelRoutesCompared, clock.now());
+    c.handle(Input::VersionAnnounced, clock.now());
+    let out = ticks(&mut c, &mut clock, 30);
+    assert_eq!(times(&out, &Effect::CompareKernelRoutes), [131]);
+    assert_eq!(times(&out, &Effect::AnnounceVersion), [155]);
+    // A failed save is said, and the first success after it.
+    c.handle(Input::CacheSaved(Err("disk full".into())), clock.now());
+    c.handle(Input::CacheSaved(Err("disk full".into())), clock.now());
+    c.handle(Input::CacheSaved(Ok(())), clock.now());
+    c.handle(Input::CacheSaved(Ok(())), clock.now());
+    let said: Vec<String> = logs(&effects(&mut c)).into_iter().map(|l| l.1).collect();
+    assert_eq!(
+        said,
+        [
+            "cannot save the state: disk full (the previous file is kept)",
+            "cannot save the state: disk full (the previous file is kept)",
+            "peer cache saved again",
+        ]
+    );
+}
+
+fn any_peer() -> impl Strategy<Value = Peer> {
+    (any::<u16>(), any::<u64>(), any::<u8>(), any::<u16>()).prop_map(|(p, serial, ip, port)| Peer {
+        cn: format!("{p}/16"),
+        dev: format!("re6stnet-{}", ip % 3),
+        serial: serial % 64,
+        ip: format!("198.18.0.{ip}"),
+        port,
+    })
+}
+
+fn any_input() -> impl Strategy<Value = (u8, Input)> {
+    let input = prop_oneof![
+        8 => any_peer().prop_map(|p| hook(Event::ClientConnect(p))),
+        2 => any_peer().prop_map(|p| hook(Event::ClientDisconnect(p))),
+        1 => (any::<u16>(), any::<u64>(), ".{0,8}").prop_map(|(p, serial, ip)| hook(Event::RouteUp {
+            cn: format!("{p}/16"),
+            serial,
+            external_ip: ip,
+        })),
+        1 => Just(Input::Tick),
+        1 => Just(Input::Timer),
+        1 => ".{0,8}".prop_map(|status| Input::BabeldExited { status }),
+        1 => any::<bool>().prop_map(|restarted| Input::BabeldStarted { restarted }),
+        1 => ".{0,8}".prop_map(|error| Input::BabeldStartFailed { error }),
+        1 => Just(Input::WantDump),
+        1 => Just(Input::Dumped(None)),
+        1 => Just(Input::WantBootstrap),
+        1 => prop_oneof![
+            Just(Ok(None)),
+            ".{0,8}".prop_map(Err),
+            (".{0,12}", ".{0,12}").prop_map(|(p, a)| Ok(Some((p, a)))),
+        ]
+        .prop_map(Input::Bootstrap),
+        1 => Just(Input::NewerConfigSeen),
+        1 => Just(Input::ConfigCheckAsked),
+        1 => proptest::option::of(".{0,8}").prop_map(|error| Input::ConfigFetched { error }),
+        1 => proptest::collection::btree_set(0u64..64, 0..8).prop_map(Input::Crl),
+        1 => any::<bool>().prop_map(|retry_tomorrow| Input::RenewalDone { retry_tomorrow }),
+        1 => Just(Input::OwnCertRevoked),
+        1 => Just(Input::VersionAnnounced),
+        1 => Just(Input::KernelRoutesCompared),
+        1 => proptest::option::of(".{0,8}")
+            .prop_map(|e| Input::CacheSaved(e.map_or(Ok(()), Err))),
+        1 => Just(Input::ServersRestarted),
+    ];
+    // Seconds before the input (mostly none: bursts of hook events).
+    (prop_oneof![6 => Just(0u8), 1 => any::<u8>()], input)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn no_input_sequence_panics_or_grows_a_table_past_its_cap(
+        inputs in proptest::collection::vec(any_input(), 0..3000),
+        drain_every in 1usize..6000,
+    ) {
+        let mut clock = Clock::new();
+        let mut c = core(&clock, &[3, 4]);
+        for (i, (wait, input)) in inputs.into_iter().enumerate() {
+            let now = clock.advance(u64::from(wait));
+            c.handle(input, now);
+            prop_assert!(c.served().serial_count() <= MAX_SERVED_SERIALS);
+            prop_assert!(c.served().links().len() <= MAX_CONNECTIONS);
+            prop_assert!(c.effects.len() <= MAX_EFFECTS);
+            if i % drain_every == 0 {
+                effects(&mut c);
+                while c.manager.poll_action().is_some() {}
+            }
+            if let Some(t) = c.poll_timeout() {
+                prop_assert!(t <= now.at + Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_served_tables_stop_at_their_caps() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    for i in 0..(MAX_SERVED_SERIALS as u32 + 100) {
+        c.handle(hook(Event::ClientConnect(peer(i + 1, 7))), clock.now());
+        effects(&mut c);
+    }
+    assert_eq!(c.served().serial_count(), MAX_SERVED_SERIALS);
+    // A peer already known is updated, not refused a place.
+    c.handle(hook(Event::ClientConnect(peer(1, 8))), clock.now());
+    assert!(c.served().serials().contains(&8));
+    assert_eq!(c.served().serial_count(), MAX_SERVED_SERIALS);
+}
