@@ -30,12 +30,12 @@ use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
 use super::reconfig;
 use super::renewal;
-use super::restart_backoff::RestartBackoff;
 use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::table::Table;
+use crate::core::{Effect, Input, NodeCore, Now};
 use crate::nat::advertised::{Advertised, Mapping};
 use crate::nat::upnp::Upnp;
 use crate::openvpn::args::{client, server, Common};
@@ -62,6 +62,15 @@ pub(crate) fn mono() -> i64 {
     static START: std::sync::OnceLock<(i64, std::time::Instant)> = std::sync::OnceLock::new();
     let (wall, start) = START.get_or_init(|| (now(), std::time::Instant::now()));
     wall + start.elapsed().as_secs() as i64
+}
+
+/// The time now, for the core.
+fn clock() -> Now {
+    Now {
+        at: std::time::Instant::now(),
+        mono: mono(),
+        wall: now(),
+    }
 }
 
 /// Runs `ip ARGS`; on success, remembers its undo for the clean-up. An
@@ -108,7 +117,6 @@ struct Node {
     network: Prefix,
     prefix: Prefix,
     link: PeerLink,
-    manager: Manager,
     babel_socket: PathBuf,
     common: Common,
     clients: BTreeMap<Prefix, Child>,
@@ -118,8 +126,10 @@ struct Node {
     done: mpsc::UnboundedSender<Done>,
     /// Lines for babeld, sent in order by one task.
     babel_commands: mpsc::UnboundedSender<Vec<String>>,
-    /// Slow work under way, each at most once at a time.
-    in_flight: InFlight,
+    /// The node's decisions (and the tunnel manager).
+    core: NodeCore,
+    /// `re6st ctl status` dumps under way.
+    status_dumps: usize,
     forward_to: Option<SocketAddr>,
     defaults: String,
     client_count: usize,
@@ -130,21 +140,11 @@ struct Node {
     /// The network configuration in use.
     config: NetworkConfig,
     own_serial: u64,
-    /// Serials of the peers on our servers.
-    served_serials: BTreeMap<Prefix, u64>,
-    /// The connections on our servers and their certificates.
-    served_links: management::Connections,
     /// Our OpenVPN servers' interfaces (their management sockets are named
     /// after them).
     server_ifaces: Vec<String>,
-    /// When to fetch the network configuration (a newer version exists).
-    update_at: Option<i64>,
-    /// When we last sent our version to our neighbours.
-    version_announced: i64,
     my_cert: X509,
     key: PKey<openssl::pkey::Private>,
-    /// When to check our certificate's and the CA's ends next.
-    renewal_check: i64,
     /// `--client`: the addresses of our one tunnel, and its OpenVPN.
     client_mode: Option<Vec<(String, u16, re6st_proto::address::Proto)>>,
     client_mode_child: Option<Child>,
@@ -161,13 +161,9 @@ struct Node {
     /// taken into use later): a restarted babeld gets them all.
     babel_ifaces: BTreeSet<String>,
     kernel_check: KernelCheck,
-    kernel_checked: i64,
-    /// Bootstrap requests in a row that gave no peer.
-    bootstrap_misses: u32,
     /// Relay datagrams refused (logged at powers of two).
     relay_refused: u64,
-    /// babeld and OpenVPN processes that exited on their own (status).
-    babeld_restarts: u64,
+    /// OpenVPN processes that exited on their own (status).
     openvpn_restarts: u64,
 }
 
@@ -503,37 +499,42 @@ async fn run(o: Options) -> Result<(), NodeError> {
                         info: format!("re6st-rs {}", env!("CARGO_PKG_VERSION")),
                         pending: Default::default(),
                     },
-                    manager: {
-                        let cache_path = o.state.join("peers.bin");
-                        let (mut cache, err) = PeerCache::load(&cache_path, DEFAULT_CAPACITY);
-                        if let Some(e) = err {
-                            log(1, v, e);
-                        }
-                        cache.reset_connecting();
-                        let neighbours = o
-                            .neighbours
-                            .iter()
-                            .filter_map(|n| Prefix::from_subnet(n).ok())
-                            .collect();
-                        Manager::new(
-                            Config {
-                                me: prefix,
-                                registry: config.registry_prefix,
-                                client_count,
-                                tunnel_refresh: i64::from(config.tunnel_refresh),
-                                timeout,
-                                neighbours,
-                                disabled: disabled.iter().copied().collect(),
-                                countries: CountryRule {
-                                    same_country: config.same_country.iter().cloned().collect(),
-                                    mine: country.clone(),
+                    core: NodeCore::new(
+                        {
+                            let cache_path = o.state.join("peers.bin");
+                            let (mut cache, err) = PeerCache::load(&cache_path, DEFAULT_CAPACITY);
+                            if let Some(e) = err {
+                                log(1, v, e);
+                            }
+                            cache.reset_connecting();
+                            let neighbours = o
+                                .neighbours
+                                .iter()
+                                .filter_map(|n| Prefix::from_subnet(n).ok())
+                                .collect();
+                            Manager::new(
+                                Config {
+                                    me: prefix,
+                                    registry: config.registry_prefix,
+                                    client_count,
+                                    tunnel_refresh: i64::from(config.tunnel_refresh),
+                                    timeout,
+                                    neighbours,
+                                    disabled: disabled.iter().copied().collect(),
+                                    countries: CountryRule {
+                                        same_country: config.same_country.iter().cloned().collect(),
+                                        mine: country.clone(),
+                                    },
                                 },
-                            },
-                            cache,
-                            mono(),
-                            u64::from(openssl_random()),
-                        )
-                    },
+                                cache,
+                                mono(),
+                                u64::from(openssl_random()),
+                            )
+                        },
+                        config.crl.clone(),
+                        clock(),
+                    ),
+                    status_dumps: 0,
                     // Stock babeld's text socket; RUN/babeld.sock speaks upstream's
                     // protocol (see babel::upstream_ctl).
                     babel_socket: o.run.join("babeld-stock.sock"),
@@ -542,7 +543,6 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     registry: Arc::new(tokio::sync::Mutex::new(registry)),
                     done,
                     babel_commands,
-                    in_flight: InFlight::default(),
                     forward_to: None,
                     defaults: String::new(),
                     client_count: taps,
@@ -551,13 +551,8 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     ca: ca.clone(),
                     config: config.clone(),
                     own_serial,
-                    served_serials: BTreeMap::new(),
-                    served_links: Default::default(),
-                    update_at: None,
-                    version_announced: mono(),
                     my_cert: my_cert.clone(),
                     key: key.clone(),
-                    renewal_check: now() + 10,
                     client_mode,
                     client_mode_child: None,
                     advertised,
@@ -567,11 +562,8 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     tunnel_peers: BTreeMap::new(),
                     babel_ifaces: BTreeSet::new(),
                     kernel_check: KernelCheck::default(),
-                    kernel_checked: 0,
-                    bootstrap_misses: 0,
                     relay_refused: 0,
                     server_ifaces: Vec::new(),
-                    babeld_restarts: 0,
                     openvpn_restarts: 0,
                 },
                 &config,
@@ -827,12 +819,9 @@ async fn run_node(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
-    let mut babel_backoff = RestartBackoff::new(mono() as u64);
     // When the servers were last (re)started: one that exits is restarted
     // with the others, at most once every SERVER_RESTART_EVERY.
     let mut servers_started = std::time::Instant::now();
-    let mut cache_saved = mono();
-    let mut cache_save_failed = false;
     log(
         2,
         v,
@@ -845,16 +834,13 @@ async fn run_node(
         (None, None)
     };
     let mut reexec = false;
-    // babeld's restart after it exited, once its back-off has passed: a
-    // timer of the loop, never a sleep inside it.
-    let mut babel_restart_at: Option<tokio::time::Instant> = None;
     loop {
         // What the event asked for, carried out below.
         let mut asked = Asked::default();
         tokio::select! {
             _ = sigterm.recv() => break,
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
-            Some(()) = babel_links.recv() => node.manager.on_routing_changed(),
+            Some(()) = babel_links.recv() => node.core.manager.on_routing_changed(),
             Some(failed) = dropped_rx.recv() => {
                 // Without its management socket, a server drops a revoked
                 // peer only by restarting (every other client with it).
@@ -864,27 +850,10 @@ async fn run_node(
             _ = sigint.recv() => break,
             status = wait_child(&mut babeld) => {
                 babeld = None;
-                let delay = babel_backoff.on_exit(mono() as u64);
-                log(1, v, format!("babeld exited ({status:?}); restarting in {delay}s"));
-                babel_restart_at = Some(tokio::time::Instant::now() + Duration::from_secs(delay));
+                node.handle(Input::BabeldExited { status: format!("{status:?}") });
             }
-            _ = sleep_until(babel_restart_at) => {
-                babel_restart_at = None;
-                babel.interfaces = node.babel_ifaces.iter().cloned().collect();
-                match spawn_babel(&babel) {
-                    Ok(c) => {
-                        babeld = Some(c);
-                        babel_backoff.on_start(mono() as u64);
-                        node.babeld_restarts += 1;
-                        log(1, v, "babeld restarted");
-                    }
-                    Err(e) => {
-                        let delay = babel_backoff.on_start_failed(mono() as u64);
-                        log(0, v, format!("babeld: {e}; trying again in {delay}s"));
-                        babel_restart_at =
-                            Some(tokio::time::Instant::now() + Duration::from_secs(delay));
-                    }
-                }
+            _ = sleep_until(node.core.poll_timeout().map(tokio::time::Instant::from_std)) => {
+                node.handle(Input::Timer);
             }
             r = ctl.accept() => {
                 if let Ok((stream, _)) = r {
@@ -894,7 +863,7 @@ async fn run_node(
             Some(d) = done_rx.recv() => node.on_done(d, &udp, &mut asked).await,
             r = hook.recv_from(&mut hook_buf) => {
                 if let Ok((n, from)) = r {
-                    node.hook_event(&hook, &hook_buf[..n], from.as_pathname()).await;
+                    node.hook_event(&hook_buf[..n], from.as_pathname());
                 }
             }
             r = udp.recv_from(&mut buf) => {
@@ -905,12 +874,6 @@ async fn run_node(
             }
             _ = tick.tick() => {
                 asked.restart_servers |= std::mem::take(&mut force_server_restart);
-                if node.update_at.is_some_and(|t| mono() >= t) {
-                    node.fetch_config();
-                }
-                if now() >= node.renewal_check {
-                    node.check_renewal();
-                }
                 // An OpenVPN server that exited (killed, crashed): its
                 // peers lost their tunnels; serve them again.
                 if servers_started.elapsed() >= SERVER_RESTART_EVERY {
@@ -922,21 +885,33 @@ async fn run_node(
                         }
                     }
                 }
-                if mono() - node.version_announced >= 30 {
-                    node.announce_version(&udp).await;
-                }
-                if mono() - node.kernel_checked >= KERNEL_CHECK_EVERY {
-                    node.kernel_checked = mono();
-                    node.check_kernel_routes();
-                }
                 node.client_mode_tunnel();
                 node.reap_clients();
-                node.manager.tick(mono());
+                // Registry calls, announcements, kernel checks, cache
+                // saves and the tunnel manager's tick.
+                node.handle(Input::Tick);
                 node.run_actions(&udp).await;
-                if mono() - cache_saved > 60 {
-                    save_cache(&node, &o.state, &mut cache_save_failed);
-                    cache_saved = mono();
+            }
+        }
+        // What the core decided, carried out.
+        while let Some(effect) = node.core.poll_effect() {
+            match effect {
+                Effect::StartBabeld => {
+                    babel.interfaces = node.babel_ifaces.iter().cloned().collect();
+                    match spawn_babel(&babel) {
+                        Ok(c) => {
+                            babeld = Some(c);
+                            node.handle(Input::BabeldStarted { restarted: true });
+                        }
+                        Err(e) => node.handle(Input::BabeldStartFailed {
+                            error: e.to_string(),
+                        }),
+                    }
                 }
+                Effect::AnswerHook { to, accept } => {
+                    let _ = hook.send_to(&[u8::from(accept)], &to).await;
+                }
+                other => node.carry_out(other, &udp).await,
             }
         }
         if asked.reexec {
@@ -962,7 +937,7 @@ async fn run_node(
             if let Some(mut old) = babeld.take() {
                 let _ = old.kill().await;
                 babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
-                babel_backoff.on_start(mono() as u64);
+                node.handle(Input::BabeldStarted { restarted: false });
             }
         }
         if !asked.drop_served.is_empty() {
@@ -975,9 +950,7 @@ async fn run_node(
             for mut c in std::mem::take(&mut children) {
                 let _ = c.kill().await;
             }
-            node.served_serials.clear();
-            node.served_links.clear();
-            node.manager.clear_served();
+            node.handle(Input::ServersRestarted);
             let max = o.max_clients.unwrap_or(node.config.max_clients);
             children = spawn_servers(&node.common, max)?;
             for iface in &server_ifaces {
@@ -989,7 +962,8 @@ async fn run_node(
     if let Some(u) = upnp {
         u.stop().await;
     }
-    save_cache(&node, &o.state, &mut cache_save_failed);
+    node.save_cache();
+    node.flush_logs();
     for (_, mut c) in std::mem::take(&mut node.clients) {
         let _ = c.kill().await;
     }
@@ -1035,24 +1009,6 @@ struct Inbox {
     babel_commands: mpsc::UnboundedReceiver<Vec<String>>,
 }
 
-/// Slow work under way in a task: at most one of each at a time (the
-/// tunnel manager and the timers ask again later), and a bounded number of
-/// status dumps.
-#[derive(Default)]
-struct InFlight {
-    dump: bool,
-    bootstrap: bool,
-    config: bool,
-    renewal: bool,
-    kernel_check: bool,
-    status_dumps: usize,
-}
-
-/// Serials of the peers on our servers, at most (OpenVPN's --max-clients
-/// bounds the real ones; hook events beyond are not remembered: the CRL
-/// check then does not restart the servers for them).
-const MAX_SERVED_SERIALS: usize = 1024;
-
 /// At most this many `re6st ctl status` dumps at a time.
 const STATUS_DUMPS: usize = 4;
 /// How long `re6st ctl status` waits for a fresh dump of babeld's routes
@@ -1096,27 +1052,6 @@ const SERVER_RESTART_EVERY: Duration = Duration::from_secs(10);
 /// announced the revoking version to it (see `Node::drop_served`).
 const REVOKED_DROP_DELAY: Duration = Duration::from_secs(1);
 
-/// Saves the peer cache (atomically: a failed write leaves the previous
-/// file). A failure (e.g. a full disk) is logged, and so is the first
-/// success after failures; the node goes on routing either way.
-fn save_cache(node: &Node, state: &Path, failed: &mut bool) {
-    match node.manager.cache().save(&state.join("peers.bin")) {
-        Ok(()) => {
-            if std::mem::take(failed) {
-                log(1, node.o.verbose, "peer cache saved again");
-            }
-        }
-        Err(e) => {
-            log(
-                1,
-                node.o.verbose,
-                format!("cannot save the state: {e} (the previous file is kept)"),
-            );
-            *failed = true;
-        }
-    }
-}
-
 /// Stops babeld for good, the way that lets it retract its routes (SIGTERM:
 /// neighbours reroute at once), killing it if it does not within 5 s.
 async fn stop_babeld(babeld: &mut Child) {
@@ -1133,9 +1068,6 @@ async fn stop_babeld(babeld: &mut Child) {
         let _ = babeld.kill().await;
     }
 }
-
-/// Seconds between two comparisons of babeld's routes with the kernel's.
-const KERNEL_CHECK_EVERY: i64 = 10;
 
 /// Why the node's run ended other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -1180,6 +1112,56 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Gives the core an input, with the time now.
+    fn handle(&mut self, input: Input) {
+        self.core.handle(input, clock());
+    }
+
+    /// Carries out what the core decided (but starting babeld and
+    /// answering hooks, which `run_node` does with what it holds).
+    async fn carry_out(&mut self, effect: Effect, udp: &UdpSocket) {
+        match effect {
+            Effect::Log { level, message } => log(level, self.o.verbose, message),
+            Effect::PeerSawUs(ip) => self.peer_saw(&ip),
+            Effect::DumpBabel => self.request_dump(),
+            Effect::AskBootstrap => {
+                let (registry, done) = (self.registry.clone(), self.done.clone());
+                tokio::spawn(async move {
+                    let answer = registry.lock().await.bootstrap_peer().await;
+                    let _ = done.send(Done::Bootstrap(answer));
+                });
+            }
+            Effect::FetchConfig => self.fetch_config(),
+            Effect::CheckRenewal => self.check_renewal(),
+            Effect::AnnounceVersion => self.announce_version(udp).await,
+            Effect::CompareKernelRoutes => self.check_kernel_routes(),
+            Effect::SaveCache => self.save_cache(),
+            Effect::StartBabeld | Effect::AnswerHook { .. } => {}
+        }
+    }
+
+    /// Writes the core's log lines, at the end (nothing else is carried
+    /// out any more).
+    fn flush_logs(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            if let Effect::Log { level, message } = effect {
+                log(level, self.o.verbose, message);
+            }
+        }
+    }
+
+    /// Saves the peer cache (atomically: a failed write leaves the
+    /// previous file); the core says what of it to log.
+    fn save_cache(&mut self) {
+        let saved = self
+            .core
+            .manager
+            .cache()
+            .save(&self.o.state.join("peers.bin"))
+            .map_err(|e| e.to_string());
+        self.handle(Input::CacheSaved(saved));
+    }
+
     /// The tunnel to `prefix` no longer uses its peer address.
     fn forget_peer_route(&mut self, prefix: Prefix) {
         if let Some(ip) = self.tunnel_peers.remove(&prefix) {
@@ -1233,13 +1215,8 @@ impl Node {
         }
     }
 
-    /// Starts a renewal check (see [`tasks::renew`]); checked hourly, a
-    /// failed attempt is retried then too.
+    /// Starts a renewal check (see [`tasks::renew`]).
     fn check_renewal(&mut self) {
-        self.renewal_check = now() + 3600;
-        if std::mem::replace(&mut self.in_flight.renewal, true) {
-            return;
-        }
         let input = tasks::RenewalInput {
             registry: self.registry.clone(),
             ca: self.ca.clone(),
@@ -1278,7 +1255,7 @@ impl Node {
             tasks::kill_in_background(c);
         }
         self.reap_clients();
-        self.manager.on_new_certificate();
+        self.core.manager.on_new_certificate();
     }
 
     /// A peer's network version: newer ones make us fetch the
@@ -1308,15 +1285,12 @@ impl Node {
             let msg = [&[Code::Version as u8][..], &self.link.version].concat();
             self.send_to(udp, peer, &msg).await;
         } else if theirs > ours {
-            self.update_at.get_or_insert(mono() + 1);
+            self.handle(Input::NewerConfigSeen);
         }
     }
 
     /// Starts fetching the network configuration (a newer one exists).
     fn fetch_config(&mut self) {
-        if std::mem::replace(&mut self.in_flight.config, true) {
-            return;
-        }
         let (registry, done) = (self.registry.clone(), self.done.clone());
         tokio::spawn(async move {
             let answer = registry.lock().await.network_config().await;
@@ -1334,16 +1308,13 @@ impl Node {
         let new = match answer {
             Ok(c) => c,
             Err(e) => {
-                log(
-                    1,
-                    self.o.verbose,
-                    format!("new network configuration: {e}; retrying in 60s"),
-                );
-                self.update_at = Some(mono() + 60);
+                self.handle(Input::ConfigFetched {
+                    error: Some(e.to_string()),
+                });
                 return None;
             }
         };
-        self.update_at = None;
+        self.handle(Input::ConfigFetched { error: None });
         let number =
             |c: &NetworkConfig| re6st_proto::crypto::version_number(&c.version).unwrap_or(0);
         if number(&new) <= number(&self.config) {
@@ -1354,7 +1325,7 @@ impl Node {
             );
             return None;
         }
-        let served: BTreeSet<u64> = self.served_serials.values().copied().collect();
+        let served = self.core.served().serials();
         let plan = reconfig::plan(
             &self.config,
             &new,
@@ -1376,8 +1347,9 @@ impl Node {
         }
         self.link.version = new.version.clone();
         self.link.crl = new.crl.clone();
-        self.manager.on_crl(new.crl.clone());
-        self.manager
+        self.handle(Input::Crl(new.crl.clone()));
+        self.core
+            .manager
             .set_tunnel_refresh(i64::from(new.tunnel_refresh));
         self.common.ping_exit = 4 * new.hello;
         self.config = new;
@@ -1392,7 +1364,7 @@ impl Node {
     /// certificate. In a task, through each server's management socket; a
     /// failure is reported on `failed` (the servers are then restarted).
     fn drop_served(&self, serials: &BTreeSet<u64>, failed: &tokio::sync::mpsc::Sender<String>) {
-        let targets = self.served_links.using(serials);
+        let targets = self.core.served().links().using(serials);
         if targets.is_empty() {
             return;
         }
@@ -1441,13 +1413,14 @@ impl Node {
     /// change, then every 30 s, so that a neighbour that missed it (its
     /// tunnel was restarting) still gets it. Same versions cost nothing.
     async fn announce_version(&mut self, udp: &UdpSocket) {
-        self.version_announced = mono();
+        self.handle(Input::VersionAnnounced);
         let msg = [&[Code::Version as u8][..], &self.link.version].concat();
         let neighbours: BTreeSet<Prefix> = self
+            .core
             .manager
             .tunnels()
             .map(|(p, _)| *p)
-            .chain(self.manager.served().iter().copied())
+            .chain(self.core.manager.served().iter().copied())
             .collect();
         for p in neighbours {
             self.send_to(udp, p, &msg).await;
@@ -1455,7 +1428,7 @@ impl Node {
     }
 
     fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
-        let view = fresh.unwrap_or(self.manager.routing());
+        let view = fresh.unwrap_or(self.core.manager.routing());
         let subnet = |p: &Prefix| {
             self.network
                 .concat(p)
@@ -1468,10 +1441,11 @@ impl Node {
             address: self.my_ip.to_string(),
             config_version: re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0),
             cert_not_after: self.cert_not_after,
-            registry_cut: self.manager.is_disconnected(),
-            cached_peers: self.manager.cache().len(),
+            registry_cut: self.core.manager.is_disconnected(),
+            cached_peers: self.core.manager.cache().len(),
             known_nodes: view.known.len(),
             tunnels: self
+                .core
                 .manager
                 .client_tunnels()
                 .into_iter()
@@ -1487,7 +1461,7 @@ impl Node {
                     tx_bytes: None,
                 })
                 .collect(),
-            served: self.manager.served().iter().map(subnet).collect(),
+            served: self.core.manager.served().iter().map(subnet).collect(),
             served_traffic: Vec::new(),
             reachable_at: self.link.my_address.clone(),
             ipv4: self.advertised.ipv4_source().into(),
@@ -1506,7 +1480,7 @@ impl Node {
             ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
             country: self.country.clone(),
             same_country: self.config.same_country.clone(),
-            babeld_restarts: self.babeld_restarts,
+            babeld_restarts: self.core.babeld_restarts(),
             openvpn_restarts: self.openvpn_restarts,
             // Added by `re6st ctl`, which runs on the host.
             system: None,
@@ -1516,8 +1490,13 @@ impl Node {
     /// Our answer to `topology`: the number of our client tunnels, then
     /// their peers and those we serve (`N p1 p2...`, as upstream).
     fn topology(&self) -> String {
-        let tunnels: Vec<String> = self.manager.tunnels().map(|(p, _)| p.to_subnet()).collect();
-        let served = self.manager.served().iter().map(|p| p.to_subnet());
+        let tunnels: Vec<String> = self
+            .core
+            .manager
+            .tunnels()
+            .map(|(p, _)| p.to_subnet())
+            .collect();
+        let served = self.core.manager.served().iter().map(|p| p.to_subnet());
         let mut text = tunnels.len().to_string();
         for s in tunnels.iter().cloned().chain(served) {
             text += " ";
@@ -1562,7 +1541,7 @@ impl Node {
                     let (answer, _) = self.link.answer(false, &m);
                     if m.code == Code::Version {
                         // The registry has a new network configuration.
-                        self.update_at.get_or_insert(mono() + 1);
+                        self.handle(Input::NewerConfigSeen);
                     }
                     if let Some(a) = answer {
                         let _ = udp
@@ -1592,8 +1571,8 @@ impl Node {
                     let _ = udp.send_to(&relay::encode(&p, code, &data), fwd).await;
                 }
             }
-            Some(PeerEvent::Address(p, a)) => self.manager.on_address(p, &a),
-            Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(mono(), p, code),
+            Some(PeerEvent::Address(p, a)) => self.core.manager.on_address(p, &a),
+            Some(PeerEvent::Kill(p, code)) => self.core.manager.on_kill_message(mono(), p, code),
             Some(PeerEvent::Version(p, blob)) => self.on_version(udp, p, blob).await,
             // Only for the registry's node, as upstream: the registry
             // explores the tunnel graph through it.
@@ -1606,46 +1585,14 @@ impl Node {
         self.run_actions(udp).await;
     }
 
-    async fn hook_event(&mut self, hook: &UnixDatagram, data: &[u8], from: Option<&Path>) {
+    fn hook_event(&mut self, data: &[u8], from: Option<&Path>) {
         let Ok(event) = Event::decode(data) else {
             return;
         };
-        match event {
-            Event::ClientConnect(p) => {
-                let ok = !self.link.crl.contains(&p.serial);
-                if let Some(from) = from {
-                    let _ = hook.send_to(&[u8::from(ok)], from).await;
-                }
-                if let (true, Ok(prefix)) = (ok, Prefix::from_subnet(&p.cn)) {
-                    self.manager.on_served(prefix, true);
-                    if self.served_serials.len() < MAX_SERVED_SERIALS
-                        || self.served_serials.contains_key(&prefix)
-                    {
-                        self.served_serials.insert(prefix, p.serial);
-                    }
-                    self.served_links.connected(&p.dev, &p.ip, p.port, p.serial);
-                }
-            }
-            Event::ClientDisconnect(p) => {
-                self.served_links.disconnected(&p.dev, &p.ip, p.port);
-                if let Ok(prefix) = Prefix::from_subnet(&p.cn) {
-                    self.manager.on_served(prefix, false);
-                    // Else a later CRL naming its serial would restart our
-                    // servers for a peer long gone.
-                    self.served_serials.remove(&prefix);
-                }
-            }
-            Event::RouteUp {
-                cn,
-                serial,
-                external_ip,
-            } => {
-                if let Ok(prefix) = Prefix::from_subnet(&cn) {
-                    self.manager.on_tunnel_up(prefix, serial);
-                }
-                self.peer_saw(&external_ip);
-            }
-        }
+        self.handle(Input::Hook {
+            event,
+            reply_to: from.map(Path::to_path_buf),
+        });
     }
 
     fn reap_clients(&mut self) {
@@ -1657,14 +1604,14 @@ impl Node {
         for p in exited {
             self.openvpn_restarts += 1;
             self.clients.remove(&p);
-            self.manager.on_tunnel_exit(p);
+            self.core.manager.on_tunnel_exit(p);
         }
     }
 
     async fn run_actions(&mut self, udp: &UdpSocket) {
-        while let Some(a) = self.manager.poll_action() {
+        while let Some(a) = self.core.manager.poll_action() {
             match a {
-                Action::RequestDump => self.request_dump(),
+                Action::RequestDump => self.handle(Input::WantDump),
                 Action::Open {
                     prefix,
                     iface,
@@ -1702,7 +1649,7 @@ impl Node {
                         }
                         Err(e) => {
                             log(1, self.o.verbose, format!("openvpn: {e}"));
-                            self.manager.on_tunnel_exit(prefix);
+                            self.core.manager.on_tunnel_exit(prefix);
                         }
                     }
                 }
@@ -1746,18 +1693,8 @@ impl Node {
                         None => self.reset_babel_iface(&iface),
                     }
                 }
-                Action::CheckConfig => {
-                    self.update_at.get_or_insert(mono());
-                }
-                Action::RequestBootstrap => {
-                    if !std::mem::replace(&mut self.in_flight.bootstrap, true) {
-                        let (registry, done) = (self.registry.clone(), self.done.clone());
-                        tokio::spawn(async move {
-                            let answer = registry.lock().await.bootstrap_peer().await;
-                            let _ = done.send(Done::Bootstrap(answer));
-                        });
-                    }
-                }
+                Action::CheckConfig => self.handle(Input::ConfigCheckAsked),
+                Action::RequestBootstrap => self.handle(Input::WantBootstrap),
             }
         }
     }
@@ -1783,9 +1720,6 @@ impl Node {
     /// Starts comparing babeld's routes with the kernel's (see
     /// [`KernelCheck`]); [`Node::fix_kernel_routes`] gets the result.
     fn check_kernel_routes(&mut self) {
-        if std::mem::replace(&mut self.in_flight.kernel_check, true) {
-            return;
-        }
         let (source, done) = (self.view_source(), self.done.clone());
         tokio::spawn(async move {
             let _ = done.send(tasks::kernel_and_babel(source).await);
@@ -1822,11 +1756,8 @@ impl Node {
         }
     }
 
-    /// Starts a dump for the tunnel manager, unless one is under way.
+    /// Starts a dump for the tunnel manager.
     fn request_dump(&mut self) {
-        if std::mem::replace(&mut self.in_flight.dump, true) {
-            return;
-        }
         let (source, done) = (self.view_source(), self.done.clone());
         tokio::spawn(async move {
             let _ = done.send(Done::Routes(source.view().await));
@@ -1838,11 +1769,11 @@ impl Node {
     /// else with the manager's view. At most [`STATUS_DUMPS`] dumps at a
     /// time: more clients get the manager's view at once.
     fn answer_status(&mut self, stream: tokio::net::UnixStream) {
-        if self.in_flight.status_dumps >= STATUS_DUMPS {
+        if self.status_dumps >= STATUS_DUMPS {
             self.write_status(stream, None);
             return;
         }
-        self.in_flight.status_dumps += 1;
+        self.status_dumps += 1;
         let (source, done) = (self.view_source(), self.done.clone());
         tokio::spawn(async move {
             let view = tokio::time::timeout(STATUS_DUMP_WAIT, source.view())
@@ -1875,28 +1806,16 @@ impl Node {
     async fn on_done(&mut self, done: Done, udp: &UdpSocket, asked: &mut Asked) {
         let v = self.o.verbose;
         match done {
-            Done::Routes(view) => {
-                self.in_flight.dump = false;
-                if let Some(view) = view {
-                    self.manager.on_routes(mono(), view);
-                }
-            }
+            Done::Routes(view) => self.handle(Input::Dumped(view)),
             Done::Status(stream, view) => {
-                self.in_flight.status_dumps -= 1;
+                self.status_dumps -= 1;
                 self.write_status(stream, view);
                 return;
             }
             Done::Bootstrap(answer) => {
-                self.in_flight.bootstrap = false;
-                if let Some(msg) = bootstrap_notice(&answer, &mut self.bootstrap_misses) {
-                    log(1, v, msg);
-                }
-                let peer = answer.ok().flatten();
-                let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
-                self.manager.on_bootstrap(peer);
+                self.handle(Input::Bootstrap(answer.map_err(|e| e.to_string())));
             }
             Done::NetworkConfig(answer) => {
-                self.in_flight.config = false;
                 if let Some(plan) = self.update_config(udp, answer).await {
                     if plan.too_old {
                         log(
@@ -1910,7 +1829,7 @@ impl Node {
                         asked.reexec = true;
                     }
                     if plan.renew {
-                        self.renewal_check = now();
+                        self.handle(Input::OwnCertRevoked);
                     }
                     asked.restart_babel |= plan.restart_babel;
                     asked.restart_servers |= plan.restart_servers;
@@ -1918,10 +1837,9 @@ impl Node {
                 }
             }
             Done::Renewal(r) => {
-                self.in_flight.renewal = false;
-                if r.retry_tomorrow {
-                    self.renewal_check = now() + 86_400;
-                }
+                self.handle(Input::RenewalDone {
+                    retry_tomorrow: r.retry_tomorrow,
+                });
                 if let Some(cert) = r.cert {
                     self.my_cert = cert;
                 }
@@ -1941,7 +1859,7 @@ impl Node {
                 }
             }
             Done::KernelRoutes(found) => {
-                self.in_flight.kernel_check = false;
+                self.handle(Input::KernelRoutesCompared);
                 if let Some((table, kernel)) = found {
                     self.fix_kernel_routes(&table, &kernel);
                 }
@@ -1951,59 +1869,9 @@ impl Node {
     }
 }
 
-/// What to say about a bootstrap answer, `misses` counting the answers in
-/// a row that gave no peer: the first, then the 2nd, 4th, 8th... (a node
-/// alone asks every few seconds).
-fn bootstrap_notice<T, E: std::fmt::Display>(
-    answer: &Result<Option<T>, E>,
-    misses: &mut u32,
-) -> Option<String> {
-    if let Ok(Some(_)) = answer {
-        *misses = 0;
-        return None;
-    }
-    *misses = misses.saturating_add(1);
-    if !misses.is_power_of_two() {
-        return None;
-    }
-    let n = *misses;
-    Some(match answer {
-        Err(e) => format!("no bootstrap peer from the registry ({n} in a row): {e}"),
-        _ => format!(
-            "no bootstrap peer from the registry ({n} in a row): it knows no running node \
-             to give. The network forms once the registry's own node (the first one it \
-             registered) runs on the registry's host and re6st-registry -r is that node's \
-             run directory; the registry's log says which is missing"
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_empty_bootstrap_answer_says_why_and_what_to_do_without_flooding() {
-        let mut misses = 0;
-        let none: Result<Option<()>, String> = Ok(None);
-        let said: Vec<Option<String>> = (0..8)
-            .map(|_| bootstrap_notice(&none, &mut misses))
-            .collect();
-        let at: Vec<usize> = (0..8).filter(|&i| said[i].is_some()).collect();
-        assert_eq!(at, [0, 1, 3, 7]);
-        let first = said[0].as_deref().unwrap();
-        assert!(first.contains("(1 in a row)"), "{first}");
-        assert!(first.contains("registry's own node"), "{first}");
-        assert!(first.contains("-r is that node's run directory"), "{first}");
-        // A peer resets the count; an error is said with its cause.
-        assert_eq!(
-            bootstrap_notice(&Ok::<_, String>(Some(())), &mut misses),
-            None
-        );
-        let failed: Result<Option<()>, String> = Err("registry answered 500".into());
-        let msg = bootstrap_notice(&failed, &mut misses).unwrap();
-        assert!(msg.contains("(1 in a row): registry answered 500"), "{msg}");
-    }
 
     #[test]
     fn interval_clock_starts_at_the_wall_clock_and_never_goes_back() {
