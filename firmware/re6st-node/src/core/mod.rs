@@ -8,18 +8,23 @@
 //!
 //! Each area lives in a file named after it: [`hooks`] (OpenVPN's hook
 //! events, the peers on our servers), [`babel`] (babeld's dumps and
-//! restarts), [`registry`] (bootstrap, network configuration, renewal) and
+//! restarts), [`registry`] (bootstrap, network configuration, renewal),
+//! [`servers`] (what restarts: OpenVPN servers, babeld, the node) and
 //! [`timers`] (periodic announcements, kernel checks, cache saves).
 
 pub mod babel;
 pub mod hooks;
 pub mod registry;
+pub mod servers;
 pub mod timers;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use re6st_proto::prefix::Prefix;
+
+use crate::daemon::reconfig::Plan;
 use crate::openvpn::hook::Event;
 use crate::tunnel::manager::{Manager, RoutingView};
 
@@ -93,6 +98,19 @@ pub enum Input {
     CacheSaved(Result<(), String>),
     /// Our OpenVPN servers were restarted: nobody is on them.
     ServersRestarted,
+    /// One of our OpenVPN servers exited (how, for the log).
+    ServerExited {
+        iface: String,
+        status: String,
+    },
+    /// A client tunnel's OpenVPN exited.
+    TunnelExited(Prefix),
+    /// A server could not drop a revoked peer alone (why).
+    DropFailed(String),
+    /// A newer network configuration is in use; what changed.
+    NewConfig(Plan),
+    /// What a renewal check brought (after [`Input::RenewalDone`]).
+    Renewed(servers::Renewed),
 }
 
 /// What to do, for the shell.
@@ -121,6 +139,19 @@ pub enum Effect {
     CompareKernelRoutes,
     /// Save the peer cache ([`Input::CacheSaved`]).
     SaveCache,
+    /// See whether a server exited ([`Input::ServerExited`]).
+    CheckServers,
+    /// Restart our OpenVPN servers ([`Input::ServersRestarted`]).
+    RestartServers,
+    /// Restart babeld with the network configuration's parameters (if it
+    /// runs; one waiting for its restart takes them then).
+    RestartBabeld,
+    /// Drop the connections to our servers of these revoked serials.
+    DropServed(BTreeSet<u64>),
+    /// Use our renewed certificate (reconnect the client tunnels).
+    UseNewCert,
+    /// Clean up and start the node over.
+    Reexec,
 }
 
 /// Effects waiting for the shell, at most: the shell drains them after
@@ -136,6 +167,7 @@ pub struct NodeCore {
     babeld: babel::Babeld,
     registry: registry::Registry,
     timers: timers::Timers,
+    servers: servers::Servers,
     effects: VecDeque<Effect>,
 }
 
@@ -148,6 +180,7 @@ impl NodeCore {
             babeld: babel::Babeld::new(&now),
             registry: registry::Registry::new(&now),
             timers: timers::Timers::new(&now),
+            servers: servers::Servers::new(&now),
             effects: VecDeque::new(),
         }
     }
@@ -155,6 +188,7 @@ impl NodeCore {
     pub fn handle(&mut self, input: Input, now: Now) {
         match input {
             Input::Tick => {
+                self.servers_tick(&now);
                 self.registry_tick(&now);
                 self.periodic_tick(&now);
                 self.manager.tick(now.mono);
@@ -181,7 +215,12 @@ impl NodeCore {
             Input::VersionAnnounced => self.version_announced(&now),
             Input::KernelRoutesCompared => self.kernel_routes_compared(),
             Input::CacheSaved(result) => self.on_cache_saved(result),
-            Input::ServersRestarted => self.on_servers_restarted(),
+            Input::ServersRestarted => self.servers_restarted(&now),
+            Input::ServerExited { iface, status } => self.on_server_exited(iface, status),
+            Input::TunnelExited(prefix) => self.on_tunnel_exited(prefix),
+            Input::DropFailed(why) => self.on_drop_failed(why),
+            Input::NewConfig(plan) => self.on_new_config(plan, &now),
+            Input::Renewed(renewed) => self.on_renewed(renewed),
         }
         while self.effects.len() > MAX_EFFECTS {
             self.effects.pop_front();
@@ -203,6 +242,10 @@ impl NodeCore {
 
     pub fn babeld_restarts(&self) -> u64 {
         self.babeld.restarts()
+    }
+
+    pub fn openvpn_restarts(&self) -> u64 {
+        self.servers.exits()
     }
 
     fn log(&mut self, level: u8, message: impl Into<String>) {

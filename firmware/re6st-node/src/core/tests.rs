@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use re6st_proto::prefix::Prefix;
 
 use super::hooks::MAX_SERVED_SERIALS;
+use super::servers::{Renewed, SERVER_RESTART_EVERY};
 use super::*;
 use crate::openvpn::hook::Peer;
 use crate::openvpn::management::MAX_CONNECTIONS;
@@ -429,6 +430,22 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         1 => proptest::option::of(".{0,8}")
             .prop_map(|e| Input::CacheSaved(e.map_or(Ok(()), Err))),
         1 => Just(Input::ServersRestarted),
+        1 => (".{0,8}", ".{0,8}").prop_map(|(iface, status)| Input::ServerExited { iface, status }),
+        1 => any::<u16>().prop_map(|p| Input::TunnelExited(prefix(p.into()))),
+        1 => ".{0,8}".prop_map(Input::DropFailed),
+        1 => (any::<[bool; 5]>(), proptest::collection::btree_set(0u64..64, 0..4)).prop_map(
+            |(b, drop_served)| Input::NewConfig(Plan {
+                restart_babel: b[0],
+                restart_servers: b[1],
+                reexec: b[2],
+                renew: b[3],
+                too_old: b[4],
+                revoked: drop_served.clone(),
+                drop_served,
+            })
+        ),
+        1 => prop_oneof![Just(Renewed::Nothing), Just(Renewed::Cert), Just(Renewed::Ca)]
+            .prop_map(Input::Renewed),
     ];
     // Seconds before the input (mostly none: bursts of hook events).
     (prop_oneof![6 => Just(0u8), 1 => any::<u8>()], input)
@@ -440,11 +457,14 @@ proptest! {
     #[test]
     fn no_input_sequence_panics_or_grows_a_table_past_its_cap(
         inputs in proptest::collection::vec(any_input(), 0..3000),
+        // Then a flood of peers connecting, more than the tables hold.
+        flood in proptest::collection::vec(any_peer(), MAX_SERVED_SERIALS + 100..MAX_SERVED_SERIALS + 300),
         drain_every in 1usize..6000,
     ) {
         let mut clock = Clock::new();
         let mut c = core(&clock, &[3, 4]);
-        for (i, (wait, input)) in inputs.into_iter().enumerate() {
+        let flood = flood.into_iter().map(|p| (0, hook(Event::ClientConnect(p))));
+        for (i, (wait, input)) in inputs.into_iter().chain(flood).enumerate() {
             let now = clock.advance(u64::from(wait));
             c.handle(input, now);
             prop_assert!(c.served().serial_count() <= MAX_SERVED_SERIALS);
@@ -474,4 +494,153 @@ fn the_served_tables_stop_at_their_caps() {
     c.handle(hook(Event::ClientConnect(peer(1, 8))), clock.now());
     assert!(c.served().serials().contains(&8));
     assert_eq!(c.served().serial_count(), MAX_SERVED_SERIALS);
+}
+
+#[test]
+fn an_exited_server_is_looked_for_10s_after_their_start_and_restarts_them_once() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let out = ticks(&mut c, &mut clock, 12);
+    let every = SERVER_RESTART_EVERY.as_secs();
+    assert_eq!(times(&out, &Effect::CheckServers), [every, 11, 12]);
+    // Two servers found exited: one restart.
+    for iface in ["re6stnet-udp", "re6stnet-tcp"] {
+        c.handle(
+            Input::ServerExited {
+                iface: iface.into(),
+                status: "signal: 9 (SIGKILL)".into(),
+            },
+            clock.now(),
+        );
+    }
+    let out = effects(&mut c);
+    assert_eq!(
+        logs(&out),
+        [
+            (
+                1,
+                "OpenVPN server re6stnet-udp exited (signal: 9 (SIGKILL))".into()
+            ),
+            (
+                1,
+                "OpenVPN server re6stnet-tcp exited (signal: 9 (SIGKILL))".into()
+            ),
+        ]
+    );
+    assert_eq!(
+        out.iter().filter(|e| **e == Effect::RestartServers).count(),
+        1
+    );
+    assert_eq!(c.openvpn_restarts(), 2);
+    c.handle(hook(Event::ClientConnect(peer(1, 1))), clock.now());
+    c.handle(Input::ServersRestarted, clock.now());
+    assert!(c.manager.served().is_empty());
+    let restarted = clock.secs;
+    let out = ticks(&mut c, &mut clock, 12);
+    assert_eq!(
+        times(&out, &Effect::CheckServers),
+        [restarted + every, restarted + 11, restarted + 12]
+    );
+}
+
+#[test]
+fn a_revoked_peer_not_dropped_alone_restarts_the_servers_at_the_next_tick() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(
+        Input::DropFailed("re6stnet-udp: no socket".into()),
+        clock.now(),
+    );
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(
+            1,
+            "could not drop a revoked peer: re6stnet-udp: no socket; restarting the \
+             OpenVPN servers"
+                .into()
+        )]
+    );
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 2), &Effect::RestartServers),
+        [1]
+    );
+}
+
+fn plan() -> Plan {
+    Plan::default()
+}
+
+#[test]
+fn a_new_configuration_restarts_what_changed_in_order_and_a_reexec_alone() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(
+        Input::NewConfig(Plan {
+            restart_babel: true,
+            restart_servers: true,
+            drop_served: [4].into(),
+            ..plan()
+        }),
+        clock.now(),
+    );
+    assert_eq!(
+        acts(&mut c),
+        [
+            Effect::RestartBabeld,
+            Effect::DropServed([4].into()),
+            Effect::RestartServers
+        ]
+    );
+    c.handle(Input::ServersRestarted, clock.now());
+    c.handle(
+        Input::NewConfig(Plan {
+            reexec: true,
+            restart_babel: true,
+            too_old: true,
+            ..plan()
+        }),
+        clock.now(),
+    );
+    let out = effects(&mut c);
+    assert_eq!(out.last(), Some(&Effect::Reexec));
+    assert_eq!(logs(&out).len(), 2, "{out:?}");
+    assert!(!out.contains(&Effect::RestartBabeld));
+    // Our own certificate revoked: a renewal check at the next tick.
+    c.handle(
+        Input::NewConfig(Plan {
+            renew: true,
+            ..plan()
+        }),
+        clock.now(),
+    );
+    ticks(&mut c, &mut clock, 20);
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    c.handle(
+        Input::NewConfig(Plan {
+            renew: true,
+            ..plan()
+        }),
+        clock.now(),
+    );
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 1), &Effect::CheckRenewal),
+        [clock.secs]
+    );
+}
+
+#[test]
+fn a_renewed_certificate_reconnects_the_tunnels_and_a_new_ca_restarts_the_node() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(Input::Renewed(Renewed::Nothing), clock.now());
+    assert!(effects(&mut c).is_empty());
+    c.handle(Input::Renewed(Renewed::Cert), clock.now());
+    assert_eq!(acts(&mut c), [Effect::UseNewCert, Effect::RestartServers]);
+    c.handle(Input::Renewed(Renewed::Ca), clock.now());
+    assert_eq!(acts(&mut c), [Effect::Reexec]);
 }

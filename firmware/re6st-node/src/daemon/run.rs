@@ -35,6 +35,7 @@ use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::table::Table;
+use crate::core::servers::Renewed as CoreRenewed;
 use crate::core::{Effect, Input, NodeCore, Now};
 use crate::nat::advertised::{Advertised, Mapping};
 use crate::nat::upnp::Upnp;
@@ -163,8 +164,6 @@ struct Node {
     kernel_check: KernelCheck,
     /// Relay datagrams refused (logged at powers of two).
     relay_refused: u64,
-    /// OpenVPN processes that exited on their own (status).
-    openvpn_restarts: u64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -564,7 +563,6 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     kernel_check: KernelCheck::default(),
                     relay_refused: 0,
                     server_ifaces: Vec::new(),
-                    openvpn_restarts: 0,
                 },
                 &config,
                 &dh,
@@ -777,7 +775,6 @@ async fn run_node(
     let mut babel_links = crate::babel::monitor::spawn(node.babel_socket.clone(), watched);
     // Revoked peers that a server could not drop alone.
     let (dropped_tx, mut dropped_rx) = tokio::sync::mpsc::channel::<String>(4);
-    let mut force_server_restart = false;
     let upstream_sock = o.run.join("babeld.sock");
     let upstream_ctl = tokio::spawn(crate::babel::upstream_ctl::serve(
         upstream_sock.clone(),
@@ -819,9 +816,6 @@ async fn run_node(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
-    // When the servers were last (re)started: one that exits is restarted
-    // with the others, at most once every SERVER_RESTART_EVERY.
-    let mut servers_started = std::time::Instant::now();
     log(
         2,
         v,
@@ -834,19 +828,12 @@ async fn run_node(
         (None, None)
     };
     let mut reexec = false;
-    loop {
-        // What the event asked for, carried out below.
-        let mut asked = Asked::default();
+    'run: loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
             Some(()) = babel_links.recv() => node.core.manager.on_routing_changed(),
-            Some(failed) = dropped_rx.recv() => {
-                // Without its management socket, a server drops a revoked
-                // peer only by restarting (every other client with it).
-                log(1, v, format!("could not drop a revoked peer: {failed}; restarting the OpenVPN servers"));
-                force_server_restart = true;
-            }
+            Some(failed) = dropped_rx.recv() => node.handle(Input::DropFailed(failed)),
             _ = sigint.recv() => break,
             status = wait_child(&mut babeld) => {
                 babeld = None;
@@ -860,7 +847,7 @@ async fn run_node(
                     node.answer_status(stream);
                 }
             }
-            Some(d) = done_rx.recv() => node.on_done(d, &udp, &mut asked).await,
+            Some(d) = done_rx.recv() => node.on_done(d, &udp).await,
             r = hook.recv_from(&mut hook_buf) => {
                 if let Ok((n, from)) = r {
                     node.hook_event(&hook_buf[..n], from.as_pathname());
@@ -873,22 +860,10 @@ async fn run_node(
                 }
             }
             _ = tick.tick() => {
-                asked.restart_servers |= std::mem::take(&mut force_server_restart);
-                // An OpenVPN server that exited (killed, crashed): its
-                // peers lost their tunnels; serve them again.
-                if servers_started.elapsed() >= SERVER_RESTART_EVERY {
-                    for (c, iface) in children.iter_mut().zip(&server_ifaces) {
-                        if let Ok(Some(status)) = c.try_wait() {
-                            log(1, v, format!("OpenVPN server {iface} exited ({status})"));
-                            node.openvpn_restarts += 1;
-                            asked.restart_servers = true;
-                        }
-                    }
-                }
                 node.client_mode_tunnel();
                 node.reap_clients();
-                // Registry calls, announcements, kernel checks, cache
-                // saves and the tunnel manager's tick.
+                // Server checks, registry calls, announcements, kernel
+                // checks, cache saves and the tunnel manager's tick.
                 node.handle(Input::Tick);
                 node.run_actions(&udp).await;
             }
@@ -911,50 +886,60 @@ async fn run_node(
                 Effect::AnswerHook { to, accept } => {
                     let _ = hook.send_to(&[u8::from(accept)], &to).await;
                 }
+                Effect::CheckServers => {
+                    // An OpenVPN server that exited (killed, crashed): its
+                    // peers lost their tunnels; serve them again.
+                    for (c, iface) in children.iter_mut().zip(&server_ifaces) {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            node.handle(Input::ServerExited {
+                                iface: iface.clone(),
+                                status: status.to_string(),
+                            });
+                        }
+                    }
+                }
+                Effect::Reexec => {
+                    reexec = true;
+                    break 'run;
+                }
+                Effect::RestartBabeld => {
+                    babel.hello = node.config.hello;
+                    babel.default = node.config.babel_default.clone();
+                    babel.hmac_sign = node
+                        .config
+                        .babel_hmac_sign
+                        .clone()
+                        .filter(|k| !k.is_empty());
+                    babel.hmac_accept = node.config.babel_hmac_accept.clone();
+                    node.defaults = babel.interface_defaults();
+                    babel.interfaces = node.babel_ifaces.iter().cloned().collect();
+                    // A babeld waiting for its restart takes the new
+                    // parameters then. A running one is killed, not
+                    // stopped: its routes stay in the kernel and carry
+                    // traffic until the new babeld has converged (tens of
+                    // seconds).
+                    if let Some(mut old) = babeld.take() {
+                        let _ = old.kill().await;
+                        babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
+                        node.handle(Input::BabeldStarted { restarted: false });
+                    }
+                }
+                Effect::DropServed(serials) => node.drop_served(&serials, &dropped_tx),
+                Effect::RestartServers => {
+                    log(1, v, "restarting the OpenVPN servers");
+                    // SIGKILL: gone at once, their ports free for the new
+                    // ones.
+                    for mut c in std::mem::take(&mut children) {
+                        let _ = c.kill().await;
+                    }
+                    node.handle(Input::ServersRestarted);
+                    let max = o.max_clients.unwrap_or(node.config.max_clients);
+                    children = spawn_servers(&node.common, max)?;
+                    for iface in &server_ifaces {
+                        node.reset_babel_iface(iface);
+                    }
+                }
                 other => node.carry_out(other, &udp).await,
-            }
-        }
-        if asked.reexec {
-            reexec = true;
-            break;
-        }
-        if asked.restart_babel {
-            log(1, v, "network configuration changed: restarting babeld");
-            babel.hello = node.config.hello;
-            babel.default = node.config.babel_default.clone();
-            babel.hmac_sign = node
-                .config
-                .babel_hmac_sign
-                .clone()
-                .filter(|k| !k.is_empty());
-            babel.hmac_accept = node.config.babel_hmac_accept.clone();
-            node.defaults = babel.interface_defaults();
-            babel.interfaces = node.babel_ifaces.iter().cloned().collect();
-            // A babeld waiting for its restart takes the new parameters
-            // then. A running one is killed, not stopped: its routes stay
-            // in the kernel and carry traffic until the new babeld has
-            // converged (tens of seconds).
-            if let Some(mut old) = babeld.take() {
-                let _ = old.kill().await;
-                babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
-                node.handle(Input::BabeldStarted { restarted: false });
-            }
-        }
-        if !asked.drop_served.is_empty() {
-            node.drop_served(&asked.drop_served, &dropped_tx);
-        }
-        if asked.restart_servers {
-            log(1, v, "restarting the OpenVPN servers");
-            servers_started = std::time::Instant::now();
-            // SIGKILL: gone at once, their ports free for the new ones.
-            for mut c in std::mem::take(&mut children) {
-                let _ = c.kill().await;
-            }
-            node.handle(Input::ServersRestarted);
-            let max = o.max_clients.unwrap_or(node.config.max_clients);
-            children = spawn_servers(&node.common, max)?;
-            for iface in &server_ifaces {
-                node.reset_babel_iface(iface);
             }
         }
     }
@@ -1015,16 +1000,6 @@ const STATUS_DUMPS: usize = 4;
 /// before it answers with the tunnel manager's view.
 const STATUS_DUMP_WAIT: Duration = Duration::from_millis(500);
 
-/// What an event asked the loop to restart.
-#[derive(Default)]
-struct Asked {
-    reexec: bool,
-    restart_babel: bool,
-    restart_servers: bool,
-    /// Serials of revoked peers our servers must drop.
-    drop_served: BTreeSet<u64>,
-}
-
 /// A child's exit; never ready without one.
 async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
     match child {
@@ -1044,9 +1019,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// How long a starting node waits for a previous one on the same run
 /// directory to finish its clean-up (a quick restart) before giving up.
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
-
-/// At most one restart of exited OpenVPN servers in this time.
-const SERVER_RESTART_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a revoked peer keeps its tunnel to our servers after we
 /// announced the revoking version to it (see `Node::drop_served`).
@@ -1136,7 +1108,18 @@ impl Node {
             Effect::AnnounceVersion => self.announce_version(udp).await,
             Effect::CompareKernelRoutes => self.check_kernel_routes(),
             Effect::SaveCache => self.save_cache(),
-            Effect::StartBabeld | Effect::AnswerHook { .. } => {}
+            Effect::UseNewCert => {
+                self.use_new_cert();
+                self.run_actions(udp).await;
+            }
+            // Carried out by `run_node`, with the children it holds.
+            Effect::StartBabeld
+            | Effect::AnswerHook { .. }
+            | Effect::CheckServers
+            | Effect::RestartServers
+            | Effect::RestartBabeld
+            | Effect::DropServed(_)
+            | Effect::Reexec => {}
         }
     }
 
@@ -1481,7 +1464,7 @@ impl Node {
             country: self.country.clone(),
             same_country: self.config.same_country.clone(),
             babeld_restarts: self.core.babeld_restarts(),
-            openvpn_restarts: self.openvpn_restarts,
+            openvpn_restarts: self.core.openvpn_restarts(),
             // Added by `re6st ctl`, which runs on the host.
             system: None,
         }
@@ -1602,9 +1585,8 @@ impl Node {
             .filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p))
             .collect();
         for p in exited {
-            self.openvpn_restarts += 1;
             self.clients.remove(&p);
-            self.core.manager.on_tunnel_exit(p);
+            self.handle(Input::TunnelExited(p));
         }
     }
 
@@ -1801,10 +1783,8 @@ impl Node {
         });
     }
 
-    /// What a task reports: applies it, and says in `asked` what the loop
-    /// must restart.
-    async fn on_done(&mut self, done: Done, udp: &UdpSocket, asked: &mut Asked) {
-        let v = self.o.verbose;
+    /// What a task reports, for the core (and the state it changes).
+    async fn on_done(&mut self, done: Done, udp: &UdpSocket) {
         match done {
             Done::Routes(view) => self.handle(Input::Dumped(view)),
             Done::Status(stream, view) => {
@@ -1817,23 +1797,7 @@ impl Node {
             }
             Done::NetworkConfig(answer) => {
                 if let Some(plan) = self.update_config(udp, answer).await {
-                    if plan.too_old {
-                        log(
-                            0,
-                            v,
-                            "our protocol is older than the network's minimum: upgrade re6st",
-                        );
-                    }
-                    if plan.reexec {
-                        log(1, v, "network configuration changed: restarting the node");
-                        asked.reexec = true;
-                    }
-                    if plan.renew {
-                        self.handle(Input::OwnCertRevoked);
-                    }
-                    asked.restart_babel |= plan.restart_babel;
-                    asked.restart_servers |= plan.restart_servers;
-                    asked.drop_served = plan.drop_served;
+                    self.handle(Input::NewConfig(plan));
                 }
             }
             Done::Renewal(r) => {
@@ -1843,20 +1807,11 @@ impl Node {
                 if let Some(cert) = r.cert {
                     self.my_cert = cert;
                 }
-                match r.renewed {
-                    Renewed::Ca => {
-                        log(1, v, "new CA: restarting the node");
-                        asked.reexec = true;
-                    }
-                    Renewed::Cert => {
-                        // Babel and the taps stay: peers keep seeing
-                        // the same neighbours, only the tunnels restart.
-                        log(1, v, "new certificate: reconnecting the tunnels with it");
-                        self.use_new_cert();
-                        asked.restart_servers = true;
-                    }
-                    Renewed::Nothing => {}
-                }
+                self.handle(Input::Renewed(match r.renewed {
+                    Renewed::Ca => CoreRenewed::Ca,
+                    Renewed::Cert => CoreRenewed::Cert,
+                    Renewed::Nothing => CoreRenewed::Nothing,
+                }));
             }
             Done::KernelRoutes(found) => {
                 self.handle(Input::KernelRoutesCompared);
