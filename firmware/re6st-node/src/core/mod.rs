@@ -26,7 +26,7 @@ use re6st_proto::prefix::Prefix;
 
 use crate::daemon::reconfig::Plan;
 use crate::openvpn::hook::Event;
-use crate::tunnel::manager::{Manager, RoutingView};
+use crate::tunnel::manager::{Action, Manager, RoutingView};
 
 /// The time of an input, as read by the shell.
 #[derive(Debug, Clone, Copy)]
@@ -65,18 +65,12 @@ pub enum Input {
     BabeldStartFailed {
         error: String,
     },
-    /// The tunnel manager wants babeld's routes.
-    WantDump,
     /// A dump for the tunnel manager (none: babeld did not answer).
     Dumped(Option<RoutingView>),
-    /// The tunnel manager wants a bootstrap peer from the registry.
-    WantBootstrap,
     /// The registry's answer: a peer (prefix, addresses), none, or why not.
     Bootstrap(Result<Option<(String, String)>, String>),
     /// A peer (or the registry) has a newer network version than ours.
     NewerConfigSeen,
-    /// The tunnel manager wants the network configuration checked.
-    ConfigCheckAsked,
     /// A network configuration fetch ended (with its error, if any).
     ConfigFetched {
         error: Option<String>,
@@ -152,6 +146,9 @@ pub enum Effect {
     UseNewCert,
     /// Clean up and start the node over.
     Reexec,
+    /// What the tunnel manager decided about a tunnel (open, close, drain,
+    /// a message to a peer).
+    Tunnel(Action),
 }
 
 /// Effects waiting for the shell, at most: the shell drains them after
@@ -199,12 +196,9 @@ impl NodeCore {
             Input::BabeldExited { status } => self.on_babeld_exited(status, &now),
             Input::BabeldStarted { restarted } => self.on_babeld_started(restarted, &now),
             Input::BabeldStartFailed { error } => self.on_babeld_start_failed(error, &now),
-            Input::WantDump => self.want_dump(),
             Input::Dumped(view) => self.on_dump(view, &now),
-            Input::WantBootstrap => self.want_bootstrap(),
             Input::Bootstrap(answer) => self.on_bootstrap(answer),
             Input::NewerConfigSeen => self.newer_config_seen(&now),
-            Input::ConfigCheckAsked => self.config_check_asked(&now),
             Input::ConfigFetched { error } => self.on_config_fetched(error, &now),
             Input::Crl(crl) => {
                 self.crl = crl.clone();
@@ -227,8 +221,20 @@ impl NodeCore {
         }
     }
 
+    /// What to do next: the core's effects, then the tunnel manager's
+    /// actions (it may also be told things directly, between inputs).
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        loop {
+            if let Some(e) = self.effects.pop_front() {
+                return Some(e);
+            }
+            match self.manager.poll_action()? {
+                Action::RequestDump => self.want_dump(),
+                Action::RequestBootstrap => self.want_bootstrap(),
+                Action::CheckConfig => self.config_check_asked(),
+                a => return Some(Effect::Tunnel(a)),
+            }
+        }
     }
 
     /// When to give the core [`Input::Timer`] (besides the 1 s tick).

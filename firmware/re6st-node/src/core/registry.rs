@@ -65,9 +65,10 @@ impl NodeCore {
         self.registry.config_at.get_or_insert(now.mono + 1);
     }
 
-    /// The tunnel manager wants the configuration checked now.
-    pub(super) fn config_check_asked(&mut self, now: &Now) {
-        self.registry.config_at.get_or_insert(now.mono);
+    /// The tunnel manager wants the configuration checked: at the next
+    /// tick (unless a fetch is already planned).
+    pub(super) fn config_check_asked(&mut self) {
+        self.registry.config_at.get_or_insert(i64::MIN);
     }
 
     pub(super) fn on_config_fetched(&mut self, error: Option<String>, now: &Now) {

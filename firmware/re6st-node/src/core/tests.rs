@@ -52,7 +52,9 @@ fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
     let manager = Manager::new(
         Config {
             me: prefix(9),
-            registry: Some(prefix(0)),
+            // The registry's own node: never cut from it (the manager
+            // would ask for configuration checks).
+            registry: Some(prefix(9)),
             client_count: 2,
             tunnel_refresh: 60,
             timeout: 20,
@@ -64,7 +66,11 @@ fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
         clock.now().mono,
         1,
     );
-    NodeCore::new(manager, crl.iter().copied().collect(), clock.now())
+    let mut c = NodeCore::new(manager, crl.iter().copied().collect(), clock.now());
+    // The manager's first dump request.
+    assert_eq!(effects(&mut c), [Effect::DumpBabel]);
+    c.on_dump(None, &clock.now());
+    c
 }
 
 fn effects(c: &mut NodeCore) -> Vec<Effect> {
@@ -245,21 +251,21 @@ fn babeld_exiting_in_a_row_is_restarted_after_a_growing_back_off() {
 fn one_dump_and_one_bootstrap_request_at_a_time() {
     let clock = Clock::new();
     let mut c = core(&clock, &[]);
-    c.handle(Input::WantDump, clock.now());
-    c.handle(Input::WantDump, clock.now());
+    c.want_dump();
+    c.want_dump();
     assert_eq!(effects(&mut c), [Effect::DumpBabel]);
     c.handle(Input::Dumped(None), clock.now());
-    c.handle(Input::WantDump, clock.now());
+    c.want_dump();
     assert_eq!(acts(&mut c), [Effect::DumpBabel]);
 
-    c.handle(Input::WantBootstrap, clock.now());
-    c.handle(Input::WantBootstrap, clock.now());
+    c.want_bootstrap();
+    c.want_bootstrap();
     assert_eq!(effects(&mut c), [Effect::AskBootstrap]);
     c.handle(Input::Bootstrap(Ok(None)), clock.now());
     let said = logs(&effects(&mut c));
     assert_eq!(said.len(), 1);
     assert!(said[0].1.contains("(1 in a row)"), "{said:?}");
-    c.handle(Input::WantBootstrap, clock.now());
+    c.want_bootstrap();
     assert_eq!(effects(&mut c), [Effect::AskBootstrap]);
 }
 
@@ -270,8 +276,6 @@ fn ticks(c: &mut NodeCore, clock: &mut Clock, secs: u64) -> Vec<(u64, Effect)> {
         let now = clock.advance(1);
         c.handle(Input::Tick, now);
         out.extend(acts(c).into_iter().map(|e| (clock.secs, e)));
-        // The tunnel manager's own requests are not the core's rules.
-        while c.manager.poll_action().is_some() {}
     }
     out
 }
@@ -311,7 +315,7 @@ fn a_newer_version_fetches_the_configuration_and_a_failure_retries_a_minute_late
     c.handle(Input::ConfigFetched { error: None }, clock.now());
     assert!(times(&ticks(&mut c, &mut clock, 120), &Effect::FetchConfig).is_empty());
     // The manager asking for a check: at the next tick.
-    c.handle(Input::ConfigCheckAsked, clock.now());
+    c.config_check_asked();
     assert_eq!(
         times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig),
         [clock.secs - 2]
@@ -410,9 +414,7 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         1 => ".{0,8}".prop_map(|status| Input::BabeldExited { status }),
         1 => any::<bool>().prop_map(|restarted| Input::BabeldStarted { restarted }),
         1 => ".{0,8}".prop_map(|error| Input::BabeldStartFailed { error }),
-        1 => Just(Input::WantDump),
         1 => Just(Input::Dumped(None)),
-        1 => Just(Input::WantBootstrap),
         1 => prop_oneof![
             Just(Ok(None)),
             ".{0,8}".prop_map(Err),
@@ -420,7 +422,6 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         ]
         .prop_map(Input::Bootstrap),
         1 => Just(Input::NewerConfigSeen),
-        1 => Just(Input::ConfigCheckAsked),
         1 => proptest::option::of(".{0,8}").prop_map(|error| Input::ConfigFetched { error }),
         1 => proptest::collection::btree_set(0u64..64, 0..8).prop_map(Input::Crl),
         1 => any::<bool>().prop_map(|retry_tomorrow| Input::RenewalDone { retry_tomorrow }),
@@ -472,7 +473,6 @@ proptest! {
             prop_assert!(c.effects.len() <= MAX_EFFECTS);
             if i % drain_every == 0 {
                 effects(&mut c);
-                while c.manager.poll_action().is_some() {}
             }
             if let Some(t) = c.poll_timeout() {
                 prop_assert!(t <= now.at + Duration::from_secs(60));

@@ -865,7 +865,6 @@ async fn run_node(
                 // Server checks, registry calls, announcements, kernel
                 // checks, cache saves and the tunnel manager's tick.
                 node.handle(Input::Tick);
-                node.run_actions(&udp).await;
             }
         }
         // What the core decided, carried out.
@@ -1108,10 +1107,8 @@ impl Node {
             Effect::AnnounceVersion => self.announce_version(udp).await,
             Effect::CompareKernelRoutes => self.check_kernel_routes(),
             Effect::SaveCache => self.save_cache(),
-            Effect::UseNewCert => {
-                self.use_new_cert();
-                self.run_actions(udp).await;
-            }
+            Effect::UseNewCert => self.use_new_cert(),
+            Effect::Tunnel(action) => self.tunnel_action(action, udp).await,
             // Carried out by `run_node`, with the children it holds.
             Effect::StartBabeld
             | Effect::AnswerHook { .. }
@@ -1565,7 +1562,6 @@ impl Node {
             }
             Some(PeerEvent::Topology(..)) | None => {}
         }
-        self.run_actions(udp).await;
     }
 
     fn hook_event(&mut self, data: &[u8], from: Option<&Path>) {
@@ -1590,94 +1586,92 @@ impl Node {
         }
     }
 
-    async fn run_actions(&mut self, udp: &UdpSocket) {
-        while let Some(a) = self.core.manager.poll_action() {
-            match a {
-                Action::RequestDump => self.handle(Input::WantDump),
-                Action::Open {
-                    prefix,
-                    iface,
-                    address,
-                } => {
-                    log(
-                        2,
-                        self.o.verbose,
-                        format!(
-                            "tunnel to {} via {iface}: trying {address}",
-                            prefix.to_subnet()
-                        ),
-                    );
-                    if let Some(old) = self.clients.remove(&prefix) {
-                        tasks::kill_in_background(old);
+    /// Carries out what the tunnel manager decided.
+    async fn tunnel_action(&mut self, a: Action, udp: &UdpSocket) {
+        match a {
+            Action::Open {
+                prefix,
+                iface,
+                address,
+            } => {
+                log(
+                    2,
+                    self.o.verbose,
+                    format!(
+                        "tunnel to {} via {iface}: trying {address}",
+                        prefix.to_subnet()
+                    ),
+                );
+                if let Some(old) = self.clients.remove(&prefix) {
+                    tasks::kill_in_background(old);
+                }
+                self.forget_peer_route(prefix);
+                if self.babel_ifaces.insert(iface.clone()) {
+                    let line = format!("interface {iface} {}", self.defaults);
+                    self.tell_babel(&[line]);
+                }
+                if let Some(args) = self.remote_gateways.add(address.ip) {
+                    run_ip(&args, self.o.verbose);
+                }
+                self.tunnel_peers.insert(prefix, address.ip);
+                let args = client(
+                    &self.common,
+                    &iface,
+                    &prefix.to_subnet(),
+                    &[(address.ip.to_string(), address.port, address.proto)],
+                );
+                match super::child::command("openvpn").args(&args).spawn() {
+                    Ok(c) => {
+                        self.clients.insert(prefix, c);
                     }
-                    self.forget_peer_route(prefix);
-                    if self.babel_ifaces.insert(iface.clone()) {
-                        let line = format!("interface {iface} {}", self.defaults);
-                        self.tell_babel(&[line]);
-                    }
-                    if let Some(args) = self.remote_gateways.add(address.ip) {
-                        run_ip(&args, self.o.verbose);
-                    }
-                    self.tunnel_peers.insert(prefix, address.ip);
-                    let args = client(
-                        &self.common,
-                        &iface,
-                        &prefix.to_subnet(),
-                        &[(address.ip.to_string(), address.port, address.proto)],
-                    );
-                    match super::child::command("openvpn").args(&args).spawn() {
-                        Ok(c) => {
-                            self.clients.insert(prefix, c);
-                        }
-                        Err(e) => {
-                            log(1, self.o.verbose, format!("openvpn: {e}"));
-                            self.core.manager.on_tunnel_exit(prefix);
-                        }
+                    Err(e) => {
+                        log(1, self.o.verbose, format!("openvpn: {e}"));
+                        self.core.manager.on_tunnel_exit(prefix);
                     }
                 }
-                Action::Close { prefix, iface } => {
-                    log(
-                        2,
-                        self.o.verbose,
-                        format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
-                    );
-                    if let Some(c) = self.clients.remove(&prefix) {
-                        tasks::kill_in_background(c);
-                    }
-                    self.forget_peer_route(prefix);
-                }
-                Action::QueryAddress(p) => self.send_to(udp, p, &[Code::Address as u8]).await,
-                Action::SendKill { prefix, code } => {
-                    let what = if code == 2 {
-                        "asking to close"
-                    } else {
-                        "agreeing to close"
-                    };
-                    log(
-                        2,
-                        self.o.verbose,
-                        format!("tunnel with {}: {what}", prefix.to_subnet()),
-                    );
-                    self.send_to(udp, prefix, &[code]).await
-                }
-                Action::SetRxCost { iface, rxcost } => {
-                    if rxcost.is_some() {
-                        log(2, self.o.verbose, format!("draining {iface}"));
-                        handover::hold(&iface);
-                    } else {
-                        handover::release(&iface);
-                    }
-                    match rxcost {
-                        Some(cost) => {
-                            let lines = set_rxcost(&iface, cost, &self.defaults);
-                            self.tell_babel(&lines);
-                        }
-                        None => self.reset_babel_iface(&iface),
-                    }
-                }
-                Action::CheckConfig => self.handle(Input::ConfigCheckAsked),
-                Action::RequestBootstrap => self.handle(Input::WantBootstrap),
             }
+            Action::Close { prefix, iface } => {
+                log(
+                    2,
+                    self.o.verbose,
+                    format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
+                );
+                if let Some(c) = self.clients.remove(&prefix) {
+                    tasks::kill_in_background(c);
+                }
+                self.forget_peer_route(prefix);
+            }
+            Action::QueryAddress(p) => self.send_to(udp, p, &[Code::Address as u8]).await,
+            Action::SendKill { prefix, code } => {
+                let what = if code == 2 {
+                    "asking to close"
+                } else {
+                    "agreeing to close"
+                };
+                log(
+                    2,
+                    self.o.verbose,
+                    format!("tunnel with {}: {what}", prefix.to_subnet()),
+                );
+                self.send_to(udp, prefix, &[code]).await
+            }
+            Action::SetRxCost { iface, rxcost } => {
+                if rxcost.is_some() {
+                    log(2, self.o.verbose, format!("draining {iface}"));
+                    handover::hold(&iface);
+                } else {
+                    handover::release(&iface);
+                }
+                match rxcost {
+                    Some(cost) => {
+                        let lines = set_rxcost(&iface, cost, &self.defaults);
+                        self.tell_babel(&lines);
+                    }
+                    None => self.reset_babel_iface(&iface),
+                }
+            }
+            // The core's own.
+            Action::RequestDump | Action::CheckConfig | Action::RequestBootstrap => {}
         }
     }
 
@@ -1790,7 +1784,6 @@ impl Node {
             Done::Status(stream, view) => {
                 self.status_dumps -= 1;
                 self.write_status(stream, view);
-                return;
             }
             Done::Bootstrap(answer) => {
                 self.handle(Input::Bootstrap(answer.map_err(|e| e.to_string())));
@@ -1820,7 +1813,6 @@ impl Node {
                 }
             }
         }
-        self.run_actions(udp).await;
     }
 }
 
