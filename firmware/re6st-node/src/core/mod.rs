@@ -14,11 +14,13 @@
 
 pub mod babel;
 pub mod hooks;
+pub mod peers;
 pub mod registry;
 pub mod servers;
 pub mod timers;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -105,6 +107,26 @@ pub enum Input {
     NewConfig(Plan),
     /// What a renewal check brought (after [`Input::RenewalDone`]).
     Renewed(servers::Renewed),
+    /// A peer's address list.
+    PeerAddress(Prefix, String),
+    /// A peer's kill message (code 2: asks to close, 3: agrees).
+    KillMessage(Prefix, u8),
+    /// A peer's network version other than ours: its number (`None`: the
+    /// signature did not verify), and ours.
+    PeerVersion {
+        peer: Prefix,
+        theirs: Option<u64>,
+        ours: u64,
+    },
+    /// A peer asked for our tunnels (`first`: its request's first byte).
+    TopologyAsked {
+        peer: Prefix,
+        first: u8,
+    },
+    /// A relay datagram from a local socket we do not trust.
+    RelayRefused {
+        from: SocketAddr,
+    },
 }
 
 /// What to do, for the shell.
@@ -146,6 +168,10 @@ pub enum Effect {
     UseNewCert,
     /// Clean up and start the node over.
     Reexec,
+    /// Send a peer our network version (it has an older one).
+    SendVersion(Prefix),
+    /// Send a peer a message (over its session).
+    SendToPeer { prefix: Prefix, payload: Vec<u8> },
     /// What the tunnel manager decided about a tunnel (open, close, drain,
     /// a message to a peer).
     Tunnel(Action),
@@ -165,11 +191,20 @@ pub struct NodeCore {
     registry: registry::Registry,
     timers: timers::Timers,
     servers: servers::Servers,
+    /// The registry's node, the only one answered about our tunnels.
+    registry_node: Option<Prefix>,
+    /// Relay datagrams refused.
+    relay_refused: u64,
     effects: VecDeque<Effect>,
 }
 
 impl NodeCore {
-    pub fn new(manager: Manager, crl: BTreeSet<u64>, now: Now) -> NodeCore {
+    pub fn new(
+        manager: Manager,
+        crl: BTreeSet<u64>,
+        registry_node: Option<Prefix>,
+        now: Now,
+    ) -> NodeCore {
         NodeCore {
             manager,
             crl,
@@ -178,6 +213,8 @@ impl NodeCore {
             registry: registry::Registry::new(&now),
             timers: timers::Timers::new(&now),
             servers: servers::Servers::new(&now),
+            registry_node,
+            relay_refused: 0,
             effects: VecDeque::new(),
         }
     }
@@ -215,6 +252,15 @@ impl NodeCore {
             Input::DropFailed(why) => self.on_drop_failed(why),
             Input::NewConfig(plan) => self.on_new_config(plan, &now),
             Input::Renewed(renewed) => self.on_renewed(renewed),
+            Input::PeerAddress(prefix, address) => self.manager.on_address(prefix, &address),
+            Input::KillMessage(prefix, code) => {
+                self.manager.on_kill_message(now.mono, prefix, code)
+            }
+            Input::PeerVersion { peer, theirs, ours } => {
+                self.on_peer_version(peer, theirs, ours, &now)
+            }
+            Input::TopologyAsked { peer, first } => self.on_topology_asked(peer, first),
+            Input::RelayRefused { from } => self.on_relay_refused(from),
         }
         while self.effects.len() > MAX_EFFECTS {
             self.effects.pop_front();

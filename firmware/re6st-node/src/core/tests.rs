@@ -3,6 +3,7 @@
 //! panic or grow its tables past their caps.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -66,7 +67,12 @@ fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
         clock.now().mono,
         1,
     );
-    let mut c = NodeCore::new(manager, crl.iter().copied().collect(), clock.now());
+    let mut c = NodeCore::new(
+        manager,
+        crl.iter().copied().collect(),
+        Some(prefix(0)),
+        clock.now(),
+    );
     // The manager's first dump request.
     assert_eq!(effects(&mut c), [Effect::DumpBabel]);
     c.on_dump(None, &clock.now());
@@ -447,6 +453,13 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         ),
         1 => prop_oneof![Just(Renewed::Nothing), Just(Renewed::Cert), Just(Renewed::Ca)]
             .prop_map(Input::Renewed),
+        1 => (any::<u16>(), ".{0,12}").prop_map(|(p, a)| Input::PeerAddress(prefix(p.into()), a)),
+        1 => (any::<u16>(), any::<u8>()).prop_map(|(p, code)| Input::KillMessage(prefix(p.into()), code)),
+        1 => (any::<u16>(), proptest::option::of(any::<u64>()), any::<u64>()).prop_map(
+            |(p, theirs, ours)| Input::PeerVersion { peer: prefix(p.into()), theirs, ours }
+        ),
+        1 => (0u16..3, any::<u8>()).prop_map(|(p, first)| Input::TopologyAsked { peer: prefix(p.into()), first }),
+        1 => any::<u16>().prop_map(|port| Input::RelayRefused { from: SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)) }),
     ];
     // Seconds before the input (mostly none: bursts of hook events).
     (prop_oneof![6 => Just(0u8), 1 => any::<u8>()], input)
@@ -643,4 +656,78 @@ fn a_renewed_certificate_reconnects_the_tunnels_and_a_new_ca_restarts_the_node()
     assert_eq!(acts(&mut c), [Effect::UseNewCert, Effect::RestartServers]);
     c.handle(Input::Renewed(Renewed::Ca), clock.now());
     assert_eq!(acts(&mut c), [Effect::Reexec]);
+}
+
+#[test]
+fn a_peer_with_an_older_version_gets_ours_and_a_newer_one_makes_us_fetch() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let version = |theirs| Input::PeerVersion {
+        peer: prefix(5),
+        theirs,
+        ours: 7,
+    };
+    c.handle(version(Some(6)), clock.now());
+    assert_eq!(acts(&mut c), [Effect::SendVersion(prefix(5))]);
+    c.handle(version(None), clock.now());
+    assert_eq!(
+        effects(&mut c),
+        [Effect::Log {
+            level: 2,
+            message: format!("bad network version from {}", prefix(5).to_subnet())
+        }]
+    );
+    assert!(times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig).is_empty());
+    c.handle(version(Some(8)), clock.now());
+    assert!(acts(&mut c).is_empty());
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig),
+        [clock.secs - 2]
+    );
+}
+
+#[test]
+fn only_the_registrys_node_is_told_our_tunnels() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(hook(Event::ClientConnect(peer(4, 4))), clock.now());
+    effects(&mut c);
+    c.handle(
+        Input::TopologyAsked {
+            peer: prefix(5),
+            first: 0x85,
+        },
+        clock.now(),
+    );
+    assert!(acts(&mut c).is_empty());
+    c.handle(
+        Input::TopologyAsked {
+            peer: prefix(0),
+            first: 0x85,
+        },
+        clock.now(),
+    );
+    let text = format!("0 {}", prefix(4).to_subnet());
+    assert_eq!(
+        acts(&mut c),
+        [Effect::SendToPeer {
+            prefix: prefix(0),
+            payload: [&[0x85][..], text.as_bytes()].concat(),
+        }]
+    );
+}
+
+#[test]
+fn refused_relay_datagrams_are_said_at_powers_of_two() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let from: SocketAddr = "[::1]:4000".parse().unwrap();
+    let mut said = Vec::new();
+    for i in 1..=20u64 {
+        c.handle(Input::RelayRefused { from }, clock.now());
+        if !logs(&effects(&mut c)).is_empty() {
+            said.push(i);
+        }
+    }
+    assert_eq!(said, [1, 2, 4, 8, 16]);
 }

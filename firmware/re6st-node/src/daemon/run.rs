@@ -35,6 +35,7 @@ use crate::babel::config::BabelConfig;
 use crate::babel::control::set_rxcost;
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::table::Table;
+use crate::core::peers::version_message;
 use crate::core::servers::Renewed as CoreRenewed;
 use crate::core::{Effect, Input, NodeCore, Now};
 use crate::nat::advertised::{Advertised, Mapping};
@@ -162,8 +163,6 @@ struct Node {
     /// taken into use later): a restarted babeld gets them all.
     babel_ifaces: BTreeSet<String>,
     kernel_check: KernelCheck,
-    /// Relay datagrams refused (logged at powers of two).
-    relay_refused: u64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -531,6 +530,7 @@ async fn run(o: Options) -> Result<(), NodeError> {
                             )
                         },
                         config.crl.clone(),
+                        config.registry_prefix,
                         clock(),
                     ),
                     status_dumps: 0,
@@ -561,7 +561,6 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     tunnel_peers: BTreeMap::new(),
                     babel_ifaces: BTreeSet::new(),
                     kernel_check: KernelCheck::default(),
-                    relay_refused: 0,
                     server_ifaces: Vec::new(),
                 },
                 &config,
@@ -1108,6 +1107,11 @@ impl Node {
             Effect::CompareKernelRoutes => self.check_kernel_routes(),
             Effect::SaveCache => self.save_cache(),
             Effect::UseNewCert => self.use_new_cert(),
+            Effect::SendVersion(peer) => {
+                let msg = version_message(&self.link.version);
+                self.send_to(udp, peer, &msg).await;
+            }
+            Effect::SendToPeer { prefix, payload } => self.send_to(udp, prefix, &payload).await,
             Effect::Tunnel(action) => self.tunnel_action(action, udp).await,
             // Carried out by `run_node`, with the children it holds.
             Effect::StartBabeld
@@ -1240,33 +1244,13 @@ impl Node {
 
     /// A peer's network version: newer ones make us fetch the
     /// configuration, older ones get ours back.
-    async fn on_version(&mut self, udp: &UdpSocket, peer: Prefix, blob: Vec<u8>) {
+    fn on_version(&mut self, peer: Prefix, blob: Vec<u8>) {
         if blob == self.link.version {
             return;
         }
-        let Ok(theirs) = re6st_proto::crypto::verify_version(&self.ca, &blob) else {
-            log(
-                2,
-                self.o.verbose,
-                format!("bad network version from {}", peer.to_subnet()),
-            );
-            return;
-        };
+        let theirs = re6st_proto::crypto::verify_version(&self.ca, &blob).ok();
         let ours = re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0);
-        log(
-            3,
-            self.o.verbose,
-            format!(
-                "network version {theirs} from {} (ours {ours})",
-                peer.to_subnet()
-            ),
-        );
-        if theirs < ours {
-            let msg = [&[Code::Version as u8][..], &self.link.version].concat();
-            self.send_to(udp, peer, &msg).await;
-        } else if theirs > ours {
-            self.handle(Input::NewerConfigSeen);
-        }
+        self.handle(Input::PeerVersion { peer, theirs, ours });
     }
 
     /// Starts fetching the network configuration (a newer one exists).
@@ -1467,24 +1451,6 @@ impl Node {
         }
     }
 
-    /// Our answer to `topology`: the number of our client tunnels, then
-    /// their peers and those we serve (`N p1 p2...`, as upstream).
-    fn topology(&self) -> String {
-        let tunnels: Vec<String> = self
-            .core
-            .manager
-            .tunnels()
-            .map(|(p, _)| p.to_subnet())
-            .collect();
-        let served = self.core.manager.served().iter().map(|p| p.to_subnet());
-        let mut text = tunnels.len().to_string();
-        for s in tunnels.iter().cloned().chain(served) {
-            text += " ";
-            text += &s;
-        }
-        text
-    }
-
     async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
         for (to, d) in self.link.send(prefix, payload, now()) {
             let _ = udp.send_to(&d, to).await;
@@ -1497,18 +1463,7 @@ impl Node {
             // relay_source); anything else from here is dropped.
             let our_uid = nix::unistd::geteuid().as_raw();
             if !super::relay_source::trusted(from, our_uid) {
-                self.relay_refused = self.relay_refused.saturating_add(1);
-                if self.relay_refused.is_power_of_two() {
-                    log(
-                        1,
-                        self.o.verbose,
-                        format!(
-                            "relay datagram from {from} ignored: not from root's or our \
-                             user's socket ({} so far)",
-                            self.relay_refused
-                        ),
-                    );
-                }
+                self.handle(Input::RelayRefused { from });
                 return;
             }
             let Ok(r) = relay::decode(datagram) else {
@@ -1528,7 +1483,7 @@ impl Node {
                             .send_to(&relay::encode(&r.prefix, r.code, &a), from)
                             .await;
                     } else if m.code == Code::Topology {
-                        let text = self.topology();
+                        let text = self.core.topology();
                         let _ = udp
                             .send_to(&relay::encode(&r.prefix, r.code, text.as_bytes()), from)
                             .await;
@@ -1551,16 +1506,15 @@ impl Node {
                     let _ = udp.send_to(&relay::encode(&p, code, &data), fwd).await;
                 }
             }
-            Some(PeerEvent::Address(p, a)) => self.core.manager.on_address(p, &a),
-            Some(PeerEvent::Kill(p, code)) => self.core.manager.on_kill_message(mono(), p, code),
-            Some(PeerEvent::Version(p, blob)) => self.on_version(udp, p, blob).await,
+            Some(PeerEvent::Address(p, a)) => self.handle(Input::PeerAddress(p, a)),
+            Some(PeerEvent::Kill(p, code)) => self.handle(Input::KillMessage(p, code)),
+            Some(PeerEvent::Version(p, blob)) => self.on_version(p, blob),
             // Only for the registry's node, as upstream: the registry
             // explores the tunnel graph through it.
-            Some(PeerEvent::Topology(p, first)) if Some(p) == self.config.registry_prefix => {
-                let answer = [&[first][..], self.topology().as_bytes()].concat();
-                self.send_to(udp, p, &answer).await;
+            Some(PeerEvent::Topology(peer, first)) => {
+                self.handle(Input::TopologyAsked { peer, first })
             }
-            Some(PeerEvent::Topology(..)) | None => {}
+            None => {}
         }
     }
 
