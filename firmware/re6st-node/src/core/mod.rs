@@ -18,17 +18,19 @@ pub mod peers;
 pub mod registry;
 pub mod servers;
 pub mod timers;
+pub mod tunnels;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use re6st_proto::address::Address;
 use re6st_proto::prefix::Prefix;
 
 use crate::daemon::reconfig::Plan;
 use crate::openvpn::hook::Event;
-use crate::tunnel::manager::{Action, Manager, RoutingView};
+use crate::tunnel::manager::{Manager, RoutingView};
 
 /// The time of an input, as read by the shell.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +129,15 @@ pub enum Input {
     RelayRefused {
         from: SocketAddr,
     },
+    /// The interfaces babeld runs on (its command line).
+    BabelInterfaces(Vec<String>),
+    /// babeld's default interface parameters (from the network's).
+    BabelDefaults(String),
+    /// A tunnel's OpenVPN could not be started.
+    TunnelStartFailed {
+        prefix: Prefix,
+        error: String,
+    },
 }
 
 /// What to do, for the shell.
@@ -172,9 +183,20 @@ pub enum Effect {
     SendVersion(Prefix),
     /// Send a peer a message (over its session).
     SendToPeer { prefix: Prefix, payload: Vec<u8> },
-    /// What the tunnel manager decided about a tunnel (open, close, drain,
-    /// a message to a peer).
-    Tunnel(Action),
+    /// Lines for babeld's control socket, in order.
+    TellBabel(Vec<String>),
+    /// Start a client tunnel's OpenVPN (after stopping one to the same
+    /// peer) ([`Input::TunnelStartFailed`]).
+    StartTunnel {
+        prefix: Prefix,
+        iface: String,
+        address: Address,
+    },
+    /// Stop a client tunnel's OpenVPN.
+    StopTunnel(Prefix),
+    /// Keep the routes through a tunnel being drained in the kernel
+    /// (`hold`), or stop keeping them.
+    HoldRoutes { iface: String, hold: bool },
 }
 
 /// Effects waiting for the shell, at most: the shell drains them after
@@ -191,6 +213,7 @@ pub struct NodeCore {
     registry: registry::Registry,
     timers: timers::Timers,
     servers: servers::Servers,
+    babel: tunnels::BabelIfaces,
     /// The registry's node, the only one answered about our tunnels.
     registry_node: Option<Prefix>,
     /// Relay datagrams refused.
@@ -213,6 +236,7 @@ impl NodeCore {
             registry: registry::Registry::new(&now),
             timers: timers::Timers::new(&now),
             servers: servers::Servers::new(&now),
+            babel: tunnels::BabelIfaces::default(),
             registry_node,
             relay_refused: 0,
             effects: VecDeque::new(),
@@ -261,6 +285,11 @@ impl NodeCore {
             }
             Input::TopologyAsked { peer, first } => self.on_topology_asked(peer, first),
             Input::RelayRefused { from } => self.on_relay_refused(from),
+            Input::BabelInterfaces(interfaces) => self.set_babel_interfaces(interfaces),
+            Input::BabelDefaults(defaults) => self.set_babel_defaults(defaults),
+            Input::TunnelStartFailed { prefix, error } => {
+                self.on_tunnel_start_failed(prefix, error)
+            }
         }
         while self.effects.len() > MAX_EFFECTS {
             self.effects.pop_front();
@@ -274,12 +303,8 @@ impl NodeCore {
             if let Some(e) = self.effects.pop_front() {
                 return Some(e);
             }
-            match self.manager.poll_action()? {
-                Action::RequestDump => self.want_dump(),
-                Action::RequestBootstrap => self.want_bootstrap(),
-                Action::CheckConfig => self.config_check_asked(),
-                a => return Some(Effect::Tunnel(a)),
-            }
+            let action = self.manager.poll_action()?;
+            self.on_action(action);
         }
     }
 
@@ -294,6 +319,10 @@ impl NodeCore {
 
     pub fn babeld_restarts(&self) -> u64 {
         self.babeld.restarts()
+    }
+
+    pub fn babel_interfaces(&self) -> &tunnels::BabelIfaces {
+        &self.babel
     }
 
     pub fn openvpn_restarts(&self) -> u64 {

@@ -459,6 +459,9 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
             |(p, theirs, ours)| Input::PeerVersion { peer: prefix(p.into()), theirs, ours }
         ),
         1 => (0u16..3, any::<u8>()).prop_map(|(p, first)| Input::TopologyAsked { peer: prefix(p.into()), first }),
+        1 => proptest::collection::vec(".{0,8}", 0..4).prop_map(Input::BabelInterfaces),
+        1 => ".{0,8}".prop_map(Input::BabelDefaults),
+        1 => (any::<u16>(), ".{0,8}").prop_map(|(p, error)| Input::TunnelStartFailed { prefix: prefix(p.into()), error }),
         1 => any::<u16>().prop_map(|port| Input::RelayRefused { from: SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)) }),
     ];
     // Seconds before the input (mostly none: bursts of hook events).
@@ -730,4 +733,113 @@ fn refused_relay_datagrams_are_said_at_powers_of_two() {
         }
     }
     assert_eq!(said, [1, 2, 4, 8, 16]);
+}
+
+#[test]
+fn a_tunnel_on_a_tap_babeld_does_not_know_adds_it_first() {
+    use crate::tunnel::manager::Action;
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(Input::BabelDefaults("hello-interval 4".into()), clock.now());
+    c.handle(
+        Input::BabelInterfaces(vec!["re6stnet1".into(), "re6stnet-udp".into()]),
+        clock.now(),
+    );
+    let address: re6st_proto::address::Address =
+        re6st_proto::address::parse_list("198.18.0.5,1194,udp")
+            .addresses
+            .remove(0);
+    let open = |iface: &str| Action::Open {
+        prefix: prefix(5),
+        iface: iface.into(),
+        address: address.clone(),
+    };
+    c.on_action(open("re6stnet1"));
+    let start = |iface: &str| Effect::StartTunnel {
+        prefix: prefix(5),
+        iface: iface.into(),
+        address: address.clone(),
+    };
+    assert_eq!(acts(&mut c), [start("re6stnet1")]);
+    c.on_action(open("re6stnet2"));
+    assert_eq!(
+        acts(&mut c),
+        [
+            Effect::TellBabel(vec!["interface re6stnet2 hello-interval 4".into()]),
+            start("re6stnet2")
+        ]
+    );
+    assert!(c.babel_interfaces().known().contains("re6stnet2"));
+    // Told once: a restarted babeld gets it from its command line.
+    c.on_action(open("re6stnet2"));
+    assert_eq!(acts(&mut c), [start("re6stnet2")]);
+    c.handle(
+        Input::TunnelStartFailed {
+            prefix: prefix(5),
+            error: "No such file".into(),
+        },
+        clock.now(),
+    );
+    assert!(logs(&effects(&mut c)).contains(&(1, "openvpn: No such file".into())));
+}
+
+#[test]
+fn a_drained_tunnel_is_made_expensive_and_held_then_given_back_its_defaults() {
+    use crate::tunnel::manager::{Action, DRAIN_RXCOST};
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(Input::BabelDefaults("hello-interval 4".into()), clock.now());
+    c.on_action(Action::SetRxCost {
+        iface: "re6stnet1".into(),
+        rxcost: Some(DRAIN_RXCOST),
+    });
+    let out = effects(&mut c);
+    assert_eq!(logs(&out), [(2, "draining re6stnet1".into())]);
+    assert_eq!(
+        out[1..],
+        [
+            Effect::HoldRoutes {
+                iface: "re6stnet1".into(),
+                hold: true
+            },
+            Effect::TellBabel(
+                crate::babel::control::set_rxcost("re6stnet1", DRAIN_RXCOST, "hello-interval 4")
+                    .to_vec()
+            ),
+        ]
+    );
+    c.on_action(Action::SetRxCost {
+        iface: "re6stnet1".into(),
+        rxcost: None,
+    });
+    assert_eq!(
+        effects(&mut c),
+        [
+            Effect::HoldRoutes {
+                iface: "re6stnet1".into(),
+                hold: false
+            },
+            Effect::TellBabel(vec![
+                "flush interface re6stnet1".into(),
+                "interface re6stnet1 hello-interval 4".into()
+            ]),
+        ]
+    );
+    c.on_action(Action::SendKill {
+        prefix: prefix(5),
+        code: 2,
+    });
+    assert_eq!(
+        effects(&mut c),
+        [
+            Effect::Log {
+                level: 2,
+                message: format!("tunnel with {}: asking to close", prefix(5).to_subnet())
+            },
+            Effect::SendToPeer {
+                prefix: prefix(5),
+                payload: vec![2]
+            }
+        ]
+    );
 }

@@ -32,7 +32,6 @@ use super::reconfig;
 use super::renewal;
 use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
-use crate::babel::control::set_rxcost;
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::table::Table;
 use crate::core::peers::version_message;
@@ -44,7 +43,7 @@ use crate::openvpn::args::{client, server, Common};
 use crate::openvpn::hook::Event;
 use crate::openvpn::management;
 use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAULT_CAPACITY};
-use crate::tunnel::manager::{Action, Config, CountryRule, Manager, RoutingView};
+use crate::tunnel::manager::{Config, CountryRule, Manager, RoutingView};
 use crate::underlay::RemoteGateways;
 
 /// Wall-clock seconds: for what is about dates (certificates, renewal,
@@ -133,7 +132,6 @@ struct Node {
     /// `re6st ctl status` dumps under way.
     status_dumps: usize,
     forward_to: Option<SocketAddr>,
-    defaults: String,
     client_count: usize,
     /// For the status command.
     cert_not_after: i64,
@@ -159,9 +157,6 @@ struct Node {
     /// `--remote-gateway`, and the peer address each client tunnel uses.
     remote_gateways: RemoteGateways,
     tunnel_peers: BTreeMap<Prefix, std::net::IpAddr>,
-    /// Interfaces babeld was told about (its command line, then taps
-    /// taken into use later): a restarted babeld gets them all.
-    babel_ifaces: BTreeSet<String>,
     kernel_check: KernelCheck,
 }
 
@@ -543,7 +538,6 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     done,
                     babel_commands,
                     forward_to: None,
-                    defaults: String::new(),
                     client_count: taps,
                     cert_not_after,
                     my_ip,
@@ -559,7 +553,6 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     remote_gateways,
                     country: country.clone(),
                     tunnel_peers: BTreeMap::new(),
-                    babel_ifaces: BTreeSet::new(),
                     kernel_check: KernelCheck::default(),
                     server_ifaces: Vec::new(),
                 },
@@ -746,8 +739,8 @@ async fn run_node(
         extra: o.babel_args.clone(),
         interfaces,
     };
-    node.defaults = babel.interface_defaults();
-    node.babel_ifaces = babel.interfaces.iter().cloned().collect();
+    node.handle(Input::BabelDefaults(babel.interface_defaults()));
+    node.handle(Input::BabelInterfaces(babel.interfaces.clone()));
     let babel_log = o.log.join("babeld.log");
     let spawn_babel = |b: &BabelConfig| {
         let _ = std::fs::remove_file(&b.pidfile);
@@ -870,7 +863,7 @@ async fn run_node(
         while let Some(effect) = node.core.poll_effect() {
             match effect {
                 Effect::StartBabeld => {
-                    babel.interfaces = node.babel_ifaces.iter().cloned().collect();
+                    babel.interfaces = node.babel_interfaces();
                     match spawn_babel(&babel) {
                         Ok(c) => {
                             babeld = Some(c);
@@ -909,8 +902,8 @@ async fn run_node(
                         .clone()
                         .filter(|k| !k.is_empty());
                     babel.hmac_accept = node.config.babel_hmac_accept.clone();
-                    node.defaults = babel.interface_defaults();
-                    babel.interfaces = node.babel_ifaces.iter().cloned().collect();
+                    node.handle(Input::BabelDefaults(babel.interface_defaults()));
+                    babel.interfaces = node.babel_interfaces();
                     // A babeld waiting for its restart takes the new
                     // parameters then. A running one is killed, not
                     // stopped: its routes stay in the kernel and carry
@@ -1112,7 +1105,15 @@ impl Node {
                 self.send_to(udp, peer, &msg).await;
             }
             Effect::SendToPeer { prefix, payload } => self.send_to(udp, prefix, &payload).await,
-            Effect::Tunnel(action) => self.tunnel_action(action, udp).await,
+            Effect::TellBabel(lines) => self.tell_babel(&lines),
+            Effect::StartTunnel {
+                prefix,
+                iface,
+                address,
+            } => self.start_tunnel(prefix, &iface, address),
+            Effect::StopTunnel(prefix) => self.stop_tunnel(prefix),
+            Effect::HoldRoutes { iface, hold: true } => handover::hold(&iface),
+            Effect::HoldRoutes { iface, hold: false } => handover::release(&iface),
             // Carried out by `run_node`, with the children it holds.
             Effect::StartBabeld
             | Effect::AnswerHook { .. }
@@ -1334,7 +1335,8 @@ impl Node {
         }
         let run = self.o.run.clone();
         let (v, failed) = (self.o.verbose, failed.clone());
-        let (babel, defaults) = (self.babel_commands.clone(), self.defaults.clone());
+        let babel = self.babel_commands.clone();
+        let defaults = self.core.babel_interfaces().defaults().to_owned();
         tokio::spawn(async move {
             // The revoking version, just announced, must get through the
             // tunnel first: a node cut before it learns of its revocation
@@ -1540,93 +1542,43 @@ impl Node {
         }
     }
 
-    /// Carries out what the tunnel manager decided.
-    async fn tunnel_action(&mut self, a: Action, udp: &UdpSocket) {
-        match a {
-            Action::Open {
-                prefix,
-                iface,
-                address,
-            } => {
-                log(
-                    2,
-                    self.o.verbose,
-                    format!(
-                        "tunnel to {} via {iface}: trying {address}",
-                        prefix.to_subnet()
-                    ),
-                );
-                if let Some(old) = self.clients.remove(&prefix) {
-                    tasks::kill_in_background(old);
-                }
-                self.forget_peer_route(prefix);
-                if self.babel_ifaces.insert(iface.clone()) {
-                    let line = format!("interface {iface} {}", self.defaults);
-                    self.tell_babel(&[line]);
-                }
-                if let Some(args) = self.remote_gateways.add(address.ip) {
-                    run_ip(&args, self.o.verbose);
-                }
-                self.tunnel_peers.insert(prefix, address.ip);
-                let args = client(
-                    &self.common,
-                    &iface,
-                    &prefix.to_subnet(),
-                    &[(address.ip.to_string(), address.port, address.proto)],
-                );
-                match super::child::command("openvpn").args(&args).spawn() {
-                    Ok(c) => {
-                        self.clients.insert(prefix, c);
-                    }
-                    Err(e) => {
-                        log(1, self.o.verbose, format!("openvpn: {e}"));
-                        self.core.manager.on_tunnel_exit(prefix);
-                    }
-                }
-            }
-            Action::Close { prefix, iface } => {
-                log(
-                    2,
-                    self.o.verbose,
-                    format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
-                );
-                if let Some(c) = self.clients.remove(&prefix) {
-                    tasks::kill_in_background(c);
-                }
-                self.forget_peer_route(prefix);
-            }
-            Action::QueryAddress(p) => self.send_to(udp, p, &[Code::Address as u8]).await,
-            Action::SendKill { prefix, code } => {
-                let what = if code == 2 {
-                    "asking to close"
-                } else {
-                    "agreeing to close"
-                };
-                log(
-                    2,
-                    self.o.verbose,
-                    format!("tunnel with {}: {what}", prefix.to_subnet()),
-                );
-                self.send_to(udp, prefix, &[code]).await
-            }
-            Action::SetRxCost { iface, rxcost } => {
-                if rxcost.is_some() {
-                    log(2, self.o.verbose, format!("draining {iface}"));
-                    handover::hold(&iface);
-                } else {
-                    handover::release(&iface);
-                }
-                match rxcost {
-                    Some(cost) => {
-                        let lines = set_rxcost(&iface, cost, &self.defaults);
-                        self.tell_babel(&lines);
-                    }
-                    None => self.reset_babel_iface(&iface),
-                }
-            }
-            // The core's own.
-            Action::RequestDump | Action::CheckConfig | Action::RequestBootstrap => {}
+    /// Starts a client tunnel's OpenVPN to `address` on `iface`.
+    fn start_tunnel(
+        &mut self,
+        prefix: Prefix,
+        iface: &str,
+        address: re6st_proto::address::Address,
+    ) {
+        if let Some(old) = self.clients.remove(&prefix) {
+            tasks::kill_in_background(old);
         }
+        self.forget_peer_route(prefix);
+        if let Some(args) = self.remote_gateways.add(address.ip) {
+            run_ip(&args, self.o.verbose);
+        }
+        self.tunnel_peers.insert(prefix, address.ip);
+        let args = client(
+            &self.common,
+            iface,
+            &prefix.to_subnet(),
+            &[(address.ip.to_string(), address.port, address.proto)],
+        );
+        match super::child::command("openvpn").args(&args).spawn() {
+            Ok(c) => {
+                self.clients.insert(prefix, c);
+            }
+            Err(e) => self.handle(Input::TunnelStartFailed {
+                prefix,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    fn stop_tunnel(&mut self, prefix: Prefix) {
+        if let Some(c) = self.clients.remove(&prefix) {
+            tasks::kill_in_background(c);
+        }
+        self.forget_peer_route(prefix);
     }
 
     /// Sends configuration lines to babeld (in order, by a task).
@@ -1640,11 +1592,17 @@ impl Node {
     /// through it behind babeld's back, and babeld, believing them
     /// installed, would never put them back.
     fn reset_babel_iface(&self, iface: &str) {
-        let lines = [
-            format!("flush interface {iface}"),
-            format!("interface {iface} {}", self.defaults),
-        ];
-        self.tell_babel(&lines);
+        self.tell_babel(&self.core.babel_interfaces().reset_lines(iface));
+    }
+
+    /// The interfaces babeld was told about, for a babeld (re)started.
+    fn babel_interfaces(&self) -> Vec<String> {
+        self.core
+            .babel_interfaces()
+            .known()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Starts comparing babeld's routes with the kernel's (see
