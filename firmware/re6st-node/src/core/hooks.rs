@@ -49,7 +49,7 @@ impl NodeCore {
     pub(super) fn on_hook(&mut self, event: Event, reply_to: Option<PathBuf>) {
         match event {
             Event::ClientConnect(p) => {
-                let accept = !self.crl.contains(&p.serial);
+                let accept = !self.config.crl.contains(&p.serial);
                 if let Some(to) = reply_to {
                     self.effects.push_back(Effect::AnswerHook { to, accept });
                 }

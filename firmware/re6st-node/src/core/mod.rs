@@ -28,6 +28,8 @@ use std::time::Instant;
 use re6st_proto::address::Address;
 use re6st_proto::prefix::Prefix;
 
+use re6st_proto::netconfig::NetworkConfig;
+
 use crate::daemon::reconfig::Plan;
 use crate::openvpn::hook::Event;
 use crate::tunnel::manager::{Manager, RoutingView};
@@ -75,12 +77,11 @@ pub enum Input {
     Bootstrap(Result<Option<(String, String)>, String>),
     /// A peer (or the registry) has a newer network version than ours.
     NewerConfigSeen,
-    /// A network configuration fetch ended (with its error, if any).
-    ConfigFetched {
-        error: Option<String>,
-    },
-    /// A new CRL is in use.
-    Crl(BTreeSet<u64>),
+    /// A network configuration fetch ended: the registry's
+    /// configuration, or why not.
+    ConfigFetched(Result<Box<NetworkConfig>, String>),
+    /// Our certificate's serial (a renewed certificate is in use).
+    OwnSerial(u64),
     /// A renewal check ended; the renewal was refused as no better than
     /// what we have (`retry_tomorrow`).
     RenewalDone {
@@ -161,6 +162,9 @@ pub enum Effect {
     CheckRenewal,
     /// Send our network version to our neighbours.
     AnnounceVersion,
+    /// Use this network configuration (newer than ours: cache it, give
+    /// the peer protocol its version and CRL, OpenVPN its ping time-out).
+    UseConfig(Box<NetworkConfig>),
     /// Compare babeld's routes with the kernel's
     /// ([`Input::KernelRoutesCompared`]).
     CompareKernelRoutes,
@@ -206,8 +210,10 @@ pub const MAX_EFFECTS: usize = 4096;
 pub struct NodeCore {
     /// The tunnel manager (its actions are polled by the shell).
     pub manager: Manager,
-    /// The certificates revoked in the network configuration in use.
-    crl: BTreeSet<u64>,
+    /// The network configuration in use.
+    config: NetworkConfig,
+    /// Our certificate's serial.
+    own_serial: u64,
     served: hooks::Served,
     babeld: babel::Babeld,
     registry: registry::Registry,
@@ -222,22 +228,18 @@ pub struct NodeCore {
 }
 
 impl NodeCore {
-    pub fn new(
-        manager: Manager,
-        crl: BTreeSet<u64>,
-        registry_node: Option<Prefix>,
-        now: Now,
-    ) -> NodeCore {
+    pub fn new(manager: Manager, config: NetworkConfig, own_serial: u64, now: Now) -> NodeCore {
         NodeCore {
             manager,
-            crl,
+            registry_node: config.registry_prefix,
+            config,
+            own_serial,
             served: hooks::Served::default(),
             babeld: babel::Babeld::new(&now),
             registry: registry::Registry::new(&now),
             timers: timers::Timers::new(&now),
             servers: servers::Servers::new(&now),
             babel: tunnels::BabelIfaces::default(),
-            registry_node,
             relay_refused: 0,
             effects: VecDeque::new(),
         }
@@ -260,11 +262,8 @@ impl NodeCore {
             Input::Dumped(view) => self.on_dump(view, &now),
             Input::Bootstrap(answer) => self.on_bootstrap(answer),
             Input::NewerConfigSeen => self.newer_config_seen(&now),
-            Input::ConfigFetched { error } => self.on_config_fetched(error, &now),
-            Input::Crl(crl) => {
-                self.crl = crl.clone();
-                self.manager.on_crl(crl);
-            }
+            Input::ConfigFetched(answer) => self.on_config_fetched(answer, &now),
+            Input::OwnSerial(serial) => self.own_serial = serial,
             Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),
             Input::OwnCertRevoked => self.own_cert_revoked(&now),
             Input::VersionAnnounced => self.version_announced(&now),
@@ -311,6 +310,15 @@ impl NodeCore {
     /// When to give the core [`Input::Timer`] (besides the 1 s tick).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.babeld.restart_at()
+    }
+
+    /// The network configuration in use.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    pub fn own_serial(&self) -> u64 {
+        self.own_serial
     }
 
     pub fn served(&self) -> &hooks::Served {

@@ -5,9 +5,12 @@
 //! certificate and the CA (hourly, tomorrow after a refused renewal, at
 //! once when our certificate is revoked).
 
+use re6st_proto::crypto::version_number;
+use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::prefix::Prefix;
 
 use super::{Effect, NodeCore, Now};
+use crate::daemon::reconfig;
 
 /// Seconds between two renewal checks.
 const RENEWAL_EVERY: i64 = 3600;
@@ -71,18 +74,54 @@ impl NodeCore {
         self.registry.config_at.get_or_insert(i64::MIN);
     }
 
-    pub(super) fn on_config_fetched(&mut self, error: Option<String>, now: &Now) {
+    /// The registry's network configuration: when it is newer, switches
+    /// to it, tells our neighbours and restarts what it changes.
+    pub(super) fn on_config_fetched(
+        &mut self,
+        answer: Result<Box<NetworkConfig>, String>,
+        now: &Now,
+    ) {
         self.registry.config_asked = false;
-        self.registry.config_at = match error {
-            Some(e) => {
+        let new = match answer {
+            Ok(new) => new,
+            Err(e) => {
                 self.log(
                     1,
                     format!("new network configuration: {e}; retrying in {CONFIG_RETRY}s"),
                 );
-                Some(now.mono + CONFIG_RETRY)
+                self.registry.config_at = Some(now.mono + CONFIG_RETRY);
+                return;
             }
-            None => None,
         };
+        self.registry.config_at = None;
+        let number = |c: &NetworkConfig| version_number(&c.version).unwrap_or(0);
+        if number(&new) <= number(&self.config) {
+            self.log(
+                3,
+                format!("registry's network version {} is not newer", number(&new)),
+            );
+            return;
+        }
+        let plan = reconfig::plan(
+            &self.config,
+            &new,
+            &self.served().serials(),
+            self.own_serial,
+            re6st_proto::PROTOCOL,
+        );
+        self.log(
+            2,
+            format!("network configuration version {}: {plan:?}", number(&new)),
+        );
+        self.manager.on_crl(new.crl.clone());
+        self.manager
+            .set_tunnel_refresh(i64::from(new.tunnel_refresh));
+        self.config = (*new).clone();
+        self.effects.push_back(Effect::UseConfig(new));
+        // Tell our neighbours (they tell theirs).
+        self.effects.push_back(Effect::AnnounceVersion);
+        self.version_announced(now);
+        self.on_new_config(plan, now);
     }
 
     pub(super) fn on_renewal_done(&mut self, retry_tomorrow: bool, now: &Now) {

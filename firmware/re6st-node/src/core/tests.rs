@@ -16,6 +16,7 @@ use crate::openvpn::hook::Peer;
 use crate::openvpn::management::MAX_CONNECTIONS;
 use crate::state::peers::PeerCache;
 use crate::tunnel::manager::{Config, CountryRule};
+use re6st_proto::netconfig::NetworkConfig;
 
 fn prefix(i: u32) -> Prefix {
     Prefix::new(u128::from(i), 16).unwrap()
@@ -67,16 +68,27 @@ fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
         clock.now().mono,
         1,
     );
-    let mut c = NodeCore::new(
-        manager,
-        crl.iter().copied().collect(),
-        Some(prefix(0)),
-        clock.now(),
-    );
+    let mut c = NodeCore::new(manager, config(1, crl), OWN_SERIAL, clock.now());
     // The manager's first dump request.
     assert_eq!(effects(&mut c), [Effect::DumpBabel]);
     c.on_dump(None, &clock.now());
     c
+}
+
+/// Our certificate's serial.
+const OWN_SERIAL: u64 = 1000;
+
+/// A network configuration of version `version` revoking `crl`, whose
+/// registry's node is prefix 0.
+fn config(version: u64, crl: &[u64]) -> NetworkConfig {
+    let mut c = NetworkConfig::new(re6st_proto::packint::pack(version).unwrap(), 10);
+    c.crl = crl.iter().copied().collect();
+    c.registry_prefix = Some(prefix(0));
+    c
+}
+
+fn fetched(c: NetworkConfig) -> Input {
+    Input::ConfigFetched(Ok(Box::new(c)))
 }
 
 fn effects(c: &mut NodeCore) -> Vec<Effect> {
@@ -146,7 +158,8 @@ fn a_revoked_serial_is_refused_and_a_good_one_served() {
     assert_eq!(c.served().links().using(&[6].into()).len(), 1);
 
     // A CRL naming it: the next connection with that serial is refused.
-    c.handle(Input::Crl([5, 6].into()), clock.now());
+    c.handle(fetched(config(2, &[5, 6])), clock.now());
+    effects(&mut c);
     c.handle(hook(Event::ClientConnect(peer(2, 6))), clock.now());
     assert!(matches!(
         effects(&mut c)[..],
@@ -303,12 +316,7 @@ fn a_newer_version_fetches_the_configuration_and_a_failure_retries_a_minute_late
     // In a second, once, until the fetch ends.
     let out = ticks(&mut c, &mut clock, 10);
     assert_eq!(times(&out, &Effect::FetchConfig), [6]);
-    c.handle(
-        Input::ConfigFetched {
-            error: Some("timed out".into()),
-        },
-        clock.now(),
-    );
+    c.handle(Input::ConfigFetched(Err("timed out".into())), clock.now());
     assert_eq!(
         logs(&effects(&mut c)),
         [(
@@ -318,7 +326,11 @@ fn a_newer_version_fetches_the_configuration_and_a_failure_retries_a_minute_late
     );
     let out = ticks(&mut c, &mut clock, 70);
     assert_eq!(times(&out, &Effect::FetchConfig), [75]);
-    c.handle(Input::ConfigFetched { error: None }, clock.now());
+    c.handle(fetched(config(1, &[])), clock.now());
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(3, "registry's network version 1 is not newer".into())]
+    );
     assert!(times(&ticks(&mut c, &mut clock, 120), &Effect::FetchConfig).is_empty());
     // The manager asking for a check: at the next tick.
     c.config_check_asked();
@@ -428,8 +440,14 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         ]
         .prop_map(Input::Bootstrap),
         1 => Just(Input::NewerConfigSeen),
-        1 => proptest::option::of(".{0,8}").prop_map(|error| Input::ConfigFetched { error }),
-        1 => proptest::collection::btree_set(0u64..64, 0..8).prop_map(Input::Crl),
+        1 => ".{0,8}".prop_map(|e| Input::ConfigFetched(Err(e))),
+        1 => (0u64..6, proptest::collection::vec(0u64..64, 0..8), any::<u8>()).prop_map(
+            |(version, crl, hello)| {
+                let mut c = config(version, &crl);
+                c.hello = u32::from(hello % 8);
+                fetched(c)
+            }
+        ),
         1 => any::<bool>().prop_map(|retry_tomorrow| Input::RenewalDone { retry_tomorrow }),
         1 => Just(Input::OwnCertRevoked),
         1 => Just(Input::VersionAnnounced),
@@ -842,4 +860,54 @@ fn a_drained_tunnel_is_made_expensive_and_held_then_given_back_its_defaults() {
             }
         ]
     );
+}
+
+#[test]
+fn a_newer_configuration_is_used_announced_and_restarts_what_it_changes() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(hook(Event::ClientConnect(peer(4, 44))), clock.now());
+    effects(&mut c);
+    let mut new = config(2, &[44, OWN_SERIAL]);
+    new.hello += 1;
+    new.max_clients += 1;
+    c.handle(fetched(new.clone()), clock.now());
+    let out = effects(&mut c);
+    let said = logs(&out);
+    assert_eq!(said.len(), 2, "{out:?}");
+    assert!(
+        said[0]
+            .1
+            .starts_with("network configuration version 2: Plan {"),
+        "{said:?}"
+    );
+    assert_eq!(
+        said[1].1,
+        "network configuration changed: restarting babeld"
+    );
+    let done: Vec<Effect> = out
+        .into_iter()
+        .filter(|e| !matches!(e, Effect::Log { .. }))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            Effect::UseConfig(Box::new(new.clone())),
+            Effect::AnnounceVersion,
+            Effect::RestartBabeld,
+            Effect::DropServed([44].into()),
+            Effect::RestartServers,
+        ]
+    );
+    assert_eq!(c.config(), &new);
+    // The revoked peer connecting again is refused.
+    c.handle(hook(Event::ClientConnect(peer(4, 44))), clock.now());
+    assert!(matches!(
+        effects(&mut c)[..],
+        [Effect::AnswerHook { accept: false, .. }]
+    ));
+    // The same version again changes nothing.
+    c.handle(fetched(config(2, &[])), clock.now());
+    assert!(acts(&mut c).is_empty());
+    assert_eq!(c.config(), &new);
 }

@@ -18,7 +18,7 @@ use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::{Identity, PeerTable};
 use re6st_proto::prefix::{node_address, Prefix};
 use re6st_proto::relay;
-use re6st_registry_client::client::{ClientError, RegistryClient};
+use re6st_registry_client::client::RegistryClient;
 use re6st_registry_client::transport::RegistryUrl;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::process::{Child, Command};
@@ -28,7 +28,6 @@ use super::handover;
 use super::log::{error, log};
 use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
-use super::reconfig;
 use super::renewal;
 use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
@@ -137,9 +136,6 @@ struct Node {
     cert_not_after: i64,
     my_ip: std::net::Ipv6Addr,
     ca: X509,
-    /// The network configuration in use.
-    config: NetworkConfig,
-    own_serial: u64,
     /// Our OpenVPN servers' interfaces (their management sockets are named
     /// after them).
     server_ifaces: Vec<String>,
@@ -524,8 +520,8 @@ async fn run(o: Options) -> Result<(), NodeError> {
                                 u64::from(openssl_random()),
                             )
                         },
-                        config.crl.clone(),
-                        config.registry_prefix,
+                        config.clone(),
+                        own_serial,
                         clock(),
                     ),
                     status_dumps: 0,
@@ -542,8 +538,6 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     cert_not_after,
                     my_ip,
                     ca: ca.clone(),
-                    config: config.clone(),
-                    own_serial,
                     my_cert: my_cert.clone(),
                     key: key.clone(),
                     client_mode,
@@ -758,7 +752,8 @@ async fn run_node(
     // Neighbours coming and going: an under-connected node dumps at once.
     // And any news of the route to the registry's node.
     let watched: Vec<(std::net::IpAddr, u8)> = node
-        .config
+        .core
+        .config()
         .registry_prefix
         .and_then(|p| node.network.concat(&p).ok())
         .map(|s| (std::net::IpAddr::V6(s.to_ipv6()), s.len()))
@@ -839,7 +834,7 @@ async fn run_node(
                     node.answer_status(stream);
                 }
             }
-            Some(d) = done_rx.recv() => node.on_done(d, &udp).await,
+            Some(d) = done_rx.recv() => node.on_done(d),
             r = hook.recv_from(&mut hook_buf) => {
                 if let Ok((n, from)) = r {
                     node.hook_event(&hook_buf[..n], from.as_pathname());
@@ -894,14 +889,15 @@ async fn run_node(
                     break 'run;
                 }
                 Effect::RestartBabeld => {
-                    babel.hello = node.config.hello;
-                    babel.default = node.config.babel_default.clone();
+                    babel.hello = node.core.config().hello;
+                    babel.default = node.core.config().babel_default.clone();
                     babel.hmac_sign = node
-                        .config
+                        .core
+                        .config()
                         .babel_hmac_sign
                         .clone()
                         .filter(|k| !k.is_empty());
-                    babel.hmac_accept = node.config.babel_hmac_accept.clone();
+                    babel.hmac_accept = node.core.config().babel_hmac_accept.clone();
                     node.handle(Input::BabelDefaults(babel.interface_defaults()));
                     babel.interfaces = node.babel_interfaces();
                     // A babeld waiting for its restart takes the new
@@ -924,7 +920,7 @@ async fn run_node(
                         let _ = c.kill().await;
                     }
                     node.handle(Input::ServersRestarted);
-                    let max = o.max_clients.unwrap_or(node.config.max_clients);
+                    let max = o.max_clients.unwrap_or(node.core.config().max_clients);
                     children = spawn_servers(&node.common, max)?;
                     for iface in &server_ifaces {
                         node.reset_babel_iface(iface);
@@ -1100,6 +1096,7 @@ impl Node {
             Effect::CompareKernelRoutes => self.check_kernel_routes(),
             Effect::SaveCache => self.save_cache(),
             Effect::UseNewCert => self.use_new_cert(),
+            Effect::UseConfig(new) => self.use_config(&new),
             Effect::SendVersion(peer) => {
                 let msg = version_message(&self.link.version);
                 self.send_to(udp, peer, &msg).await;
@@ -1209,7 +1206,7 @@ impl Node {
             cert: self.my_cert.clone(),
             cert_path: self.o.cert.clone(),
             key: self.key.clone(),
-            revoked: self.config.crl.contains(&self.own_serial),
+            revoked: self.core.config().crl.contains(&self.core.own_serial()),
             now: now(),
             verbose: self.o.verbose,
         };
@@ -1227,10 +1224,12 @@ impl Node {
             Ok(me) => self.link.me = me,
             Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
         }
-        self.own_serial = cert::serial(&self.my_cert)
+        if let Some(serial) = cert::serial(&self.my_cert)
             .ok()
             .and_then(|s| u64::try_from(s).ok())
-            .unwrap_or(self.own_serial);
+        {
+            self.handle(Input::OwnSerial(serial));
+        }
         self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
         // Killed but kept: reaping them tells the manager, which reconnects.
         for c in self.clients.values_mut() {
@@ -1263,47 +1262,10 @@ impl Node {
         });
     }
 
-    /// The registry's network configuration: when it is newer, switches to
-    /// it, tells our neighbours and says what else must restart.
-    async fn update_config(
-        &mut self,
-        udp: &UdpSocket,
-        answer: Result<NetworkConfig, ClientError>,
-    ) -> Option<reconfig::Plan> {
-        let new = match answer {
-            Ok(c) => c,
-            Err(e) => {
-                self.handle(Input::ConfigFetched {
-                    error: Some(e.to_string()),
-                });
-                return None;
-            }
-        };
-        self.handle(Input::ConfigFetched { error: None });
-        let number =
-            |c: &NetworkConfig| re6st_proto::crypto::version_number(&c.version).unwrap_or(0);
-        if number(&new) <= number(&self.config) {
-            log(
-                3,
-                self.o.verbose,
-                format!("registry's network version {} is not newer", number(&new)),
-            );
-            return None;
-        }
-        let served = self.core.served().serials();
-        let plan = reconfig::plan(
-            &self.config,
-            &new,
-            &served,
-            self.own_serial,
-            re6st_proto::PROTOCOL,
-        );
-        log(
-            2,
-            self.o.verbose,
-            format!("network configuration version {}: {plan:?}", number(&new)),
-        );
-        if let Err(e) = netconfig_cache::save(&self.o.state.join("network-config.bin"), &new) {
+    /// Takes a newer network configuration into use: cached, its version
+    /// and CRL for the peer protocol, its hello for OpenVPN's time-out.
+    fn use_config(&mut self, new: &NetworkConfig) {
+        if let Err(e) = netconfig_cache::save(&self.o.state.join("network-config.bin"), new) {
             log(
                 1,
                 self.o.verbose,
@@ -1312,15 +1274,7 @@ impl Node {
         }
         self.link.version = new.version.clone();
         self.link.crl = new.crl.clone();
-        self.handle(Input::Crl(new.crl.clone()));
-        self.core
-            .manager
-            .set_tunnel_refresh(i64::from(new.tunnel_refresh));
         self.common.ping_exit = 4 * new.hello;
-        self.config = new;
-        // Tell our neighbours (they tell theirs).
-        self.announce_version(udp).await;
-        Some(plan)
     }
 
     /// Drops the connections to our servers that use a certificate just
@@ -1445,7 +1399,7 @@ impl Node {
                 .unwrap_or_default(),
             ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
             country: self.country.clone(),
-            same_country: self.config.same_country.clone(),
+            same_country: self.core.config().same_country.clone(),
             babeld_restarts: self.core.babeld_restarts(),
             openvpn_restarts: self.core.openvpn_restarts(),
             // Added by `re6st ctl`, which runs on the host.
@@ -1690,7 +1644,7 @@ impl Node {
     }
 
     /// What a task reports, for the core (and the state it changes).
-    async fn on_done(&mut self, done: Done, udp: &UdpSocket) {
+    fn on_done(&mut self, done: Done) {
         match done {
             Done::Routes(view) => self.handle(Input::Dumped(view)),
             Done::Status(stream, view) => {
@@ -1700,11 +1654,9 @@ impl Node {
             Done::Bootstrap(answer) => {
                 self.handle(Input::Bootstrap(answer.map_err(|e| e.to_string())));
             }
-            Done::NetworkConfig(answer) => {
-                if let Some(plan) = self.update_config(udp, answer).await {
-                    self.handle(Input::NewConfig(plan));
-                }
-            }
+            Done::NetworkConfig(answer) => self.handle(Input::ConfigFetched(
+                answer.map(Box::new).map_err(|e| e.to_string()),
+            )),
             Done::Renewal(r) => {
                 self.handle(Input::RenewalDone {
                     retry_tomorrow: r.retry_tomorrow,
