@@ -80,8 +80,13 @@ pub enum Input {
     /// A network configuration fetch ended: the registry's
     /// configuration, or why not.
     ConfigFetched(Result<Box<NetworkConfig>, String>),
-    /// Our certificate's serial (a renewed certificate is in use).
-    OwnSerial(u64),
+    /// A renewed certificate is in use (its serial): the tunnels
+    /// reconnect with it.
+    NewCertificate {
+        serial: Option<u64>,
+    },
+    /// babeld's neighbours changed (its monitor said).
+    RoutingChanged,
     /// A renewal check ended; the renewal was refused as no better than
     /// what we have (`retry_tomorrow`).
     RenewalDone {
@@ -208,8 +213,8 @@ pub enum Effect {
 pub const MAX_EFFECTS: usize = 4096;
 
 pub struct NodeCore {
-    /// The tunnel manager (its actions are polled by the shell).
-    pub manager: Manager,
+    /// The tunnel manager (its actions become effects in `poll_effect`).
+    manager: Manager,
     /// The network configuration in use.
     config: NetworkConfig,
     /// Our certificate's serial.
@@ -263,7 +268,11 @@ impl NodeCore {
             Input::Bootstrap(answer) => self.on_bootstrap(answer),
             Input::NewerConfigSeen => self.newer_config_seen(&now),
             Input::ConfigFetched(answer) => self.on_config_fetched(answer, &now),
-            Input::OwnSerial(serial) => self.own_serial = serial,
+            Input::NewCertificate { serial } => {
+                self.own_serial = serial.unwrap_or(self.own_serial);
+                self.manager.on_new_certificate();
+            }
+            Input::RoutingChanged => self.manager.on_routing_changed(),
             Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),
             Input::OwnCertRevoked => self.own_cert_revoked(&now),
             Input::VersionAnnounced => self.version_announced(&now),
@@ -310,6 +319,11 @@ impl NodeCore {
     /// When to give the core [`Input::Timer`] (besides the 1 s tick).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.babeld.restart_at()
+    }
+
+    /// The tunnel manager, for the status.
+    pub fn manager(&self) -> &Manager {
+        &self.manager
     }
 
     /// The network configuration in use.

@@ -142,7 +142,7 @@ fn a_revoked_serial_is_refused_and_a_good_one_served() {
             accept: false
         }]
     );
-    assert!(c.manager.served().is_empty());
+    assert!(c.manager().served().is_empty());
     assert_eq!(c.served().serial_count(), 0);
 
     c.handle(hook(Event::ClientConnect(peer(2, 6))), clock.now());
@@ -153,7 +153,7 @@ fn a_revoked_serial_is_refused_and_a_good_one_served() {
             accept: true
         }]
     );
-    assert!(c.manager.served().contains(&prefix(2)));
+    assert!(c.manager().served().contains(&prefix(2)));
     assert_eq!(c.served().serials(), [6].into());
     assert_eq!(c.served().links().using(&[6].into()).len(), 1);
 
@@ -172,7 +172,7 @@ fn a_revoked_serial_is_refused_and_a_good_one_served() {
     assert!(effects(&mut c).is_empty());
     assert_eq!(c.served().serial_count(), 0);
     assert!(c.served().links().is_empty());
-    assert!(c.manager.served().is_empty());
+    assert!(c.manager().served().is_empty());
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn restarting_servers_forgets_who_was_on_them() {
     c.handle(Input::ServersRestarted, clock.now());
     assert_eq!(c.served().serial_count(), 0);
     assert!(c.served().links().is_empty());
-    assert!(c.manager.served().is_empty());
+    assert!(c.manager().served().is_empty());
 }
 
 #[test]
@@ -455,6 +455,8 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         1 => proptest::option::of(".{0,8}")
             .prop_map(|e| Input::CacheSaved(e.map_or(Ok(()), Err))),
         1 => Just(Input::ServersRestarted),
+        1 => proptest::option::of(any::<u64>()).prop_map(|serial| Input::NewCertificate { serial }),
+        1 => Just(Input::RoutingChanged),
         1 => (".{0,8}", ".{0,8}").prop_map(|(iface, status)| Input::ServerExited { iface, status }),
         1 => any::<u16>().prop_map(|p| Input::TunnelExited(prefix(p.into()))),
         1 => ".{0,8}".prop_map(Input::DropFailed),
@@ -568,7 +570,7 @@ fn an_exited_server_is_looked_for_10s_after_their_start_and_restarts_them_once()
     assert_eq!(c.openvpn_restarts(), 2);
     c.handle(hook(Event::ClientConnect(peer(1, 1))), clock.now());
     c.handle(Input::ServersRestarted, clock.now());
-    assert!(c.manager.served().is_empty());
+    assert!(c.manager().served().is_empty());
     let restarted = clock.secs;
     let out = ticks(&mut c, &mut clock, 12);
     assert_eq!(

@@ -819,7 +819,7 @@ async fn run_node(
         tokio::select! {
             _ = sigterm.recv() => break,
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
-            Some(()) = babel_links.recv() => node.core.manager.on_routing_changed(),
+            Some(()) = babel_links.recv() => node.handle(Input::RoutingChanged),
             Some(failed) = dropped_rx.recv() => node.handle(Input::DropFailed(failed)),
             _ = sigint.recv() => break,
             status = wait_child(&mut babeld) => {
@@ -1137,7 +1137,7 @@ impl Node {
     fn save_cache(&mut self) {
         let saved = self
             .core
-            .manager
+            .manager()
             .cache()
             .save(&self.o.state.join("peers.bin"))
             .map_err(|e| e.to_string());
@@ -1224,12 +1224,9 @@ impl Node {
             Ok(me) => self.link.me = me,
             Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
         }
-        if let Some(serial) = cert::serial(&self.my_cert)
+        let serial = cert::serial(&self.my_cert)
             .ok()
-            .and_then(|s| u64::try_from(s).ok())
-        {
-            self.handle(Input::OwnSerial(serial));
-        }
+            .and_then(|s| u64::try_from(s).ok());
         self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
         // Killed but kept: reaping them tells the manager, which reconnects.
         for c in self.clients.values_mut() {
@@ -1239,7 +1236,7 @@ impl Node {
             tasks::kill_in_background(c);
         }
         self.reap_clients();
-        self.core.manager.on_new_certificate();
+        self.handle(Input::NewCertificate { serial });
     }
 
     /// A peer's network version: newer ones make us fetch the
@@ -1337,10 +1334,10 @@ impl Node {
         let msg = [&[Code::Version as u8][..], &self.link.version].concat();
         let neighbours: BTreeSet<Prefix> = self
             .core
-            .manager
+            .manager()
             .tunnels()
             .map(|(p, _)| *p)
-            .chain(self.core.manager.served().iter().copied())
+            .chain(self.core.manager().served().iter().copied())
             .collect();
         for p in neighbours {
             self.send_to(udp, p, &msg).await;
@@ -1348,7 +1345,7 @@ impl Node {
     }
 
     fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
-        let view = fresh.unwrap_or(self.core.manager.routing());
+        let view = fresh.unwrap_or(self.core.manager().routing());
         let subnet = |p: &Prefix| {
             self.network
                 .concat(p)
@@ -1361,12 +1358,12 @@ impl Node {
             address: self.my_ip.to_string(),
             config_version: re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0),
             cert_not_after: self.cert_not_after,
-            registry_cut: self.core.manager.is_disconnected(),
-            cached_peers: self.core.manager.cache().len(),
+            registry_cut: self.core.manager().is_disconnected(),
+            cached_peers: self.core.manager().cache().len(),
             known_nodes: view.known.len(),
             tunnels: self
                 .core
-                .manager
+                .manager()
                 .client_tunnels()
                 .into_iter()
                 .map(|t| crate::status::TunnelStatus {
@@ -1381,7 +1378,7 @@ impl Node {
                     tx_bytes: None,
                 })
                 .collect(),
-            served: self.core.manager.served().iter().map(subnet).collect(),
+            served: self.core.manager().served().iter().map(subnet).collect(),
             served_traffic: Vec::new(),
             reachable_at: self.link.my_address.clone(),
             ipv4: self.advertised.ipv4_source().into(),
