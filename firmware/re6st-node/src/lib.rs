@@ -3,6 +3,7 @@
 //! (router advertisements).
 
 pub mod babel;
+pub mod core;
 pub mod daemon;
 pub mod lan;
 pub mod nat;

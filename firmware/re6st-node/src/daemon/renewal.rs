@@ -19,6 +19,24 @@ pub fn unix(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
     Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
+/// Why a certificate from the registry cannot replace ours.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedCert {
+    #[error("unreadable certificate: {0}")]
+    Unreadable(openssl::error::ErrorStack),
+    /// OpenSSL failed while checking it.
+    #[error("{0}")]
+    Check(#[from] openssl::error::ErrorStack),
+    #[error("not signed by our CA")]
+    NotOurCa,
+    #[error("not for our key")]
+    NotOurKey,
+    #[error("not for our prefix")]
+    NotOurPrefix,
+    #[error("not valid any longer than ours")]
+    NotLonger,
+}
+
 pub fn due(not_after: i64, now: i64) -> bool {
     not_after - AHEAD <= now
 }
@@ -32,23 +50,23 @@ pub fn acceptable_cert(
     key: &PKeyRef<Private>,
     ca: &X509Ref,
     old_revoked: bool,
-) -> Result<X509, String> {
-    let new = X509::from_pem(new_pem).map_err(|e| format!("unreadable certificate: {e}"))?;
-    let ca_key = ca.public_key().map_err(|e| e.to_string())?;
-    if !new.verify(&ca_key).map_err(|e| e.to_string())? {
-        return Err("not signed by our CA".into());
+) -> Result<X509, RefusedCert> {
+    let new = X509::from_pem(new_pem).map_err(RefusedCert::Unreadable)?;
+    let ca_key = ca.public_key()?;
+    if !new.verify(&ca_key)? {
+        return Err(RefusedCert::NotOurCa);
     }
-    let new_pub = new.public_key().map_err(|e| e.to_string())?;
+    let new_pub = new.public_key()?;
     if !new_pub.public_eq(key) {
-        return Err("not for our key".into());
+        return Err(RefusedCert::NotOurKey);
     }
     if cert::node_prefix(&new).ok() != cert::node_prefix(old).ok() {
-        return Err("not for our prefix".into());
+        return Err(RefusedCert::NotOurPrefix);
     }
     let reissued = old_revoked && cert::serial(&new).ok() != cert::serial(old).ok();
     match (unix(new.not_after()), unix(old.not_after())) {
         (Some(n), Some(o)) if n > o || (reissued && n >= o) => Ok(new),
-        _ => Err("not valid any longer than ours".into()),
+        _ => Err(RefusedCert::NotLonger),
     }
 }
 
@@ -79,21 +97,26 @@ mod tests {
         assert!(!due(end, end - AHEAD - 1));
         // The same certificate is not an improvement; another node's is
         // refused; a certificate of another CA too.
-        assert!(acceptable_cert(&a.cert_pem(), &old, &key, &pki.ca, false).is_err());
+        assert!(matches!(
+            acceptable_cert(&a.cert_pem(), &old, &key, &pki.ca, false),
+            Err(RefusedCert::NotLonger)
+        ));
         let b = pki.node("2/16", 3);
-        assert!(acceptable_cert(&b.cert_pem(), &old, &key, &pki.ca, false)
-            .unwrap_err()
-            .contains("key"));
+        assert!(matches!(
+            acceptable_cert(&b.cert_pem(), &old, &key, &pki.ca, false),
+            Err(RefusedCert::NotOurKey)
+        ));
         let other = Pki::new("2001:db8::/32");
-        assert!(acceptable_cert(
-            &other.node("1/16", 2).cert_pem(),
-            &old,
-            &key,
-            &pki.ca,
-            false
-        )
-        .unwrap_err()
-        .contains("CA"));
+        assert!(matches!(
+            acceptable_cert(
+                &other.node("1/16", 2).cert_pem(),
+                &old,
+                &key,
+                &pki.ca,
+                false
+            ),
+            Err(RefusedCert::NotOurCa)
+        ));
         // A reissue (another serial, the same end) replaces a revoked
         // certificate only.
         let again = pki.reissue(&a, 7).cert_pem();

@@ -18,7 +18,7 @@ use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::{Identity, PeerTable};
 use re6st_proto::prefix::{node_address, Prefix};
 use re6st_proto::relay;
-use re6st_registry_client::client::{ClientError, RegistryClient};
+use re6st_registry_client::client::RegistryClient;
 use re6st_registry_client::transport::RegistryUrl;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::process::{Child, Command};
@@ -28,21 +28,21 @@ use super::handover;
 use super::log::{error, log};
 use super::options::Options;
 use super::peer_link::{bind_address, PeerEvent, PeerLink};
-use super::reconfig;
 use super::renewal;
-use super::restart_backoff::RestartBackoff;
 use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
-use crate::babel::control::set_rxcost;
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::table::Table;
+use crate::core::peers::version_message;
+use crate::core::servers::Renewed as CoreRenewed;
+use crate::core::{Effect, Input, NodeCore, Now};
 use crate::nat::advertised::{Advertised, Mapping};
 use crate::nat::upnp::Upnp;
 use crate::openvpn::args::{client, server, Common};
 use crate::openvpn::hook::Event;
 use crate::openvpn::management;
 use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAULT_CAPACITY};
-use crate::tunnel::manager::{Action, Config, CountryRule, Manager, RoutingView};
+use crate::tunnel::manager::{Config, CountryRule, Manager, RoutingView};
 use crate::underlay::RemoteGateways;
 
 /// Wall-clock seconds: for what is about dates (certificates, renewal,
@@ -62,6 +62,15 @@ pub(crate) fn mono() -> i64 {
     static START: std::sync::OnceLock<(i64, std::time::Instant)> = std::sync::OnceLock::new();
     let (wall, start) = START.get_or_init(|| (now(), std::time::Instant::now()));
     wall + start.elapsed().as_secs() as i64
+}
+
+/// The time now, for the core.
+fn clock() -> Now {
+    Now {
+        at: std::time::Instant::now(),
+        mono: mono(),
+        wall: now(),
+    }
 }
 
 /// Runs `ip ARGS`; on success, remembers its undo for the clean-up. An
@@ -108,7 +117,6 @@ struct Node {
     network: Prefix,
     prefix: Prefix,
     link: PeerLink,
-    manager: Manager,
     babel_socket: PathBuf,
     common: Common,
     clients: BTreeMap<Prefix, Child>,
@@ -118,33 +126,21 @@ struct Node {
     done: mpsc::UnboundedSender<Done>,
     /// Lines for babeld, sent in order by one task.
     babel_commands: mpsc::UnboundedSender<Vec<String>>,
-    /// Slow work under way, each at most once at a time.
-    in_flight: InFlight,
+    /// The node's decisions (and the tunnel manager).
+    core: NodeCore,
+    /// `re6st ctl status` dumps under way.
+    status_dumps: usize,
     forward_to: Option<SocketAddr>,
-    defaults: String,
     client_count: usize,
     /// For the status command.
     cert_not_after: i64,
     my_ip: std::net::Ipv6Addr,
     ca: X509,
-    /// The network configuration in use.
-    config: NetworkConfig,
-    own_serial: u64,
-    /// Serials of the peers on our servers.
-    served_serials: BTreeMap<Prefix, u64>,
-    /// The connections on our servers and their certificates.
-    served_links: management::Connections,
     /// Our OpenVPN servers' interfaces (their management sockets are named
     /// after them).
     server_ifaces: Vec<String>,
-    /// When to fetch the network configuration (a newer version exists).
-    update_at: Option<i64>,
-    /// When we last sent our version to our neighbours.
-    version_announced: i64,
     my_cert: X509,
     key: PKey<openssl::pkey::Private>,
-    /// When to check our certificate's and the CA's ends next.
-    renewal_check: i64,
     /// `--client`: the addresses of our one tunnel, and its OpenVPN.
     client_mode: Option<Vec<(String, u16, re6st_proto::address::Proto)>>,
     client_mode_child: Option<Child>,
@@ -157,18 +153,7 @@ struct Node {
     /// `--remote-gateway`, and the peer address each client tunnel uses.
     remote_gateways: RemoteGateways,
     tunnel_peers: BTreeMap<Prefix, std::net::IpAddr>,
-    /// Interfaces babeld was told about (its command line, then taps
-    /// taken into use later): a restarted babeld gets them all.
-    babel_ifaces: BTreeSet<String>,
     kernel_check: KernelCheck,
-    kernel_checked: i64,
-    /// Bootstrap requests in a row that gave no peer.
-    bootstrap_misses: u32,
-    /// Relay datagrams refused (logged at powers of two).
-    relay_refused: u64,
-    /// babeld and OpenVPN processes that exited on their own (status).
-    babeld_restarts: u64,
-    openvpn_restarts: u64,
 }
 
 pub fn main(args: Vec<OsString>) -> ExitCode {
@@ -503,37 +488,43 @@ async fn run(o: Options) -> Result<(), NodeError> {
                         info: format!("re6st-rs {}", env!("CARGO_PKG_VERSION")),
                         pending: Default::default(),
                     },
-                    manager: {
-                        let cache_path = o.state.join("peers.bin");
-                        let (mut cache, err) = PeerCache::load(&cache_path, DEFAULT_CAPACITY);
-                        if let Some(e) = err {
-                            log(1, v, e);
-                        }
-                        cache.reset_connecting();
-                        let neighbours = o
-                            .neighbours
-                            .iter()
-                            .filter_map(|n| Prefix::from_subnet(n).ok())
-                            .collect();
-                        Manager::new(
-                            Config {
-                                me: prefix,
-                                registry: config.registry_prefix,
-                                client_count,
-                                tunnel_refresh: i64::from(config.tunnel_refresh),
-                                timeout,
-                                neighbours,
-                                disabled: disabled.iter().copied().collect(),
-                                countries: CountryRule {
-                                    same_country: config.same_country.iter().cloned().collect(),
-                                    mine: country.clone(),
+                    core: NodeCore::new(
+                        {
+                            let cache_path = o.state.join("peers.bin");
+                            let (mut cache, err) = PeerCache::load(&cache_path, DEFAULT_CAPACITY);
+                            if let Some(e) = err {
+                                log(1, v, e);
+                            }
+                            cache.reset_connecting();
+                            let neighbours = o
+                                .neighbours
+                                .iter()
+                                .filter_map(|n| Prefix::from_subnet(n).ok())
+                                .collect();
+                            Manager::new(
+                                Config {
+                                    me: prefix,
+                                    registry: config.registry_prefix,
+                                    client_count,
+                                    tunnel_refresh: i64::from(config.tunnel_refresh),
+                                    timeout,
+                                    neighbours,
+                                    disabled: disabled.iter().copied().collect(),
+                                    countries: CountryRule {
+                                        same_country: config.same_country.iter().cloned().collect(),
+                                        mine: country.clone(),
+                                    },
                                 },
-                            },
-                            cache,
-                            mono(),
-                            u64::from(openssl_random()),
-                        )
-                    },
+                                cache,
+                                mono(),
+                                u64::from(openssl_random()),
+                            )
+                        },
+                        config.clone(),
+                        own_serial,
+                        clock(),
+                    ),
+                    status_dumps: 0,
                     // Stock babeld's text socket; RUN/babeld.sock speaks upstream's
                     // protocol (see babel::upstream_ctl).
                     babel_socket: o.run.join("babeld-stock.sock"),
@@ -542,22 +533,13 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     registry: Arc::new(tokio::sync::Mutex::new(registry)),
                     done,
                     babel_commands,
-                    in_flight: InFlight::default(),
                     forward_to: None,
-                    defaults: String::new(),
                     client_count: taps,
                     cert_not_after,
                     my_ip,
                     ca: ca.clone(),
-                    config: config.clone(),
-                    own_serial,
-                    served_serials: BTreeMap::new(),
-                    served_links: Default::default(),
-                    update_at: None,
-                    version_announced: mono(),
                     my_cert: my_cert.clone(),
                     key: key.clone(),
-                    renewal_check: now() + 10,
                     client_mode,
                     client_mode_child: None,
                     advertised,
@@ -565,14 +547,8 @@ async fn run(o: Options) -> Result<(), NodeError> {
                     remote_gateways,
                     country: country.clone(),
                     tunnel_peers: BTreeMap::new(),
-                    babel_ifaces: BTreeSet::new(),
                     kernel_check: KernelCheck::default(),
-                    kernel_checked: 0,
-                    bootstrap_misses: 0,
-                    relay_refused: 0,
                     server_ifaces: Vec::new(),
-                    babeld_restarts: 0,
-                    openvpn_restarts: 0,
                 },
                 &config,
                 &dh,
@@ -757,8 +733,8 @@ async fn run_node(
         extra: o.babel_args.clone(),
         interfaces,
     };
-    node.defaults = babel.interface_defaults();
-    node.babel_ifaces = babel.interfaces.iter().cloned().collect();
+    node.handle(Input::BabelDefaults(babel.interface_defaults()));
+    node.handle(Input::BabelInterfaces(babel.interfaces.clone()));
     let babel_log = o.log.join("babeld.log");
     let spawn_babel = |b: &BabelConfig| {
         let _ = std::fs::remove_file(&b.pidfile);
@@ -776,7 +752,8 @@ async fn run_node(
     // Neighbours coming and going: an under-connected node dumps at once.
     // And any news of the route to the registry's node.
     let watched: Vec<(std::net::IpAddr, u8)> = node
-        .config
+        .core
+        .config()
         .registry_prefix
         .and_then(|p| node.network.concat(&p).ok())
         .map(|s| (std::net::IpAddr::V6(s.to_ipv6()), s.len()))
@@ -785,7 +762,6 @@ async fn run_node(
     let mut babel_links = crate::babel::monitor::spawn(node.babel_socket.clone(), watched);
     // Revoked peers that a server could not drop alone.
     let (dropped_tx, mut dropped_rx) = tokio::sync::mpsc::channel::<String>(4);
-    let mut force_server_restart = false;
     let upstream_sock = o.run.join("babeld.sock");
     let upstream_ctl = tokio::spawn(crate::babel::upstream_ctl::serve(
         upstream_sock.clone(),
@@ -827,12 +803,6 @@ async fn run_node(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
-    let mut babel_backoff = RestartBackoff::new(mono() as u64);
-    // When the servers were last (re)started: one that exits is restarted
-    // with the others, at most once every SERVER_RESTART_EVERY.
-    let mut servers_started = std::time::Instant::now();
-    let mut cache_saved = mono();
-    let mut cache_save_failed = false;
     log(
         2,
         v,
@@ -845,56 +815,29 @@ async fn run_node(
         (None, None)
     };
     let mut reexec = false;
-    // babeld's restart after it exited, once its back-off has passed: a
-    // timer of the loop, never a sleep inside it.
-    let mut babel_restart_at: Option<tokio::time::Instant> = None;
-    loop {
-        // What the event asked for, carried out below.
-        let mut asked = Asked::default();
+    'run: loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
-            Some(()) = babel_links.recv() => node.manager.on_routing_changed(),
-            Some(failed) = dropped_rx.recv() => {
-                // Without its management socket, a server drops a revoked
-                // peer only by restarting (every other client with it).
-                log(1, v, format!("could not drop a revoked peer: {failed}; restarting the OpenVPN servers"));
-                force_server_restart = true;
-            }
+            Some(()) = babel_links.recv() => node.handle(Input::RoutingChanged),
+            Some(failed) = dropped_rx.recv() => node.handle(Input::DropFailed(failed)),
             _ = sigint.recv() => break,
             status = wait_child(&mut babeld) => {
                 babeld = None;
-                let delay = babel_backoff.on_exit(mono() as u64);
-                log(1, v, format!("babeld exited ({status:?}); restarting in {delay}s"));
-                babel_restart_at = Some(tokio::time::Instant::now() + Duration::from_secs(delay));
+                node.handle(Input::BabeldExited { status: format!("{status:?}") });
             }
-            _ = sleep_until(babel_restart_at) => {
-                babel_restart_at = None;
-                babel.interfaces = node.babel_ifaces.iter().cloned().collect();
-                match spawn_babel(&babel) {
-                    Ok(c) => {
-                        babeld = Some(c);
-                        babel_backoff.on_start(mono() as u64);
-                        node.babeld_restarts += 1;
-                        log(1, v, "babeld restarted");
-                    }
-                    Err(e) => {
-                        let delay = babel_backoff.on_start_failed(mono() as u64);
-                        log(0, v, format!("babeld: {e}; trying again in {delay}s"));
-                        babel_restart_at =
-                            Some(tokio::time::Instant::now() + Duration::from_secs(delay));
-                    }
-                }
+            _ = sleep_until(node.core.poll_timeout().map(tokio::time::Instant::from_std)) => {
+                node.handle(Input::Timer);
             }
             r = ctl.accept() => {
                 if let Ok((stream, _)) = r {
                     node.answer_status(stream);
                 }
             }
-            Some(d) = done_rx.recv() => node.on_done(d, &udp, &mut asked).await,
+            Some(d) = done_rx.recv() => node.on_done(d),
             r = hook.recv_from(&mut hook_buf) => {
                 if let Ok((n, from)) = r {
-                    node.hook_event(&hook, &hook_buf[..n], from.as_pathname()).await;
+                    node.hook_event(&hook_buf[..n], from.as_pathname());
                 }
             }
             r = udp.recv_from(&mut buf) => {
@@ -904,84 +847,86 @@ async fn run_node(
                 }
             }
             _ = tick.tick() => {
-                asked.restart_servers |= std::mem::take(&mut force_server_restart);
-                if node.update_at.is_some_and(|t| mono() >= t) {
-                    node.fetch_config();
+                node.client_mode_tunnel();
+                node.reap_clients();
+                // Server checks, registry calls, announcements, kernel
+                // checks, cache saves and the tunnel manager's tick.
+                node.handle(Input::Tick);
+            }
+        }
+        // What the core decided, carried out.
+        while let Some(effect) = node.core.poll_effect() {
+            match effect {
+                Effect::StartBabeld => {
+                    babel.interfaces = node.babel_interfaces();
+                    match spawn_babel(&babel) {
+                        Ok(c) => {
+                            babeld = Some(c);
+                            node.handle(Input::BabeldStarted { restarted: true });
+                        }
+                        Err(e) => node.handle(Input::BabeldStartFailed {
+                            error: e.to_string(),
+                        }),
+                    }
                 }
-                if now() >= node.renewal_check {
-                    node.check_renewal();
+                Effect::AnswerHook { to, accept } => {
+                    let _ = hook.send_to(&[u8::from(accept)], &to).await;
                 }
-                // An OpenVPN server that exited (killed, crashed): its
-                // peers lost their tunnels; serve them again.
-                if servers_started.elapsed() >= SERVER_RESTART_EVERY {
+                Effect::CheckServers => {
+                    // An OpenVPN server that exited (killed, crashed): its
+                    // peers lost their tunnels; serve them again.
                     for (c, iface) in children.iter_mut().zip(&server_ifaces) {
                         if let Ok(Some(status)) = c.try_wait() {
-                            log(1, v, format!("OpenVPN server {iface} exited ({status})"));
-                            node.openvpn_restarts += 1;
-                            asked.restart_servers = true;
+                            node.handle(Input::ServerExited {
+                                iface: iface.clone(),
+                                status: status.to_string(),
+                            });
                         }
                     }
                 }
-                if mono() - node.version_announced >= 30 {
-                    node.announce_version(&udp).await;
+                Effect::Reexec => {
+                    reexec = true;
+                    break 'run;
                 }
-                if mono() - node.kernel_checked >= KERNEL_CHECK_EVERY {
-                    node.kernel_checked = mono();
-                    node.check_kernel_routes();
+                Effect::RestartBabeld => {
+                    babel.hello = node.core.config().hello;
+                    babel.default = node.core.config().babel_default.clone();
+                    babel.hmac_sign = node
+                        .core
+                        .config()
+                        .babel_hmac_sign
+                        .clone()
+                        .filter(|k| !k.is_empty());
+                    babel.hmac_accept = node.core.config().babel_hmac_accept.clone();
+                    node.handle(Input::BabelDefaults(babel.interface_defaults()));
+                    babel.interfaces = node.babel_interfaces();
+                    // A babeld waiting for its restart takes the new
+                    // parameters then. A running one is killed, not
+                    // stopped: its routes stay in the kernel and carry
+                    // traffic until the new babeld has converged (tens of
+                    // seconds).
+                    if let Some(mut old) = babeld.take() {
+                        let _ = old.kill().await;
+                        babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
+                        node.handle(Input::BabeldStarted { restarted: false });
+                    }
                 }
-                node.client_mode_tunnel();
-                node.reap_clients();
-                node.manager.tick(mono());
-                node.run_actions(&udp).await;
-                if mono() - cache_saved > 60 {
-                    save_cache(&node, &o.state, &mut cache_save_failed);
-                    cache_saved = mono();
+                Effect::DropServed(serials) => node.drop_served(&serials, &dropped_tx),
+                Effect::RestartServers => {
+                    log(1, v, "restarting the OpenVPN servers");
+                    // SIGKILL: gone at once, their ports free for the new
+                    // ones.
+                    for mut c in std::mem::take(&mut children) {
+                        let _ = c.kill().await;
+                    }
+                    node.handle(Input::ServersRestarted);
+                    let max = o.max_clients.unwrap_or(node.core.config().max_clients);
+                    children = spawn_servers(&node.common, max)?;
+                    for iface in &server_ifaces {
+                        node.reset_babel_iface(iface);
+                    }
                 }
-            }
-        }
-        if asked.reexec {
-            reexec = true;
-            break;
-        }
-        if asked.restart_babel {
-            log(1, v, "network configuration changed: restarting babeld");
-            babel.hello = node.config.hello;
-            babel.default = node.config.babel_default.clone();
-            babel.hmac_sign = node
-                .config
-                .babel_hmac_sign
-                .clone()
-                .filter(|k| !k.is_empty());
-            babel.hmac_accept = node.config.babel_hmac_accept.clone();
-            node.defaults = babel.interface_defaults();
-            babel.interfaces = node.babel_ifaces.iter().cloned().collect();
-            // A babeld waiting for its restart takes the new parameters
-            // then. A running one is killed, not stopped: its routes stay
-            // in the kernel and carry traffic until the new babeld has
-            // converged (tens of seconds).
-            if let Some(mut old) = babeld.take() {
-                let _ = old.kill().await;
-                babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
-                babel_backoff.on_start(mono() as u64);
-            }
-        }
-        if !asked.drop_served.is_empty() {
-            node.drop_served(&asked.drop_served, &dropped_tx);
-        }
-        if asked.restart_servers {
-            log(1, v, "restarting the OpenVPN servers");
-            servers_started = std::time::Instant::now();
-            // SIGKILL: gone at once, their ports free for the new ones.
-            for mut c in std::mem::take(&mut children) {
-                let _ = c.kill().await;
-            }
-            node.served_serials.clear();
-            node.served_links.clear();
-            node.manager.clear_served();
-            let max = o.max_clients.unwrap_or(node.config.max_clients);
-            children = spawn_servers(&node.common, max)?;
-            for iface in &server_ifaces {
-                node.reset_babel_iface(iface);
+                other => node.carry_out(other, &udp).await,
             }
         }
     }
@@ -989,7 +934,8 @@ async fn run_node(
     if let Some(u) = upnp {
         u.stop().await;
     }
-    save_cache(&node, &o.state, &mut cache_save_failed);
+    node.save_cache();
+    node.flush_logs();
     for (_, mut c) in std::mem::take(&mut node.clients) {
         let _ = c.kill().await;
     }
@@ -1035,39 +981,11 @@ struct Inbox {
     babel_commands: mpsc::UnboundedReceiver<Vec<String>>,
 }
 
-/// Slow work under way in a task: at most one of each at a time (the
-/// tunnel manager and the timers ask again later), and a bounded number of
-/// status dumps.
-#[derive(Default)]
-struct InFlight {
-    dump: bool,
-    bootstrap: bool,
-    config: bool,
-    renewal: bool,
-    kernel_check: bool,
-    status_dumps: usize,
-}
-
-/// Serials of the peers on our servers, at most (OpenVPN's --max-clients
-/// bounds the real ones; hook events beyond are not remembered: the CRL
-/// check then does not restart the servers for them).
-const MAX_SERVED_SERIALS: usize = 1024;
-
 /// At most this many `re6st ctl status` dumps at a time.
 const STATUS_DUMPS: usize = 4;
 /// How long `re6st ctl status` waits for a fresh dump of babeld's routes
 /// before it answers with the tunnel manager's view.
 const STATUS_DUMP_WAIT: Duration = Duration::from_millis(500);
-
-/// What an event asked the loop to restart.
-#[derive(Default)]
-struct Asked {
-    reexec: bool,
-    restart_babel: bool,
-    restart_servers: bool,
-    /// Serials of revoked peers our servers must drop.
-    drop_served: BTreeSet<u64>,
-}
 
 /// A child's exit; never ready without one.
 async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
@@ -1089,33 +1007,9 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// directory to finish its clean-up (a quick restart) before giving up.
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
 
-/// At most one restart of exited OpenVPN servers in this time.
-const SERVER_RESTART_EVERY: Duration = Duration::from_secs(10);
-
 /// How long a revoked peer keeps its tunnel to our servers after we
 /// announced the revoking version to it (see `Node::drop_served`).
 const REVOKED_DROP_DELAY: Duration = Duration::from_secs(1);
-
-/// Saves the peer cache (atomically: a failed write leaves the previous
-/// file). A failure (e.g. a full disk) is logged, and so is the first
-/// success after failures; the node goes on routing either way.
-fn save_cache(node: &Node, state: &Path, failed: &mut bool) {
-    match node.manager.cache().save(&state.join("peers.bin")) {
-        Ok(()) => {
-            if std::mem::take(failed) {
-                log(1, node.o.verbose, "peer cache saved again");
-            }
-        }
-        Err(e) => {
-            log(
-                1,
-                node.o.verbose,
-                format!("cannot save the state: {e} (the previous file is kept)"),
-            );
-            *failed = true;
-        }
-    }
-}
 
 /// Stops babeld for good, the way that lets it retract its routes (SIGTERM:
 /// neighbours reroute at once), killing it if it does not within 5 s.
@@ -1133,9 +1027,6 @@ async fn stop_babeld(babeld: &mut Child) {
         let _ = babeld.kill().await;
     }
 }
-
-/// Seconds between two comparisons of babeld's routes with the kernel's.
-const KERNEL_CHECK_EVERY: i64 = 10;
 
 /// Why the node's run ended other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -1180,6 +1071,79 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Gives the core an input, with the time now.
+    fn handle(&mut self, input: Input) {
+        self.core.handle(input, clock());
+    }
+
+    /// Carries out what the core decided (but starting babeld and
+    /// answering hooks, which `run_node` does with what it holds).
+    async fn carry_out(&mut self, effect: Effect, udp: &UdpSocket) {
+        match effect {
+            Effect::Log { level, message } => log(level, self.o.verbose, message),
+            Effect::PeerSawUs(ip) => self.peer_saw(&ip),
+            Effect::DumpBabel => self.request_dump(),
+            Effect::AskBootstrap => {
+                let (registry, done) = (self.registry.clone(), self.done.clone());
+                tokio::spawn(async move {
+                    let answer = registry.lock().await.bootstrap_peer().await;
+                    let _ = done.send(Done::Bootstrap(answer));
+                });
+            }
+            Effect::FetchConfig => self.fetch_config(),
+            Effect::CheckRenewal => self.check_renewal(),
+            Effect::AnnounceVersion => self.announce_version(udp).await,
+            Effect::CompareKernelRoutes => self.check_kernel_routes(),
+            Effect::SaveCache => self.save_cache(),
+            Effect::UseNewCert => self.use_new_cert(),
+            Effect::UseConfig(new) => self.use_config(&new),
+            Effect::SendVersion(peer) => {
+                let msg = version_message(&self.link.version);
+                self.send_to(udp, peer, &msg).await;
+            }
+            Effect::SendToPeer { prefix, payload } => self.send_to(udp, prefix, &payload).await,
+            Effect::TellBabel(lines) => self.tell_babel(&lines),
+            Effect::StartTunnel {
+                prefix,
+                iface,
+                address,
+            } => self.start_tunnel(prefix, &iface, address),
+            Effect::StopTunnel(prefix) => self.stop_tunnel(prefix),
+            Effect::HoldRoutes { iface, hold: true } => handover::hold(&iface),
+            Effect::HoldRoutes { iface, hold: false } => handover::release(&iface),
+            // Carried out by `run_node`, with the children it holds.
+            Effect::StartBabeld
+            | Effect::AnswerHook { .. }
+            | Effect::CheckServers
+            | Effect::RestartServers
+            | Effect::RestartBabeld
+            | Effect::DropServed(_)
+            | Effect::Reexec => {}
+        }
+    }
+
+    /// Writes the core's log lines, at the end (nothing else is carried
+    /// out any more).
+    fn flush_logs(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            if let Effect::Log { level, message } = effect {
+                log(level, self.o.verbose, message);
+            }
+        }
+    }
+
+    /// Saves the peer cache (atomically: a failed write leaves the
+    /// previous file); the core says what of it to log.
+    fn save_cache(&mut self) {
+        let saved = self
+            .core
+            .manager()
+            .cache()
+            .save(&self.o.state.join("peers.bin"))
+            .map_err(|e| e.to_string());
+        self.handle(Input::CacheSaved(saved));
+    }
+
     /// The tunnel to `prefix` no longer uses its peer address.
     fn forget_peer_route(&mut self, prefix: Prefix) {
         if let Some(ip) = self.tunnel_peers.remove(&prefix) {
@@ -1233,13 +1197,8 @@ impl Node {
         }
     }
 
-    /// Starts a renewal check (see [`tasks::renew`]); checked hourly, a
-    /// failed attempt is retried then too.
+    /// Starts a renewal check (see [`tasks::renew`]).
     fn check_renewal(&mut self) {
-        self.renewal_check = now() + 3600;
-        if std::mem::replace(&mut self.in_flight.renewal, true) {
-            return;
-        }
         let input = tasks::RenewalInput {
             registry: self.registry.clone(),
             ca: self.ca.clone(),
@@ -1247,7 +1206,7 @@ impl Node {
             cert: self.my_cert.clone(),
             cert_path: self.o.cert.clone(),
             key: self.key.clone(),
-            revoked: self.config.crl.contains(&self.own_serial),
+            revoked: self.core.config().crl.contains(&self.core.own_serial()),
             now: now(),
             verbose: self.o.verbose,
         };
@@ -1265,10 +1224,9 @@ impl Node {
             Ok(me) => self.link.me = me,
             Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
         }
-        self.own_serial = cert::serial(&self.my_cert)
+        let serial = cert::serial(&self.my_cert)
             .ok()
-            .and_then(|s| u64::try_from(s).ok())
-            .unwrap_or(self.own_serial);
+            .and_then(|s| u64::try_from(s).ok());
         self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
         // Killed but kept: reaping them tells the manager, which reconnects.
         for c in self.clients.values_mut() {
@@ -1278,45 +1236,22 @@ impl Node {
             tasks::kill_in_background(c);
         }
         self.reap_clients();
-        self.manager.on_new_certificate();
+        self.handle(Input::NewCertificate { serial });
     }
 
     /// A peer's network version: newer ones make us fetch the
     /// configuration, older ones get ours back.
-    async fn on_version(&mut self, udp: &UdpSocket, peer: Prefix, blob: Vec<u8>) {
+    fn on_version(&mut self, peer: Prefix, blob: Vec<u8>) {
         if blob == self.link.version {
             return;
         }
-        let Ok(theirs) = re6st_proto::crypto::verify_version(&self.ca, &blob) else {
-            log(
-                2,
-                self.o.verbose,
-                format!("bad network version from {}", peer.to_subnet()),
-            );
-            return;
-        };
+        let theirs = re6st_proto::crypto::verify_version(&self.ca, &blob).ok();
         let ours = re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0);
-        log(
-            3,
-            self.o.verbose,
-            format!(
-                "network version {theirs} from {} (ours {ours})",
-                peer.to_subnet()
-            ),
-        );
-        if theirs < ours {
-            let msg = [&[Code::Version as u8][..], &self.link.version].concat();
-            self.send_to(udp, peer, &msg).await;
-        } else if theirs > ours {
-            self.update_at.get_or_insert(mono() + 1);
-        }
+        self.handle(Input::PeerVersion { peer, theirs, ours });
     }
 
     /// Starts fetching the network configuration (a newer one exists).
     fn fetch_config(&mut self) {
-        if std::mem::replace(&mut self.in_flight.config, true) {
-            return;
-        }
         let (registry, done) = (self.registry.clone(), self.done.clone());
         tokio::spawn(async move {
             let answer = registry.lock().await.network_config().await;
@@ -1324,50 +1259,10 @@ impl Node {
         });
     }
 
-    /// The registry's network configuration: when it is newer, switches to
-    /// it, tells our neighbours and says what else must restart.
-    async fn update_config(
-        &mut self,
-        udp: &UdpSocket,
-        answer: Result<NetworkConfig, ClientError>,
-    ) -> Option<reconfig::Plan> {
-        let new = match answer {
-            Ok(c) => c,
-            Err(e) => {
-                log(
-                    1,
-                    self.o.verbose,
-                    format!("new network configuration: {e}; retrying in 60s"),
-                );
-                self.update_at = Some(mono() + 60);
-                return None;
-            }
-        };
-        self.update_at = None;
-        let number =
-            |c: &NetworkConfig| re6st_proto::crypto::version_number(&c.version).unwrap_or(0);
-        if number(&new) <= number(&self.config) {
-            log(
-                3,
-                self.o.verbose,
-                format!("registry's network version {} is not newer", number(&new)),
-            );
-            return None;
-        }
-        let served: BTreeSet<u64> = self.served_serials.values().copied().collect();
-        let plan = reconfig::plan(
-            &self.config,
-            &new,
-            &served,
-            self.own_serial,
-            re6st_proto::PROTOCOL,
-        );
-        log(
-            2,
-            self.o.verbose,
-            format!("network configuration version {}: {plan:?}", number(&new)),
-        );
-        if let Err(e) = netconfig_cache::save(&self.o.state.join("network-config.bin"), &new) {
+    /// Takes a newer network configuration into use: cached, its version
+    /// and CRL for the peer protocol, its hello for OpenVPN's time-out.
+    fn use_config(&mut self, new: &NetworkConfig) {
+        if let Err(e) = netconfig_cache::save(&self.o.state.join("network-config.bin"), new) {
             log(
                 1,
                 self.o.verbose,
@@ -1376,14 +1271,7 @@ impl Node {
         }
         self.link.version = new.version.clone();
         self.link.crl = new.crl.clone();
-        self.manager.on_crl(new.crl.clone());
-        self.manager
-            .set_tunnel_refresh(i64::from(new.tunnel_refresh));
         self.common.ping_exit = 4 * new.hello;
-        self.config = new;
-        // Tell our neighbours (they tell theirs).
-        self.announce_version(udp).await;
-        Some(plan)
     }
 
     /// Drops the connections to our servers that use a certificate just
@@ -1392,13 +1280,14 @@ impl Node {
     /// certificate. In a task, through each server's management socket; a
     /// failure is reported on `failed` (the servers are then restarted).
     fn drop_served(&self, serials: &BTreeSet<u64>, failed: &tokio::sync::mpsc::Sender<String>) {
-        let targets = self.served_links.using(serials);
+        let targets = self.core.served().links().using(serials);
         if targets.is_empty() {
             return;
         }
         let run = self.o.run.clone();
         let (v, failed) = (self.o.verbose, failed.clone());
-        let (babel, defaults) = (self.babel_commands.clone(), self.defaults.clone());
+        let babel = self.babel_commands.clone();
+        let defaults = self.core.babel_interfaces().defaults().to_owned();
         tokio::spawn(async move {
             // The revoking version, just announced, must get through the
             // tunnel first: a node cut before it learns of its revocation
@@ -1441,13 +1330,14 @@ impl Node {
     /// change, then every 30 s, so that a neighbour that missed it (its
     /// tunnel was restarting) still gets it. Same versions cost nothing.
     async fn announce_version(&mut self, udp: &UdpSocket) {
-        self.version_announced = mono();
+        self.handle(Input::VersionAnnounced);
         let msg = [&[Code::Version as u8][..], &self.link.version].concat();
         let neighbours: BTreeSet<Prefix> = self
-            .manager
+            .core
+            .manager()
             .tunnels()
             .map(|(p, _)| *p)
-            .chain(self.manager.served().iter().copied())
+            .chain(self.core.manager().served().iter().copied())
             .collect();
         for p in neighbours {
             self.send_to(udp, p, &msg).await;
@@ -1455,7 +1345,7 @@ impl Node {
     }
 
     fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
-        let view = fresh.unwrap_or(self.manager.routing());
+        let view = fresh.unwrap_or(self.core.manager().routing());
         let subnet = |p: &Prefix| {
             self.network
                 .concat(p)
@@ -1468,11 +1358,12 @@ impl Node {
             address: self.my_ip.to_string(),
             config_version: re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0),
             cert_not_after: self.cert_not_after,
-            registry_cut: self.manager.is_disconnected(),
-            cached_peers: self.manager.cache().len(),
+            registry_cut: self.core.manager().is_disconnected(),
+            cached_peers: self.core.manager().cache().len(),
             known_nodes: view.known.len(),
             tunnels: self
-                .manager
+                .core
+                .manager()
                 .client_tunnels()
                 .into_iter()
                 .map(|t| crate::status::TunnelStatus {
@@ -1487,7 +1378,7 @@ impl Node {
                     tx_bytes: None,
                 })
                 .collect(),
-            served: self.manager.served().iter().map(subnet).collect(),
+            served: self.core.manager().served().iter().map(subnet).collect(),
             served_traffic: Vec::new(),
             reachable_at: self.link.my_address.clone(),
             ipv4: self.advertised.ipv4_source().into(),
@@ -1505,25 +1396,12 @@ impl Node {
                 .unwrap_or_default(),
             ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
             country: self.country.clone(),
-            same_country: self.config.same_country.clone(),
-            babeld_restarts: self.babeld_restarts,
-            openvpn_restarts: self.openvpn_restarts,
+            same_country: self.core.config().same_country.clone(),
+            babeld_restarts: self.core.babeld_restarts(),
+            openvpn_restarts: self.core.openvpn_restarts(),
             // Added by `re6st ctl`, which runs on the host.
             system: None,
         }
-    }
-
-    /// Our answer to `topology`: the number of our client tunnels, then
-    /// their peers and those we serve (`N p1 p2...`, as upstream).
-    fn topology(&self) -> String {
-        let tunnels: Vec<String> = self.manager.tunnels().map(|(p, _)| p.to_subnet()).collect();
-        let served = self.manager.served().iter().map(|p| p.to_subnet());
-        let mut text = tunnels.len().to_string();
-        for s in tunnels.iter().cloned().chain(served) {
-            text += " ";
-            text += &s;
-        }
-        text
     }
 
     async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
@@ -1538,18 +1416,7 @@ impl Node {
             // relay_source); anything else from here is dropped.
             let our_uid = nix::unistd::geteuid().as_raw();
             if !super::relay_source::trusted(from, our_uid) {
-                self.relay_refused = self.relay_refused.saturating_add(1);
-                if self.relay_refused.is_power_of_two() {
-                    log(
-                        1,
-                        self.o.verbose,
-                        format!(
-                            "relay datagram from {from} ignored: not from root's or our \
-                             user's socket ({} so far)",
-                            self.relay_refused
-                        ),
-                    );
-                }
+                self.handle(Input::RelayRefused { from });
                 return;
             }
             let Ok(r) = relay::decode(datagram) else {
@@ -1562,14 +1429,14 @@ impl Node {
                     let (answer, _) = self.link.answer(false, &m);
                     if m.code == Code::Version {
                         // The registry has a new network configuration.
-                        self.update_at.get_or_insert(mono() + 1);
+                        self.handle(Input::NewerConfigSeen);
                     }
                     if let Some(a) = answer {
                         let _ = udp
                             .send_to(&relay::encode(&r.prefix, r.code, &a), from)
                             .await;
                     } else if m.code == Code::Topology {
-                        let text = self.topology();
+                        let text = self.core.topology();
                         let _ = udp
                             .send_to(&relay::encode(&r.prefix, r.code, text.as_bytes()), from)
                             .await;
@@ -1592,60 +1459,26 @@ impl Node {
                     let _ = udp.send_to(&relay::encode(&p, code, &data), fwd).await;
                 }
             }
-            Some(PeerEvent::Address(p, a)) => self.manager.on_address(p, &a),
-            Some(PeerEvent::Kill(p, code)) => self.manager.on_kill_message(mono(), p, code),
-            Some(PeerEvent::Version(p, blob)) => self.on_version(udp, p, blob).await,
+            Some(PeerEvent::Address(p, a)) => self.handle(Input::PeerAddress(p, a)),
+            Some(PeerEvent::Kill(p, code)) => self.handle(Input::KillMessage(p, code)),
+            Some(PeerEvent::Version(p, blob)) => self.on_version(p, blob),
             // Only for the registry's node, as upstream: the registry
             // explores the tunnel graph through it.
-            Some(PeerEvent::Topology(p, first)) if Some(p) == self.config.registry_prefix => {
-                let answer = [&[first][..], self.topology().as_bytes()].concat();
-                self.send_to(udp, p, &answer).await;
+            Some(PeerEvent::Topology(peer, first)) => {
+                self.handle(Input::TopologyAsked { peer, first })
             }
-            Some(PeerEvent::Topology(..)) | None => {}
+            None => {}
         }
-        self.run_actions(udp).await;
     }
 
-    async fn hook_event(&mut self, hook: &UnixDatagram, data: &[u8], from: Option<&Path>) {
+    fn hook_event(&mut self, data: &[u8], from: Option<&Path>) {
         let Ok(event) = Event::decode(data) else {
             return;
         };
-        match event {
-            Event::ClientConnect(p) => {
-                let ok = !self.link.crl.contains(&p.serial);
-                if let Some(from) = from {
-                    let _ = hook.send_to(&[u8::from(ok)], from).await;
-                }
-                if let (true, Ok(prefix)) = (ok, Prefix::from_subnet(&p.cn)) {
-                    self.manager.on_served(prefix, true);
-                    if self.served_serials.len() < MAX_SERVED_SERIALS
-                        || self.served_serials.contains_key(&prefix)
-                    {
-                        self.served_serials.insert(prefix, p.serial);
-                    }
-                    self.served_links.connected(&p.dev, &p.ip, p.port, p.serial);
-                }
-            }
-            Event::ClientDisconnect(p) => {
-                self.served_links.disconnected(&p.dev, &p.ip, p.port);
-                if let Ok(prefix) = Prefix::from_subnet(&p.cn) {
-                    self.manager.on_served(prefix, false);
-                    // Else a later CRL naming its serial would restart our
-                    // servers for a peer long gone.
-                    self.served_serials.remove(&prefix);
-                }
-            }
-            Event::RouteUp {
-                cn,
-                serial,
-                external_ip,
-            } => {
-                if let Ok(prefix) = Prefix::from_subnet(&cn) {
-                    self.manager.on_tunnel_up(prefix, serial);
-                }
-                self.peer_saw(&external_ip);
-            }
-        }
+        self.handle(Input::Hook {
+            event,
+            reply_to: from.map(Path::to_path_buf),
+        });
     }
 
     fn reap_clients(&mut self) {
@@ -1655,111 +1488,48 @@ impl Node {
             .filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p))
             .collect();
         for p in exited {
-            self.openvpn_restarts += 1;
             self.clients.remove(&p);
-            self.manager.on_tunnel_exit(p);
+            self.handle(Input::TunnelExited(p));
         }
     }
 
-    async fn run_actions(&mut self, udp: &UdpSocket) {
-        while let Some(a) = self.manager.poll_action() {
-            match a {
-                Action::RequestDump => self.request_dump(),
-                Action::Open {
-                    prefix,
-                    iface,
-                    address,
-                } => {
-                    log(
-                        2,
-                        self.o.verbose,
-                        format!(
-                            "tunnel to {} via {iface}: trying {address}",
-                            prefix.to_subnet()
-                        ),
-                    );
-                    if let Some(old) = self.clients.remove(&prefix) {
-                        tasks::kill_in_background(old);
-                    }
-                    self.forget_peer_route(prefix);
-                    if self.babel_ifaces.insert(iface.clone()) {
-                        let line = format!("interface {iface} {}", self.defaults);
-                        self.tell_babel(&[line]);
-                    }
-                    if let Some(args) = self.remote_gateways.add(address.ip) {
-                        run_ip(&args, self.o.verbose);
-                    }
-                    self.tunnel_peers.insert(prefix, address.ip);
-                    let args = client(
-                        &self.common,
-                        &iface,
-                        &prefix.to_subnet(),
-                        &[(address.ip.to_string(), address.port, address.proto)],
-                    );
-                    match super::child::command("openvpn").args(&args).spawn() {
-                        Ok(c) => {
-                            self.clients.insert(prefix, c);
-                        }
-                        Err(e) => {
-                            log(1, self.o.verbose, format!("openvpn: {e}"));
-                            self.manager.on_tunnel_exit(prefix);
-                        }
-                    }
-                }
-                Action::Close { prefix, iface } => {
-                    log(
-                        2,
-                        self.o.verbose,
-                        format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
-                    );
-                    if let Some(c) = self.clients.remove(&prefix) {
-                        tasks::kill_in_background(c);
-                    }
-                    self.forget_peer_route(prefix);
-                }
-                Action::QueryAddress(p) => self.send_to(udp, p, &[Code::Address as u8]).await,
-                Action::SendKill { prefix, code } => {
-                    let what = if code == 2 {
-                        "asking to close"
-                    } else {
-                        "agreeing to close"
-                    };
-                    log(
-                        2,
-                        self.o.verbose,
-                        format!("tunnel with {}: {what}", prefix.to_subnet()),
-                    );
-                    self.send_to(udp, prefix, &[code]).await
-                }
-                Action::SetRxCost { iface, rxcost } => {
-                    if rxcost.is_some() {
-                        log(2, self.o.verbose, format!("draining {iface}"));
-                        handover::hold(&iface);
-                    } else {
-                        handover::release(&iface);
-                    }
-                    match rxcost {
-                        Some(cost) => {
-                            let lines = set_rxcost(&iface, cost, &self.defaults);
-                            self.tell_babel(&lines);
-                        }
-                        None => self.reset_babel_iface(&iface),
-                    }
-                }
-                Action::CheckConfig => {
-                    self.update_at.get_or_insert(mono());
-                }
-                Action::RequestBootstrap => {
-                    if !std::mem::replace(&mut self.in_flight.bootstrap, true) {
-                        let (registry, done) = (self.registry.clone(), self.done.clone());
-                        tokio::spawn(async move {
-                            let answer = registry.lock().await.bootstrap_peer().await;
-                            let _ = done.send(Done::Bootstrap(answer));
-                        });
-                    }
-                }
-            }
+    /// Starts a client tunnel's OpenVPN to `address` on `iface`.
+    fn start_tunnel(
+        &mut self,
+        prefix: Prefix,
+        iface: &str,
+        address: re6st_proto::address::Address,
+    ) {
+        if let Some(old) = self.clients.remove(&prefix) {
+            tasks::kill_in_background(old);
         }
+        self.forget_peer_route(prefix);
+        if let Some(args) = self.remote_gateways.add(address.ip) {
+            run_ip(&args, self.o.verbose);
+        }
+        self.tunnel_peers.insert(prefix, address.ip);
+        let args = client(
+            &self.common,
+            iface,
+            &prefix.to_subnet(),
+            &[(address.ip.to_string(), address.port, address.proto)],
+        );
+        match super::child::command("openvpn").args(&args).spawn() {
+            Ok(c) => {
+                self.clients.insert(prefix, c);
+            }
+            Err(e) => self.handle(Input::TunnelStartFailed {
+                prefix,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    fn stop_tunnel(&mut self, prefix: Prefix) {
+        if let Some(c) = self.clients.remove(&prefix) {
+            tasks::kill_in_background(c);
+        }
+        self.forget_peer_route(prefix);
     }
 
     /// Sends configuration lines to babeld (in order, by a task).
@@ -1773,19 +1543,22 @@ impl Node {
     /// through it behind babeld's back, and babeld, believing them
     /// installed, would never put them back.
     fn reset_babel_iface(&self, iface: &str) {
-        let lines = [
-            format!("flush interface {iface}"),
-            format!("interface {iface} {}", self.defaults),
-        ];
-        self.tell_babel(&lines);
+        self.tell_babel(&self.core.babel_interfaces().reset_lines(iface));
+    }
+
+    /// The interfaces babeld was told about, for a babeld (re)started.
+    fn babel_interfaces(&self) -> Vec<String> {
+        self.core
+            .babel_interfaces()
+            .known()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Starts comparing babeld's routes with the kernel's (see
     /// [`KernelCheck`]); [`Node::fix_kernel_routes`] gets the result.
     fn check_kernel_routes(&mut self) {
-        if std::mem::replace(&mut self.in_flight.kernel_check, true) {
-            return;
-        }
         let (source, done) = (self.view_source(), self.done.clone());
         tokio::spawn(async move {
             let _ = done.send(tasks::kernel_and_babel(source).await);
@@ -1822,11 +1595,8 @@ impl Node {
         }
     }
 
-    /// Starts a dump for the tunnel manager, unless one is under way.
+    /// Starts a dump for the tunnel manager.
     fn request_dump(&mut self) {
-        if std::mem::replace(&mut self.in_flight.dump, true) {
-            return;
-        }
         let (source, done) = (self.view_source(), self.done.clone());
         tokio::spawn(async move {
             let _ = done.send(Done::Routes(source.view().await));
@@ -1838,11 +1608,11 @@ impl Node {
     /// else with the manager's view. At most [`STATUS_DUMPS`] dumps at a
     /// time: more clients get the manager's view at once.
     fn answer_status(&mut self, stream: tokio::net::UnixStream) {
-        if self.in_flight.status_dumps >= STATUS_DUMPS {
+        if self.status_dumps >= STATUS_DUMPS {
             self.write_status(stream, None);
             return;
         }
-        self.in_flight.status_dumps += 1;
+        self.status_dumps += 1;
         let (source, done) = (self.view_source(), self.done.clone());
         tokio::spawn(async move {
             let view = tokio::time::timeout(STATUS_DUMP_WAIT, source.view())
@@ -1870,140 +1640,46 @@ impl Node {
         });
     }
 
-    /// What a task reports: applies it, and says in `asked` what the loop
-    /// must restart.
-    async fn on_done(&mut self, done: Done, udp: &UdpSocket, asked: &mut Asked) {
-        let v = self.o.verbose;
+    /// What a task reports, for the core (and the state it changes).
+    fn on_done(&mut self, done: Done) {
         match done {
-            Done::Routes(view) => {
-                self.in_flight.dump = false;
-                if let Some(view) = view {
-                    self.manager.on_routes(mono(), view);
-                }
-            }
+            Done::Routes(view) => self.handle(Input::Dumped(view)),
             Done::Status(stream, view) => {
-                self.in_flight.status_dumps -= 1;
+                self.status_dumps -= 1;
                 self.write_status(stream, view);
-                return;
             }
             Done::Bootstrap(answer) => {
-                self.in_flight.bootstrap = false;
-                if let Some(msg) = bootstrap_notice(&answer, &mut self.bootstrap_misses) {
-                    log(1, v, msg);
-                }
-                let peer = answer.ok().flatten();
-                let peer = peer.and_then(|(p, a)| Some((p.parse::<Prefix>().ok()?, a)));
-                self.manager.on_bootstrap(peer);
+                self.handle(Input::Bootstrap(answer.map_err(|e| e.to_string())));
             }
-            Done::NetworkConfig(answer) => {
-                self.in_flight.config = false;
-                if let Some(plan) = self.update_config(udp, answer).await {
-                    if plan.too_old {
-                        log(
-                            0,
-                            v,
-                            "our protocol is older than the network's minimum: upgrade re6st",
-                        );
-                    }
-                    if plan.reexec {
-                        log(1, v, "network configuration changed: restarting the node");
-                        asked.reexec = true;
-                    }
-                    if plan.renew {
-                        self.renewal_check = now();
-                    }
-                    asked.restart_babel |= plan.restart_babel;
-                    asked.restart_servers |= plan.restart_servers;
-                    asked.drop_served = plan.drop_served;
-                }
-            }
+            Done::NetworkConfig(answer) => self.handle(Input::ConfigFetched(
+                answer.map(Box::new).map_err(|e| e.to_string()),
+            )),
             Done::Renewal(r) => {
-                self.in_flight.renewal = false;
-                if r.retry_tomorrow {
-                    self.renewal_check = now() + 86_400;
-                }
+                self.handle(Input::RenewalDone {
+                    retry_tomorrow: r.retry_tomorrow,
+                });
                 if let Some(cert) = r.cert {
                     self.my_cert = cert;
                 }
-                match r.renewed {
-                    Renewed::Ca => {
-                        log(1, v, "new CA: restarting the node");
-                        asked.reexec = true;
-                    }
-                    Renewed::Cert => {
-                        // Babel and the taps stay: peers keep seeing
-                        // the same neighbours, only the tunnels restart.
-                        log(1, v, "new certificate: reconnecting the tunnels with it");
-                        self.use_new_cert();
-                        asked.restart_servers = true;
-                    }
-                    Renewed::Nothing => {}
-                }
+                self.handle(Input::Renewed(match r.renewed {
+                    Renewed::Ca => CoreRenewed::Ca,
+                    Renewed::Cert => CoreRenewed::Cert,
+                    Renewed::Nothing => CoreRenewed::Nothing,
+                }));
             }
             Done::KernelRoutes(found) => {
-                self.in_flight.kernel_check = false;
+                self.handle(Input::KernelRoutesCompared);
                 if let Some((table, kernel)) = found {
                     self.fix_kernel_routes(&table, &kernel);
                 }
             }
         }
-        self.run_actions(udp).await;
     }
-}
-
-/// What to say about a bootstrap answer, `misses` counting the answers in
-/// a row that gave no peer: the first, then the 2nd, 4th, 8th... (a node
-/// alone asks every few seconds).
-fn bootstrap_notice<T, E: std::fmt::Display>(
-    answer: &Result<Option<T>, E>,
-    misses: &mut u32,
-) -> Option<String> {
-    if let Ok(Some(_)) = answer {
-        *misses = 0;
-        return None;
-    }
-    *misses = misses.saturating_add(1);
-    if !misses.is_power_of_two() {
-        return None;
-    }
-    let n = *misses;
-    Some(match answer {
-        Err(e) => format!("no bootstrap peer from the registry ({n} in a row): {e}"),
-        _ => format!(
-            "no bootstrap peer from the registry ({n} in a row): it knows no running node \
-             to give. The network forms once the registry's own node (the first one it \
-             registered) runs on the registry's host and re6st-registry -r is that node's \
-             run directory; the registry's log says which is missing"
-        ),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_empty_bootstrap_answer_says_why_and_what_to_do_without_flooding() {
-        let mut misses = 0;
-        let none: Result<Option<()>, String> = Ok(None);
-        let said: Vec<Option<String>> = (0..8)
-            .map(|_| bootstrap_notice(&none, &mut misses))
-            .collect();
-        let at: Vec<usize> = (0..8).filter(|&i| said[i].is_some()).collect();
-        assert_eq!(at, [0, 1, 3, 7]);
-        let first = said[0].as_deref().unwrap();
-        assert!(first.contains("(1 in a row)"), "{first}");
-        assert!(first.contains("registry's own node"), "{first}");
-        assert!(first.contains("-r is that node's run directory"), "{first}");
-        // A peer resets the count; an error is said with its cause.
-        assert_eq!(
-            bootstrap_notice(&Ok::<_, String>(Some(())), &mut misses),
-            None
-        );
-        let failed: Result<Option<()>, String> = Err("registry answered 500".into());
-        let msg = bootstrap_notice(&failed, &mut misses).unwrap();
-        assert!(msg.contains("(1 in a row): registry answered 500"), "{msg}");
-    }
 
     #[test]
     fn interval_clock_starts_at_the_wall_clock_and_never_goes_back() {

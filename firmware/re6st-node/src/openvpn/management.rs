@@ -342,6 +342,15 @@ impl Connections {
             .remove(&(iface.to_owned(), format!("{ip}:{port}")));
     }
 
+    /// Connections remembered (at most [`MAX_CONNECTIONS`]).
+    pub fn len(&self) -> usize {
+        self.serials.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.serials.is_empty()
+    }
+
     /// The servers restarted: nobody is connected.
     pub fn clear(&mut self) {
         self.serials.clear();

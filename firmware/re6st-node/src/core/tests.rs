@@ -1,0 +1,915 @@
+//! The core's rules as input → effect sequences (no namespaces, no
+//! processes), and a property test that no sequence of inputs makes it
+//! panic or grow its tables past their caps.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use re6st_proto::prefix::Prefix;
+
+use super::hooks::MAX_SERVED_SERIALS;
+use super::servers::{Renewed, SERVER_RESTART_EVERY};
+use super::*;
+use crate::openvpn::hook::Peer;
+use crate::openvpn::management::MAX_CONNECTIONS;
+use crate::state::peers::PeerCache;
+use crate::tunnel::manager::{Config, CountryRule};
+use re6st_proto::netconfig::NetworkConfig;
+
+fn prefix(i: u32) -> Prefix {
+    Prefix::new(u128::from(i), 16).unwrap()
+}
+
+/// A clock for the tests: seconds after a start.
+struct Clock {
+    start: Instant,
+    secs: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            secs: 0,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            at: self.start + Duration::from_secs(self.secs),
+            mono: 1_000_000 + self.secs as i64,
+            wall: 1_700_000_000 + self.secs as i64,
+        }
+    }
+
+    fn advance(&mut self, secs: u64) -> Now {
+        self.secs += secs;
+        self.now()
+    }
+}
+
+fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
+    let manager = Manager::new(
+        Config {
+            me: prefix(9),
+            // The registry's own node: never cut from it (the manager
+            // would ask for configuration checks).
+            registry: Some(prefix(9)),
+            client_count: 2,
+            tunnel_refresh: 60,
+            timeout: 20,
+            neighbours: BTreeSet::new(),
+            disabled: BTreeSet::new(),
+            countries: CountryRule::default(),
+        },
+        PeerCache::new(10),
+        clock.now().mono,
+        1,
+    );
+    let mut c = NodeCore::new(manager, config(1, crl), OWN_SERIAL, clock.now());
+    // The manager's first dump request.
+    assert_eq!(effects(&mut c), [Effect::DumpBabel]);
+    c.on_dump(None, &clock.now());
+    c
+}
+
+/// Our certificate's serial.
+const OWN_SERIAL: u64 = 1000;
+
+/// A network configuration of version `version` revoking `crl`, whose
+/// registry's node is prefix 0.
+fn config(version: u64, crl: &[u64]) -> NetworkConfig {
+    let mut c = NetworkConfig::new(re6st_proto::packint::pack(version).unwrap(), 10);
+    c.crl = crl.iter().copied().collect();
+    c.registry_prefix = Some(prefix(0));
+    c
+}
+
+fn fetched(c: NetworkConfig) -> Input {
+    Input::ConfigFetched(Ok(Box::new(c)))
+}
+
+fn effects(c: &mut NodeCore) -> Vec<Effect> {
+    std::iter::from_fn(|| c.poll_effect()).collect()
+}
+
+/// The effects other than log lines.
+fn acts(c: &mut NodeCore) -> Vec<Effect> {
+    effects(c)
+        .into_iter()
+        .filter(|e| !matches!(e, Effect::Log { .. }))
+        .collect()
+}
+
+fn logs(effects: &[Effect]) -> Vec<(u8, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Log { level, message } => Some((*level, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer(i: u32, serial: u64) -> Peer {
+    Peer {
+        cn: prefix(i).to_subnet(),
+        dev: "re6stnet-udp".into(),
+        serial,
+        ip: format!("198.18.0.{}", i % 250 + 1),
+        port: 1000 + i as u16,
+    }
+}
+
+fn hook(event: Event) -> Input {
+    Input::Hook {
+        event,
+        reply_to: Some("/run/hook-client".into()),
+    }
+}
+
+#[test]
+fn a_revoked_serial_is_refused_and_a_good_one_served() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[5]);
+    c.handle(hook(Event::ClientConnect(peer(1, 5))), clock.now());
+    assert_eq!(
+        effects(&mut c),
+        [Effect::AnswerHook {
+            to: "/run/hook-client".into(),
+            accept: false
+        }]
+    );
+    assert!(c.manager().served().is_empty());
+    assert_eq!(c.served().serial_count(), 0);
+
+    c.handle(hook(Event::ClientConnect(peer(2, 6))), clock.now());
+    assert_eq!(
+        effects(&mut c),
+        [Effect::AnswerHook {
+            to: "/run/hook-client".into(),
+            accept: true
+        }]
+    );
+    assert!(c.manager().served().contains(&prefix(2)));
+    assert_eq!(c.served().serials(), [6].into());
+    assert_eq!(c.served().links().using(&[6].into()).len(), 1);
+
+    // A CRL naming it: the next connection with that serial is refused.
+    c.handle(fetched(config(2, &[5, 6])), clock.now());
+    effects(&mut c);
+    c.handle(hook(Event::ClientConnect(peer(2, 6))), clock.now());
+    assert!(matches!(
+        effects(&mut c)[..],
+        [Effect::AnswerHook { accept: false, .. }]
+    ));
+
+    // Disconnected: forgotten, so a later CRL cannot restart the servers
+    // for it.
+    c.handle(hook(Event::ClientDisconnect(peer(2, 6))), clock.now());
+    assert!(effects(&mut c).is_empty());
+    assert_eq!(c.served().serial_count(), 0);
+    assert!(c.served().links().is_empty());
+    assert!(c.manager().served().is_empty());
+}
+
+#[test]
+fn route_up_tells_the_shell_how_the_peer_saw_us() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(
+        hook(Event::RouteUp {
+            cn: prefix(3).to_subnet(),
+            serial: 3,
+            external_ip: "198.18.7.7".into(),
+        }),
+        clock.now(),
+    );
+    assert_eq!(acts(&mut c), [Effect::PeerSawUs("198.18.7.7".into())]);
+}
+
+#[test]
+fn restarting_servers_forgets_who_was_on_them() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    for i in 1..4 {
+        c.handle(hook(Event::ClientConnect(peer(i, i.into()))), clock.now());
+    }
+    assert_eq!(c.served().serial_count(), 3);
+    c.handle(Input::ServersRestarted, clock.now());
+    assert_eq!(c.served().serial_count(), 0);
+    assert!(c.served().links().is_empty());
+    assert!(c.manager().served().is_empty());
+}
+
+#[test]
+fn babeld_exiting_in_a_row_is_restarted_after_a_growing_back_off() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    assert_eq!(c.poll_timeout(), None);
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        c.handle(
+            Input::BabeldExited {
+                status: "signal 6".into(),
+            },
+            clock.now(),
+        );
+        let said = logs(&effects(&mut c));
+        let at = c.poll_timeout().expect("a restart is planned");
+        let delay = (at - clock.now().at).as_secs();
+        assert_eq!(
+            said,
+            [(
+                1,
+                format!("babeld exited (signal 6); restarting in {delay}s")
+            )]
+        );
+        // Not before its time.
+        c.handle(Input::Timer, clock.advance(delay - 1));
+        assert!(effects(&mut c).is_empty());
+        c.handle(Input::Timer, clock.advance(1));
+        assert_eq!(effects(&mut c), [Effect::StartBabeld]);
+        assert_eq!(c.poll_timeout(), None);
+        c.handle(Input::BabeldStarted { restarted: true }, clock.now());
+        assert_eq!(logs(&effects(&mut c)), [(1, "babeld restarted".into())]);
+        delays.push(delay);
+        clock.advance(2);
+    }
+    assert_eq!(delays, [1, 2, 4, 8]);
+    assert_eq!(c.babeld_restarts(), 4);
+    // Starting it failed: tried again later, the delay still growing.
+    c.handle(
+        Input::BabeldExited {
+            status: "exit 1".into(),
+        },
+        clock.now(),
+    );
+    effects(&mut c);
+    c.handle(Input::Timer, clock.advance(16));
+    assert_eq!(effects(&mut c), [Effect::StartBabeld]);
+    c.handle(
+        Input::BabeldStartFailed {
+            error: "no such file".into(),
+        },
+        clock.now(),
+    );
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(0, "babeld: no such file; trying again in 32s".into())]
+    );
+    assert_eq!(
+        c.poll_timeout(),
+        Some(clock.now().at + Duration::from_secs(32))
+    );
+}
+
+#[test]
+fn one_dump_and_one_bootstrap_request_at_a_time() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.want_dump();
+    c.want_dump();
+    assert_eq!(effects(&mut c), [Effect::DumpBabel]);
+    c.handle(Input::Dumped(None), clock.now());
+    c.want_dump();
+    assert_eq!(acts(&mut c), [Effect::DumpBabel]);
+
+    c.want_bootstrap();
+    c.want_bootstrap();
+    assert_eq!(effects(&mut c), [Effect::AskBootstrap]);
+    c.handle(Input::Bootstrap(Ok(None)), clock.now());
+    let said = logs(&effects(&mut c));
+    assert_eq!(said.len(), 1);
+    assert!(said[0].1.contains("(1 in a row)"), "{said:?}");
+    c.want_bootstrap();
+    assert_eq!(effects(&mut c), [Effect::AskBootstrap]);
+}
+
+/// The effects of ticks from now to `secs` seconds later, one a second.
+fn ticks(c: &mut NodeCore, clock: &mut Clock, secs: u64) -> Vec<(u64, Effect)> {
+    let mut out = Vec::new();
+    for _ in 0..secs {
+        let now = clock.advance(1);
+        c.handle(Input::Tick, now);
+        out.extend(acts(c).into_iter().map(|e| (clock.secs, e)));
+    }
+    out
+}
+
+fn times(out: &[(u64, Effect)], what: &Effect) -> Vec<u64> {
+    out.iter()
+        .filter(|(_, e)| e == what)
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+#[test]
+fn a_newer_version_fetches_the_configuration_and_a_failure_retries_a_minute_later() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    assert!(times(&ticks(&mut c, &mut clock, 5), &Effect::FetchConfig).is_empty());
+    c.handle(Input::NewerConfigSeen, clock.now());
+    c.handle(Input::NewerConfigSeen, clock.now());
+    // In a second, once, until the fetch ends.
+    let out = ticks(&mut c, &mut clock, 10);
+    assert_eq!(times(&out, &Effect::FetchConfig), [6]);
+    c.handle(Input::ConfigFetched(Err("timed out".into())), clock.now());
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(
+            1,
+            "new network configuration: timed out; retrying in 60s".into()
+        )]
+    );
+    let out = ticks(&mut c, &mut clock, 70);
+    assert_eq!(times(&out, &Effect::FetchConfig), [75]);
+    c.handle(fetched(config(1, &[])), clock.now());
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(3, "registry's network version 1 is not newer".into())]
+    );
+    assert!(times(&ticks(&mut c, &mut clock, 120), &Effect::FetchConfig).is_empty());
+    // The manager asking for a check: at the next tick.
+    c.config_check_asked();
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig),
+        [clock.secs - 2]
+    );
+}
+
+#[test]
+fn renewal_is_checked_soon_after_start_then_hourly_and_tomorrow_after_a_refusal() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let out = ticks(&mut c, &mut clock, 3 * 3600);
+    // Unanswered checks are not repeated.
+    assert_eq!(times(&out, &Effect::CheckRenewal), [10]);
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    let out = ticks(&mut c, &mut clock, 3600);
+    assert_eq!(times(&out, &Effect::CheckRenewal), [3 * 3600 + 10]);
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: true,
+        },
+        clock.now(),
+    );
+    let refused_at = clock.secs;
+    let out = ticks(&mut c, &mut clock, 86_400);
+    assert_eq!(times(&out, &Effect::CheckRenewal), [refused_at + 86_400]);
+    // Our certificate revoked: at the next tick.
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    c.handle(Input::OwnCertRevoked, clock.now());
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 1), &Effect::CheckRenewal),
+        [clock.secs]
+    );
+}
+
+#[test]
+fn version_kernel_check_and_cache_save_periods() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let out = ticks(&mut c, &mut clock, 125);
+    assert_eq!(times(&out, &Effect::AnnounceVersion), [30, 60, 90, 120]);
+    // Every 10 s, but not while one is under way.
+    assert_eq!(times(&out, &Effect::CompareKernelRoutes), [1]);
+    assert_eq!(times(&out, &Effect::SaveCache), [61, 122]);
+    c.handle(Input::KernelRoutesCompared, clock.now());
+    c.handle(Input::VersionAnnounced, clock.now());
+    let out = ticks(&mut c, &mut clock, 30);
+    assert_eq!(times(&out, &Effect::CompareKernelRoutes), [131]);
+    assert_eq!(times(&out, &Effect::AnnounceVersion), [155]);
+    // A failed save is said, and the first success after it.
+    c.handle(Input::CacheSaved(Err("disk full".into())), clock.now());
+    c.handle(Input::CacheSaved(Err("disk full".into())), clock.now());
+    c.handle(Input::CacheSaved(Ok(())), clock.now());
+    c.handle(Input::CacheSaved(Ok(())), clock.now());
+    let said: Vec<String> = logs(&effects(&mut c)).into_iter().map(|l| l.1).collect();
+    assert_eq!(
+        said,
+        [
+            "cannot save the state: disk full (the previous file is kept)",
+            "cannot save the state: disk full (the previous file is kept)",
+            "peer cache saved again",
+        ]
+    );
+}
+
+fn any_peer() -> impl Strategy<Value = Peer> {
+    (any::<u16>(), any::<u64>(), any::<u8>(), any::<u16>()).prop_map(|(p, serial, ip, port)| Peer {
+        cn: format!("{p}/16"),
+        dev: format!("re6stnet-{}", ip % 3),
+        serial: serial % 64,
+        ip: format!("198.18.0.{ip}"),
+        port,
+    })
+}
+
+fn any_input() -> impl Strategy<Value = (u8, Input)> {
+    let input = prop_oneof![
+        8 => any_peer().prop_map(|p| hook(Event::ClientConnect(p))),
+        2 => any_peer().prop_map(|p| hook(Event::ClientDisconnect(p))),
+        1 => (any::<u16>(), any::<u64>(), ".{0,8}").prop_map(|(p, serial, ip)| hook(Event::RouteUp {
+            cn: format!("{p}/16"),
+            serial,
+            external_ip: ip,
+        })),
+        1 => Just(Input::Tick),
+        1 => Just(Input::Timer),
+        1 => ".{0,8}".prop_map(|status| Input::BabeldExited { status }),
+        1 => any::<bool>().prop_map(|restarted| Input::BabeldStarted { restarted }),
+        1 => ".{0,8}".prop_map(|error| Input::BabeldStartFailed { error }),
+        1 => Just(Input::Dumped(None)),
+        1 => prop_oneof![
+            Just(Ok(None)),
+            ".{0,8}".prop_map(Err),
+            (".{0,12}", ".{0,12}").prop_map(|(p, a)| Ok(Some((p, a)))),
+        ]
+        .prop_map(Input::Bootstrap),
+        1 => Just(Input::NewerConfigSeen),
+        1 => ".{0,8}".prop_map(|e| Input::ConfigFetched(Err(e))),
+        1 => (0u64..6, proptest::collection::vec(0u64..64, 0..8), any::<u8>()).prop_map(
+            |(version, crl, hello)| {
+                let mut c = config(version, &crl);
+                c.hello = u32::from(hello % 8);
+                fetched(c)
+            }
+        ),
+        1 => any::<bool>().prop_map(|retry_tomorrow| Input::RenewalDone { retry_tomorrow }),
+        1 => Just(Input::OwnCertRevoked),
+        1 => Just(Input::VersionAnnounced),
+        1 => Just(Input::KernelRoutesCompared),
+        1 => proptest::option::of(".{0,8}")
+            .prop_map(|e| Input::CacheSaved(e.map_or(Ok(()), Err))),
+        1 => Just(Input::ServersRestarted),
+        1 => proptest::option::of(any::<u64>()).prop_map(|serial| Input::NewCertificate { serial }),
+        1 => Just(Input::RoutingChanged),
+        1 => (".{0,8}", ".{0,8}").prop_map(|(iface, status)| Input::ServerExited { iface, status }),
+        1 => any::<u16>().prop_map(|p| Input::TunnelExited(prefix(p.into()))),
+        1 => ".{0,8}".prop_map(Input::DropFailed),
+        1 => (any::<[bool; 5]>(), proptest::collection::btree_set(0u64..64, 0..4)).prop_map(
+            |(b, drop_served)| Input::NewConfig(Plan {
+                restart_babel: b[0],
+                restart_servers: b[1],
+                reexec: b[2],
+                renew: b[3],
+                too_old: b[4],
+                revoked: drop_served.clone(),
+                drop_served,
+            })
+        ),
+        1 => prop_oneof![Just(Renewed::Nothing), Just(Renewed::Cert), Just(Renewed::Ca)]
+            .prop_map(Input::Renewed),
+        1 => (any::<u16>(), ".{0,12}").prop_map(|(p, a)| Input::PeerAddress(prefix(p.into()), a)),
+        1 => (any::<u16>(), any::<u8>()).prop_map(|(p, code)| Input::KillMessage(prefix(p.into()), code)),
+        1 => (any::<u16>(), proptest::option::of(any::<u64>()), any::<u64>()).prop_map(
+            |(p, theirs, ours)| Input::PeerVersion { peer: prefix(p.into()), theirs, ours }
+        ),
+        1 => (0u16..3, any::<u8>()).prop_map(|(p, first)| Input::TopologyAsked { peer: prefix(p.into()), first }),
+        1 => proptest::collection::vec(".{0,8}", 0..4).prop_map(Input::BabelInterfaces),
+        1 => ".{0,8}".prop_map(Input::BabelDefaults),
+        1 => (any::<u16>(), ".{0,8}").prop_map(|(p, error)| Input::TunnelStartFailed { prefix: prefix(p.into()), error }),
+        1 => any::<u16>().prop_map(|port| Input::RelayRefused { from: SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)) }),
+    ];
+    // Seconds before the input (mostly none: bursts of hook events).
+    (prop_oneof![6 => Just(0u8), 1 => any::<u8>()], input)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn no_input_sequence_panics_or_grows_a_table_past_its_cap(
+        inputs in proptest::collection::vec(any_input(), 0..3000),
+        // Then a flood of peers connecting, more than the tables hold.
+        flood in proptest::collection::vec(any_peer(), MAX_SERVED_SERIALS + 100..MAX_SERVED_SERIALS + 300),
+        drain_every in 1usize..6000,
+    ) {
+        let mut clock = Clock::new();
+        let mut c = core(&clock, &[3, 4]);
+        let flood = flood.into_iter().map(|p| (0, hook(Event::ClientConnect(p))));
+        for (i, (wait, input)) in inputs.into_iter().chain(flood).enumerate() {
+            let now = clock.advance(u64::from(wait));
+            c.handle(input, now);
+            prop_assert!(c.served().serial_count() <= MAX_SERVED_SERIALS);
+            prop_assert!(c.served().links().len() <= MAX_CONNECTIONS);
+            prop_assert!(c.effects.len() <= MAX_EFFECTS);
+            if i % drain_every == 0 {
+                effects(&mut c);
+            }
+            if let Some(t) = c.poll_timeout() {
+                prop_assert!(t <= now.at + Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_served_tables_stop_at_their_caps() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    for i in 0..(MAX_SERVED_SERIALS as u32 + 100) {
+        c.handle(hook(Event::ClientConnect(peer(i + 1, 7))), clock.now());
+        effects(&mut c);
+    }
+    assert_eq!(c.served().serial_count(), MAX_SERVED_SERIALS);
+    // A peer already known is updated, not refused a place.
+    c.handle(hook(Event::ClientConnect(peer(1, 8))), clock.now());
+    assert!(c.served().serials().contains(&8));
+    assert_eq!(c.served().serial_count(), MAX_SERVED_SERIALS);
+}
+
+#[test]
+fn an_exited_server_is_looked_for_10s_after_their_start_and_restarts_them_once() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let out = ticks(&mut c, &mut clock, 12);
+    let every = SERVER_RESTART_EVERY.as_secs();
+    assert_eq!(times(&out, &Effect::CheckServers), [every, 11, 12]);
+    // Two servers found exited: one restart.
+    for iface in ["re6stnet-udp", "re6stnet-tcp"] {
+        c.handle(
+            Input::ServerExited {
+                iface: iface.into(),
+                status: "signal: 9 (SIGKILL)".into(),
+            },
+            clock.now(),
+        );
+    }
+    let out = effects(&mut c);
+    assert_eq!(
+        logs(&out),
+        [
+            (
+                1,
+                "OpenVPN server re6stnet-udp exited (signal: 9 (SIGKILL))".into()
+            ),
+            (
+                1,
+                "OpenVPN server re6stnet-tcp exited (signal: 9 (SIGKILL))".into()
+            ),
+        ]
+    );
+    assert_eq!(
+        out.iter().filter(|e| **e == Effect::RestartServers).count(),
+        1
+    );
+    assert_eq!(c.openvpn_restarts(), 2);
+    c.handle(hook(Event::ClientConnect(peer(1, 1))), clock.now());
+    c.handle(Input::ServersRestarted, clock.now());
+    assert!(c.manager().served().is_empty());
+    let restarted = clock.secs;
+    let out = ticks(&mut c, &mut clock, 12);
+    assert_eq!(
+        times(&out, &Effect::CheckServers),
+        [restarted + every, restarted + 11, restarted + 12]
+    );
+}
+
+#[test]
+fn a_revoked_peer_not_dropped_alone_restarts_the_servers_at_the_next_tick() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(
+        Input::DropFailed("re6stnet-udp: no socket".into()),
+        clock.now(),
+    );
+    assert_eq!(
+        logs(&effects(&mut c)),
+        [(
+            1,
+            "could not drop a revoked peer: re6stnet-udp: no socket; restarting the \
+             OpenVPN servers"
+                .into()
+        )]
+    );
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 2), &Effect::RestartServers),
+        [1]
+    );
+}
+
+fn plan() -> Plan {
+    Plan::default()
+}
+
+#[test]
+fn a_new_configuration_restarts_what_changed_in_order_and_a_reexec_alone() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(
+        Input::NewConfig(Plan {
+            restart_babel: true,
+            restart_servers: true,
+            drop_served: [4].into(),
+            ..plan()
+        }),
+        clock.now(),
+    );
+    assert_eq!(
+        acts(&mut c),
+        [
+            Effect::RestartBabeld,
+            Effect::DropServed([4].into()),
+            Effect::RestartServers
+        ]
+    );
+    c.handle(Input::ServersRestarted, clock.now());
+    c.handle(
+        Input::NewConfig(Plan {
+            reexec: true,
+            restart_babel: true,
+            too_old: true,
+            ..plan()
+        }),
+        clock.now(),
+    );
+    let out = effects(&mut c);
+    assert_eq!(out.last(), Some(&Effect::Reexec));
+    assert_eq!(logs(&out).len(), 2, "{out:?}");
+    assert!(!out.contains(&Effect::RestartBabeld));
+    // Our own certificate revoked: a renewal check at the next tick.
+    c.handle(
+        Input::NewConfig(Plan {
+            renew: true,
+            ..plan()
+        }),
+        clock.now(),
+    );
+    ticks(&mut c, &mut clock, 20);
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    c.handle(
+        Input::NewConfig(Plan {
+            renew: true,
+            ..plan()
+        }),
+        clock.now(),
+    );
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 1), &Effect::CheckRenewal),
+        [clock.secs]
+    );
+}
+
+#[test]
+fn a_renewed_certificate_reconnects_the_tunnels_and_a_new_ca_restarts_the_node() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(Input::Renewed(Renewed::Nothing), clock.now());
+    assert!(effects(&mut c).is_empty());
+    c.handle(Input::Renewed(Renewed::Cert), clock.now());
+    assert_eq!(acts(&mut c), [Effect::UseNewCert, Effect::RestartServers]);
+    c.handle(Input::Renewed(Renewed::Ca), clock.now());
+    assert_eq!(acts(&mut c), [Effect::Reexec]);
+}
+
+#[test]
+fn a_peer_with_an_older_version_gets_ours_and_a_newer_one_makes_us_fetch() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let version = |theirs| Input::PeerVersion {
+        peer: prefix(5),
+        theirs,
+        ours: 7,
+    };
+    c.handle(version(Some(6)), clock.now());
+    assert_eq!(acts(&mut c), [Effect::SendVersion(prefix(5))]);
+    c.handle(version(None), clock.now());
+    assert_eq!(
+        effects(&mut c),
+        [Effect::Log {
+            level: 2,
+            message: format!("bad network version from {}", prefix(5).to_subnet())
+        }]
+    );
+    assert!(times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig).is_empty());
+    c.handle(version(Some(8)), clock.now());
+    assert!(acts(&mut c).is_empty());
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig),
+        [clock.secs - 2]
+    );
+}
+
+#[test]
+fn only_the_registrys_node_is_told_our_tunnels() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(hook(Event::ClientConnect(peer(4, 4))), clock.now());
+    effects(&mut c);
+    c.handle(
+        Input::TopologyAsked {
+            peer: prefix(5),
+            first: 0x85,
+        },
+        clock.now(),
+    );
+    assert!(acts(&mut c).is_empty());
+    c.handle(
+        Input::TopologyAsked {
+            peer: prefix(0),
+            first: 0x85,
+        },
+        clock.now(),
+    );
+    let text = format!("0 {}", prefix(4).to_subnet());
+    assert_eq!(
+        acts(&mut c),
+        [Effect::SendToPeer {
+            prefix: prefix(0),
+            payload: [&[0x85][..], text.as_bytes()].concat(),
+        }]
+    );
+}
+
+#[test]
+fn refused_relay_datagrams_are_said_at_powers_of_two() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let from: SocketAddr = "[::1]:4000".parse().unwrap();
+    let mut said = Vec::new();
+    for i in 1..=20u64 {
+        c.handle(Input::RelayRefused { from }, clock.now());
+        if !logs(&effects(&mut c)).is_empty() {
+            said.push(i);
+        }
+    }
+    assert_eq!(said, [1, 2, 4, 8, 16]);
+}
+
+#[test]
+fn a_tunnel_on_a_tap_babeld_does_not_know_adds_it_first() {
+    use crate::tunnel::manager::Action;
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(Input::BabelDefaults("hello-interval 4".into()), clock.now());
+    c.handle(
+        Input::BabelInterfaces(vec!["re6stnet1".into(), "re6stnet-udp".into()]),
+        clock.now(),
+    );
+    let address: re6st_proto::address::Address =
+        re6st_proto::address::parse_list("198.18.0.5,1194,udp")
+            .addresses
+            .remove(0);
+    let open = |iface: &str| Action::Open {
+        prefix: prefix(5),
+        iface: iface.into(),
+        address: address.clone(),
+    };
+    c.on_action(open("re6stnet1"));
+    let start = |iface: &str| Effect::StartTunnel {
+        prefix: prefix(5),
+        iface: iface.into(),
+        address: address.clone(),
+    };
+    assert_eq!(acts(&mut c), [start("re6stnet1")]);
+    c.on_action(open("re6stnet2"));
+    assert_eq!(
+        acts(&mut c),
+        [
+            Effect::TellBabel(vec!["interface re6stnet2 hello-interval 4".into()]),
+            start("re6stnet2")
+        ]
+    );
+    assert!(c.babel_interfaces().known().contains("re6stnet2"));
+    // Told once: a restarted babeld gets it from its command line.
+    c.on_action(open("re6stnet2"));
+    assert_eq!(acts(&mut c), [start("re6stnet2")]);
+    c.handle(
+        Input::TunnelStartFailed {
+            prefix: prefix(5),
+            error: "No such file".into(),
+        },
+        clock.now(),
+    );
+    assert!(logs(&effects(&mut c)).contains(&(1, "openvpn: No such file".into())));
+}
+
+#[test]
+fn a_drained_tunnel_is_made_expensive_and_held_then_given_back_its_defaults() {
+    use crate::tunnel::manager::{Action, DRAIN_RXCOST};
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(Input::BabelDefaults("hello-interval 4".into()), clock.now());
+    c.on_action(Action::SetRxCost {
+        iface: "re6stnet1".into(),
+        rxcost: Some(DRAIN_RXCOST),
+    });
+    let out = effects(&mut c);
+    assert_eq!(logs(&out), [(2, "draining re6stnet1".into())]);
+    assert_eq!(
+        out[1..],
+        [
+            Effect::HoldRoutes {
+                iface: "re6stnet1".into(),
+                hold: true
+            },
+            Effect::TellBabel(
+                crate::babel::control::set_rxcost("re6stnet1", DRAIN_RXCOST, "hello-interval 4")
+                    .to_vec()
+            ),
+        ]
+    );
+    c.on_action(Action::SetRxCost {
+        iface: "re6stnet1".into(),
+        rxcost: None,
+    });
+    assert_eq!(
+        effects(&mut c),
+        [
+            Effect::HoldRoutes {
+                iface: "re6stnet1".into(),
+                hold: false
+            },
+            Effect::TellBabel(vec![
+                "flush interface re6stnet1".into(),
+                "interface re6stnet1 hello-interval 4".into()
+            ]),
+        ]
+    );
+    c.on_action(Action::SendKill {
+        prefix: prefix(5),
+        code: 2,
+    });
+    assert_eq!(
+        effects(&mut c),
+        [
+            Effect::Log {
+                level: 2,
+                message: format!("tunnel with {}: asking to close", prefix(5).to_subnet())
+            },
+            Effect::SendToPeer {
+                prefix: prefix(5),
+                payload: vec![2]
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_newer_configuration_is_used_announced_and_restarts_what_it_changes() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(hook(Event::ClientConnect(peer(4, 44))), clock.now());
+    effects(&mut c);
+    let mut new = config(2, &[44, OWN_SERIAL]);
+    new.hello += 1;
+    new.max_clients += 1;
+    c.handle(fetched(new.clone()), clock.now());
+    let out = effects(&mut c);
+    let said = logs(&out);
+    assert_eq!(said.len(), 2, "{out:?}");
+    assert!(
+        said[0]
+            .1
+            .starts_with("network configuration version 2: Plan {"),
+        "{said:?}"
+    );
+    assert_eq!(
+        said[1].1,
+        "network configuration changed: restarting babeld"
+    );
+    let done: Vec<Effect> = out
+        .into_iter()
+        .filter(|e| !matches!(e, Effect::Log { .. }))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            Effect::UseConfig(Box::new(new.clone())),
+            Effect::AnnounceVersion,
+            Effect::RestartBabeld,
+            Effect::DropServed([44].into()),
+            Effect::RestartServers,
+        ]
+    );
+    assert_eq!(c.config(), &new);
+    // The revoked peer connecting again is refused.
+    c.handle(hook(Event::ClientConnect(peer(4, 44))), clock.now());
+    assert!(matches!(
+        effects(&mut c)[..],
+        [Effect::AnswerHook { accept: false, .. }]
+    ));
+    // The same version again changes nothing.
+    c.handle(fetched(config(2, &[])), clock.now());
+    assert!(acts(&mut c).is_empty());
+    assert_eq!(c.config(), &new);
+}

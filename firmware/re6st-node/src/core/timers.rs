@@ -1,0 +1,86 @@
+//! The node's periodic work: our network version sent to our neighbours
+//! every 30 s (a neighbour whose tunnel was restarting missed the last
+//! one), babeld's routes compared with the kernel's every 10 s (one
+//! comparison at a time), and the peer cache saved every minute (a failure
+//! logged, and the first success after failures).
+
+use super::{Effect, NodeCore, Now};
+
+/// Seconds between two announcements of our network version.
+const ANNOUNCE_EVERY: i64 = 30;
+/// Seconds between two comparisons of babeld's routes with the kernel's.
+const KERNEL_CHECK_EVERY: i64 = 10;
+/// The peer cache is saved when it was last saved more than this long ago
+/// (seconds).
+const SAVE_AFTER: i64 = 60;
+
+#[derive(Debug)]
+pub struct Timers {
+    version_announced: i64,
+    kernel_checked: i64,
+    kernel_checking: bool,
+    cache_saved: i64,
+    cache_save_failed: bool,
+}
+
+impl Timers {
+    pub fn new(now: &Now) -> Timers {
+        Timers {
+            version_announced: now.mono,
+            // The first tick compares at once.
+            kernel_checked: 0,
+            kernel_checking: false,
+            cache_saved: now.mono,
+            cache_save_failed: false,
+        }
+    }
+}
+
+impl NodeCore {
+    pub(super) fn periodic_tick(&mut self, now: &Now) {
+        let t = &mut self.timers;
+        if now.mono - t.version_announced >= ANNOUNCE_EVERY {
+            t.version_announced = now.mono;
+            self.effects.push_back(Effect::AnnounceVersion);
+        }
+        if now.mono - t.kernel_checked >= KERNEL_CHECK_EVERY {
+            t.kernel_checked = now.mono;
+            if !std::mem::replace(&mut t.kernel_checking, true) {
+                self.effects.push_back(Effect::CompareKernelRoutes);
+            }
+        }
+    }
+
+    /// After the tunnel manager's tick: the cache it keeps is saved.
+    pub(super) fn save_tick(&mut self, now: &Now) {
+        if now.mono - self.timers.cache_saved > SAVE_AFTER {
+            self.timers.cache_saved = now.mono;
+            self.effects.push_back(Effect::SaveCache);
+        }
+    }
+
+    pub(super) fn version_announced(&mut self, now: &Now) {
+        self.timers.version_announced = now.mono;
+    }
+
+    pub(super) fn kernel_routes_compared(&mut self) {
+        self.timers.kernel_checking = false;
+    }
+
+    pub(super) fn on_cache_saved(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                if std::mem::take(&mut self.timers.cache_save_failed) {
+                    self.log(1, "peer cache saved again");
+                }
+            }
+            Err(e) => {
+                self.log(
+                    1,
+                    format!("cannot save the state: {e} (the previous file is kept)"),
+                );
+                self.timers.cache_save_failed = true;
+            }
+        }
+    }
+}

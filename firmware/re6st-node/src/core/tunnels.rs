@@ -1,0 +1,131 @@
+//! What the tunnel manager's decisions mean for babeld and OpenVPN: a
+//! tunnel opened on a tap babeld does not know yet adds the tap to
+//! babeld; a tunnel being drained gets a high rxcost (and its routes held
+//! in the kernel), and a drained one back its default parameters; kill
+//! messages and address queries go to the peer.
+
+use std::collections::BTreeSet;
+
+use re6st_proto::message::Code;
+use re6st_proto::prefix::Prefix;
+
+use super::{Effect, NodeCore};
+use crate::babel::control::set_rxcost;
+use crate::tunnel::manager::Action;
+
+/// The interfaces babeld was told about and its default interface
+/// parameters.
+#[derive(Debug, Default)]
+pub struct BabelIfaces {
+    /// Its command line's, then the taps taken into use later: a restarted
+    /// babeld gets them all. Only our own interfaces (bounded by the
+    /// client count and the servers).
+    known: BTreeSet<String>,
+    defaults: String,
+}
+
+impl BabelIfaces {
+    pub fn known(&self) -> &BTreeSet<String> {
+        &self.known
+    }
+
+    pub fn defaults(&self) -> &str {
+        &self.defaults
+    }
+
+    /// Makes babeld forget an interface's neighbours and routes and take
+    /// it back with its default parameters. Needed whenever its tap lost
+    /// carrier (its OpenVPN stopped): the kernel then dropped the routes
+    /// through it behind babeld's back, and babeld, believing them
+    /// installed, would never put them back.
+    pub fn reset_lines(&self, iface: &str) -> Vec<String> {
+        vec![
+            format!("flush interface {iface}"),
+            format!("interface {iface} {}", self.defaults),
+        ]
+    }
+}
+
+impl NodeCore {
+    pub(super) fn set_babel_interfaces(&mut self, interfaces: Vec<String>) {
+        self.babel.known = interfaces.into_iter().collect();
+    }
+
+    pub(super) fn set_babel_defaults(&mut self, defaults: String) {
+        self.babel.defaults = defaults;
+    }
+
+    /// One of the tunnel manager's actions (but its requests for dumps,
+    /// bootstrap peers and configuration checks, see `poll_effect`).
+    pub(super) fn on_action(&mut self, action: Action) {
+        match action {
+            Action::Open {
+                prefix,
+                iface,
+                address,
+            } => {
+                self.log(
+                    2,
+                    format!(
+                        "tunnel to {} via {iface}: trying {address}",
+                        prefix.to_subnet()
+                    ),
+                );
+                if self.babel.known.insert(iface.clone()) {
+                    let line = format!("interface {iface} {}", self.babel.defaults);
+                    self.effects.push_back(Effect::TellBabel(vec![line]));
+                }
+                self.effects.push_back(Effect::StartTunnel {
+                    prefix,
+                    iface,
+                    address,
+                });
+            }
+            Action::Close { prefix, iface } => {
+                self.log(
+                    2,
+                    format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
+                );
+                self.effects.push_back(Effect::StopTunnel(prefix));
+            }
+            Action::QueryAddress(prefix) => self.effects.push_back(Effect::SendToPeer {
+                prefix,
+                payload: vec![Code::Address as u8],
+            }),
+            Action::SendKill { prefix, code } => {
+                let what = if code == 2 {
+                    "asking to close"
+                } else {
+                    "agreeing to close"
+                };
+                self.log(2, format!("tunnel with {}: {what}", prefix.to_subnet()));
+                self.effects.push_back(Effect::SendToPeer {
+                    prefix,
+                    payload: vec![code],
+                });
+            }
+            Action::SetRxCost { iface, rxcost } => {
+                let lines = match rxcost {
+                    Some(cost) => {
+                        self.log(2, format!("draining {iface}"));
+                        set_rxcost(&iface, cost, &self.babel.defaults).to_vec()
+                    }
+                    None => self.babel.reset_lines(&iface),
+                };
+                self.effects.push_back(Effect::HoldRoutes {
+                    iface,
+                    hold: rxcost.is_some(),
+                });
+                self.effects.push_back(Effect::TellBabel(lines));
+            }
+            Action::RequestDump => self.want_dump(),
+            Action::RequestBootstrap => self.want_bootstrap(),
+            Action::CheckConfig => self.config_check_asked(),
+        }
+    }
+
+    pub(super) fn on_tunnel_start_failed(&mut self, prefix: Prefix, error: String) {
+        self.log(1, format!("openvpn: {error}"));
+        self.manager.on_tunnel_exit(prefix);
+    }
+}
