@@ -4,6 +4,7 @@
 
 pub mod babel;
 pub mod daemon;
+pub mod kernel;
 pub mod lan;
 pub mod nat;
 pub mod openvpn;
