@@ -484,7 +484,8 @@ impl Netlink {
     /// The route the kernel would take to `dst`: `ip route get`.
     pub fn route_to(&mut self, dst: IpAddr) -> io::Result<Route> {
         let seq = self.next_seq();
-        let mut m = Msg::new(RTM_GETROUTE, 0, seq);
+        // The acknowledgement follows the answer: the end of the request.
+        let mut m = Msg::new(RTM_GETROUTE, F_ACK, seq);
         let len = if dst.is_ipv4() { 32 } else { 128 };
         m.put(&[af(dst), len, 0, 0, 0, 0, 0, 0]);
         m.put(&0u32.to_ne_bytes());
