@@ -1065,6 +1065,7 @@ class Scenarios:
         www = os.path.join(lab.work, "www")
         os.makedirs(www, exist_ok=True)
         shutil.copy(f"{r['_img']}/rootfs.squashfs", f"{www}/good.squashfs")
+        shutil.copy(f"{r['_img']}/rootfs.squashfs.manifest", f"{www}/good.squashfs.manifest")
         if not os.path.isdir(f"{r['_img']}/work/root"):
             raise Fail(f"no {r['_img']}/work/root for the broken image")
         broken = os.path.join(lab.work, "broken-root")
@@ -1076,6 +1077,11 @@ class Scenarios:
         subprocess.run(["mksquashfs", broken, f"{www}/broken.squashfs", "-all-root", "-noappend",
                         "-quiet", "-no-progress", "-comp", "gzip"], check=True, stdout=subprocess.DEVNULL)
         shutil.rmtree(broken)
+        # Signed with the build's key, as `re6st init upgrade` wants.
+        arch = next(l.split("=", 1)[1] for l in open(f"{www}/good.squashfs.manifest").read().splitlines()
+                    if l.startswith("arch="))
+        sh(["bash", os.path.join(ROOT, "scripts", "sign-image.sh"), f"{www}/broken.squashfs",
+            r["board"], arch, "lab broken"])
         sha = {k: sh(["sha256sum", f"{www}/{k}.squashfs"]).split()[0] for k in ("good", "broken")}
         ip = lab.t["registry_ip"]
         lab.spawn("http", ["python3", "-m", "http.server", "8000", "--bind", ip, "--directory", www], lab.inet)
@@ -1084,8 +1090,7 @@ class Scenarios:
         # Good image into slot b.
         start = con.pos()
         t0 = time.monotonic()
-        con.sock.sendall(f"wget -q -O - http://{ip}:8000/good.squashfs | "
-                         f"re6st init upgrade --sha256 {sha['good']} -\n".encode())
+        con.sock.sendall(upgrade_line(ip, "good").encode())
         con.wait_for(rf"sha256 {sha['good']} verified", 120, start)
         con.wait_for(r"rebooting into slot b", 60, start)
         con.wait_for(r"initramfs: slot b", 120, start)
@@ -1100,8 +1105,7 @@ class Scenarios:
         # Broken image into slot a: panics, reboots, falls back to b.
         start = con.pos()
         t0 = time.monotonic()
-        con.sock.sendall(f"wget -q -O - http://{ip}:8000/broken.squashfs | "
-                         f"re6st init upgrade --sha256 {sha['broken']} -\n".encode())
+        con.sock.sendall(upgrade_line(ip, "broken").encode())
         con.wait_for(r"rebooting into slot a", 120, start)
         con.wait_for(r"broken init: exiting", 120, start)
         con.wait_for(r"Kernel panic", 60, start)
@@ -1116,6 +1120,14 @@ class Scenarios:
         _, secs = lab.wait_full_connectivity(300)
         notes.append(f"full connectivity after the fallback ({secs:.1f} s)")
         lab.stop("http")
+
+
+def upgrade_line(ip, name):
+    """The console command that upgrades from http://IP:8000/NAME.squashfs
+    and its signed manifest."""
+    return (f"wget -q -O /tmp/{name}.manifest http://{ip}:8000/{name}.squashfs.manifest && "
+            f"wget -q -O - http://{ip}:8000/{name}.squashfs | "
+            f"re6st init upgrade --manifest /tmp/{name}.manifest -\n")
 
 
 SCENARIOS = {"connectivity": "connectivity", "cut": "cut", "poweroff": "poweroff",

@@ -15,19 +15,30 @@
 #             data partition: slot a, formatted, provisioned, node running;
 #   warm      same disk, profile from QEMU fw_cfg (opt/re6st/profile): no
 #             formatting, no new certificate; then `re6st init upgrade`
-#             with the same image fetched over HTTP (busybox wget) into
-#             slot b, which reboots;
-#   trial     slot b on trial, confirmed by init once the node runs; then an
-#             upgrade of slot a to an image whose init exits at once;
+#             with the same image and its signed manifest fetched over HTTP
+#             (busybox wget) into slot b, which reboots;
+#   trial     slot b on trial, confirmed by init once the router is in the
+#             overlay (a tunnel to the registry's node, which runs in the
+#             namespace, and a babel route to it); then an upgrade of slot
+#             a to an image whose init exits at once;
 #   broken    slot a on trial: the kernel panics and reboots (panic=5);
 #   fallback  the initramfs falls back to slot b and records the failure;
+#             then upgrades that must be refused with slot a untouched (an
+#             image for another board, unsigned, signed by another key,
+#             truncated), then an upgrade of slot a to an image whose node
+#             runs but cannot reach the overlay (its openvpn exits at once);
+#   isolated  slot a on trial, its node running without a tunnel: never
+#             confirmed; init reboots at the trial deadline (profile key
+#             upgrade.deadline = SMOKE_TRIAL_DEADLINE, default half the
+#             boot timeout: 120 s on qemu-x86_64);
+#   rolledback the initramfs falls back to slot b again;
 #   rtc       a fresh disk again, the guest's RTC at 1970-01-01 (-rtc
 #             base=...): the kernel starts in 1970, init must take the
 #             time from the network (the registry's HTTP Date: the profile
 #             has no NTP server), provision, and end with the guest's
 #             `date +%s` within SMOKE_CLOCK_TOLERANCE s (default 5) of the
 #             host's.
-# Every boot but `broken` ends with `re6st init status` (milestone
+# Every boot but `broken` and `isolated` ends with `re6st init status` (milestone
 # provisioned, re6st-node running, the slot line) and a poweroff or an
 # upgrade's reboot (QEMU runs with -no-reboot, so each boot is one QEMU).
 #
@@ -90,18 +101,21 @@ TAP=tap-smoke0
 WORK=$(mktemp -d /tmp/re6st-smoke.XXXXXX)
 QEMU_PID=
 REG_PID=
+REGNODE_PID=
 HTTP_PID=
 cleanup() {
   local rc=$?
   set +e
-  for p in $QEMU_PID $REG_PID $HTTP_PID; do kill "$p" 2>/dev/null; done
+  for p in $QEMU_PID $REGNODE_PID $REG_PID $HTTP_PID; do kill "$p" 2>/dev/null; done
   sleep 0.3
-  for p in $QEMU_PID $REG_PID $HTTP_PID; do kill -9 "$p" 2>/dev/null; done
+  # The node stops its babeld and OpenVPN first: give it a few seconds.
+  for _ in $(seq 30); do [ -n "$REGNODE_PID" ] && kill -0 "$REGNODE_PID" 2>/dev/null || break; sleep 0.1; done
+  for p in $QEMU_PID $REGNODE_PID $REG_PID $HTTP_PID; do kill -9 "$p" 2>/dev/null; done
   # Anything else still in the namespace (ours only).
   for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   ip netns del "$NS" 2>/dev/null
   mkdir -p "$LOGDIR"
-  cp "$WORK"/console-*.log "$WORK"/registry.log "$WORK"/result*.txt "$WORK"/qemu.err "$WORK"/profile "$LOGDIR/" 2>/dev/null
+  cp "$WORK"/console-*.log "$WORK"/registry.log "$WORK"/regnode.log "$WORK"/result*.txt "$WORK"/qemu.err "$WORK"/profile "$LOGDIR/" 2>/dev/null
   [ "${SMOKE_KEEP:-0}" = 1 ] && log "work directory kept: $WORK" || rm -rf "$WORK"
   if [ $rc = 0 ]; then log "PASS (logs in $LOGDIR)"; else log "FAIL (exit $rc; logs in $LOGDIR)"; fi
   exit $rc
@@ -119,11 +133,12 @@ ip -n "$NS" addr add 198.18.200.1/24 dev "$TAP"
 ip -n "$NS" link set "$TAP" up
 
 REG=$WORK/registry
+REGNODE=$WORK/regnode
 "$HOSTBIN" registry --init-network 2001:db8:42::/48 --dir "$REG" >/dev/null
-mkdir -p "$REG/run"
+mkdir -p "$REGNODE/run"
 ip netns exec "$NS" "$HOSTBIN" registry --port 9080 -4 198.18.200.1 -6 "" \
   --ca "$REG/ca.crt" --key "$REG/ca.key" --dh "$REG/dh.pem" --db "$REG/registry.db" \
-  -l "$WORK/registry.log" -r "$REG/run" --anonymous-prefix-length 16 \
+  -l "$WORK/registry.log" -r "$REGNODE/run" --anonymous-prefix-length 16 \
   >"$WORK/registry.out" 2>&1 &
 REG_PID=$!
 for _ in $(seq 50); do
@@ -132,14 +147,28 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 FP=$(openssl x509 -in "$REG/ca.crt" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g' | tr 'A-F' 'a-f')
-log "registry on 198.18.200.1:9080, CA sha256:$FP"
+# The registry's node: the peer a router must reach for a slot on trial to
+# be confirmed.
+(cd "$REGNODE" && ip netns exec "$NS" "$HOSTBIN" conf --registry http://198.18.200.1:9080/ \
+  --anonymous --dir "$REGNODE" >"$WORK/regnode-conf.out" 2>&1) ||
+  { cat "$WORK/regnode-conf.out" >&2; die "re6st conf for the registry's node"; }
+(cd "$REGNODE" && exec ip netns exec "$NS" "$HOSTBIN" node @"$REGNODE/re6stnet.conf" \
+  --ca "$REGNODE/ca.crt" --cert "$REGNODE/cert.crt" --key "$REGNODE/cert.key" \
+  -s "$REGNODE/state" -r "$REGNODE/run" -l "$WORK/regnode.log" --ip 198.18.200.1 \
+  >"$WORK/regnode.out" 2>&1) &
+REGNODE_PID=$!
+log "registry on 198.18.200.1:9080, CA sha256:$FP, with its node"
 
 # --- QEMU ---------------------------------------------------------------
 # The image's own kernel command line (re6st_disk=, panic=, console=).
 BASE_CMDLINE=$(cat "$IMG/cmdline")
+# Half a boot's timeout (120 s on qemu-x86_64, where a good slot was
+# confirmed 70 s after init started on a loaded host; more on the slow TCG
+# boards), capped by the profile key's 3600.
+TRIAL_DEADLINE=${SMOKE_TRIAL_DEADLINE:-$(( TIMEOUT / 2 < 3600 ? TIMEOUT / 2 : 3600 ))}
 PROFILE_KEYS="registry=http://198.18.200.1:9080/ fingerprint=sha256:$FP
 wan=${WAN_IF:-eth0} wan.mode=static wan.address=198.18.200.2/24
-wan.gateway=198.18.200.1 service.console=/bin/sh"
+wan.gateway=198.18.200.1 service.console=/bin/sh upgrade.deadline=$TRIAL_DEADLINE"
 # Cold boot: profile on the kernel command line, blank data partition.
 CMDLINE="$BASE_CMDLINE $(for k in $PROFILE_KEYS; do printf 're6st.%s ' "$k"; done)"
 CMDLINE=${CMDLINE% }
@@ -169,29 +198,82 @@ elif [ "${QEMU_FW_CFG:-1}" = 0 ]; then
   LATER_WHERE="the kernel command line (no fw_cfg on this board)"
 fi
 
-# A/B upgrades: images served over HTTP from the namespace.
+# A/B upgrades: images and their signed manifests served over HTTP from
+# the namespace. Test images are signed with the build's key (that of the
+# image under test: scripts/sign-image.sh), but one, with another key.
 if [ "$AB" = 1 ]; then
+  [ -f "$IMG/rootfs.squashfs.manifest" ] || die "no $IMG/rootfs.squashfs.manifest (make image BOARD=$BOARD)"
+  [ -d "$IMG/work/root" ] || die "no $IMG/work/root (make image BOARD=$BOARD)"
+  ARCH_OF_IMAGE=$(sed -n 's/^arch=//p' "$IMG/rootfs.squashfs.manifest")
   mkdir -p "$WORK/www"
   cp "$IMG/rootfs.squashfs" "$WORK/www/good.squashfs"
+  cp "$IMG/rootfs.squashfs.manifest" "$WORK/www/good.squashfs.manifest"
   GOOD_SHA=$(sha256sum "$WORK/www/good.squashfs" | cut -d' ' -f1)
+  # variant NAME: a copy of the image's root to change, then squashed
+  # (compressed as the board's images are: the router kernels read xz
+  # only) and signed.
+  variant_root() { rm -rf "$WORK/$1-root"; cp -a "$IMG/work/root" "$WORK/$1-root"; }
+  variant_squash() {
+    # shellcheck disable=SC2086
+    mksquashfs "$WORK/$1-root" "$WORK/www/$1.squashfs" -all-root -noappend -quiet -no-progress ${SQUASHFS_COMP:--comp xz} >/dev/null
+    rm -rf "$WORK/$1-root"
+    bash "$ROOT/scripts/sign-image.sh" "$WORK/www/$1.squashfs" "$BOARD" "$ARCH_OF_IMAGE" "smoke $1"
+  }
   # A root filesystem that passes every check of `re6st init upgrade` but
   # whose init dies at once: the kernel panics (panic=5), reboots, and the
   # initramfs must fall back.
-  [ -d "$IMG/work/root" ] || die "no $IMG/work/root (make image BOARD=$BOARD)"
-  cp -a "$IMG/work/root" "$WORK/broken-root"
+  variant_root broken
   rm -f "$WORK/broken-root/sbin/init"
   printf '#!/bin/sh\necho "broken init: exiting"\nexit 1\n' > "$WORK/broken-root/sbin/init"
   chmod 755 "$WORK/broken-root/sbin/init"
-  # Compressed as the board's images are: the router kernels read xz only.
-  # shellcheck disable=SC2086
-  mksquashfs "$WORK/broken-root" "$WORK/www/broken.squashfs" -all-root -noappend -quiet -no-progress ${SQUASHFS_COMP:--comp xz} >/dev/null
-  rm -rf "$WORK/broken-root"
+  variant_squash broken
   BROKEN_SHA=$(sha256sum "$WORK/www/broken.squashfs" | cut -d' ' -f1)
+  # One whose init, node and babeld run but whose OpenVPN cannot start:
+  # never in the overlay (the old check, "the node runs", confirmed it).
+  variant_root isolated
+  rm -f "$WORK/isolated-root/usr/sbin/openvpn"
+  printf '#!/bin/sh\necho "openvpn: broken in this image" >&2\nexit 1\n' > "$WORK/isolated-root/usr/sbin/openvpn"
+  chmod 755 "$WORK/isolated-root/usr/sbin/openvpn"
+  variant_squash isolated
+  # Manifests of the good image that must be refused.
+  cp "$WORK/www/good.squashfs" "$WORK/foreign.squashfs"
+  bash "$ROOT/scripts/sign-image.sh" "$WORK/foreign.squashfs" qemu-aarch64-virt arm64 "smoke foreign"
+  mv "$WORK/foreign.squashfs.manifest" "$WORK/www/foreign.manifest"
+  grep -v '^signature=' "$WORK/www/good.squashfs.manifest" > "$WORK/www/unsigned.manifest"
+  cp "$WORK/www/good.squashfs" "$WORK/otherkey.squashfs"
+  RE6ST_SIGNING_DIR=$WORK/otherkey bash "$ROOT/scripts/sign-image.sh" "$WORK/otherkey.squashfs" "$BOARD" "$ARCH_OF_IMAGE" "smoke other key" 2>/dev/null
+  mv "$WORK/otherkey.squashfs.manifest" "$WORK/www/otherkey.manifest"
+  rm -f "$WORK/foreign.squashfs" "$WORK/otherkey.squashfs"
+  head -c -4096 "$WORK/www/good.squashfs" > "$WORK/www/truncated.squashfs"
+  # Run on the router: each refused, slot a (the inactive one) untouched;
+  # then the isolated image into slot a, which reboots. The node logs on
+  # the console too: the checks of this output are not anchored to lines.
+  cat > "$WORK/www/refusals.sh" <<'SH'
+U=http://198.18.200.1:8000
+dev=$(sed -n 's/^a=//p' /run/re6st-init/boot)
+before=$(head -c 16777216 "$dev" | sha256sum)
+cd /tmp
+for m in foreign unsigned otherkey; do wget -q -O $m.manifest $U/$m.manifest; done
+wget -q -O good.manifest $U/good.squashfs.manifest
+wget -q -O truncated.squashfs $U/truncated.squashfs
+for m in foreign unsigned otherkey; do
+  echo "REFUSAL $m"
+  wget -q -O - $U/good.squashfs | re6st init upgrade --manifest $m.manifest -
+done
+echo "REFUSAL truncated"
+re6st init upgrade --manifest good.manifest truncated.squashfs
+rm -f truncated.squashfs
+after=$(head -c 16777216 "$dev" | sha256sum)
+[ "$before" = "$after" ] && echo "SLOT-A-UNTOUCHED"
+re6st init status | grep '^slot:'
+wget -q -O isolated.manifest $U/isolated.squashfs.manifest
+wget -q -O - $U/isolated.squashfs | re6st init upgrade --manifest isolated.manifest -
+SH
   ip netns exec "$NS" python3 -m http.server 8000 --bind 198.18.200.1 --directory "$WORK/www" \
     >"$WORK/http.log" 2>&1 &
   HTTP_PID=$!
-  upgrade_cmd() { # FILE SHA
-    echo "wget -q -O - http://198.18.200.1:8000/$1 | re6st init upgrade --sha256 $2 -"
+  upgrade_cmd() { # NAME
+    echo "wget -q -O /tmp/$1.manifest http://198.18.200.1:8000/$1.squashfs.manifest && wget -q -O - http://198.18.200.1:8000/$1.squashfs | re6st init upgrade --manifest /tmp/$1.manifest -"
   }
 fi
 
@@ -218,18 +300,37 @@ run_qemu() {
       checks=(--expect 'initramfs: slot a' "${source[@]}"
         --expect 'data in /data \(persistent\)' --forbid 'data partition: Format'
         --forbid 'provisioned by http' --status-expect '^slot: booted a, active a$')
-      [ "$AB" = 1 ] && checks+=(--shell "$(upgrade_cmd good.squashfs "$GOOD_SHA")"
-        --shell-expect "sha256 $GOOD_SHA verified" --shell-expect 'rebooting into slot b') ;;
+      [ "$AB" = 1 ] && checks+=(--shell "$(upgrade_cmd good)"
+        --shell-expect 'signed manifest verified' --shell-expect "sha256 $GOOD_SHA verified"
+        --shell-expect 'rebooting into slot b') ;;
     trial)
       checks=(--expect 'initramfs: slot b' --expect 'slot b is on trial'
-        --wait-for 'slot b confirmed' --forbid 'data partition: Format'
+        --wait-for "slot b confirmed \\(an established tunnel and a route to the registry's node\\)"
+        --forbid 'data partition: Format'
         --status-expect '^slot: booted b, active b$'
-        --shell "$(upgrade_cmd broken.squashfs "$BROKEN_SHA")"
+        --shell "$(upgrade_cmd broken)"
         --shell-expect "sha256 $BROKEN_SHA verified" --shell-expect 'rebooting into slot a') ;;
     broken)
       checks=(--mode exit --expect 'initramfs: slot a' --expect 'broken init: exiting'
         --expect 'Kernel panic') ;;
     fallback)
+      checks=(--expect 'initramfs: slot b' --forbid 'data partition: Format'
+        --status-expect '^slot: booted b, active b, last upgrade to a did not come up$')
+      [ "$AB" = 1 ] && checks+=(
+        --shell "wget -q -O /tmp/refusals.sh http://198.18.200.1:8000/refusals.sh && sh /tmp/refusals.sh"
+        --shell-expect 'upgrade: the image is for board qemu-aarch64-virt, this router is [^;]*; nothing written'
+        --shell-expect 'upgrade: unsigned image: the manifest has no signature= line; nothing written'
+        --shell-expect 'upgrade: the manifest.s signature does not verify [^;]*signed by another key, or altered; nothing written'
+        --shell-expect 'upgrade: truncated image: [0-9]+ bytes, its manifest says [0-9]+; nothing written'
+        --shell-expect 'SLOT-A-UNTOUCHED'
+        --shell-expect 'slot: booted b, active b, last upgrade to a did not come up'
+        --shell-expect 'rebooting into slot a') ;;
+    isolated)
+      checks=(--mode exit --expect 'initramfs: slot a' --expect 'slot a is on trial'
+        --expect 'started re6st-node'
+        --expect 'slot a on trial did not join the overlay in time \(no established tunnel\)'
+        --forbid 'slot a confirmed') ;;
+    rolledback)
       checks=(--expect 'initramfs: slot b' --forbid 'data partition: Format'
         --status-expect '^slot: booted b, active b, last upgrade to a did not come up$') ;;
     rtc)
@@ -254,7 +355,7 @@ run_qemu() {
   [ -S "$WORK/console.sock" ] || { cat "$WORK/qemu.err" >&2; die "QEMU did not start"; }
   rc=0
   python3 "$ROOT/qemu-tests/console.py" --socket "$WORK/console.sock" --log "$WORK/console-$phase.log" \
-    --timeout "$TIMEOUT" --qemu-pid "$QEMU_PID" --result "$WORK/result-$phase.txt" "${checks[@]}" \
+    --timeout "$((TIMEOUT + $( [ "$phase" = isolated ] && echo "$TRIAL_DEADLINE" || echo 0)))" --qemu-pid "$QEMU_PID" --result "$WORK/result-$phase.txt" "${checks[@]}" \
     $( [ "$accel" = kvm ] && [ "$ACCEL" = auto ] && echo --silence-grace "$KVM_GRACE" ) || rc=$?
   if [ $rc != 0 ]; then
     kill "$QEMU_PID" 2>/dev/null; sleep 0.3; kill -9 "$QEMU_PID" 2>/dev/null || true
@@ -304,13 +405,15 @@ describe() {
     warm) echo "warm boot (same disk, profile from $LATER_WHERE)$([ "$AB" = 1 ] && echo ", then upgrade to slot b")" ;;
     trial) echo "slot b on trial: confirmed, then upgrade to a broken image in slot a" ;;
     broken) echo "slot a on trial: its init dies, the kernel panics and reboots" ;;
-    fallback) echo "fallback to slot b, the failed upgrade recorded" ;;
+    fallback) echo "fallback to slot b, the failed upgrade recorded$([ "$AB" = 1 ] && echo "; foreign, unsigned, other key's and truncated images refused; upgrade to an image that cannot reach the overlay")" ;;
+    isolated) echo "slot a on trial, its node running but out of the overlay: not confirmed, reboot at the ${TRIAL_DEADLINE} s deadline" ;;
+    rolledback) echo "back on slot b, the failed upgrade recorded" ;;
     rtc) echo "fresh disk, RTC at 1970-01-01: clock from the registry's Date, provisioned" ;;
   esac
 }
 if [ $rc = 0 ] && [ "$RTC" != only ]; then
   next=(warm)
-  [ "$AB" = 1 ] && next+=(trial broken fallback)
+  [ "$AB" = 1 ] && next+=(trial broken fallback isolated rolledback)
   for phase in "${next[@]}"; do
     log "$phase boot ($want): $(describe "$phase")"
     PHASES+=("$phase")

@@ -19,7 +19,7 @@ cargo build --release -p re6st -p re6st-bench
 if [ "${BENCH_CROSS:-1}" = 1 ]; then make cross-all || echo "bench: some cross builds failed" >&2; fi
 BIN=target/release/re6st
 {
-  echo "# re6st benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
+  echo "# re6st benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $(git describe --always --dirty 2>/dev/null || echo unknown))"
   echo
   echo "## Binary"
   echo

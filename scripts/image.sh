@@ -14,6 +14,9 @@
 #                     4 data (blank; init formats it at first boot)
 #   rootfs.squashfs   read-only root filesystem, also the upgrade image
 #                     (`re6st init upgrade`), with rootfs.squashfs.sha256
+#                     and rootfs.squashfs.manifest (board, arch, version,
+#                     length, sha256; signed by scripts/sign-image.sh with
+#                     the build's key, whose public half is in the image)
 #   vmlinuz           the board's router kernel (scripts/kernel.sh, when the
 #                     board has a kernel.config and it is built: `make kernel
 #                     BOARD=...`), else Debian's kernel (KERNEL_PKG)
@@ -310,6 +313,9 @@ GIT=$GIT_REV
 BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 EOF
 echo "$BOARD" > "$STAGE/etc/hostname"
+# The key `re6st init upgrade` checks images' manifests with (made at the
+# first build: scripts/sign-image.sh).
+install -m 644 "$(bash "$ROOT/scripts/sign-image.sh" --public-key)" "$STAGE/etc/re6st/upgrade-key.pem"
 
 # --- squashfs -----------------------------------------------------------
 mkdir -p "$OUT"
@@ -363,6 +369,8 @@ ROOT_BYTES=$(stat -c %s "$OUT/rootfs.squashfs")
 rm -f "$OUT/data.img"
 sh "$ROOT/board/common/firmware-disk.sh" "$OUT/firmware.img" "$OUT/rootfs.squashfs" "$SLOT_MIB" "$DATA_MIB"
 sha256sum "$OUT/rootfs.squashfs" | cut -d' ' -f1 > "$OUT/rootfs.squashfs.sha256"
+bash "$ROOT/scripts/sign-image.sh" "$OUT/rootfs.squashfs" "$BOARD" "$ARCH" \
+  "$GIT_REV $(sed -n 's/^BUILD_DATE=//p' "$STAGE/etc/re6st-release")"
 
 # panic=5: a slot whose init dies reboots, and the next boot falls back.
 echo "re6st_disk=$DISK_DEVICE ro panic=5 console=${KERNEL_CONSOLE:-ttyS0}" > "$OUT/cmdline"

@@ -11,7 +11,7 @@ OUT=${1:-docs/measurements.md}
 for f in "$REPORT" "$SIM"; do
   [ -s "$f" ] || { echo "measurements: no $f (run make bench and make sim first)" >&2; exit 1; }
 done
-# The first line of each names its run: "# re6st benchmarks (DATE, N cores)".
+# The first line of each names its run: "# re6st benchmarks (DATE, N cores, commit C)".
 title_of() { sed -n '1s/^# [^(]*(\(.*\))$/\1/p' "$1"; }
 bench_run=$(title_of "$REPORT")
 sim_run=$(title_of "$SIM")

@@ -57,7 +57,7 @@ if [ "${SIM_RESUME:-0}" != 1 ] || [ ! -s "$name.json" ]; then
 fi
 runs+=("$name.json")
 {
-  echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
+  echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $(git describe --always --dirty 2>/dev/null || echo unknown))"
   echo
   echo "Each node runs the node's real tunnel manager; routing is shortest paths"
   echo "over the tunnel graph (see docs/simulator.md for the model)."

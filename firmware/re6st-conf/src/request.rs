@@ -63,6 +63,8 @@ pub enum ProvisionError {
     File(PathBuf, std::io::Error),
     #[error("existing {0} is unreadable: {1}")]
     BadFile(PathBuf, String),
+    #[error("the key generation did not finish: {0}")]
+    KeyGeneration(String),
     #[error("OpenSSL: {0}")]
     Ssl(#[from] openssl::error::ErrorStack),
 }
@@ -254,7 +256,13 @@ pub async fn provision(req: ProvisionRequest<'_>) -> Result<Provisioned, Provisi
 
     let bits = ca.public_key()?.bits();
     let key_path = path(KEY_FILE);
-    let (key, key_generated) = load_or_generate_key(&key_path, bits)?;
+    // RSA key generation takes seconds on a slow router: off the runtime's
+    // thread, so that the caller's other tasks keep running (init sets its
+    // clock from a registry answer meanwhile).
+    let (key, key_generated) =
+        tokio::task::spawn_blocking(move || load_or_generate_key(&key_path, bits))
+            .await
+            .map_err(|e| ProvisionError::KeyGeneration(e.to_string()))??;
     let csr = build_csr(&key, &fields)?;
     let location = req.location.clone().unwrap_or_default();
     let args = [

@@ -295,31 +295,6 @@ impl BootEnv {
     }
 }
 
-/// What a trial boot should do now (init's decision, pure).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrialVerdict {
-    /// Healthy: make the booted slot the active one.
-    Confirm,
-    /// Not healthy yet, still within the time allowed.
-    Wait,
-    /// Not healthy in time: reboot, the initramfs falls back.
-    GiveUp,
-}
-
-pub fn trial_verdict(
-    healthy: bool,
-    elapsed: std::time::Duration,
-    limit: std::time::Duration,
-) -> TrialVerdict {
-    if healthy {
-        TrialVerdict::Confirm
-    } else if elapsed >= limit {
-        TrialVerdict::GiveUp
-    } else {
-        TrialVerdict::Wait
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,19 +434,6 @@ mod tests {
         );
         let newer = resign("re6st-bootenv 1\nseq=1\nactive=b\ncolour=blue\n");
         assert_eq!(BootEnv::decode(newer.as_bytes()).unwrap().active, Slot::B);
-    }
-
-    #[test]
-    fn trial_verdicts() {
-        use std::time::Duration;
-        let limit = Duration::from_secs(300);
-        assert_eq!(
-            trial_verdict(true, Duration::ZERO, limit),
-            TrialVerdict::Confirm
-        );
-        assert_eq!(trial_verdict(true, limit * 2, limit), TrialVerdict::Confirm);
-        assert_eq!(trial_verdict(false, limit / 2, limit), TrialVerdict::Wait);
-        assert_eq!(trial_verdict(false, limit, limit), TrialVerdict::GiveUp);
     }
 
     fn any_slot() -> impl Strategy<Value = Slot> {

@@ -3,7 +3,7 @@
 //! ```text
 //! re6st init [--root DIR [--network]] [-v]       run (PID 1, or a test root)
 //! re6st init status|log|reboot|poweroff|halt [--root DIR]
-//! re6st init upgrade --sha256 HEX [--tries N] [--no-reboot] FILE|-
+//! re6st init upgrade [--manifest FILE] [--sha256 HEX] [--tries N] [--no-reboot] FILE|-
 //! ```
 //!
 //! `RE6ST_INIT_ROOT` in the environment stands for `--root`.
@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::control::{self, Request, Shutdown};
+use crate::manifest::{self, Trust};
 use crate::runtime::{self, Options};
 use crate::upgrade::{self, BootInfo};
 
@@ -52,12 +53,19 @@ enum Command {
     Halt,
     /// Write a root filesystem image (squashfs) into the slot we did not
     /// boot from, verify it, and reboot into it on trial: init confirms it
-    /// once the router is healthy, else the next boot falls back.
+    /// once the router has joined the overlay, else the next boot falls
+    /// back. The image's manifest must be signed by the key this image
+    /// trusts and name this board and architecture; a file's length and
+    /// digest are checked before anything is written.
     Upgrade {
-        /// SHA-256 of the image (hex); required, checked on what was
-        /// received and on what was written.
+        /// The image's signed manifest [default: FILE.manifest; required
+        /// with -].
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// SHA-256 of the image (hex), if you want to pin it: must be the
+        /// manifest's.
         #[arg(long, value_name = "HEX")]
-        sha256: String,
+        sha256: Option<String>,
         /// Boots the new slot gets before falling back.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
         tries: u32,
@@ -81,11 +89,21 @@ fn client(root: Option<PathBuf>, command: Command) -> ExitCode {
         Command::Poweroff => Request::Shutdown(Shutdown::Poweroff),
         Command::Halt => Request::Shutdown(Shutdown::Halt),
         Command::Upgrade {
+            manifest,
             sha256,
             tries,
             no_reboot,
             source,
-        } => return upgrade_command(root, &sha256, tries, no_reboot, &source),
+        } => {
+            return upgrade_command(
+                root,
+                manifest.as_deref(),
+                sha256.as_deref(),
+                tries,
+                no_reboot,
+                &source,
+            )
+        }
     };
     send(root, request)
 }
@@ -114,18 +132,38 @@ fn send(root: Option<PathBuf>, request: Request) -> ExitCode {
 
 fn upgrade_command(
     root: Option<PathBuf>,
-    sha256: &str,
+    manifest: Option<&std::path::Path>,
+    sha256: Option<&str>,
     tries: u32,
     no_reboot: bool,
     source: &std::path::Path,
 ) -> ExitCode {
     let fail = |msg: String| {
-        eprintln!("upgrade: {msg}");
+        // One write: on a router's console, services log between the
+        // pieces eprintln! writes.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("upgrade: {msg}\n").as_bytes(),
+        );
         ExitCode::FAILURE
     };
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return fail(format!("--sha256 wants 64 hex digits, not {sha256:?}"));
+    if let Some(sha256) = sha256 {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return fail(format!("--sha256 wants 64 hex digits, not {sha256:?}"));
+        }
     }
+    let stdin = source.as_os_str() == "-";
+    let manifest_path = match manifest {
+        Some(m) => m.to_path_buf(),
+        None if stdin => {
+            return fail("reading the image from standard input needs --manifest FILE".into())
+        }
+        None => {
+            let mut p = source.as_os_str().to_owned();
+            p.push(".manifest");
+            PathBuf::from(p)
+        }
+    };
     let system = root.is_none();
     let base = root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let info = match BootInfo::load(&base) {
@@ -138,13 +176,24 @@ fn upgrade_command(
         }
         Err(e) => return fail(format!("{}: {e}", upgrade::BOOT_INFO)),
     };
-    let mut input: Box<dyn std::io::Read> = if source.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        match std::fs::File::open(source) {
-            Ok(f) => Box::new(f),
-            Err(e) => return fail(format!("{}: {e}", source.display())),
+    let trust = match Trust::load(&base) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{e}; nothing written")),
+    };
+    let manifest_text = match read_manifest(&manifest_path) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(format!(
+                "unsigned image: no manifest {} ({e}); nothing written",
+                manifest_path.display()
+            ))
         }
+    };
+    let mut stdin_lock = std::io::stdin().lock();
+    let input = if stdin {
+        upgrade::Source::Stream(&mut stdin_lock)
+    } else {
+        upgrade::Source::File(source)
     };
     // Tests (--root) use plain files: nothing to mount.
     let check: &dyn Fn(&std::path::Path, u64) -> Result<(), String> = if system {
@@ -152,8 +201,12 @@ fn upgrade_command(
     } else {
         &|_, _| Ok(())
     };
-    match upgrade::upgrade(&info, &mut input, sha256, tries, check) {
+    match upgrade::upgrade_signed(&info, &trust, &manifest_text, input, sha256, tries, check) {
         Ok(up) => {
+            println!(
+                "upgrade: signed manifest verified (key {}, board {}, arch {})",
+                trust.key_id, trust.board, trust.arch
+            );
             println!(
                 "upgrade: {} bytes written to slot {} ({}), sha256 {} verified; {}",
                 up.bytes,
@@ -172,6 +225,17 @@ fn upgrade_command(
         }
         Err(e) => fail(e.to_string()),
     }
+}
+
+/// A manifest file, at most a few KiB (anything larger is refused by the
+/// parser, not read whole).
+fn read_manifest(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)?
+        .take(manifest::MAX_MANIFEST as u64 + 1)
+        .read_to_end(&mut text)?;
+    Ok(text)
 }
 
 /// What PID 1 takes from its arguments: the kernel hands init the

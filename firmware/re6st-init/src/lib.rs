@@ -21,6 +21,7 @@ pub mod datapart_io;
 pub mod firmware_services;
 pub mod layout;
 pub mod logging;
+pub mod manifest;
 pub mod network;
 pub mod proc;
 pub mod profile;
@@ -31,6 +32,7 @@ pub mod sources;
 pub mod supervisor;
 pub mod system;
 pub mod timekeeping;
+pub mod trial;
 pub mod upgrade;
 
 pub use cli::main;

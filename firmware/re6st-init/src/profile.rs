@@ -147,6 +147,7 @@ const SIMPLE_KEYS: &[&str] = &[
     "config",
     "ntp",
     "modules",
+    "upgrade.deadline",
 ];
 
 fn is_service_name(name: &str) -> bool {
@@ -350,6 +351,9 @@ pub struct Profile {
     pub services: Vec<ServiceSpec>,
     /// Services an empty command disables (built-in ones included).
     pub disabled_services: Vec<String>,
+    /// How long a slot on trial has to join the overlay (`upgrade.deadline`,
+    /// seconds) before init reboots to fall back; `None`: the default.
+    pub trial_deadline: Option<std::time::Duration>,
 }
 
 impl Default for Profile {
@@ -368,6 +372,7 @@ impl Default for Profile {
             modules: Vec::new(),
             services: Vec::new(),
             disabled_services: Vec::new(),
+            trial_deadline: None,
         }
     }
 }
@@ -658,6 +663,10 @@ pub fn resolve(layers: &[Layer]) -> Result<Profile, ProfileError> {
             .unwrap_or_default(),
         services,
         disabled_services,
+        trial_deadline: m.parse("upgrade.deadline", |t| match t.parse::<u64>() {
+            Ok(s) if (30..=3600).contains(&s) => Ok(std::time::Duration::from_secs(s)),
+            _ => Err(format!("{t:?} is not a number of seconds from 30 to 3600")),
+        })?,
     })
 }
 

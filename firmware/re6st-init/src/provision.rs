@@ -165,6 +165,59 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The key is generated off the runtime's thread, so that init's other
+    /// tasks keep running meanwhile: the clock task sets the time from a
+    /// registry answer, and an answer read only once a key generation of
+    /// several seconds ended set the clock that much late (armv7 under
+    /// TCG: 11 s behind). Ticks are counted while the CA is written and
+    /// the key is not yet: that is the key generation.
+    #[test]
+    fn key_generation_leaves_the_runtime_free() {
+        let pki = re6st_testkit::Pki::new("2001:db8::/32");
+        let reg = re6st_testkit::upstream_registry::UpstreamRegistry::start(
+            &pki,
+            &["--anonymous-prefix-length", "20"],
+        );
+        let p = Provisioning {
+            registry: reg.url(),
+            fingerprint: sha1(&pki),
+            credential: Credential::Anonymous,
+            location: None,
+        };
+        let dir = scratch("keygen");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let retry = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let ticks = rt.block_on(async {
+            let watched = dir.clone();
+            let ticker = tokio::spawn(async move {
+                let mut during_keygen = 0u32;
+                while !watched.join(KEY_FILE).exists() {
+                    if watched.join("ca.crt").exists() {
+                        during_keygen += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                during_keygen
+            });
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                provision_with_retries(&p, dir.clone(), retry, Duration::from_secs(20)),
+            )
+            .await
+            .expect("provisioned within a minute");
+            ticker.await.unwrap()
+        });
+        assert!(is_provisioned(&dir), "{}", reg.log());
+        assert!(
+            ticks > 0,
+            "no other task ran while the key was generated: it blocks the runtime"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn wrong_fingerprint_keeps_retrying_without_writing() {
         let pki = re6st_testkit::Pki::new("2001:db8::/32");

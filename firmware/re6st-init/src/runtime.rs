@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::bootslot::{self, Slot, TrialVerdict};
+use crate::bootslot::Slot;
 use crate::clock::{self, Decision};
 use crate::control::{self, Request, Shutdown};
 use crate::datapart_io::{self, DataDir};
@@ -33,7 +33,7 @@ use crate::logging::{self, RingLog};
 use crate::profile::{Profile, ServiceSpec};
 use crate::supervisor::{Action, DependencyError, Policy, ServiceDef, StopSignal, Supervisor};
 use crate::upgrade::{self, BootInfo};
-use crate::{network, proc, provision, sources, system, timekeeping};
+use crate::{network, proc, provision, sources, system, timekeeping, trial};
 
 pub const NETWORK: &str = "network";
 pub const CLOCK: &str = "clock";
@@ -50,13 +50,12 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// TERM-to-KILL grace for processes left at the very end.
 const FINAL_GRACE: Duration = Duration::from_secs(2);
 const NETWORK_TIME_TIMEOUT: Duration = Duration::from_secs(10);
-/// A slot on trial must be healthy within this after init starts, or init
-/// reboots and the initramfs falls back to the previous slot.
-const TRIAL_LIMIT: Duration = Duration::from_secs(300);
-/// ... and stay healthy this long before it is confirmed.
-const TRIAL_STABLE: Duration = Duration::from_secs(10);
-/// The service whose running means the router does its job.
-const NODE_SERVICE: &str = "re6st-node";
+/// How often a slot on trial asks the node whether it is in the overlay.
+const TRIAL_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The node's control socket in its run directory (`re6st ctl`'s).
+const NODE_CTL_SOCKET: &str = "ctl.sock";
+/// A node status is a few KiB per tunnel; more is not one.
+const NODE_STATUS_MAX: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -83,18 +82,16 @@ struct Init {
     milestones: watch::Sender<BTreeSet<String>>,
     /// The A/B layout we were booted with (none outside the firmware).
     boot: Option<BootInfo>,
-    trial: Option<TrialState>,
-}
-
-/// A boot of a slot on trial, waiting to be confirmed.
-struct TrialState {
-    started: Instant,
-    healthy_since: Option<Instant>,
+    /// A slot on trial, waiting to be confirmed (see [`trial`]).
+    trial: Option<trial::Monitor>,
+    /// The task asking the node how it stands, while on trial.
+    trial_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 enum LoopEvent {
     Milestone(&'static str),
     Control(Request, oneshot::Sender<String>),
+    Trial(trial::Observation),
 }
 
 /// Drops services whose definition the supervisor refuses (duplicate,
@@ -244,7 +241,13 @@ pub fn run(opts: Options) -> ExitCode {
     let (specs, sup) = build_supervisor(specs);
 
     let boot = BootInfo::from_vars(|k| std::env::var(k).ok());
-    let trial = boot.as_ref().and_then(|b| open_slots(&layout, b));
+    let policy = trial::Policy {
+        deadline: profile
+            .trial_deadline
+            .unwrap_or(trial::Policy::default().deadline),
+        ..trial::Policy::default()
+    };
+    let trial = boot.as_ref().and_then(|b| open_slots(&layout, b, policy));
     let (milestones, _) = watch::channel(BTreeSet::new());
     let mut init = Init {
         layout,
@@ -258,6 +261,7 @@ pub fn run(opts: Options) -> ExitCode {
         milestones,
         boot,
         trial,
+        trial_task: None,
     };
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -285,8 +289,8 @@ pub fn run(opts: Options) -> ExitCode {
 }
 
 /// Records the A/B layout for `re6st init upgrade` and logs the slot; a
-/// slot on trial gets a [`TrialState`].
-fn open_slots(layout: &Layout, boot: &BootInfo) -> Option<TrialState> {
+/// slot on trial gets a [`trial::Monitor`].
+fn open_slots(layout: &Layout, boot: &BootInfo, policy: trial::Policy) -> Option<trial::Monitor> {
     if let Err(e) = boot.save(&layout.root) {
         warn!("cannot record the boot slot: {e}");
     }
@@ -295,13 +299,10 @@ fn open_slots(layout: &Layout, boot: &BootInfo) -> Option<TrialState> {
             info!("boot slot: {}", env.describe(boot.booted));
             env.on_trial(boot.booted).then(|| {
                 info!(
-                    "slot {} is on trial: confirmed once {NODE_SERVICE} runs for {TRIAL_STABLE:?}, else reboot after {TRIAL_LIMIT:?}",
-                    boot.booted
+                    "slot {} is on trial: confirmed once in the overlay for {:?} (an established tunnel and a route to the registry's node, or to peers if the registry is down), else reboot and fall back after {:?}",
+                    boot.booted, policy.stable, policy.deadline
                 );
-                TrialState {
-                    started: Instant::now(),
-                    healthy_since: None,
-                }
+                trial::Monitor::new(policy, Instant::now().into_std())
             })
         }
         Err(e) => {
@@ -452,6 +453,9 @@ impl Init {
             };
             let _ = writeln!(out, "slot: {slot}");
         }
+        if let Some(t) = &self.trial {
+            let _ = writeln!(out, "trial: {}", t.describe(Instant::now().into_std()));
+        }
         let _ = writeln!(
             out,
             "{:<16} {:<9} {:>7} {:>8}",
@@ -468,42 +472,16 @@ impl Init {
         out
     }
 
-    /// What a slot on trial must show: the milestone the router works
-    /// towards, and the node running.
-    fn healthy(&self) -> bool {
-        let needed = if self.profile.provisioning.is_some() {
-            PROVISIONED
-        } else {
-            NETWORK
-        };
-        self.sup.has_reached(needed)
-            && self
-                .sup
-                .status()
-                .iter()
-                .filter(|s| s.name == NODE_SERVICE)
-                .all(|s| s.state == "running")
-    }
-
-    /// Confirms the slot on trial once healthy long enough, or gives up.
+    /// Confirms the slot on trial once it has joined the overlay, or
+    /// reboots at the deadline (the initramfs then falls back).
     fn check_trial(&mut self, shutdown: &mut Option<(Shutdown, Instant)>) {
-        let healthy = self.healthy();
-        let (Some(boot), Some(trial)) = (self.boot.as_ref(), self.trial.as_mut()) else {
+        let (Some(boot), Some(monitor)) = (self.boot.as_ref(), self.trial.as_mut()) else {
             return;
         };
-        let now = Instant::now();
-        trial.healthy_since = if healthy {
-            Some(trial.healthy_since.unwrap_or(now))
-        } else {
-            None
-        };
-        let stable = trial
-            .healthy_since
-            .is_some_and(|t| now.duration_since(t) >= TRIAL_STABLE);
-        match bootslot::trial_verdict(stable, now.duration_since(trial.started), TRIAL_LIMIT) {
-            TrialVerdict::Wait => {}
-            TrialVerdict::Confirm => {
-                let booted: Slot = boot.booted;
+        let booted: Slot = boot.booted;
+        match monitor.poll(Instant::now().into_std()) {
+            None => {}
+            Some(trial::Action::Confirm { why }) => {
                 let done = upgrade::read_env(&boot.bootenv).and_then(|(env, _)| {
                     match env.confirm(booted) {
                         Some(next) => upgrade::store_env(&boot.bootenv, &next).map(|()| next),
@@ -512,21 +490,32 @@ impl Init {
                 });
                 match done {
                     Ok(env) => info!(
-                        "slot {booted} confirmed: it is the active slot now ({})",
+                        "slot {booted} confirmed ({why}): it is the active slot now ({})",
                         env.describe(booted)
                     ),
                     Err(e) => error!("cannot confirm slot {booted}: {e}"),
                 }
-                self.trial = None;
+                self.end_trial();
             }
-            TrialVerdict::GiveUp => {
+            Some(trial::Action::GiveUp { last }) => {
                 warn!(
-                    "slot {} on trial is not healthy after {TRIAL_LIMIT:?}: rebooting to fall back",
-                    boot.booted
+                    "slot {booted} on trial did not join the overlay in time ({last}): rebooting to fall back"
                 );
-                self.trial = None;
-                self.begin_shutdown(Shutdown::Reboot, "slot on trial not healthy", shutdown);
+                self.end_trial();
+                self.begin_shutdown(
+                    Shutdown::Reboot,
+                    "slot on trial not in the overlay",
+                    shutdown,
+                );
             }
+        }
+    }
+
+    /// The monitor and its task go: the node is not asked any more.
+    fn end_trial(&mut self) {
+        self.trial = None;
+        if let Some(t) = self.trial_task.take() {
+            t.abort();
         }
     }
 
@@ -642,7 +631,61 @@ impl Init {
         } else {
             warn!("no registry in the profile: this router will not be provisioned");
         }
+        if self.trial.is_some() {
+            let tx = events.clone();
+            let socket = self.layout.path("/run/re6stnet").join(NODE_CTL_SOCKET);
+            let registry = self
+                .profile
+                .provisioning
+                .as_ref()
+                .map(|p| p.registry.clone());
+            self.trial_task = Some(tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(TRIAL_CHECK_EVERY).await;
+                    let obs = observe_overlay(&socket, registry.as_deref()).await;
+                    if tx.send(LoopEvent::Trial(obs)).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
         tasks
+    }
+}
+
+/// Asks the node how it stands in the overlay and, if it has no route to
+/// the registry's node, whether the registry answers over HTTP at all.
+async fn observe_overlay(socket: &Path, registry: Option<&str>) -> trial::Observation {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let stream = tokio::net::UnixStream::connect(socket).await?;
+        let mut text = String::new();
+        stream
+            .take(NODE_STATUS_MAX)
+            .read_to_string(&mut text)
+            .await?;
+        Ok::<_, std::io::Error>(text)
+    };
+    let text = match tokio::time::timeout(Duration::from_secs(10), read).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return trial::Observation::NoAnswer(format!("{}: {e}", socket.display())),
+        Err(_) => return trial::Observation::NoAnswer(format!("{}: timeout", socket.display())),
+    };
+    let overlay = match trial::parse_status(&text) {
+        Ok(o) => o,
+        Err(e) => return trial::Observation::NoAnswer(e),
+    };
+    let registry_answers = match (overlay.registry_cut, registry) {
+        (true, Some(url)) => Some(
+            timekeeping::network_time(&[], Some(url), NETWORK_TIME_TIMEOUT)
+                .await
+                .is_ok(),
+        ),
+        _ => None,
+    };
+    trial::Observation::Node {
+        overlay,
+        registry_answers,
     }
 }
 
@@ -703,7 +746,6 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
     let mut save_timer =
         tokio::time::interval_at(Instant::now() + clock::SAVE_INTERVAL, clock::SAVE_INTERVAL);
     let mut shutdown: Option<(Shutdown, Instant)> = None;
-    let mut trial_tick = tokio::time::interval(Duration::from_secs(1));
     // Children may have exited before the SIGCHLD handler existed.
     init.reap();
     loop {
@@ -718,9 +760,16 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
                 break;
             }
         }
+        if shutdown.is_none() {
+            init.check_trial(&mut shutdown);
+        }
         let wake = [
             init.sup.next_deadline().map(Instant::from_std),
             shutdown.map(|(_, d)| d),
+            init.trial
+                .as_ref()
+                .and_then(trial::Monitor::next_deadline)
+                .map(Instant::from_std),
         ]
         .into_iter()
         .flatten()
@@ -746,15 +795,24 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
                 LoopEvent::Control(_, reply) => {
                     let _ = reply.send(init.status());
                 }
+                LoopEvent::Trial(obs) => {
+                    if let Some(t) = init.trial.as_mut() {
+                        match trial::assess(&obs) {
+                            Ok(_) => debug!("trial: in the overlay"),
+                            Err(e) => debug!("trial: {e}"),
+                        }
+                        t.handle(&obs, Instant::now().into_std());
+                    }
+                }
             },
             _ = save_timer.tick() => save_clock(&init.data, init.floor),
-            _ = trial_tick.tick(), if init.trial.is_some() && shutdown.is_none() => {
-                init.check_trial(&mut shutdown);
-            }
             _ = sleep_until(wake) => {}
         }
         if shutdown.is_some() {
             for t in tasks.drain(..) {
+                t.abort();
+            }
+            if let Some(t) = init.trial_task.take() {
                 t.abort();
             }
         }

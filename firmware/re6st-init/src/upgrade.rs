@@ -1,6 +1,7 @@
 //! A/B slots on the disk: where they are (told by the initramfs), reading
-//! and writing the boot environment, and `re6st init upgrade`: write the
-//! inactive slot, verify it, put it on trial.
+//! and writing the boot environment, and `re6st init upgrade`: check the
+//! image's signed manifest, write the inactive slot, verify it, put it on
+//! trial.
 //!
 //! The initramfs passes the layout to init in its environment
 //! (`RE6ST_SLOT`, `RE6ST_BOOTENV`, `RE6ST_SLOT_A`, `RE6ST_SLOT_B`); init
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::bootslot::{BootEnv, Slot, UpgradeError, COPIES, COPY_SIZE};
+use crate::manifest::{ManifestError, Trust};
 
 /// Where init records the boot layout, relative to the root.
 pub const BOOT_INFO: &str = "run/re6st-init/boot";
@@ -121,7 +123,7 @@ pub fn store_env(dev: &Path, env: &BootEnv) -> std::io::Result<()> {
 #[derive(Debug, Error)]
 pub enum UpgradeFailure {
     #[error("{0}")]
-    Refused(#[from] UpgradeError),
+    Pending(#[from] UpgradeError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
     #[error("the image ({got} bytes so far) does not fit in slot {slot} ({capacity} bytes)")]
@@ -138,6 +140,10 @@ pub enum UpgradeFailure {
     ReadBack { slot: Slot, got: String },
     #[error("not a root filesystem image: {0}")]
     Content(String),
+    #[error("{0}; nothing written")]
+    Refused(ManifestError),
+    #[error("{0}; slot {1} left unused")]
+    Stream(ManifestError, Slot),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpgradeFailure {
@@ -168,6 +174,76 @@ pub fn check_squashfs_header(head: &[u8], len: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// What the image must be: its digest, and its length when known.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    pub sha256: &'a str,
+    pub length: Option<u64>,
+}
+
+/// Where the image comes from: a file is checked whole (length, digest)
+/// before anything is written; a stream only as it is written.
+pub enum Source<'a> {
+    File(&'a Path),
+    Stream(&'a mut dyn Read),
+}
+
+/// `re6st init upgrade`: checks `manifest` (signed by the key `trust`
+/// holds, for our board and architecture; `pin`, if given, must be its
+/// digest), and a file source's length and digest, before writing
+/// anything; then [`upgrade`].
+pub fn upgrade_signed(
+    info: &BootInfo,
+    trust: &Trust,
+    manifest: &[u8],
+    source: Source,
+    pin: Option<&str>,
+    tries: u32,
+    check: &dyn Fn(&Path, u64) -> Result<(), String>,
+) -> Result<Upgraded, UpgradeFailure> {
+    let m = trust.check(manifest).map_err(UpgradeFailure::Refused)?;
+    if let Some(pin) = pin.map(str::to_ascii_lowercase) {
+        if pin != m.sha256 {
+            return Err(UpgradeFailure::Refused(ManifestError::Digest {
+                got: m.sha256,
+                want: pin,
+            }));
+        }
+    }
+    let want = Want {
+        sha256: &m.sha256,
+        length: Some(m.length),
+    };
+    match source {
+        Source::Stream(image) => upgrade(info, image, want, tries, check),
+        Source::File(path) => {
+            let got = std::fs::metadata(path)
+                .map_err(io(path.display().to_string()))?
+                .len();
+            if got < m.length {
+                return Err(UpgradeFailure::Refused(ManifestError::Truncated {
+                    got,
+                    want: m.length,
+                }));
+            }
+            if got > m.length {
+                return Err(UpgradeFailure::Refused(ManifestError::TooLong {
+                    want: m.length,
+                }));
+            }
+            let digest = sha256_of_head(path, got).map_err(io(path.display().to_string()))?;
+            if digest != m.sha256 {
+                return Err(UpgradeFailure::Refused(ManifestError::Digest {
+                    got: digest,
+                    want: m.sha256,
+                }));
+            }
+            let mut f = File::open(path).map_err(io(path.display().to_string()))?;
+            upgrade(info, &mut f, want, tries, check)
+        }
+    }
+}
+
 /// What [`upgrade`] did.
 #[derive(Debug)]
 pub struct Upgraded {
@@ -185,11 +261,12 @@ pub struct Upgraded {
 pub fn upgrade(
     info: &BootInfo,
     image: &mut dyn Read,
-    want_sha256: &str,
+    want: Want,
     tries: u32,
     check: &dyn Fn(&Path, u64) -> Result<(), String>,
 ) -> Result<Upgraded, UpgradeFailure> {
-    let want = want_sha256.to_ascii_lowercase();
+    let want_length = want.length;
+    let want = want.sha256.to_ascii_lowercase();
     let (env, _) = read_env(&info.bootenv).map_err(io(info.bootenv.display().to_string()))?;
     // Refuse before touching anything.
     env.begin_trial(info.booted, tries)?;
@@ -220,6 +297,14 @@ pub fn upgrade(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(UpgradeFailure::Io("reading the image".into(), e)),
         };
+        if want_length.is_some_and(|w| len + n as u64 > w) {
+            return Err(UpgradeFailure::Stream(
+                ManifestError::TooLong {
+                    want: want_length.unwrap_or_default(),
+                },
+                slot,
+            ));
+        }
         if len + n as u64 > cap {
             return Err(UpgradeFailure::TooLarge {
                 slot,
@@ -241,6 +326,12 @@ pub fn upgrade(
     drop(out);
     if len == 0 {
         return Err(UpgradeFailure::Empty);
+    }
+    if let Some(w) = want_length.filter(|w| len < *w) {
+        return Err(UpgradeFailure::Stream(
+            ManifestError::Truncated { got: len, want: w },
+            slot,
+        ));
     }
     let got = hex::encode(hasher.finish());
     if got != want {
@@ -357,6 +448,14 @@ mod tests {
         Ok(())
     }
 
+    /// A digest to match, no length (as with `--sha256` alone).
+    fn unsized_want(sha256: &str) -> Want<'_> {
+        Want {
+            sha256,
+            length: None,
+        }
+    }
+
     #[test]
     fn boot_info_round_trips_and_needs_every_variable() {
         let d = disk(Slot::B, 10);
@@ -388,7 +487,7 @@ mod tests {
     fn an_upgrade_writes_the_other_slot_and_puts_it_on_trial() {
         let d = disk(Slot::A, 1 << 20);
         let img = squashfs_like(300_000);
-        let up = upgrade(&d.info, &mut &img[..], &sha(&img), 1, &ok).unwrap();
+        let up = upgrade(&d.info, &mut &img[..], unsized_want(&sha(&img)), 1, &ok).unwrap();
         assert_eq!((up.slot, up.bytes), (Slot::B, img.len() as u64));
         assert_eq!(
             &std::fs::read(&d.info.slot_b).unwrap()[..img.len()],
@@ -419,25 +518,43 @@ mod tests {
             assert_eq!(env.trial, None);
             assert_eq!(env.boot().0, Slot::A);
         };
-        let e = upgrade(&d.info, &mut &img[..], &"0".repeat(64), 1, &ok).unwrap_err();
+        let e = upgrade(
+            &d.info,
+            &mut &img[..],
+            unsized_want(&"0".repeat(64)),
+            1,
+            &ok,
+        )
+        .unwrap_err();
         assert!(matches!(e, UpgradeFailure::Checksum { .. }), "{e}");
         untouched(&d);
         let big = squashfs_like(70_000);
-        let e = upgrade(&d.info, &mut &big[..], &sha(&big), 1, &ok).unwrap_err();
+        let e = upgrade(&d.info, &mut &big[..], unsized_want(&sha(&big)), 1, &ok).unwrap_err();
         assert!(matches!(e, UpgradeFailure::TooLarge { .. }), "{e}");
         untouched(&d);
         let mut not_fs = img.clone();
         not_fs[0] = b'x';
-        let e = upgrade(&d.info, &mut &not_fs[..], &sha(&not_fs), 1, &ok).unwrap_err();
+        let e = upgrade(
+            &d.info,
+            &mut &not_fs[..],
+            unsized_want(&sha(&not_fs)),
+            1,
+            &ok,
+        )
+        .unwrap_err();
         assert!(matches!(e, UpgradeFailure::Content(_)), "{e}");
         untouched(&d);
-        let e = upgrade(&d.info, &mut &img[..], &sha(&img), 1, &|_: &Path, _| {
-            Err("no /sbin/init".into())
-        })
+        let e = upgrade(
+            &d.info,
+            &mut &img[..],
+            unsized_want(&sha(&img)),
+            1,
+            &|_: &Path, _| Err("no /sbin/init".into()),
+        )
         .unwrap_err();
         assert!(e.to_string().contains("no /sbin/init"));
         untouched(&d);
-        let e = upgrade(&d.info, &mut &b""[..], &sha(b""), 1, &ok).unwrap_err();
+        let e = upgrade(&d.info, &mut &b""[..], unsized_want(&sha(b"")), 1, &ok).unwrap_err();
         assert!(matches!(e, UpgradeFailure::Empty));
         untouched(&d);
     }
@@ -448,11 +565,11 @@ mod tests {
         let env = BootEnv::default().begin_trial(Slot::A, 1).unwrap();
         store_env(&d.info.bootenv, &env).unwrap();
         let img = squashfs_like(1000);
-        let e = upgrade(&d.info, &mut &img[..], &sha(&img), 1, &ok).unwrap_err();
+        let e = upgrade(&d.info, &mut &img[..], unsized_want(&sha(&img)), 1, &ok).unwrap_err();
         assert!(
             matches!(
                 e,
-                UpgradeFailure::Refused(UpgradeError::TrialPending { .. })
+                UpgradeFailure::Pending(UpgradeError::TrialPending { .. })
             ),
             "{e}"
         );
@@ -482,9 +599,179 @@ mod tests {
                 Ok(n)
             }
         }
-        let e = upgrade(&d.info, &mut Failing(&img, false), &sha(&img), 1, &ok).unwrap_err();
+        let e = upgrade(
+            &d.info,
+            &mut Failing(&img, false),
+            unsized_want(&sha(&img)),
+            1,
+            &ok,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("connection reset"));
         assert_eq!(read_env(&d.info.bootenv).unwrap().0.trial, None);
+    }
+
+    mod signed {
+        use super::*;
+        use crate::manifest::{body, sign, test_key, Trust};
+
+        /// A disk, the trust of the image running on it and a good image
+        /// written to a file with its signed manifest.
+        fn setup() -> (
+            Disk,
+            Trust,
+            openssl::pkey::PKey<openssl::pkey::Private>,
+            Vec<u8>,
+        ) {
+            let d = disk(Slot::A, 1 << 16);
+            let (key, pem) = test_key();
+            let trust = Trust::new("qemu-x86_64", "amd64", &pem).unwrap();
+            (d, trust, key, squashfs_like(40_000))
+        }
+
+        /// Every byte of the disk as it was before (slot b blank, boot
+        /// environment blank).
+        fn nothing_written(d: &Disk) {
+            for p in [&d.info.slot_a, &d.info.slot_b, &d.info.bootenv] {
+                assert!(
+                    std::fs::read(p).unwrap().iter().all(|&b| b == 0),
+                    "{} written",
+                    p.display()
+                );
+            }
+        }
+
+        fn file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+            let p = dir.join(name);
+            std::fs::write(&p, data).unwrap();
+            p
+        }
+
+        #[test]
+        fn a_signed_image_for_this_board_is_written_and_put_on_trial() {
+            let (d, trust, key, img) = setup();
+            let m = sign(&body("qemu-x86_64", "amd64", &img, &trust.key_id), &key);
+            let f = file(d._dir.path(), "img", &img);
+            let up = upgrade_signed(
+                &d.info,
+                &trust,
+                m.as_bytes(),
+                Source::File(&f),
+                None,
+                1,
+                &ok,
+            )
+            .unwrap();
+            assert_eq!((up.slot, up.bytes), (Slot::B, img.len() as u64));
+            assert!(read_env(&d.info.bootenv).unwrap().0.on_trial(Slot::B));
+            // The same from a stream.
+            let d2 = disk(Slot::A, 1 << 16);
+            let up = upgrade_signed(
+                &d2.info,
+                &trust,
+                m.as_bytes(),
+                Source::Stream(&mut &img[..]),
+                Some(&sha(&img)),
+                1,
+                &ok,
+            )
+            .unwrap();
+            assert_eq!(up.sha256, sha(&img));
+        }
+
+        #[test]
+        fn foreign_truncated_unsigned_or_other_keys_images_are_refused_before_writing() {
+            let (d, trust, key, img) = setup();
+            let dir = d._dir.path();
+            let f = file(dir, "img", &img);
+            let refused = |manifest: &str, src: &Path, what: &str| {
+                let e = upgrade_signed(
+                    &d.info,
+                    &trust,
+                    manifest.as_bytes(),
+                    Source::File(src),
+                    None,
+                    1,
+                    &ok,
+                )
+                .unwrap_err();
+                assert!(matches!(e, UpgradeFailure::Refused(_)), "{what}: {e}");
+                assert!(e.to_string().ends_with("nothing written"), "{e}");
+                nothing_written(&d);
+                e.to_string()
+            };
+            let foreign = sign(
+                &body("qemu-aarch64-virt", "arm64", &img, &trust.key_id),
+                &key,
+            );
+            let e = refused(&foreign, &f, "foreign board");
+            assert!(e.contains("board qemu-aarch64-virt"), "{e}");
+            let foreign = sign(&body("qemu-x86_64", "mipsel", &img, &trust.key_id), &key);
+            let e = refused(&foreign, &f, "foreign arch");
+            assert!(e.contains("architecture mipsel"), "{e}");
+            let good = sign(&body("qemu-x86_64", "amd64", &img, &trust.key_id), &key);
+            let short = file(dir, "short", &img[..img.len() - 4096]);
+            let e = refused(&good, &short, "truncated");
+            assert!(e.contains("truncated image: 35904 bytes"), "{e}");
+            let mut altered = img.clone();
+            altered[30_000] ^= 1;
+            let altered = file(dir, "altered", &altered);
+            let e = refused(&good, &altered, "altered");
+            assert!(e.contains("its signed manifest says"), "{e}");
+            let unsigned = body("qemu-x86_64", "amd64", &img, &trust.key_id);
+            let e = refused(&unsigned, &f, "unsigned");
+            assert!(e.starts_with("unsigned image"), "{e}");
+            let (other, _) = test_key();
+            let e = refused(
+                &sign(
+                    &body("qemu-x86_64", "amd64", &img, "0123456789abcdef"),
+                    &other,
+                ),
+                &f,
+                "other key",
+            );
+            assert!(e.contains("signed by another key"), "{e}");
+            assert!(e.contains("manifest names key 0123456789abcdef"), "{e}");
+            // A pinned digest that is not the manifest's.
+            let e = upgrade_signed(
+                &d.info,
+                &trust,
+                good.as_bytes(),
+                Source::File(&f),
+                Some(&"0".repeat(64)),
+                1,
+                &ok,
+            )
+            .unwrap_err();
+            assert!(matches!(e, UpgradeFailure::Refused(_)), "{e}");
+            nothing_written(&d);
+        }
+
+        #[test]
+        fn a_truncated_stream_is_never_put_on_trial() {
+            let (d, trust, key, img) = setup();
+            let good = sign(&body("qemu-x86_64", "amd64", &img, &trust.key_id), &key);
+            for data in [&img[..img.len() - 1], &[&img[..], b"more"].concat()[..]] {
+                let e = upgrade_signed(
+                    &d.info,
+                    &trust,
+                    good.as_bytes(),
+                    Source::Stream(&mut &data[..]),
+                    None,
+                    1,
+                    &ok,
+                )
+                .unwrap_err();
+                assert!(matches!(e, UpgradeFailure::Stream(..)), "{e}");
+                let (env, _) = read_env(&d.info.bootenv).unwrap();
+                assert_eq!((env.trial, env.boot().0), (None, Slot::A));
+                // The slot we run from is untouched.
+                assert!(std::fs::read(&d.info.slot_a)
+                    .unwrap()
+                    .iter()
+                    .all(|&b| b == 0));
+            }
+        }
     }
 
     #[test]

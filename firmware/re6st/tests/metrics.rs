@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use re6st_node::status::metrics::{parse, value_of, Sample};
 use re6st_testkit::netns::Lab;
-use re6st_testkit::overlay::{Overlay, Registry};
+use re6st_testkit::overlay::{ns_of, Overlay, Registry};
 
 const BIN: &str = env!("CARGO_BIN_EXE_re6st");
 
@@ -70,6 +70,20 @@ fn promtool_check(text: &str) {
 }
 
 /// The families declared by `# TYPE`, and checks that each has a sample.
+/// The families a node with this status exports: the served clients'
+/// byte counts only when it serves some.
+fn node_families(status: &serde_json::Value) -> BTreeSet<String> {
+    let mut families: BTreeSet<String> = NODE_FAMILIES.iter().map(|s| s.to_string()).collect();
+    if status["served_traffic"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty())
+    {
+        families.insert("re6st_node_served_receive_bytes_total".into());
+        families.insert("re6st_node_served_transmit_bytes_total".into());
+    }
+    families
+}
+
 fn families_with_samples(text: &str, samples: &[Sample]) -> BTreeSet<String> {
     let families: BTreeSet<String> = text
         .lines()
@@ -108,7 +122,7 @@ fn node_scrape(o: &Overlay, n: u32) -> (serde_json::Value, String, serde_json::V
     let ctl = |what: &str| {
         sh_out(
             o,
-            &format!("n{n}"),
+            &ns_of(n),
             &format!("{BIN} ctl {what} -r {}", run.display()),
         )
     };
@@ -119,6 +133,11 @@ fn node_scrape(o: &Overlay, n: u32) -> (serde_json::Value, String, serde_json::V
             let t = t.as_object_mut().unwrap();
             t.remove("rx_bytes");
             t.remove("tx_bytes");
+        }
+        for t in s["served_traffic"].as_array_mut().unwrap() {
+            let t = t.as_object_mut().unwrap();
+            t.remove("bytes_received");
+            t.remove("bytes_sent");
         }
         s
     };
@@ -196,11 +215,7 @@ fn node_and_registry_metrics_match_status_and_database() {
     promtool_check(&text);
     let m = parse(&text).unwrap();
     let families = families_with_samples(&text, &m);
-    assert_eq!(
-        families,
-        NODE_FAMILIES.iter().map(|s| s.to_string()).collect(),
-        "{text}"
-    );
+    assert_eq!(families, node_families(&before), "{text}");
     let v = |name: &str, labels: &[(&str, &str)]| {
         value_of(&m, name, labels).unwrap_or_else(|| panic!("{name} {labels:?}\n{text}"))
     };
@@ -331,6 +346,45 @@ fn node_and_registry_metrics_match_status_and_database() {
     ] {
         assert!(v(load, &[]) >= 0.0);
     }
+    // Served clients' bytes (OpenVPN's management interface), on every
+    // node: node 1's established tunnel is served by one of them.
+    let mut served = 0;
+    for n in 0..3 {
+        let (before, text, after) = node_scrape(&o, n);
+        let m = parse(&text).unwrap();
+        let traffic = |s: &serde_json::Value| s["served_traffic"].as_array().unwrap().clone();
+        if traffic(&before).is_empty() {
+            assert!(
+                m.iter().all(|s| !s.name.starts_with("re6st_node_served_r")),
+                "node{n} serves nobody:\n{text}"
+            );
+        }
+        for (t, t_after) in traffic(&before).iter().zip(traffic(&after).iter()) {
+            served += 1;
+            let labels = [
+                ("peer", t["peer"].as_str().unwrap()),
+                ("iface", t["iface"].as_str().unwrap()),
+            ];
+            for (family, field) in [
+                ("re6st_node_served_receive_bytes_total", "bytes_received"),
+                ("re6st_node_served_transmit_bytes_total", "bytes_sent"),
+            ] {
+                let got = value_of(&m, family, &labels)
+                    .unwrap_or_else(|| panic!("node{n}: {family} {labels:?}\n{text}"));
+                let (lo, hi) = (t[field].as_f64().unwrap(), t_after[field].as_f64().unwrap());
+                assert!(
+                    lo <= got && got <= hi,
+                    "node{n} {family}: {lo} <= {got} <= {hi}"
+                );
+                assert!(
+                    got > 0.0,
+                    "node{n} {family} {labels:?}: babel hellos at least"
+                );
+            }
+        }
+    }
+    assert!(served >= 1, "no node showed a served client");
+
     // The person's view shows the same restarts and host line.
     let human = sh_out(&o, "n1", &format!("{BIN} ctl status -r {}", run.display()));
     assert!(human.contains("restarts: babeld 1, OpenVPN "), "{human}");

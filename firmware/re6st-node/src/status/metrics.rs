@@ -124,6 +124,26 @@ pub fn render(s: &NodeStatus, now: i64) -> String {
             }
         }
     }
+    for (name, help, pick) in [
+        (
+            "re6st_node_served_receive_bytes_total",
+            "Bytes received from each client of our OpenVPN servers (its management interface).",
+            (|t| t.bytes_received) as fn(&super::ServedTraffic) -> u64,
+        ),
+        (
+            "re6st_node_served_transmit_bytes_total",
+            "Bytes sent to each client of our OpenVPN servers (its management interface).",
+            |t| t.bytes_sent,
+        ),
+    ] {
+        if s.served_traffic.is_empty() {
+            continue;
+        }
+        e.family(name, "counter", help);
+        for t in &s.served_traffic {
+            e.sample(name, &[("peer", &t.peer), ("iface", &t.iface)], pick(t));
+        }
+    }
     e.gauge(
         "re6st_node_babel_routed_nodes",
         "Nodes babel has a route to.",
@@ -373,7 +393,12 @@ mod tests {
                 ),
             ],
             served: vec!["2001:db8:42:5::/64".into()],
-            served_traffic: vec![],
+            served_traffic: vec![super::super::ServedTraffic {
+                peer: "2001:db8:42:5::/64".into(),
+                iface: "re6stnet-udp".into(),
+                bytes_received: 300,
+                bytes_sent: 400,
+            }],
             reachable_at: String::new(),
             ipv4: "fixed".into(),
             port_mappings: vec![],
@@ -418,6 +443,9 @@ mod tests {
         assert_eq!(v(tx, &[("iface", "re6stnet3")]), 5.0);
         // Unknown counts are left out, not exported as 0.
         assert_eq!(value_of(&m, rx, &[("iface", "re6stnet2")]), None);
+        let served = [("peer", "2001:db8:42:5::/64"), ("iface", "re6stnet-udp")];
+        assert_eq!(v("re6st_node_served_receive_bytes_total", &served), 300.0);
+        assert_eq!(v("re6st_node_served_transmit_bytes_total", &served), 400.0);
         assert_eq!(v("re6st_node_babel_routed_nodes", &[]), 6.0);
         assert_eq!(v("re6st_node_peer_cache_size", &[]), 4.0);
         assert_eq!(v("re6st_node_registry_reachable", &[]), 0.0);
@@ -438,6 +466,7 @@ mod tests {
         let reachable = NodeStatus {
             registry_cut: false,
             system: None,
+            served_traffic: vec![],
             ..status()
         };
         let m = parse(&render(&reachable, 2_000_000)).unwrap();
@@ -450,6 +479,8 @@ mod tests {
             Some(-1_000_000.0)
         );
         assert!(m.iter().all(|s| !s.name.starts_with("re6st_system_")));
+        // No client, no served family (a family without samples is noise).
+        assert!(m.iter().all(|s| !s.name.starts_with("re6st_node_served_r")));
     }
 
     #[test]
