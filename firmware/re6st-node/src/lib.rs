@@ -5,6 +5,7 @@
 pub mod babel;
 pub mod core;
 pub mod daemon;
+pub mod kernel;
 pub mod lan;
 pub mod nat;
 pub mod openvpn;

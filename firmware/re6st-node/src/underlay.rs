@@ -1,9 +1,11 @@
 //! `--remote-gateway`: each client tunnel's peer address is reached through
 //! one of the given gateways, in turn (a host with several uplinks spreads
-//! its tunnels over them). Sans-IO: the `ip route` arguments to run.
+//! its tunnels over them). Sans-IO: the route operations to carry out.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+
+use crate::kernel::op::{NetOp, Route, PROTO_BOOT};
 
 #[derive(Debug, Default)]
 pub struct RemoteGateways {
@@ -30,7 +32,7 @@ impl RemoteGateways {
 
     /// A tunnel to `peer` starts: the route to add, if any (IPv4 peers
     /// only, as upstream; one route per address, shared by its tunnels).
-    pub fn add(&mut self, peer: IpAddr) -> Option<Vec<String>> {
+    pub fn add(&mut self, peer: IpAddr) -> Option<NetOp> {
         let IpAddr::V4(peer) = peer else { return None };
         if self.gateways.is_empty() {
             return None;
@@ -42,11 +44,11 @@ impl RemoteGateways {
         let gw = self.gateways[self.next % self.gateways.len()];
         self.next += 1;
         self.routes.insert(peer, (gw, 1));
-        Some(route("add", peer, gw))
+        Some(NetOp::RouteAdd(route(peer, gw)))
     }
 
     /// A tunnel to `peer` ended: the route to delete, if it was the last.
-    pub fn remove(&mut self, peer: IpAddr) -> Option<Vec<String>> {
+    pub fn remove(&mut self, peer: IpAddr) -> Option<NetOp> {
         let IpAddr::V4(peer) = peer else { return None };
         let (gw, users) = self.routes.get_mut(&peer)?;
         *users -= 1;
@@ -55,29 +57,21 @@ impl RemoteGateways {
         }
         let gw = *gw;
         self.routes.remove(&peer);
-        Some(route("del", peer, gw))
+        Some(NetOp::RouteDel(route(peer, gw)))
     }
 
     /// Everything to delete on exit.
-    pub fn clear(&mut self) -> Vec<Vec<String>> {
+    pub fn clear(&mut self) -> Vec<NetOp> {
         std::mem::take(&mut self.routes)
             .into_iter()
-            .map(|(peer, (gw, _))| route("del", peer, gw))
+            .map(|(peer, (gw, _))| NetOp::RouteDel(route(peer, gw)))
             .collect()
     }
 }
 
-fn route(cmd: &str, peer: Ipv4Addr, gw: Ipv4Addr) -> Vec<String> {
-    [
-        "-4",
-        "route",
-        cmd,
-        &format!("{peer}/32"),
-        "via",
-        &gw.to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
+/// `ip -4 route add PEER/32 via GW`.
+fn route(peer: Ipv4Addr, gw: Ipv4Addr) -> Route {
+    Route::via(peer.into(), 32, Some(gw.into()), PROTO_BOOT)
 }
 
 #[cfg(test)]
@@ -92,19 +86,19 @@ mod tests {
     fn round_robin_shared_routes() {
         let mut g = RemoteGateways::new(&["198.18.200.1".into(), "198.18.201.1".into()]).unwrap();
         assert_eq!(
-            g.add(ip("198.18.3.2")).unwrap().join(" "),
-            "-4 route add 198.18.3.2/32 via 198.18.200.1"
+            g.add(ip("198.18.3.2")).unwrap().to_string(),
+            "ip -4 route add 198.18.3.2/32 via 198.18.200.1 proto 3"
         );
         assert_eq!(
-            g.add(ip("198.18.4.2")).unwrap().join(" "),
-            "-4 route add 198.18.4.2/32 via 198.18.201.1"
+            g.add(ip("198.18.4.2")).unwrap().to_string(),
+            "ip -4 route add 198.18.4.2/32 via 198.18.201.1 proto 3"
         );
         // A second tunnel to the same address shares its route.
         assert_eq!(g.add(ip("198.18.3.2")), None);
         assert_eq!(g.remove(ip("198.18.3.2")), None);
         assert_eq!(
-            g.remove(ip("198.18.3.2")).unwrap().join(" "),
-            "-4 route del 198.18.3.2/32 via 198.18.200.1"
+            g.remove(ip("198.18.3.2")).unwrap().to_string(),
+            "ip -4 route del 198.18.3.2/32 via 198.18.200.1 proto 3"
         );
         assert_eq!(g.remove(ip("198.18.3.2")), None, "unknown now");
         assert_eq!(g.add(ip("2001:db8::1")), None, "IPv4 only");

@@ -65,6 +65,19 @@ fn failed_set_up_leaves_nothing_behind() {
     );
     assert_eq!(kernel_state(&o, 1), before, "{said}");
 
+    // A gateway the kernel has no route to at all.
+    o.lab
+        .sh(&ns_of(1), "ip route add unreachable 198.18.250.0/24");
+    let before_unreachable = kernel_state(&o, 1);
+    let said = start_and_wait_for_exit(&mut o, 1, &["--remote-gateway", "198.18.250.1"]);
+    assert!(
+        said.contains("--remote-gateway 198.18.250.1: unreachable"),
+        "{said}"
+    );
+    assert_eq!(kernel_state(&o, 1), before_unreachable, "{said}");
+    o.lab
+        .sh(&ns_of(1), "ip route del unreachable 198.18.250.0/24");
+
     // The last tap (client-count 2: re6stnet2) cannot be made.
     o.lab.sh(
         &ns_of(1),
@@ -74,6 +87,45 @@ fn failed_set_up_leaves_nothing_behind() {
     let said = start_and_wait_for_exit(&mut o, 1, &[]);
     assert!(said.contains("ip tuntap add dev re6stnet2"), "{said}");
     assert!(said.contains("ip tuntap add dev re6stnet1"), "{said}");
+    assert_eq!(kernel_state(&o, 1), before, "{said}");
+    o.finish();
+}
+
+/// With the network's IPv4 payload, set-up also adds an unreachable
+/// route for it (`proto static`): a tap that cannot be made takes it back
+/// with the rest, and a normal stop too.
+#[test]
+fn failed_set_up_with_ipv4_payload_leaves_nothing_behind() {
+    let mut o = Overlay::start(
+        BIN.as_ref(),
+        Registry::Ours,
+        2,
+        None,
+        &["--ipv4", "198.19.128.0/17", "8"],
+    );
+    assert!(
+        Lab::wait_until(Duration::from_secs(60), || o.status(1).is_some()),
+        "node1 did not start\n{}",
+        o.logs()
+    );
+    let running = kernel_state(&o, 1);
+    assert!(
+        running.contains("unreachable 198.19.128.0/17 proto static"),
+        "{running}"
+    );
+    let pid = o.node_pids[1];
+    o.stop_node(pid, "-TERM", Duration::from_secs(30));
+    let before = kernel_state(&o, 1);
+    assert!(!before.contains("re6stnet"), "{before}");
+    assert!(!before.contains("198.19.128.0/17"), "{before}");
+
+    o.lab.sh(
+        &ns_of(1),
+        "ip link add re6stnet2 type veth peer name blocker",
+    );
+    let before = kernel_state(&o, 1);
+    let said = start_and_wait_for_exit(&mut o, 1, &[]);
+    assert!(said.contains("ip tuntap add dev re6stnet2"), "{said}");
     assert_eq!(kernel_state(&o, 1), before, "{said}");
     o.finish();
 }

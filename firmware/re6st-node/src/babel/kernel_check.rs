@@ -7,8 +7,8 @@
 //! the old one, through a neighbour that may be long gone; its later
 //! attempts to remove what it believes installed fail ("No such
 //! process"). The daemon compares both views now and then and, where a
-//! difference lasts, puts babeld's route into the kernel (`ip route
-//! replace`), which is what babeld meant to do.
+//! difference lasts, puts babeld's route into the kernel (a route
+//! replace), which is what babeld meant to do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use super::control::Route;
 #[cfg(test)]
 use super::control::INFINITY;
+use crate::kernel::op::PROTO_BABEL;
+use crate::kernel::{self, NetOp, RouteKind};
 
 pub type Net = (IpAddr, u8);
 
@@ -27,51 +29,35 @@ pub struct KernelRoute {
     pub metric: Option<u32>,
 }
 
+#[cfg(test)]
 fn parse_net(s: &str) -> Option<Net> {
-    match s.split_once('/') {
-        Some((ip, len)) => Some((ip.parse().ok()?, len.parse().ok()?)),
-        None => {
-            let ip: IpAddr = s.parse().ok()?;
-            Some((ip, if ip.is_ipv4() { 32 } else { 128 }))
-        }
-    }
+    let (ip, len) = s.split_once('/')?;
+    Some((ip.parse().ok()?, len.parse().ok()?))
 }
 
 fn any(ip: IpAddr) -> Net {
     match ip {
-        IpAddr::V4(_) => ("0.0.0.0".parse().unwrap(), 0),
-        IpAddr::V6(_) => ("::".parse().unwrap(), 0),
+        IpAddr::V4(_) => (IpAddr::from([0u8; 4]), 0),
+        IpAddr::V6(_) => (IpAddr::from([0u8; 16]), 0),
     }
 }
 
-/// Parses `ip route show proto 42` lines: the forwarding routes by
+/// The forwarding routes of a listing (`ip route show proto 42`) by
 /// (destination, source), not the unreachable ones babeld installs for
 /// retractions.
-pub fn kernel_routes(listing: &str) -> BTreeMap<(Net, Net), KernelRoute> {
+pub fn kernel_routes(
+    listing: impl IntoIterator<Item = kernel::Route>,
+) -> BTreeMap<(Net, Net), KernelRoute> {
     listing
-        .lines()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let after = |key: &str| {
-                let i = words.iter().position(|w| *w == key)?;
-                words.get(i + 1).copied()
-            };
-            let dest = parse_net(words.first()?)?;
-            let from = match after("from") {
-                Some(f) => parse_net(f)?,
-                None => any(dest.0),
-            };
-            let via = match after("via") {
-                Some("inet6") => Some(after("inet6")?.parse().ok()?),
-                Some(v) => Some(v.parse().ok()?),
-                None => None,
-            };
+        .into_iter()
+        .filter(|r| r.kind == RouteKind::Unicast)
+        .filter_map(|r| {
             let route = KernelRoute {
-                via,
-                dev: after("dev")?.to_owned(),
-                metric: after("metric").and_then(|m| m.parse().ok()),
+                via: r.via,
+                dev: r.dev?,
+                metric: r.metric,
             };
-            Some(((dest, from), route))
+            Some(((r.dst, r.src.unwrap_or(any(r.dst.0))), route))
         })
         .collect()
 }
@@ -93,7 +79,7 @@ impl KernelCheck {
         babel: impl Iterator<Item = &'a Route>,
         kernel: &BTreeMap<(Net, Net), KernelRoute>,
         pref_src: &dyn Fn(IpAddr) -> Option<IpAddr>,
-    ) -> Vec<Vec<String>> {
+    ) -> Vec<NetOp> {
         let differing: BTreeMap<_, Option<u32>> = babel
             .filter(|r| r.usable())
             .filter_map(|r| {
@@ -108,29 +94,15 @@ impl KernelCheck {
             if !self.suspects.contains(key) {
                 continue;
             }
-            let ((dest, len), (src, src_len), via, dev) = key;
-            let v4 = dest.is_ipv4();
-            let mut a: Vec<String> = vec![
-                if v4 { "-4" } else { "-6" }.into(),
-                "route".into(),
-                "replace".into(),
-                format!("{dest}/{len}"),
-            ];
-            if *src_len != 0 {
-                a.extend(["from".into(), format!("{src}/{src_len}")]);
-            }
-            a.push("via".into());
-            if v4 && via.is_ipv6() {
-                a.push("inet6".into());
-            }
-            a.push(via.to_string());
-            a.extend(["dev".into(), dev.clone(), "proto".into(), "42".into()]);
-            let metric = metric.unwrap_or(if v4 { 0 } else { 1024 });
-            a.extend(["metric".into(), metric.to_string(), "onlink".into()]);
-            if let Some(s) = pref_src(*dest) {
-                a.extend(["src".into(), s.to_string()]);
-            }
-            commands.push(a);
+            let (dest, src, via, dev) = key;
+            let v4 = dest.0.is_ipv4();
+            let mut r = kernel::Route::via(dest.0, dest.1, Some(*via), PROTO_BABEL);
+            r.src = (src.1 != 0).then_some(*src);
+            r.dev = Some(dev.clone());
+            r.metric = Some(metric.unwrap_or(if v4 { 0 } else { 1024 }));
+            r.onlink = true;
+            r.pref_src = pref_src(dest.0);
+            commands.push(NetOp::RouteReplace(r));
         }
         self.suspects = differing.into_keys().collect();
         commands
@@ -155,13 +127,38 @@ mod tests {
         }
     }
 
+    /// A listed route of babeld's: DST [from SRC] via VIA dev DEV.
+    fn listed(
+        dst: &str,
+        src: Option<&str>,
+        via: &str,
+        dev: &str,
+        metric: Option<u32>,
+    ) -> kernel::Route {
+        let (ip, len) = parse_net(dst).unwrap();
+        let mut r = kernel::Route::via(ip, len, Some(via.parse().unwrap()), PROTO_BABEL);
+        r.src = src.map(|s| parse_net(s).unwrap());
+        r.dev = Some(dev.into());
+        r.metric = metric;
+        r
+    }
+
     #[test]
     fn reads_forwarding_routes_only() {
-        let listing = "2001:db8:42:1::/64 from 2001:db8:42::/48 via fe80::1 dev re6stnet-tcp metric 1024 onlink pref medium\n\
-                       unreachable 2001:db8:42:3::/64 dev lo metric 4294967295 pref medium\n\
-                       198.18.9.0/24 via inet6 fe80::3 dev re6stnet1\n\
-                       garbage\n";
-        let k = kernel_routes(listing);
+        let mut unreachable =
+            kernel::Route::unreachable("2001:db8:42:3::".parse().unwrap(), 64, PROTO_BABEL);
+        unreachable.dev = Some("lo".into());
+        let k = kernel_routes([
+            listed(
+                "2001:db8:42:1::/64",
+                Some("2001:db8:42::/48"),
+                "fe80::1",
+                "re6stnet-tcp",
+                Some(1024),
+            ),
+            unreachable,
+            listed("198.18.9.0/24", None, "fe80::3", "re6stnet1", None),
+        ]);
         assert_eq!(k.len(), 2, "{k:?}");
         let r = &k[&(
             parse_net("2001:db8:42:1::/64").unwrap(),
@@ -187,10 +184,22 @@ mod tests {
     fn a_lasting_difference_is_repaired_with_babels_route() {
         // The kernel kept a killed babeld's route to :2 through another
         // neighbour, and lost the one to :3.
-        let kernel = kernel_routes(
-            "2001:db8:42:1::/64 via fe80::1 dev re6stnet1 proto babel metric 1024\n\
-             2001:db8:42:2::/64 via fe80::9 dev re6stnet2 proto babel metric 1024\n",
-        );
+        let kernel = kernel_routes([
+            listed(
+                "2001:db8:42:1::/64",
+                None,
+                "fe80::1",
+                "re6stnet1",
+                Some(1024),
+            ),
+            listed(
+                "2001:db8:42:2::/64",
+                None,
+                "fe80::9",
+                "re6stnet2",
+                Some(1024),
+            ),
+        ]);
         let babel = [
             route("2001:db8:42:1::/64", "fe80::1", "re6stnet1", true, 96),
             route("2001:db8:42:2::/64", "fe80::2", "re6stnet-tcp", true, 192),
@@ -208,21 +217,21 @@ mod tests {
         let fixes: Vec<String> = check
             .compare(babel.iter(), &kernel, &src)
             .iter()
-            .map(|a| a.join(" "))
+            .map(|a| a.to_string())
             .collect();
         assert_eq!(
             fixes,
             [
-                "-6 route replace 2001:db8:42:2::/64 via fe80::2 dev re6stnet-tcp proto 42 metric 1024 onlink src 2001:db8:42:7::1",
-                "-6 route replace 2001:db8:42:3::/64 via fe80::3 dev re6stnet-tcp proto 42 metric 1024 onlink src 2001:db8:42:7::1",
+                "ip -6 route replace 2001:db8:42:2::/64 via fe80::2 dev re6stnet-tcp proto 42 metric 1024 onlink src 2001:db8:42:7::1",
+                "ip -6 route replace 2001:db8:42:3::/64 via fe80::3 dev re6stnet-tcp proto 42 metric 1024 onlink src 2001:db8:42:7::1",
             ]
         );
         // Once in line, nothing more to do.
-        let kernel = kernel_routes(
-            "2001:db8:42:1::/64 via fe80::1 dev re6stnet1\n\
-             2001:db8:42:2::/64 via fe80::2 dev re6stnet-tcp\n\
-             2001:db8:42:3::/64 via fe80::3 dev re6stnet-tcp\n",
-        );
+        let kernel = kernel_routes([
+            listed("2001:db8:42:1::/64", None, "fe80::1", "re6stnet1", None),
+            listed("2001:db8:42:2::/64", None, "fe80::2", "re6stnet-tcp", None),
+            listed("2001:db8:42:3::/64", None, "fe80::3", "re6stnet-tcp", None),
+        ]);
         assert!(check.compare(babel.iter(), &kernel, &src).is_empty());
         assert!(check.compare(babel.iter(), &kernel, &src).is_empty());
     }

@@ -8,92 +8,83 @@
 //! through the still-working tunnel until babeld installs better routes,
 //! and the copies go when the tunnel closes or the drain is undone.
 
-use std::process::Command;
+use crate::kernel::netlink::Netlink;
+use crate::kernel::op::PROTO_BABEL;
+use crate::kernel::{NetOp, Route};
 
-/// babeld's routing protocol number (names may be missing on a router).
-const BABEL: &str = "42";
 /// Our routing protocol number in the kernel (not babeld's 42).
-const PROTO: &str = "201";
+const PROTO: u8 = 201;
 /// Below babeld's routes (kernel metric 1024 for IPv6 by default).
-const METRIC: &str = "65000";
+const METRIC: u32 = 65000;
 
-/// `ip route add` arguments copying the routes of an `ip route show dev
-/// IFACE proto babel` listing onto `iface`.
-fn copies(family: &str, iface: &str, listing: &str) -> Vec<Vec<String>> {
+/// Copies of babeld's routes (a listing of `iface`'s routes of babeld's
+/// protocol) onto `iface`, below them. Unreachable routes carry no
+/// traffic: not copied.
+fn copies(iface: &str, listing: Vec<Route>) -> Vec<NetOp> {
     listing
-        .lines()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let dest = *words.first()?;
-            let after = |key: &str| {
-                words
-                    .iter()
-                    .position(|w| *w == key)
-                    .and_then(|i| words.get(i + 1))
-                    .copied()
-            };
-            // IPv4 through an IPv6 next hop: `via inet6 ADDR`.
-            let mut via = vec![after("via")?];
-            if via[0] == "inet6" {
-                via.push(after("inet6")?);
-            }
-            let mut args: Vec<String> = [family, "route", "add", dest].map(String::from).to_vec();
-            if let Some(src) = after("from") {
-                args.extend(["from".into(), src.into()]);
-            }
-            args.push("via".into());
-            args.extend(via.into_iter().map(String::from));
-            args.extend(["dev", iface, "proto", PROTO, "metric", METRIC].map(String::from));
-            Some(args)
+        .into_iter()
+        .filter(|r| r.via.is_some() && r.kind == crate::kernel::RouteKind::Unicast)
+        .map(|r| {
+            NetOp::RouteAdd(Route {
+                dev: Some(iface.into()),
+                proto: PROTO,
+                metric: Some(METRIC),
+                onlink: false,
+                pref_src: None,
+                ..r
+            })
         })
         .collect()
 }
 
+/// `iface`'s routes of protocol `proto`, both families.
+fn listing(nl: &mut Netlink, iface: &str, proto: u8) -> Vec<Route> {
+    let mut all = Vec::new();
+    for v4 in [false, true] {
+        all.extend(nl.routes(v4, Some(proto), Some(iface)).unwrap_or_default());
+    }
+    all
+}
+
 /// Copies babeld's routes through `iface` (before babeld drops them).
 pub fn hold(iface: &str) {
-    for family in ["-6", "-4"] {
-        let Ok(out) = Command::new("ip")
-            .args([family, "route", "show", "dev", iface, "proto", BABEL])
-            .output()
-        else {
-            continue;
-        };
-        for args in copies(family, iface, &String::from_utf8_lossy(&out.stdout)) {
-            let _ = Command::new("ip").args(&args).output();
-        }
+    let Ok(mut nl) = Netlink::open() else { return };
+    for op in copies(iface, listing(&mut nl, iface, PROTO_BABEL)) {
+        let _ = nl.apply(&op);
     }
 }
 
 /// Removes the copies on `iface`.
 pub fn release(iface: &str) {
-    for family in ["-6", "-4"] {
-        let _ = Command::new("ip")
-            .args([family, "route", "flush", "dev", iface, "proto", PROTO])
-            .output();
+    let Ok(mut nl) = Netlink::open() else { return };
+    for r in listing(&mut nl, iface, PROTO) {
+        let _ = nl.apply(&NetOp::RouteDel(r));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::copies;
+    use super::*;
 
     #[test]
     fn copies_routes_below_babel() {
-        let listing =
-            "2001:db8:42:5::/64 from 2001:db8:42::/48 via fe80::1 metric 1024 pref medium\n\
-                       2001:db8:42:6::/64 via fe80::2 metric 1024 pref medium\n\
-                       198.18.9.0/24 via inet6 fe80::3 metric 1024\n\
-                       garbage\n";
+        let ip = |s: &str| s.parse().unwrap();
+        let mut sourced = Route::via(ip("2001:db8:42:5::"), 64, Some(ip("fe80::1")), PROTO_BABEL);
+        sourced.src = Some((ip("2001:db8:42::"), 48));
+        sourced.metric = Some(1024);
+        sourced.dev = Some("re6stnet3".into());
+        let v4 = Route::via(ip("198.18.9.0"), 24, Some(ip("fe80::3")), PROTO_BABEL);
+        let unreachable = Route::unreachable(ip("2001:db8:42:6::"), 64, PROTO_BABEL);
+        let ops: Vec<String> = copies("re6stnet3", vec![sourced, v4, unreachable])
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
         assert_eq!(
-            copies("-6", "re6stnet3", listing),
-            vec![
-                "-6 route add 2001:db8:42:5::/64 from 2001:db8:42::/48 via fe80::1 dev re6stnet3 proto 201 metric 65000",
-                "-6 route add 2001:db8:42:6::/64 via fe80::2 dev re6stnet3 proto 201 metric 65000",
-                "-6 route add 198.18.9.0/24 via inet6 fe80::3 dev re6stnet3 proto 201 metric 65000",
+            ops,
+            [
+                "ip -6 route add 2001:db8:42:5::/64 from 2001:db8:42::/48 via fe80::1 dev re6stnet3 proto 201 metric 65000",
+                "ip -4 route add 198.18.9.0/24 via inet6 fe80::3 dev re6stnet3 proto 201 metric 65000",
             ]
-            .into_iter()
-            .map(|l| l.split(' ').map(String::from).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
         );
     }
 }

@@ -36,6 +36,9 @@ use crate::babel::table::Table;
 use crate::core::peers::version_message;
 use crate::core::servers::Renewed as CoreRenewed;
 use crate::core::{Effect, Input, NodeCore, Now};
+use crate::kernel::netlink::Netlink;
+use crate::kernel::op::{PROTO_BOOT, PROTO_STATIC};
+use crate::kernel::{self, Addr, KernelError, NetOp, Route, Setup};
 use crate::nat::advertised::{Advertised, Mapping};
 use crate::nat::upnp::Upnp;
 use crate::openvpn::args::{client, server, Common};
@@ -71,45 +74,6 @@ fn clock() -> Now {
         mono: mono(),
         wall: now(),
     }
-}
-
-/// Runs `ip ARGS`; on success, remembers its undo for the clean-up. An
-/// `add` that fails is retried once after its `del`: holding the run
-/// directory's lock, what is in the way can only be a dead instance's
-/// leftover (a node killed with SIGKILL keeps its address and taps).
-fn ip(args: &[&str], undo: &mut Vec<Vec<String>>, verbose: u8) -> Result<(), String> {
-    // Ok(None) on success, Ok(Some(what ip said)) on failure.
-    let run = |a: &[String]| -> Result<Option<String>, String> {
-        let out = std::process::Command::new("ip")
-            .args(a)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("ip: {e}"))?;
-        Ok((!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).trim().to_owned()))
-    };
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let del = args.iter().position(|a| a == "add").map(|pos| {
-        let mut u = args.clone();
-        u[pos] = "del".into();
-        u
-    });
-    let mut failed = run(&args)?;
-    if let (Some(_), Some(del)) = (&failed, &del) {
-        if run(del)?.is_none() {
-            log(
-                1,
-                verbose,
-                format!("removed what a previous run left: ip {}", del.join(" ")),
-            );
-            failed = run(&args)?;
-        }
-    }
-    if let Some(why) = failed {
-        return Err(format!("ip {} failed: {why}", args.join(" ")));
-    }
-    undo.extend(del);
-    log(3, verbose, format!("ip {}", args.join(" ")));
-    Ok(())
 }
 
 struct Node {
@@ -396,79 +360,51 @@ async fn run(o: Options) -> Result<(), NodeError> {
     }
     let v = o.verbose;
     // Undone when `run` returns, whatever way.
-    let mut undo = Undo::default();
-    let undo_list = &mut undo.0;
-    let setup = (|| -> Result<(), String> {
-        ip(
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{my_ip}/{}", subnet.len()),
-                "dev",
-                &o.main_interface,
-            ],
-            undo_list,
-            v,
-        )?;
-        ip(
-            &[
-                "-6",
-                "route",
-                "add",
-                "unreachable",
-                &format!("{}/{}", network.to_ipv6(), network.len()),
-            ],
-            undo_list,
-            v,
-        )?;
+    let mut setup = Setup::new(v);
+    let setup_result = (|| -> Result<(), KernelError> {
+        let main_interface = || o.main_interface.clone();
+        setup.apply(NetOp::AddrAdd(Addr {
+            ip: my_ip.into(),
+            len: subnet.len(),
+            dev: main_interface(),
+        }))?;
+        setup.apply(NetOp::RouteAdd(Route::unreachable(
+            network.to_ipv6().into(),
+            network.len(),
+            PROTO_BOOT,
+        )))?;
         if let Some((p, (ip4, len))) = ipv4 {
-            let net4 = format!("{}/{}", p.network, p.prefix_len);
-            ip(
-                &[
-                    "-4",
-                    "route",
-                    "add",
-                    "unreachable",
-                    &net4,
-                    "proto",
-                    "static",
-                ],
-                undo_list,
-                v,
-            )?;
+            setup.apply(NetOp::RouteAdd(Route::unreachable(
+                p.network.into(),
+                p.prefix_len,
+                PROTO_STATIC,
+            )))?;
             if client_mode.is_some() {
                 // No tap of ours carries the address: the main interface
                 // does, and babel announces the subnet from a route.
-                let own = format!("{ip4}/32");
-                ip(
-                    &["-4", "addr", "add", &own, "dev", &o.main_interface],
-                    undo_list,
-                    v,
-                )?;
-                let sub = format!("{}/{len}", ipv4_network(ip4, len));
-                ip(
-                    &["-4", "route", "add", "unreachable", &sub, "proto", "static"],
-                    undo_list,
-                    v,
-                )?;
+                setup.apply(NetOp::AddrAdd(Addr {
+                    ip: ip4.into(),
+                    len: 32,
+                    dev: main_interface(),
+                }))?;
+                setup.apply(NetOp::RouteAdd(Route::unreachable(
+                    ipv4_network(ip4, len).into(),
+                    len,
+                    PROTO_STATIC,
+                )))?;
             }
         }
         // Server taps too: they then outlive an OpenVPN server restart,
         // and babeld keeps its interface.
         let server_taps = servers.iter().map(|(_, proto)| format!("re6stnet-{proto}"));
-        for t in server_taps {
-            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], undo_list, v)?;
-            ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
-        }
-        for i in 1..=taps {
-            let t = format!("re6stnet{i}");
-            ip(&["tuntap", "add", "dev", &t, "mode", "tap"], undo_list, v)?;
-            ip(&["link", "set", &t, "up"], &mut Vec::new(), v)?;
+        let client_taps = (1..=taps).map(|i| format!("re6stnet{i}"));
+        for t in server_taps.chain(client_taps) {
+            setup.apply(NetOp::TapAdd(t.clone()))?;
+            setup.apply(NetOp::LinkUp { dev: t, mtu: None })?;
         }
         Ok(())
     })();
-    let result = match setup {
+    let result = match setup_result {
         Ok(()) => {
             let (done, done_rx) = mpsc::unbounded_channel();
             let (babel_commands, babel_rx) = mpsc::unbounded_channel();
@@ -564,50 +500,25 @@ async fn run(o: Options) -> Result<(), NodeError> {
             )
             .await
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e.to_string().into()),
     };
-    drop(undo);
+    drop(setup);
     result
-}
-
-/// The `ip` commands that undo what the node set up in the kernel, run in
-/// reverse order when dropped: on every way out of [`run`], errors (a
-/// set-up step failing half-way, a `?` after it) and panics included.
-#[derive(Default)]
-struct Undo(Vec<Vec<String>>);
-
-impl Drop for Undo {
-    fn drop(&mut self) {
-        for u in self.0.iter().rev() {
-            let _ = std::process::Command::new("ip")
-                .args(u)
-                .stdin(std::process::Stdio::null())
-                .status();
-        }
-    }
 }
 
 /// A `--remote-gateway` must be on a directly connected network (as for
 /// any route's gateway): else every tunnel's route through it would fail.
 fn check_on_link(gw: &str) -> Result<(), String> {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "route", "get", gw])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    let said = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "--remote-gateway {gw}: unreachable ({})",
-            why.trim()
-        ));
-    }
-    if said.split_whitespace().any(|w| w == "via") {
+    let ip: std::net::Ipv4Addr = gw
+        .parse()
+        .map_err(|_| format!("--remote-gateway {gw:?}: not an IPv4 address"))?;
+    let route = Netlink::open()
+        .and_then(|mut nl| nl.route_to(ip.into()))
+        .map_err(|e| format!("--remote-gateway {gw}: unreachable ({e})"))?;
+    if route.via.is_some() {
         return Err(format!(
             "--remote-gateway {gw}: not on a directly connected network (the kernel \
-             routes it {})",
-            said.trim()
+             routes it {route})"
         ));
     }
     Ok(())
@@ -640,15 +551,6 @@ async fn our_country(
             );
             None
         }
-    }
-}
-
-/// Runs `ip ARGS` for a route that may fail harmlessly (logged).
-fn run_ip(args: &[String], verbose: u8) {
-    log(3, verbose, format!("ip {}", args.join(" ")));
-    match std::process::Command::new("ip").args(args).status() {
-        Ok(s) if s.success() => {}
-        r => log(1, verbose, format!("ip {}: {r:?}", args.join(" "))),
     }
 }
 
@@ -1064,9 +966,7 @@ impl Drop for Node {
     /// The routes to tunnel peers through `--remote-gateway`s go with the
     /// node, whatever way `run_node` returns.
     fn drop(&mut self) {
-        for args in self.remote_gateways.clear() {
-            run_ip(&args, self.o.verbose);
-        }
+        kernel::apply_logged(&self.remote_gateways.clear(), self.o.verbose);
     }
 }
 
@@ -1147,8 +1047,8 @@ impl Node {
     /// The tunnel to `prefix` no longer uses its peer address.
     fn forget_peer_route(&mut self, prefix: Prefix) {
         if let Some(ip) = self.tunnel_peers.remove(&prefix) {
-            if let Some(args) = self.remote_gateways.remove(ip) {
-                run_ip(&args, self.o.verbose);
+            if let Some(op) = self.remote_gateways.remove(ip) {
+                kernel::apply_logged(&[op], self.o.verbose);
             }
         }
     }
@@ -1504,8 +1404,8 @@ impl Node {
             tasks::kill_in_background(old);
         }
         self.forget_peer_route(prefix);
-        if let Some(args) = self.remote_gateways.add(address.ip) {
-            run_ip(&args, self.o.verbose);
+        if let Some(op) = self.remote_gateways.add(address.ip) {
+            kernel::apply_logged(&[op], self.o.verbose);
         }
         self.tunnel_peers.insert(prefix, address.ip);
         let args = client(
@@ -1574,15 +1474,15 @@ impl Node {
             std::net::IpAddr::V4(_) => v4.map(std::net::IpAddr::V4),
         };
         let fixes = self.kernel_check.compare(table.routes(), kernel, &pref_src);
-        for args in &fixes {
+        for op in &fixes {
             log(
                 1,
                 self.o.verbose,
-                format!("the kernel differs from babeld: ip {}", args.join(" ")),
+                format!("the kernel differs from babeld: {op}"),
             );
         }
         if !fixes.is_empty() {
-            tokio::spawn(tasks::run_ip_all(fixes, self.o.verbose));
+            tokio::spawn(tasks::apply_all(fixes, self.o.verbose));
         }
     }
 

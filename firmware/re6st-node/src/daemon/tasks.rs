@@ -21,6 +21,9 @@ use super::renewal;
 use crate::babel::client::BabelClient;
 use crate::babel::kernel_check::{kernel_routes, KernelRoute, Net};
 use crate::babel::table::Table;
+use crate::kernel::netlink::Netlink;
+use crate::kernel::op::PROTO_BABEL;
+use crate::kernel::{self, NetOp};
 use crate::tunnel::manager::RoutingView;
 
 /// What a task did, for the event loop.
@@ -97,18 +100,17 @@ pub async fn kernel_and_babel(source: ViewSource) -> Done {
     let Some(t) = source.table().await else {
         return Done::KernelRoutes(None);
     };
-    let mut kernel = BTreeMap::new();
-    for family in ["-6", "-4"] {
-        let out = tokio::process::Command::new("ip")
-            .args([family, "route", "show", "proto", "42"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await;
-        match out {
-            Ok(out) => kernel.extend(kernel_routes(&String::from_utf8_lossy(&out.stdout))),
-            Err(_) => return Done::KernelRoutes(None),
-        }
-    }
+    let listing = tokio::task::spawn_blocking(|| {
+        let mut nl = Netlink::open()?;
+        let mut routes = nl.routes(false, Some(PROTO_BABEL), None)?;
+        routes.extend(nl.routes(true, Some(PROTO_BABEL), None)?);
+        std::io::Result::Ok(routes)
+    })
+    .await;
+    let Ok(Ok(listing)) = listing else {
+        return Done::KernelRoutes(None);
+    };
+    let kernel = kernel_routes(listing);
     Done::KernelRoutes(Some((t, kernel)))
 }
 
@@ -125,19 +127,10 @@ pub async fn send_babel_commands(socket: PathBuf, mut rx: mpsc::UnboundedReceive
     }
 }
 
-/// Runs `ip` commands (fixes of the kernel's routes) one after the other.
-pub async fn run_ip_all(commands: Vec<Vec<String>>, verbose: u8) {
-    for args in commands {
-        log(3, verbose, format!("ip {}", args.join(" ")));
-        let status = tokio::process::Command::new("ip")
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .status()
-            .await;
-        if !status.as_ref().is_ok_and(|s| s.success()) {
-            log(1, verbose, format!("ip {}: {status:?}", args.join(" ")));
-        }
-    }
+/// Carries out kernel operations (fixes of the kernel's routes) one
+/// after the other, off the event loop.
+pub async fn apply_all(ops: Vec<NetOp>, verbose: u8) {
+    let _ = tokio::task::spawn_blocking(move || kernel::apply_logged(&ops, verbose)).await;
 }
 
 /// Kills a child without waiting for it here: its exit is reaped by a task.

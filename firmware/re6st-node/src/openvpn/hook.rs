@@ -173,18 +173,12 @@ pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<(), 
         None => {
             // `up`: OpenVPN only brings a tap up itself in IPv4 mode.
             let dev = env("dev").ok_or("OpenVPN did not set dev")?;
-            let mtu = env("tun_mtu").unwrap_or_else(|| "1500".into());
-            let ok = std::process::Command::new("ip")
-                .args(["link", "set", &dev, "up", "mtu", &mtu])
-                .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
-                .status()
-                .map_err(|e| e.to_string())?
-                .success();
-            return if ok {
-                Ok(())
-            } else {
-                Err(format!("cannot bring {dev} up"))
+            let mtu = env("tun_mtu").and_then(|m| m.parse().ok()).unwrap_or(1500);
+            let up = crate::kernel::NetOp::LinkUp {
+                dev,
+                mtu: Some(mtu),
             };
+            return crate::kernel::apply(&up).map_err(|e| e.to_string());
         }
     };
     let sock = UnixDatagram::unbound().map_err(|e| e.to_string())?;
