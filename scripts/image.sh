@@ -31,7 +31,7 @@
 # .debs are cached in target/debs/<ARCH>/ (apt-get download).
 #
 # Environment: RE6ST_BIN (binary to ship; default target/cross/<T>/re6st,
-# built with cross/build.sh when missing), E2FSPROGS=0 (no mke2fs/e2fsck
+# built or brought up to date with cross/build.sh), E2FSPROGS=0 (no mke2fs/e2fsck
 # from e2fsprogs: init then formats ext2 with busybox mke2fs and cannot
 # check the filesystem), ROUTER_KERNEL (auto: the router kernel if built,
 # else Debian's; 0: Debian's; 1: the router kernel, built if missing).
@@ -68,9 +68,11 @@ for tool in mksquashfs dpkg-deb apt-get cpio xz readelf sfdisk; do
 done
 
 # --- our binary ---------------------------------------------------------
-RE6ST_BIN=${RE6ST_BIN:-$ROOT/target/cross/$CROSS_TARGET/re6st}
-if [ ! -x "$RE6ST_BIN" ]; then
-  log "no $RE6ST_BIN: cross/build.sh $CROSS_TARGET"
+# Built (or found up to date by cargo) every time unless given: an image
+# must never ship a binary older than the tree.
+if [ -z "${RE6ST_BIN:-}" ]; then
+  RE6ST_BIN=$ROOT/target/cross/$CROSS_TARGET/re6st
+  log "cross/build.sh $CROSS_TARGET"
   bash "$ROOT/cross/build.sh" "$CROSS_TARGET"
 fi
 
