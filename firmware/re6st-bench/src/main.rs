@@ -1,5 +1,5 @@
 //! `re6st-bench node`: see [`node`]; `re6st-bench path`: see [`path`];
-//! `re6st-bench boot`: see [`boot`].
+//! `re6st-bench boot`: see [`boot`]; `re6st-bench join`: see [`join`].
 //!
 //! `re6st-bench registry`: our registry against upstream's, side by side on
 //! this machine, with many concurrent clients:
@@ -318,6 +318,7 @@ async fn bench_server(
 }
 
 mod boot;
+mod join;
 mod node;
 mod path;
 
@@ -328,8 +329,9 @@ fn main() {
         Some("node") => node::main(args),
         Some("boot") => boot::main(args),
         Some("path") => path::main(args),
+        Some("join") => join::main(args),
         _ => {
-            eprintln!("usage: re6st-bench registry|node|path|boot [options]");
+            eprintln!("usage: re6st-bench registry|node|path|join|boot [options]");
             std::process::exit(2);
         }
     }
