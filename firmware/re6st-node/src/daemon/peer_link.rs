@@ -212,7 +212,10 @@ impl PeerLink {
         }
     }
 
-    fn message(
+    /// A decrypted session payload from `prefix`: replies and its event.
+    /// `pub` for the fuzz target `node_core`, which feeds the core the
+    /// events of session payloads without a real session to encrypt them.
+    pub fn message(
         &mut self,
         from: SocketAddr,
         prefix: Prefix,

@@ -62,7 +62,13 @@ impl ViewSource {
     }
 
     pub async fn view(&self) -> Option<RoutingView> {
-        let t = self.table().await?;
+        Some(self.view_of(&self.table().await?))
+    }
+
+    /// What a dump of babeld's table says, for the tunnel manager (apart
+    /// from [`ViewSource::view`] so that the fuzz target `node_core` feeds
+    /// the core the views it gets in production).
+    pub fn view_of(&self, t: &Table) -> RoutingView {
         let mut view = RoutingView {
             known: t.reachable(&self.network),
             ..Default::default()
@@ -81,7 +87,7 @@ impl ViewSource {
             *view.routes_per_iface.entry(iface).or_default() += via.len();
         }
         view.known.remove(&self.me);
-        Some(view)
+        view
     }
 }
 
