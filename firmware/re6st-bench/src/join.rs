@@ -165,7 +165,7 @@ const STEPS: &[&str] = &[
     "first ping answered node0 -> node1",
 ];
 
-fn one_run(bin: &Path, run: u32) -> Vec<Option<f64>> {
+fn one_run(bin: &Path, run: u32, node_args: &[String]) -> Vec<Option<f64>> {
     let tag = format!("re6st-join-{}-{run}", std::process::id());
     let mon = std::env::temp_dir().join(tag);
     let _ = std::fs::remove_dir_all(&mon);
@@ -192,7 +192,7 @@ fn one_run(bin: &Path, run: u32) -> Vec<Option<f64>> {
             if n == 1 {
                 *start.lock().unwrap() = Some(now());
             }
-            vec![]
+            node_args.to_vec()
         },
     );
     let t0 = start.lock().unwrap().expect("node1 started");
@@ -323,11 +323,19 @@ pub fn main(args: Vec<String>) {
     let bin = PathBuf::from(arg(&args, "--binary", "target/release/re6st"));
     let runs: u32 = arg(&args, "--runs", "1").parse().expect("--runs");
     let bin = std::fs::canonicalize(&bin).expect("--binary");
+    // Extra arguments for both nodes (repeatable `--node-arg`), to try a
+    // setting without rebuilding, e.g. `--node-arg -B --node-arg -C
+    // --node-arg -B --node-arg 'default update-interval 4'`.
+    let node_args: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--node-arg")
+        .map(|w| w[1].clone())
+        .collect();
     let mut all: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for run in 0..runs {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         eprintln!("join: run {run}, load average {}", load.trim());
-        for (i, t) in one_run(&bin, run).into_iter().enumerate() {
+        for (i, t) in one_run(&bin, run, &node_args).into_iter().enumerate() {
             if let Some(t) = t {
                 all.entry(i).or_default().push(t);
             }

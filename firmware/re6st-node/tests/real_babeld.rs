@@ -6,12 +6,16 @@ use std::time::{Duration, Instant};
 use re6st_node::babel::client::BabelClient;
 use re6st_node::babel::config::BabelConfig;
 use re6st_node::babel::control::{set_rxcost, Line};
-use re6st_node::babel::monitor;
+use re6st_node::babel::monitor::{self, MonitorEvent};
 use re6st_node::babel::table::Table;
 use re6st_proto::prefix::Prefix;
 use re6st_testkit::netns::Lab;
 
 fn config(dir: &std::path::Path, n: u8, network: Prefix) -> BabelConfig {
+    config_with_hello(dir, n, network, 1)
+}
+
+fn config_with_hello(dir: &std::path::Path, n: u8, network: Prefix, hello: u32) -> BabelConfig {
     BabelConfig {
         address: format!("2001:db8:{n}::1").parse().unwrap(),
         subnet_len: 48,
@@ -19,7 +23,7 @@ fn config(dir: &std::path::Path, n: u8, network: Prefix) -> BabelConfig {
         network,
         gateway: false,
         ipv6_subtrees: true,
-        hello: 1,
+        hello,
         default: "type tunnel".into(),
         hmac_sign: Some(vec![7; 16]),
         hmac_accept: None,
@@ -145,15 +149,103 @@ fn neighbours_routes_and_draining() {
             .any(|l| matches!(l, Line::Neighbour { .. })));
     });
     // The monitor told of B's arrival; B going away is told too.
-    let link_change = |rt: &tokio::runtime::Runtime,
-                       links: &mut tokio::sync::mpsc::Receiver<()>| {
-        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), links.recv()).await })
-    };
-    assert_eq!(link_change(&rt, &mut links), Ok(Some(())), "B's arrival");
+    let link_change =
+        |rt: &tokio::runtime::Runtime, links: &mut tokio::sync::mpsc::Receiver<MonitorEvent>| {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), async {
+                    loop {
+                        match links.recv().await {
+                            Some(MonitorEvent::NeighbourUsable(_)) => continue,
+                            other => return other,
+                        }
+                    }
+                })
+                .await
+            })
+        };
+    assert_eq!(
+        link_change(&rt, &mut links),
+        Ok(Some(MonitorEvent::LinksChanged)),
+        "B's arrival"
+    );
     rt.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
     while links.try_recv().is_ok() {}
     lab.sh("b", "ip link set t0 down");
-    assert_eq!(link_change(&rt, &mut links), Ok(Some(())), "B's departure");
+    assert_eq!(
+        link_change(&rt, &mut links),
+        Ok(Some(MonitorEvent::LinksChanged)),
+        "B's departure"
+    );
+    drop(lab);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// What the node's table exchange (`core::babel`) relies on: with HMAC,
+/// babeld drops the first packets of a new neighbour (challenge), its
+/// request for routes among them, so routes would wait for the next
+/// periodic full update (here 4 x 60 s); an IPv4 address change on the
+/// interface, once the monitor says the neighbour is usable, makes
+/// babeld ask for full tables and send its own at once.
+#[test]
+fn an_ipv4_change_makes_babeld_exchange_tables_at_once() {
+    let dir = std::env::temp_dir().join(format!("re6st-babel-x-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
+    let mut lab = Lab::new();
+    lab.add_ns("xa");
+    lab.add_ns("xb");
+    lab.link("xa", &[], "xb", &[], "t0");
+    let mut configs = Vec::new();
+    for (ns, n) in [("xa", 1u8), ("xb", 2)] {
+        lab.sh(ns, &format!("ip addr add 2001:db8:{n}::1/48 dev lo"));
+        let c = config_with_hello(&dir, n, network, 60);
+        let mut argv = vec!["babeld".to_string()];
+        argv.extend(c.args());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        lab.spawn(ns, &argv, &dir.join(format!("stdout{n}.log")));
+        configs.push(c);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let socks = [
+        configs[0].control_socket.clone(),
+        configs[1].control_socket.clone(),
+    ];
+    let mut events = rt.block_on(async { monitor::spawn(socks[0].clone(), vec![]) });
+    // Hellos every second (the node's tunnels), full updates every 240 s.
+    let usable = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match events.recv().await {
+                    Some(MonitorEvent::NeighbourUsable(i)) => return Some(i),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        })
+        .await
+    });
+    assert_eq!(usable, Ok(Some("t0".to_string())), "B usable on t0");
+    let learned = |rt: &tokio::runtime::Runtime, sock: &std::path::Path, p: &str| {
+        let t = rt.block_on(table(sock));
+        t.reachable(&network)
+            .contains(&Prefix::from_subnet(p).unwrap())
+    };
+    assert!(
+        !learned(&rt, &socks[0], "2/16") && !learned(&rt, &socks[1], "1/16"),
+        "routes came before the exchange: the test shows nothing"
+    );
+    lab.sh("xa", "ip addr add 169.254.36.1/32 dev t0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(learned(&rt, &socks[0], "2/16") && learned(&rt, &socks[1], "1/16")) {
+        assert!(
+            Instant::now() < deadline,
+            "no table exchange within 10 s of the address change"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(lab);
     std::fs::remove_dir_all(&dir).ok();
 }

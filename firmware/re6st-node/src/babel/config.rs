@@ -9,6 +9,20 @@ use std::path::PathBuf;
 
 use re6st_proto::prefix::Prefix;
 
+/// Seconds between two hellos on our interfaces, at most. babeld takes
+/// a neighbour's cost as finite only once it heard its hellos (two of
+/// them without link-quality estimation, one with it) and the
+/// neighbour's IHU saying it hears us: at the network's interval (4 s
+/// in our tests, 15 s by default upstream) a new tunnel carried no
+/// traffic for 16 to 20 s (docs/join-timeline.md). Stock babeld reads
+/// the interval only when an interface comes up, so a tunnel cannot
+/// start fast and slow down later without being flushed, which drops
+/// its neighbour: the interval stays short for the tunnel's life, and
+/// link-quality estimation keeps a neighbour through as many lost
+/// seconds as two lost hellos at 4 s did (12 hellos). Full route
+/// updates keep the network's pace (babeld's default, 4 hellos).
+pub const TUNNEL_HELLO_MAX: u32 = 1;
+
 #[derive(Debug, Clone)]
 pub struct BabelConfig {
     /// Our re6st address and the length of our subnet.
@@ -41,9 +55,19 @@ pub struct BabelConfig {
 }
 
 impl BabelConfig {
-    /// The default interface parameters, with the HMAC options appended.
+    /// The default interface parameters: ours for tunnels (see
+    /// [`TUNNEL_HELLO_MAX`]), then the network's (which may override
+    /// them), then the HMAC options.
     pub fn interface_defaults(&self) -> String {
-        let mut d = self.default.clone();
+        let mut d = String::from("link-quality true");
+        if self.hello > TUNNEL_HELLO_MAX {
+            d += &format!(
+                " hello-interval {TUNNEL_HELLO_MAX} update-interval {}",
+                4 * self.hello
+            );
+        }
+        d += " ";
+        d += &self.default;
         if self.hmac_sign.is_some() {
             d += " key sign";
             match &self.hmac_accept {
@@ -173,7 +197,7 @@ mod tests {
         for want in [
             "redistribute ip 2001:db8:1::1/48 eq 48",
             "key id sign type blake2s128 value abababababababababababababababab",
-            "default max-rtt-penalty 5000 rtt-max 500 rtt-decay 125 key sign accept-bad-signatures true",
+            "default link-quality true hello-interval 1 update-interval 16 max-rtt-penalty 5000 rtt-max 500 rtt-decay 125 key sign accept-bad-signatures true",
             "install ip ::/0 eq 0 src-ip ::/0 src-eq 0 src-prefix 2001:db8::/32",
             "install pref-src 2001:db8:1::1",
             "-G\n/run/babeld.sock",

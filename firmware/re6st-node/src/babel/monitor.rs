@@ -7,6 +7,12 @@
 //! node: losing it is how a node finds it is cut off). Other route lines
 //! are not: in a large network some route somewhere changes every second,
 //! which would bring back a dump per second.
+//!
+//! It also says when a neighbour becomes usable (both its costs finite:
+//! each side heard the other, past babeld's HMAC challenge), once per
+//! neighbour until it is flushed or its cost becomes infinite again: the
+//! node then makes babeld exchange full route tables on that tunnel (see
+//! `core::babel`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +23,53 @@ use tokio::sync::mpsc;
 
 use std::net::IpAddr;
 
-use super::control::{parse_line, Action, Line};
+use std::collections::BTreeSet;
+
+use super::control::{parse_line, Action, Line, INFINITY};
+
+/// What the monitor reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorEvent {
+    /// A neighbour came or went, or the route to a watched prefix changed.
+    LinksChanged,
+    /// A neighbour on this interface became usable.
+    NeighbourUsable(String),
+}
+
+/// Neighbours tracked as usable, at most (babeld's neighbours on our
+/// interfaces: a few dozen); beyond, new ones are not reported.
+const MAX_TRACKED: usize = 1024;
+
+/// The neighbours (babeld's keys) whose costs are finite.
+#[derive(Debug, Default)]
+pub struct Usable(BTreeSet<String>);
+
+impl Usable {
+    /// The interface of a neighbour that just became usable, if the line
+    /// says so.
+    pub fn on_line(&mut self, raw: &str) -> Option<String> {
+        let Ok(Line::Neighbour {
+            action,
+            key,
+            neighbour,
+            ..
+        }) = parse_line(raw)
+        else {
+            return None;
+        };
+        match neighbour {
+            Some(n) if action != Action::Flush && n.rxcost < INFINITY && n.txcost < INFINITY => {
+                if self.0.len() < MAX_TRACKED && self.0.insert(key) {
+                    return Some(n.interface);
+                }
+            }
+            _ => {
+                self.0.remove(&key);
+            }
+        }
+        None
+    }
+}
 
 /// Longest monitor line read (babeld's are < 300 bytes): a longer one
 /// ends the connection, which is made again.
@@ -43,8 +95,8 @@ pub fn is_link_change(raw: &str, watched: &[(IpAddr, u8)]) -> bool {
 /// Follows babeld's monitor stream on `socket` (reconnecting when babeld
 /// restarts) and sends a `()` per burst of link changes; the channel holds
 /// one, so a busy babeld never queues more.
-pub fn spawn(socket: PathBuf, watched: Vec<(IpAddr, u8)>) -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::channel(1);
+pub fn spawn(socket: PathBuf, watched: Vec<(IpAddr, u8)>) -> mpsc::Receiver<MonitorEvent> {
+    let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         while !tx.is_closed() {
             if let Err(e) = follow(&socket, &watched, &tx).await {
@@ -59,9 +111,11 @@ pub fn spawn(socket: PathBuf, watched: Vec<(IpAddr, u8)>) -> mpsc::Receiver<()> 
 async fn follow(
     socket: &PathBuf,
     watched: &[(IpAddr, u8)],
-    tx: &mpsc::Sender<()>,
+    tx: &mpsc::Sender<MonitorEvent>,
 ) -> std::io::Result<()> {
     let mut stream = UnixStream::connect(socket).await?;
+    // babeld tells a new monitor of every neighbour: start afresh.
+    let mut usable = Usable::default();
     stream.write_all(b"monitor\n").await?;
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -75,7 +129,18 @@ async fn follow(
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line);
-        if is_link_change(text.trim_end(), watched) && tx.try_send(()).is_err() && tx.is_closed() {
+        let text = text.trim_end();
+        if let Some(iface) = usable.on_line(text) {
+            // Not to be lost (each is worth a table exchange): waited for.
+            if tx.send(MonitorEvent::NeighbourUsable(iface)).await.is_err() {
+                return Ok(());
+            }
+        }
+        // Coalesced: one pending is enough.
+        if is_link_change(text, watched)
+            && tx.try_send(MonitorEvent::LinksChanged).is_err()
+            && tx.is_closed()
+        {
             return Ok(());
         }
     }
@@ -99,5 +164,33 @@ mod tests {
         assert!(!is_link_change(route, &other));
         assert!(!is_link_change("ok", &registry));
         assert!(!is_link_change("\u{0}garbage", &registry));
+    }
+
+    #[test]
+    fn a_neighbour_is_usable_once_until_flushed_or_lost() {
+        let mut u = Usable::default();
+        let line = |action: &str, rx: u32, tx: u32| {
+            format!("{action} neighbour 55e5 address fe80::1 if re6stnet1 reach 8000 ureach 0000 rxcost {rx} txcost {tx} cost 96")
+        };
+        assert_eq!(u.on_line(&line("add", 65535, 65535)), None);
+        assert_eq!(
+            u.on_line(&line("change", 384, 65535)),
+            None,
+            "not heard by it yet"
+        );
+        assert_eq!(
+            u.on_line(&line("change", 384, 96)),
+            Some("re6stnet1".into())
+        );
+        assert_eq!(u.on_line(&line("change", 96, 96)), None, "once");
+        assert_eq!(u.on_line(&line("change", 65535, 96)), None);
+        assert_eq!(
+            u.on_line(&line("change", 96, 96)),
+            Some("re6stnet1".into()),
+            "usable again"
+        );
+        assert_eq!(u.on_line("flush neighbour 55e5"), None);
+        assert_eq!(u.on_line(&line("add", 96, 96)), Some("re6stnet1".into()));
+        assert_eq!(u.on_line("garbage"), None);
     }
 }

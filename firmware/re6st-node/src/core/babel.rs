@@ -1,10 +1,51 @@
 //! babeld's life: one dump for the tunnel manager at a time, and a babeld
 //! that exited restarted after a back-off that grows while it keeps
 //! exiting (a timer of the core, never a sleep of the shell's loop).
+//!
+//! And a new tunnel's routes at once. babeld asks a new neighbour for its
+//! routes only when the interface comes up, in its first packet, which
+//! the neighbour drops when the network signs its packets (HMAC: a packet
+//! from an unknown neighbour only starts a challenge). The routes then
+//! came with the neighbour's next periodic full update, 4 hellos later
+//! (16 s at a 4 s hello: most of a node's join time, see
+//! docs/join-timeline.md). Stock babeld also asks for full tables, and
+//! sends its own, when an interface's IPv4 address changes: once a
+//! neighbour on a client tap is usable (both ends past the challenge),
+//! the node changes that tap's link-local IPv4 address. The address is
+//! not used for anything else (the network carries no IPv4 then).
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use super::{Effect, NodeCore, Now};
+
+/// A dump that failed soon after babeld started (its control socket is
+/// not there yet) is tried again this much later, rather than on the next
+/// 1 s tick: the first tunnel waits for the first dump.
+const EARLY_REDUMP: Duration = Duration::from_millis(200);
+/// How many failed dumps after a start are tried again that early (4 s
+/// worth; babeld opens its socket within ~0.1 s of starting).
+const EARLY_REDUMPS: u8 = 20;
+
+/// The two addresses a client tap alternates between for a table
+/// exchange (link-local, /32: no route, no subnet).
+pub const EXCHANGE_ADDRESSES: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(169, 254, 36, 1),
+    Ipv4Addr::new(169, 254, 36, 2),
+];
+/// Seconds between two table exchanges on a tap, at least: a link whose
+/// cost flaps does not make babeld send full tables every time.
+const EXCHANGE_EVERY: i64 = 10;
+
+/// A client tap's table exchanges.
+#[derive(Debug, Default)]
+struct Exchanges {
+    /// When the last one was asked for.
+    last: Option<i64>,
+    /// The address the tap has (index in [`EXCHANGE_ADDRESSES`]).
+    address: Option<usize>,
+}
 use crate::daemon::restart_backoff::RestartBackoff;
 use crate::tunnel::manager::RoutingView;
 
@@ -17,6 +58,12 @@ pub struct Babeld {
     dumping: bool,
     /// Exits of babeld on its own, for the status.
     restarts: u64,
+    /// When to dump again after an early failed dump.
+    redump_at: Option<Instant>,
+    /// Early failed dumps still to be tried again at once.
+    early_redumps: u8,
+    /// Per client tap (the shell's list: bounded by the client count).
+    exchanges: BTreeMap<String, Exchanges>,
 }
 
 impl Babeld {
@@ -26,6 +73,9 @@ impl Babeld {
             restart_at: None,
             dumping: false,
             restarts: 0,
+            redump_at: None,
+            early_redumps: EARLY_REDUMPS,
+            exchanges: BTreeMap::new(),
         }
     }
 
@@ -33,8 +83,12 @@ impl Babeld {
         self.restarts
     }
 
-    pub fn restart_at(&self) -> Option<Instant> {
-        self.restart_at
+    /// The earliest of babeld's own timers.
+    pub fn next_timer(&self) -> Option<Instant> {
+        match (self.restart_at, self.redump_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -52,6 +106,7 @@ impl NodeCore {
     /// new configuration.
     pub(super) fn on_babeld_started(&mut self, restarted: bool, now: &Now) {
         self.babeld.backoff.on_start(now.mono as u64);
+        self.babeld.early_redumps = EARLY_REDUMPS;
         if restarted {
             self.babeld.restarts += 1;
             self.log(1, "babeld restarted");
@@ -70,6 +125,37 @@ impl NodeCore {
             self.babeld.restart_at = None;
             self.effects.push_back(Effect::StartBabeld);
         }
+        if self.babeld.redump_at.is_some_and(|t| now.at >= t) {
+            self.babeld.redump_at = None;
+            self.want_dump();
+        }
+    }
+
+    pub(super) fn set_exchange_taps(&mut self, taps: Vec<String>) {
+        self.babeld.exchanges = taps
+            .into_iter()
+            .map(|t| (t, Exchanges::default()))
+            .collect();
+    }
+
+    /// A neighbour on `iface` became usable: on a client tap, babeld
+    /// exchanges full tables with it at once (see the module's text).
+    pub(super) fn on_neighbour_usable(&mut self, iface: String, now: &Now) {
+        let Some(x) = self.babeld.exchanges.get_mut(&iface) else {
+            return;
+        };
+        if x.last.is_some_and(|t| now.mono - t < EXCHANGE_EVERY) {
+            return;
+        }
+        let next = x.address.map_or(0, |i| 1 - i);
+        let remove = x.address.map(|i| EXCHANGE_ADDRESSES[i]);
+        x.last = Some(now.mono);
+        x.address = Some(next);
+        self.effects.push_back(Effect::ExchangeTables {
+            iface,
+            remove,
+            add: EXCHANGE_ADDRESSES[next],
+        });
     }
 
     /// The tunnel manager wants babeld's routes: one dump at a time.
@@ -81,8 +167,17 @@ impl NodeCore {
 
     pub(super) fn on_dump(&mut self, view: Option<RoutingView>, now: &Now) {
         self.babeld.dumping = false;
-        if let Some(view) = view {
-            self.manager.on_routes(now.mono, view);
+        match view {
+            Some(view) => {
+                self.babeld.early_redumps = 0;
+                self.babeld.redump_at = None;
+                self.manager.on_routes(now.mono, view);
+            }
+            None if self.babeld.early_redumps > 0 => {
+                self.babeld.early_redumps -= 1;
+                self.babeld.redump_at = Some(now.at + EARLY_REDUMP);
+            }
+            None => {}
         }
     }
 }

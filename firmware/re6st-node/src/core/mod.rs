@@ -87,6 +87,13 @@ pub enum Input {
     },
     /// babeld's neighbours changed (its monitor said).
     RoutingChanged,
+    /// A babel neighbour on this interface became usable (its monitor
+    /// said).
+    NeighbourUsable(String),
+    /// The client taps on which a usable neighbour is worth a table
+    /// exchange (see [`Effect::ExchangeTables`]); none in a network with
+    /// an IPv4 payload.
+    ExchangeTaps(Vec<String>),
     /// A renewal check ended; the renewal was refused as no better than
     /// what we have (`retry_tomorrow`).
     RenewalDone {
@@ -194,6 +201,14 @@ pub enum Effect {
     SendToPeer { prefix: Prefix, payload: Vec<u8> },
     /// Lines for babeld's control socket, in order.
     TellBabel(Vec<String>),
+    /// Make babeld ask for its neighbours' full route tables on `iface`
+    /// and send them its own: the tap's IPv4 address changes from
+    /// `remove` to `add` (/32 each), which stock babeld answers that way.
+    ExchangeTables {
+        iface: String,
+        remove: Option<std::net::Ipv4Addr>,
+        add: std::net::Ipv4Addr,
+    },
     /// Start a client tunnel's OpenVPN (after stopping one to the same
     /// peer) ([`Input::TunnelStartFailed`]).
     StartTunnel {
@@ -273,6 +288,8 @@ impl NodeCore {
                 self.manager.on_new_certificate();
             }
             Input::RoutingChanged => self.manager.on_routing_changed(),
+            Input::NeighbourUsable(iface) => self.on_neighbour_usable(iface, &now),
+            Input::ExchangeTaps(taps) => self.set_exchange_taps(taps),
             Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),
             Input::OwnCertRevoked => self.own_cert_revoked(&now),
             Input::VersionAnnounced => self.version_announced(&now),
@@ -318,7 +335,7 @@ impl NodeCore {
 
     /// When to give the core [`Input::Timer`] (besides the 1 s tick).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.babeld.restart_at()
+        self.babeld.next_timer()
     }
 
     /// The tunnel manager, for the status.

@@ -15,7 +15,7 @@ use super::*;
 use crate::openvpn::hook::Peer;
 use crate::openvpn::management::MAX_CONNECTIONS;
 use crate::state::peers::PeerCache;
-use crate::tunnel::manager::{Config, CountryRule};
+use crate::tunnel::manager::{Config, CountryRule, RoutingView};
 use re6st_proto::netconfig::NetworkConfig;
 
 fn prefix(i: u32) -> Prefix {
@@ -69,9 +69,9 @@ fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
         1,
     );
     let mut c = NodeCore::new(manager, config(1, crl), OWN_SERIAL, clock.now());
-    // The manager's first dump request.
+    // The manager's first dump request, answered (babeld is up).
     assert_eq!(effects(&mut c), [Effect::DumpBabel]);
-    c.on_dump(None, &clock.now());
+    c.on_dump(Some(RoutingView::default()), &clock.now());
     c
 }
 
@@ -433,6 +433,8 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         1 => any::<bool>().prop_map(|restarted| Input::BabeldStarted { restarted }),
         1 => ".{0,8}".prop_map(|error| Input::BabeldStartFailed { error }),
         1 => Just(Input::Dumped(None)),
+        1 => "re6stnet[0-3]".prop_map(Input::NeighbourUsable),
+        1 => proptest::collection::vec("re6stnet[0-3]", 0..4).prop_map(Input::ExchangeTaps),
         1 => prop_oneof![
             Just(Ok(None)),
             ".{0,8}".prop_map(Err),
@@ -912,4 +914,73 @@ fn a_newer_configuration_is_used_announced_and_restarts_what_it_changes() {
     c.handle(fetched(config(2, &[])), clock.now());
     assert!(acts(&mut c).is_empty());
     assert_eq!(c.config(), &new);
+}
+
+#[test]
+fn a_dump_that_fails_right_after_babeld_starts_is_tried_again_at_once() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    // A first dump that failed (babeld's socket not there yet): the next
+    // one comes 200 ms later, not on the next tick.
+    c.handle(Input::BabeldStarted { restarted: false }, clock.now());
+    c.handle(Input::Dumped(None), clock.now());
+    let retry = c.poll_timeout().expect("a dump planned");
+    assert_eq!(retry, clock.now().at + Duration::from_millis(200));
+    let mut now = clock.now();
+    now.at = retry;
+    c.handle(Input::Timer, now);
+    assert_eq!(acts(&mut c), [Effect::DumpBabel]);
+    // Only so many times: a babeld that never answers is asked on the
+    // tunnel manager's own schedule.
+    for _ in 1..20 {
+        c.handle(Input::Dumped(None), now);
+        now.at = c.poll_timeout().expect("a dump planned");
+        c.handle(Input::Timer, now);
+        assert_eq!(acts(&mut c), [Effect::DumpBabel]);
+    }
+    c.handle(Input::Dumped(None), now);
+    assert_eq!(c.poll_timeout(), None);
+    // babeld restarted: early failures are tried again at once again.
+    c.handle(Input::BabeldStarted { restarted: true }, now);
+    c.handle(Input::Dumped(None), now);
+    assert!(c.poll_timeout().is_some());
+    // A dump that worked ends that.
+    c.handle(Input::BabeldStarted { restarted: true }, now);
+    c.handle(Input::Dumped(Some(RoutingView::default())), now);
+    effects(&mut c);
+    c.handle(Input::Dumped(None), now);
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn a_usable_neighbour_on_a_client_tap_makes_babeld_exchange_tables() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    acts(&mut c);
+    let usable = |c: &mut NodeCore, now| {
+        c.handle(Input::NeighbourUsable("re6stnet1".into()), now);
+        acts(c)
+    };
+    // Before the shell named the client taps: nothing.
+    assert_eq!(usable(&mut c, clock.now()), []);
+    c.handle(
+        Input::ExchangeTaps(vec!["re6stnet1".into(), "re6stnet2".into()]),
+        clock.now(),
+    );
+    let [a, b] = babel::EXCHANGE_ADDRESSES;
+    let exchange = |remove, add| Effect::ExchangeTables {
+        iface: "re6stnet1".into(),
+        remove,
+        add,
+    };
+    assert_eq!(usable(&mut c, clock.now()), [exchange(None, a)]);
+    // Not again within 10 s on the same tap (a flapping link).
+    assert_eq!(usable(&mut c, clock.advance(9)), []);
+    // Then the other address, so that babeld sees a change.
+    assert_eq!(usable(&mut c, clock.advance(1)), [exchange(Some(a), b)]);
+    assert_eq!(usable(&mut c, clock.advance(10)), [exchange(Some(b), a)]);
+    // Server taps and LAN interfaces: never.
+    c.handle(Input::NeighbourUsable("re6stnet-tcp".into()), clock.now());
+    c.handle(Input::NeighbourUsable("eth0".into()), clock.now());
+    assert_eq!(acts(&mut c), []);
 }

@@ -32,6 +32,7 @@ use super::renewal;
 use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
+use crate::babel::monitor::MonitorEvent;
 use crate::babel::table::Table;
 use crate::core::peers::version_message;
 use crate::core::servers::Renewed as CoreRenewed;
@@ -637,6 +638,12 @@ async fn run_node(
     };
     node.handle(Input::BabelDefaults(babel.interface_defaults()));
     node.handle(Input::BabelInterfaces(babel.interfaces.clone()));
+    // With an IPv4 payload OpenVPN gives the taps their IPv4 address, which
+    // the table exchanges would not change.
+    if node.ipv4.is_none() {
+        let taps = (1..=node.client_count).map(|i| format!("re6stnet{i}"));
+        node.handle(Input::ExchangeTaps(taps.collect()));
+    }
     let babel_log = o.log.join("babeld.log");
     let spawn_babel = |b: &BabelConfig| {
         let _ = std::fs::remove_file(&b.pidfile);
@@ -721,7 +728,10 @@ async fn run_node(
         tokio::select! {
             _ = sigterm.recv() => break,
             Some(m) = mapping_changed(&mut mapping) => node.set_mapping(m),
-            Some(()) = babel_links.recv() => node.handle(Input::RoutingChanged),
+            Some(event) = babel_links.recv() => node.handle(match event {
+                MonitorEvent::LinksChanged => Input::RoutingChanged,
+                MonitorEvent::NeighbourUsable(iface) => Input::NeighbourUsable(iface),
+            }),
             Some(failed) = dropped_rx.recv() => node.handle(Input::DropFailed(failed)),
             _ = sigint.recv() => break,
             status = wait_child(&mut babeld) => {
@@ -1003,6 +1013,17 @@ impl Node {
             }
             Effect::SendToPeer { prefix, payload } => self.send_to(udp, prefix, &payload).await,
             Effect::TellBabel(lines) => self.tell_babel(&lines),
+            Effect::ExchangeTables { iface, remove, add } => {
+                let addr = |ip: std::net::Ipv4Addr| Addr {
+                    ip: ip.into(),
+                    len: 32,
+                    dev: iface.clone(),
+                };
+                // The new one first: babeld then sees one change, not two.
+                let mut ops = vec![NetOp::AddrAdd(addr(add))];
+                ops.extend(remove.map(|r| NetOp::AddrDel(addr(r))));
+                tokio::spawn(tasks::apply_all(ops, self.o.verbose));
+            }
             Effect::StartTunnel {
                 prefix,
                 iface,
