@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench
-rm -f bench/node-*.json bench/path.json bench/convergence.png bench/scale.png
+rm -f bench/node-*.json bench/path.json bench/join.json bench/convergence.png bench/scale.png
 CLIENTS=${BENCH_CLIENTS:-20,200}
 REGISTRY_RUNS=${BENCH_REGISTRY_RUNS:-5}
 SECONDS_EACH=${BENCH_SECONDS:-10}
@@ -54,6 +54,12 @@ BIN=target/release/re6st
   echo
   target/release/re6st-bench registry --binary "$BIN" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --runs "$REGISTRY_RUNS" --json bench/registry.json
   echo
+  echo "## Node join: start to first packet through the overlay"
+  echo
+  echo "\`re6st-bench join --runs 5\`: a registry (ours, hello 4 s, client count 2) and two new nodes in namespaces; seconds after the second node starts, per step (docs/join-timeline.md says how each step is observed). Target (issue 20): first ping answered both ways, median <= 5 s."
+  echo
+  target/release/re6st-bench join --binary "$BIN" --runs 5 --json bench/join.json
+  echo
   echo "## Node: a network of our nodes in namespaces (registry + N nodes)"
   echo
   echo "Time from the start (registry, provisioning, node start) to every node pinging every other over the overlay (ping rounds at least 1 s apart: every node pings every other, in parallel); per node, when it first reached every other node (median / max, s after the last node started; every round's fraction of answering pairs is in the JSON and plotted in convergence.png); then, at steady state, per node: tunnels (babel neighbours), our daemon's memory (VmRSS; private = RssAnon; PSS shares library pages among the processes mapping them) and CPU, and the memory of its babeld and OpenVPN children. Upstream's node cannot run here: it needs re6st's patched babeld (option -X, binary control socket)."
@@ -88,6 +94,7 @@ report = {"binary_bytes": os.path.getsize(sys.argv[1]),
           "node": sorted((json.load(open(f)) for f in glob.glob("bench/node-*.json")),
                          key=lambda n: n["nodes"]),
           "path": json.load(open("bench/path.json")),
+          "join": json.load(open("bench/join.json")),
           "boot": json.load(open("bench/boot.json")),
           "images": json.load(open("bench/images.json")),
           "cross_bytes": {t: os.path.getsize(f"target/cross/{t}/re6st")

@@ -154,7 +154,7 @@ const STEPS: &[&str] = &[
     "tap carrier (OpenVPN connected, TLS done, tap attached)",
     "tap link-local address usable (DAD done)",
     "babeld: neighbour node0 first heard",
-    "babeld: rxcost finite (2 of node0's hellos heard)",
+    "babeld: rxcost finite (node0's hellos heard)",
     "babeld: txcost finite (node0's IHU heard)",
     "babeld: route to node0 selected, finite metric",
     "kernel: first babel route to node0 (node1; may be metric 65535)",
@@ -340,6 +340,26 @@ pub fn main(args: Vec<String>) {
                 all.entry(i).or_default().push(t);
             }
         }
+    }
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1));
+    if let Some(path) = json_out {
+        let steps: Vec<serde_json::Value> = STEPS
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut v = all.get(&i).cloned().unwrap_or_default();
+                serde_json::json!({
+                    "step": step,
+                    "median": (!v.is_empty()).then(|| median(&mut v)),
+                    "seconds": v,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({"runs": runs, "steps": steps});
+        std::fs::write(path, serde_json::to_string_pretty(&out).unwrap()).expect("--json");
     }
     println!("| step (node1, s after its start) | median | min | max | runs |");
     println!("|---|---|---|---|---|");
