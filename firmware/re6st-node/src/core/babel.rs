@@ -11,8 +11,10 @@
 //! docs/join-timeline.md). Stock babeld also asks for full tables, and
 //! sends its own, when an interface's IPv4 address changes: once a
 //! neighbour on a client tap is usable (both ends past the challenge),
-//! the node changes that tap's link-local IPv4 address. The address is
-//! not used for anything else (the network carries no IPv4 then).
+//! the node changes that tap's link-local IPv4 address, once per tunnel
+//! started (a drain re-creates babeld's interface and meets its
+//! neighbour again: no exchange then). The address is not used for
+//! anything else (the network carries no IPv4 then).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -41,6 +43,8 @@ const EXCHANGE_EVERY: i64 = 10;
 /// A client tap's table exchanges.
 #[derive(Debug, Default)]
 struct Exchanges {
+    /// A tunnel started on the tap and its routes were not exchanged yet.
+    armed: bool,
     /// When the last one was asked for.
     last: Option<i64>,
     /// The address the tap has (index in [`EXCHANGE_ADDRESSES`]).
@@ -138,15 +142,25 @@ impl NodeCore {
             .collect();
     }
 
-    /// A neighbour on `iface` became usable: on a client tap, babeld
-    /// exchanges full tables with it at once (see the module's text).
+    /// A tunnel starts on `iface`: its first usable neighbour is worth an
+    /// exchange.
+    pub(super) fn arm_exchange(&mut self, iface: &str) {
+        if let Some(x) = self.babeld.exchanges.get_mut(iface) {
+            x.armed = true;
+        }
+    }
+
+    /// A neighbour on `iface` became usable: on a client tap with a new
+    /// tunnel, babeld exchanges full tables with it at once (see the
+    /// module's text).
     pub(super) fn on_neighbour_usable(&mut self, iface: String, now: &Now) {
         let Some(x) = self.babeld.exchanges.get_mut(&iface) else {
             return;
         };
-        if x.last.is_some_and(|t| now.mono - t < EXCHANGE_EVERY) {
+        if !x.armed || x.last.is_some_and(|t| now.mono - t < EXCHANGE_EVERY) {
             return;
         }
+        x.armed = false;
         let next = x.address.map_or(0, |i| 1 - i);
         let remove = x.address.map(|i| EXCHANGE_ADDRESSES[i]);
         x.last = Some(now.mono);

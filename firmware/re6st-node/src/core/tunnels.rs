@@ -75,6 +75,7 @@ impl NodeCore {
                     let line = format!("interface {iface} {}", self.babel.defaults);
                     self.effects.push_back(Effect::TellBabel(vec![line]));
                 }
+                self.arm_exchange(&iface);
                 self.effects.push_back(Effect::StartTunnel {
                     prefix,
                     iface,
