@@ -93,20 +93,35 @@ pub fn is_link_change(raw: &str, watched: &[(IpAddr, u8)]) -> bool {
 }
 
 /// Follows babeld's monitor stream on `socket` (reconnecting when babeld
-/// restarts) and sends a `()` per burst of link changes; the channel holds
-/// one, so a busy babeld never queues more.
+/// restarts): [`MonitorEvent::LinksChanged`] per burst of link changes
+/// (at most one waits in the channel, so a busy babeld never queues
+/// more), and every [`MonitorEvent::NeighbourUsable`].
 pub fn spawn(socket: PathBuf, watched: Vec<(IpAddr, u8)>) -> mpsc::Receiver<MonitorEvent> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        // babeld opens its socket ~0.1 s after it starts: the first tries
+        // come quickly (a new tunnel's table exchange waits for this
+        // stream), then every 2 s.
+        let mut quick = QUICK_RETRIES;
         while !tx.is_closed() {
-            if let Err(e) = follow(&socket, &watched, &tx).await {
-                tracing::debug!("babeld monitor: {e}");
+            match follow(&socket, &watched, &tx).await {
+                Ok(()) => quick = QUICK_RETRIES,
+                Err(e) => tracing::debug!("babeld monitor: {e}"),
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            let pause = if quick > 0 {
+                quick -= 1;
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(2)
+            };
+            tokio::time::sleep(pause).await;
         }
     });
     rx
 }
+
+/// Connection attempts 200 ms apart after a start or a lost connection.
+const QUICK_RETRIES: u8 = 10;
 
 async fn follow(
     socket: &PathBuf,
