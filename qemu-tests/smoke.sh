@@ -52,7 +52,9 @@
 # (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
 # KVM), SMOKE_AB=0 (cold and warm boots only), SMOKE_OVERLAY=1 (see above;
-# default 0: under TCG the overlay takes a minute or more), SMOKE_KEEP=1 (keep the work
+# default 0: under TCG the overlay takes a minute or more), SMOKE_HELLO=S
+# (the network's babel hello interval; default the registry's, 15 s),
+# SMOKE_KEEP=1 (keep the work
 # directory), SMOKE_RTC=0 (no rtc boot), SMOKE_RTC=only (the rtc boot
 # alone), QEMU_MEM (MiB of guest RAM; default the board's).
 # Where later boots get the profile: QEMU fw_cfg; boards with QEMU_FW_CFG=0
@@ -147,7 +149,7 @@ mkdir -p "$REGNODE/run"
 ip netns exec "$NS" "$HOSTBIN" registry --port 9080 -4 198.18.200.1 -6 "" \
   --ca "$REG/ca.crt" --key "$REG/ca.key" --dh "$REG/dh.pem" --db "$REG/registry.db" \
   -l "$WORK/registry.log" -r "$REGNODE/run" --anonymous-prefix-length 16 \
-  >"$WORK/registry.out" 2>&1 &
+  ${SMOKE_HELLO:+--hello "$SMOKE_HELLO"} >"$WORK/registry.out" 2>&1 &
 REG_PID=$!
 for _ in $(seq 50); do
   ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/198.18.200.1/9080' 2>/dev/null && break
