@@ -8,7 +8,9 @@ power-on), logs everything to --log, and:
      `milestones: ... provisioned` and `re6st-node  running`;
   3. runs `re6st init poweroff` and expects QEMU to exit (socket EOF and
      the process gone).
-With --wait-for, waits for more console lines before the status; with
+With --overlay, then waits for init's `overlay reached:` line (the node
+has an established tunnel and a route to the registry's node) and times
+it from power-on. With --wait-for, waits for more console lines before the status; with
 --status-expect, the status must match; with --shell, runs that command
 instead of poweroff and expects it to end QEMU (a reboot: QEMU runs with
 -no-reboot). --mode exit only waits for the kernel and for QEMU to exit
@@ -48,6 +50,8 @@ def main():
     ap.add_argument("--shell", help="command run instead of poweroff; must end QEMU")
     ap.add_argument("--shell-expect", action="append", default=[],
                     help="regex the --shell command's output must show (repeatable)")
+    ap.add_argument("--overlay", action="store_true",
+                    help="wait for init's `overlay reached:` line and time it")
     ap.add_argument("--mode", choices=["full", "exit"], default="full")
     ap.add_argument("--clock-tolerance", type=float,
                     help="the guest's clock must be within this many seconds of the host's")
@@ -145,10 +149,19 @@ def main():
         finish(0, "PASS")
     m = wait_for(r"re6st init \S+ \(root", what="re6st init start")
     marks["init"] = time.monotonic() - t0
+    init_end = m.end()
     m = wait_for(r"milestone provisioned", m.end(), what="milestone provisioned")
     marks["provisioned"] = time.monotonic() - t0
     out(f"power-on -> kernel {marks['kernel']:.2f} s, -> init {marks['init']:.2f} s, "
         f"-> provisioned {marks['provisioned']:.2f} s")
+    if a.overlay:
+        # The node starts once provisioned; init logs this line once, when
+        # it first finds it in the overlay (it asks every second).
+        m = wait_for(r"overlay reached: .*\(([\d.]+)s after init started\)", init_end,
+                     what="init's `overlay reached:` line")
+        marks["overlay"] = time.monotonic() - t0
+        out(f"power-on -> kernel {marks['kernel']:.2f} s, -> init {marks['init']:.2f} s, "
+            f"-> overlay {marks['overlay']:.2f} s (init: {float(m.group(1)):.1f} s after it started)")
     for rx in a.wait_for:
         m = wait_for(rx, what=f"/{rx}/")
         out(f"console showed /{rx}/ after {time.monotonic() - t0:.2f} s")
@@ -165,7 +178,7 @@ def main():
     ok_m = re.search(r"^milestones:.*\bprovisioned\b", status, re.M)
     ok_n = re.search(r"^re6st-node\s+running\s", status, re.M)
     for line in status.splitlines():
-        if re.match(r"^(milestones|data|slot|SERVICE|re6st-|console|wan)", line):
+        if re.match(r"^(milestones|overlay|data|slot|SERVICE|re6st-|console|wan)", line):
             out("status| " + line)
     if not (ok_m and ok_n):
         finish(1, "status lacks the provisioned milestone or a running re6st-node")

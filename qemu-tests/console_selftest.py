@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks that console.py's verdict is its exit status: a fake guest on a
-unix socket plays a boot (kernel, init, `milestone provisioned`, answers
+unix socket plays a boot (kernel, init, `milestone provisioned`, with
+overlay=True init's `overlay reached:` line a moment later, answers
 to `re6st init status` and `date +%s`, poweroff), and each case expects
 console.py to pass or fail. No root, no QEMU; a few seconds.
 
@@ -27,7 +28,7 @@ slot: booted a, active a
 """
 
 
-def fake_guest(sock_path, data, clock_offset, qemu, console_delay=0.0):
+def fake_guest(sock_path, data, clock_offset, qemu, console_delay=0.0, overlay=False):
     """Serves one console connection like a booting router, then ends
     `qemu` (the stand-in for the QEMU process) at poweroff. The clock
     answer leaves `console_delay` s after the guest read its clock (a TCG
@@ -40,6 +41,10 @@ def fake_guest(sock_path, data, clock_offset, qemu, console_delay=0.0):
         c, _ = srv.accept()
         c.sendall(b"Linux version 6.1.0-fake\r\nre6st init 0 (root /, pid 1)\r\n"
                   b"milestone provisioned\r\n")
+        if overlay:
+            time.sleep(0.5)
+            c.sendall(b"INFO overlay reached: an established tunnel and a route to the "
+                      b"registry's node (4.2s after init started)\r\n")
         buf = b""
         while True:
             d = c.recv(4096)
@@ -70,14 +75,14 @@ def fake_guest(sock_path, data, clock_offset, qemu, console_delay=0.0):
 
 
 def run_case(name, want_rc, data="/data (persistent)", clock_offset=0.0, console_delay=0.0,
-             args=()):
+             args=(), overlay=False, timeout=30, want_result=None):
     with tempfile.TemporaryDirectory() as d:
         sock = os.path.join(d, "console.sock")
         qemu = subprocess.Popen(["sleep", "60"])
-        fake_guest(sock, data, clock_offset, qemu, console_delay)
+        fake_guest(sock, data, clock_offset, qemu, console_delay, overlay)
         p = subprocess.run([sys.executable, os.path.join(HERE, "console.py"), "--socket", sock,
                             "--log", os.path.join(d, "console.log"), "--result",
-                            os.path.join(d, "result.txt"), "--timeout", "30",
+                            os.path.join(d, "result.txt"), "--timeout", str(timeout),
                             "--qemu-pid", str(qemu.pid), *args],
                            capture_output=True, text=True, timeout=60)
         if qemu.poll() is None:
@@ -85,6 +90,11 @@ def run_case(name, want_rc, data="/data (persistent)", clock_offset=0.0, console
             qemu.wait()
         verdict = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
         ok = p.returncode == want_rc
+        if want_result is not None:
+            with open(os.path.join(d, "result.txt")) as f:
+                found = re.search(want_result, f.read(), re.M)
+            ok = ok and found is not None
+            verdict += f"; result {'has' if found else 'LACKS'} /{want_result}/"
         print(f"{'ok' if ok else 'WRONG'}: {name}: exit {p.returncode} (want {want_rc}): {verdict}")
         if not ok:
             print(p.stderr, file=sys.stderr)
@@ -102,6 +112,11 @@ def main():
          {"clock_offset": -7, "args": ["--clock-tolerance", "5"]}),
         ("clock 1000 s behind", 1, {"clock_offset": -1000, "args": ["--clock-tolerance", "5"]}),
         ("clock at 1970", 1, {"clock_offset": -time.time() + 60, "args": ["--clock-tolerance", "5"]}),
+        ("overlay reached, timed", 0,
+         {"overlay": True, "args": ["--overlay"],
+          "want_result": r"^power-on -> kernel [\d.]+ s, -> init [\d.]+ s, -> overlay [\d.]+ s "
+                         r"\(init: 4\.2 s after it started\)$"}),
+        ("overlay never reached", 1, {"args": ["--overlay"], "timeout": 3}),
     ]
     results = [run_case(n, rc, **kw) for n, rc, kw in cases]
     if not all(results):

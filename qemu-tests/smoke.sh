@@ -38,6 +38,11 @@
 #             has no NTP server), provision, and end with the guest's
 #             `date +%s` within SMOKE_CLOCK_TOLERANCE s (default 5) of the
 #             host's.
+# With SMOKE_OVERLAY=1 (`make bench` sets it), the cold and warm boots also
+# wait for init's `overlay reached:` line (the router's node has an
+# established tunnel and a babel route to the registry's node: the trial's
+# test) and time it from power-on; the warm boot is then the reboot of a
+# provisioned router: power-on -> kernel -> init -> overlay in result.txt.
 # Every boot but `broken` and `isolated` ends with `re6st init status` (milestone
 # provisioned, re6st-node running, the slot line) and a poweroff or an
 # upgrade's reboot (QEMU runs with -no-reboot, so each boot is one QEMU).
@@ -46,7 +51,10 @@
 # SMOKE_TIMEOUT_DEFAULT, else 240: TCG boards are slower), SMOKE_ACCEL
 # (auto | kvm | tcg; auto = the board's QEMU_ACCEL, falling back to TCG when
 # the kernel prints nothing within SMOKE_KVM_GRACE s, default 20, under
-# KVM), SMOKE_AB=0 (cold and warm boots only), SMOKE_KEEP=1 (keep the work
+# KVM), SMOKE_AB=0 (cold and warm boots only), SMOKE_OVERLAY=1 (see above;
+# default 0: under TCG the overlay takes a minute or more), SMOKE_HELLO=S
+# (the network's babel hello interval; default the registry's, 15 s),
+# SMOKE_KEEP=1 (keep the work
 # directory), SMOKE_RTC=0 (no rtc boot), SMOKE_RTC=only (the rtc boot
 # alone), QEMU_MEM (MiB of guest RAM; default the board's).
 # Where later boots get the profile: QEMU fw_cfg; boards with QEMU_FW_CFG=0
@@ -78,6 +86,8 @@ ACCEL=${SMOKE_ACCEL:-auto}
 KVM_GRACE=${SMOKE_KVM_GRACE:-20}
 # SMOKE_AB=0: only the cold and warm boots, no A/B upgrade phases.
 AB=${SMOKE_AB:-1}
+# SMOKE_OVERLAY=1: the cold and warm boots wait for the overlay, timed.
+OVERLAY=${SMOKE_OVERLAY:-0}
 # SMOKE_RTC=0: no boot with the RTC at 1970.
 RTC=${SMOKE_RTC:-1}
 CLOCK_TOLERANCE=${SMOKE_CLOCK_TOLERANCE:-5}
@@ -139,7 +149,7 @@ mkdir -p "$REGNODE/run"
 ip netns exec "$NS" "$HOSTBIN" registry --port 9080 -4 198.18.200.1 -6 "" \
   --ca "$REG/ca.crt" --key "$REG/ca.key" --dh "$REG/dh.pem" --db "$REG/registry.db" \
   -l "$WORK/registry.log" -r "$REGNODE/run" --anonymous-prefix-length 16 \
-  >"$WORK/registry.out" 2>&1 &
+  ${SMOKE_HELLO:+--hello "$SMOKE_HELLO"} >"$WORK/registry.out" 2>&1 &
 REG_PID=$!
 for _ in $(seq 50); do
   ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/198.18.200.1/9080' 2>/dev/null && break
@@ -295,11 +305,13 @@ run_qemu() {
       cmdline=$COLD_CMDLINE extra=()
       checks=(--expect 'initramfs: slot a' --expect 'data partition: Format'
         --expect 'data in /data \(persistent\)' --status-expect '^slot: booted a, active a$')
-      [ ${#CONFIG_DISK[@]} = 0 ] || checks+=(--expect 'profile sources: .*config partition profile') ;;
+      [ ${#CONFIG_DISK[@]} = 0 ] || checks+=(--expect 'profile sources: .*config partition profile')
+      [ "$OVERLAY" = 1 ] && checks+=(--overlay) ;;
     warm)
       checks=(--expect 'initramfs: slot a' "${source[@]}"
         --expect 'data in /data \(persistent\)' --forbid 'data partition: Format'
         --forbid 'provisioned by http' --status-expect '^slot: booted a, active a$')
+      [ "$OVERLAY" = 1 ] && checks+=(--overlay)
       [ "$AB" = 1 ] && checks+=(--shell "$(upgrade_cmd good)"
         --shell-expect 'signed manifest verified' --shell-expect "sha256 $GOOD_SHA verified"
         --shell-expect 'rebooting into slot b') ;;
@@ -402,7 +414,7 @@ fi
 describe() {
   case $1 in
     cold) echo "cold boot (blank data partition, profile from $COLD_WHERE)" ;;
-    warm) echo "warm boot (same disk, profile from $LATER_WHERE)$([ "$AB" = 1 ] && echo ", then upgrade to slot b")" ;;
+    warm) echo "warm boot (same disk, provisioned: a reboot; profile from $LATER_WHERE)$([ "$AB" = 1 ] && echo ", then upgrade to slot b")" ;;
     trial) echo "slot b on trial: confirmed, then upgrade to a broken image in slot a" ;;
     broken) echo "slot a on trial: its init dies, the kernel panics and reboots" ;;
     fallback) echo "fallback to slot b, the failed upgrade recorded$([ "$AB" = 1 ] && echo "; foreign, unsigned, other key's and truncated images refused; upgrade to an image that cannot reach the overlay")" ;;

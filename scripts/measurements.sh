@@ -68,6 +68,11 @@ How to read it:
   the run. With the registry down a node learns addresses only from the
   answers to its own queries, so a NATed node whose cached peers all died
   stays out.
+- Firmware boot times are under TCG (QEMU emulating every instruction:
+  this host's KVM cannot run the router kernels), so several times a
+  router's; the reboot column is what a router's owner waits after a
+  power cut or a reboot until the router is back in the overlay (a tunnel
+  and a babel route to the registry's node).
 
 ## Benchmarks (\`make bench\`)
 

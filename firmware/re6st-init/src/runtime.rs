@@ -1,7 +1,8 @@
 //! Init itself: the boot sequence, then the event loop that supervises
 //! services, reaps orphans, brings milestones (network, clock,
-//! provisioned), serves the control socket and waits for a shutdown
-//! request; then the shutdown sequence.
+//! provisioned), logs when the node first reaches the overlay, serves the
+//! control socket and waits for a shutdown request; then the shutdown
+//! sequence.
 //!
 //! Shutdown requests: the control socket (`reboot`, `poweroff`, `halt`),
 //! or signals as busybox init takes them: SIGTERM and SIGINT (Ctrl-Alt-Del)
@@ -52,6 +53,14 @@ const FINAL_GRACE: Duration = Duration::from_secs(2);
 const NETWORK_TIME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a slot on trial asks the node whether it is in the overlay.
 const TRIAL_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often init asks the node whether it has reached the overlay, until
+/// it has: the console line it then logs times a boot (qemu-tests), so
+/// more often than the trial's checks.
+const OVERLAY_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// After this long out of the overlay, ask less often: a router cut off
+/// for hours need not ask its node every second.
+const OVERLAY_FAST_FOR: Duration = Duration::from_secs(600);
+const OVERLAY_CHECK_SLOWLY: Duration = Duration::from_secs(15);
 /// The node's control socket in its run directory (`re6st ctl`'s).
 const NODE_CTL_SOCKET: &str = "ctl.sock";
 /// A node status is a few KiB per tunnel; more is not one.
@@ -86,12 +95,18 @@ struct Init {
     trial: Option<trial::Monitor>,
     /// The task asking the node how it stands, while on trial.
     trial_task: Option<tokio::task::JoinHandle<()>>,
+    /// When init started (the reference of the overlay line).
+    started: Instant,
+    /// How long after `started` the node first reached the overlay.
+    overlay_after: Option<Duration>,
 }
 
 enum LoopEvent {
     Milestone(&'static str),
     Control(Request, oneshot::Sender<String>),
     Trial(trial::Observation),
+    /// The node is in the overlay for the first time this boot (why).
+    OverlayReached(&'static str),
 }
 
 /// Drops services whose definition the supervisor refuses (duplicate,
@@ -161,6 +176,7 @@ fn save_clock(data: &DataDir, floor: Option<SystemTime>) {
 
 /// Runs init to the end; returns only when not a real PID 1.
 pub fn run(opts: Options) -> ExitCode {
+    let started = Instant::now();
     let pid1 = std::process::id() == 1;
     let layout = Layout {
         root: opts.root.clone().unwrap_or_else(|| PathBuf::from("/")),
@@ -264,6 +280,8 @@ pub fn run(opts: Options) -> ExitCode {
         boot,
         trial,
         trial_task: None,
+        started,
+        overlay_after: None,
     };
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -458,6 +476,13 @@ impl Init {
         if let Some(t) = &self.trial {
             let _ = writeln!(out, "trial: {}", t.describe(Instant::now().into_std()));
         }
+        if self.profile.provisioning.is_some() {
+            let overlay = match self.overlay_after {
+                Some(d) => format!("reached {:.1}s after init started", d.as_secs_f64()),
+                None => "not reached yet".into(),
+            };
+            let _ = writeln!(out, "overlay: {overlay}");
+        }
         let _ = writeln!(
             out,
             "{:<16} {:<9} {:>7} {:>8}",
@@ -633,6 +658,16 @@ impl Init {
         } else {
             warn!("no registry in the profile: this router will not be provisioned");
         }
+        // The overlay: only a provisioned router runs a node.
+        if self.profile.provisioning.is_some() {
+            let tx = events.clone();
+            let socket = self.layout.path("/run/re6stnet").join(NODE_CTL_SOCKET);
+            let started = self.started;
+            tasks.push(tokio::task::spawn_local(async move {
+                let why = wait_for_overlay(&socket, started).await;
+                let _ = tx.send(LoopEvent::OverlayReached(why));
+            }));
+        }
         if self.trial.is_some() {
             let tx = events.clone();
             let socket = self.layout.path("/run/re6stnet").join(NODE_CTL_SOCKET);
@@ -652,6 +687,23 @@ impl Init {
             }));
         }
         tasks
+    }
+}
+
+/// Asks the node until it is in the overlay by the trial's test without
+/// its fallback (an established tunnel, babel routes and a route to the
+/// registry's node: no registry over HTTP is asked); returns why.
+async fn wait_for_overlay(socket: &Path, started: Instant) -> &'static str {
+    loop {
+        let every = if started.elapsed() < OVERLAY_FAST_FOR {
+            OVERLAY_CHECK_EVERY
+        } else {
+            OVERLAY_CHECK_SLOWLY
+        };
+        tokio::time::sleep(every).await;
+        if let Ok(why) = trial::assess(&observe_overlay(socket, None).await) {
+            return why;
+        }
     }
 }
 
@@ -797,6 +849,14 @@ async fn event_loop(init: &mut Init) -> std::io::Result<Shutdown> {
                 LoopEvent::Control(_, reply) => {
                     let _ = reply.send(init.status());
                 }
+                LoopEvent::OverlayReached(why) => {
+                    let after = init.started.elapsed();
+                    init.overlay_after = Some(after);
+                    info!(
+                        "overlay reached: {why} ({:.1}s after init started)",
+                        after.as_secs_f64()
+                    );
+                }
                 LoopEvent::Trial(obs) => {
                     if let Some(t) = init.trial.as_mut() {
                         match trial::assess(&obs) {
@@ -862,5 +922,54 @@ mod tests {
         assert_eq!(names, ["a", "e"]);
         assert_eq!(kept[0].argv, ["first"]);
         assert_eq!(sup.status().len(), 2);
+    }
+
+    /// A node's status as its control socket sends it.
+    fn node_status(tunnel_state: &str, known_nodes: usize, registry_cut: bool) -> String {
+        format!(
+            r#"{{"network":"2001:db8:42::/48","subnet":"2001:db8:42:2::/64",
+            "address":"2001:db8:42:2::1","config_version":1,"cert_not_after":0,
+            "registry_cut":{registry_cut},"cached_peers":1,"known_nodes":{known_nodes},
+            "tunnels":[{{"peer":"2001:db8:42:1::/64","iface":"re6stnet0","state":"{tunnel_state}",
+            "address":null,"protocol":null,"routes":1}}],"served":[],"reachable_at":"",
+            "ipv4":"fixed","port_mappings":[],"ipv4_payload":null,"country":null,
+            "same_country":[]}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn the_overlay_is_reached_with_a_route_to_the_registrys_node() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join(NODE_CTL_SOCKET);
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        // Not yet, then cut from the registry's node (peers only: the
+        // trial's fallback, which the overlay line does not take), then in.
+        let answers = [
+            node_status("connecting", 0, false),
+            node_status("established", 0, false),
+            node_status("established", 2, true),
+            node_status("established", 2, false),
+        ];
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        let node = tokio::spawn(async move {
+            for answer in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                stream.write_all(answer.as_bytes()).await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let started = Instant::now();
+        let why = tokio::time::timeout(Duration::from_secs(30), wait_for_overlay(&socket, started))
+            .await
+            .expect("overlay reached");
+        assert_eq!(
+            why,
+            "an established tunnel and a route to the registry's node"
+        );
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert!(started.elapsed() >= OVERLAY_CHECK_EVERY * 4);
+        node.await.unwrap();
     }
 }

@@ -11,6 +11,9 @@
 //!   LAN host gets a SLAAC address and reaches a node across the overlay.
 //! - A clean reboot with the registry gone: same identity, cached network
 //!   configuration, overlay reached again; then a clean poweroff.
+//! - A first boot with the clock at 1970: time from the registry's HTTP
+//!   `Date`, provisioned, in the overlay (init's `overlay reached:` line
+//!   and status).
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
@@ -387,5 +390,21 @@ fn first_boot_with_the_clock_at_1970() {
         .unwrap();
     assert!(offset.abs() < 30, "clock still off by {offset} s");
     assert!(r.identity(&ca).is_some());
+    // Init's line for boot timings (qemu-tests' SMOKE_OVERLAY): node0 is
+    // the registry's node, and the router reaches node1 through it.
+    assert!(
+        Lab::wait_until(Duration::from_secs(30), || r.boot_log().contains(
+            "overlay reached: an established tunnel and a route to the registry's node"
+        )),
+        "{}",
+        r.boot_log()
+    );
+    let status = r.ctl("status").unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("overlay: reached ") && l.ends_with("s after init started")),
+        "{status}"
+    );
     o.finish();
 }
