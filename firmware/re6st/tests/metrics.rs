@@ -286,7 +286,10 @@ fn node_and_registry_metrics_match_status_and_database() {
             // traffic is not the tap's, and the peer's first hello can
             // be a second away).
             if t["state"] == "established" && t["routes"].as_u64() > Some(0) {
-                assert!(got > 0.0, "{family} {iface}: babel packets at least\n{text}");
+                assert!(
+                    got > 0.0,
+                    "{family} {iface}: babel packets at least\n{text}"
+                );
             }
         }
     }
