@@ -192,10 +192,18 @@ impl Overlay {
                 if a as usize == b {
                     continue;
                 }
+                let t = std::time::Instant::now();
                 let ok = Lab::wait_until(limit, || {
                     self.lab.try_sh(&ns_of(a), &format!("ping -6 -c1 -W1 {to}"))
                 });
                 assert!(ok, "node{a} cannot reach node{b} ({to})\n{}", self.logs());
+                // Which pair a slow convergence waited for.
+                if t.elapsed() > Duration::from_secs(5) {
+                    eprintln!(
+                        "all_pairs_reach: node{a} -> node{b} took {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    );
+                }
             }
         }
     }

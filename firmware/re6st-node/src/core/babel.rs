@@ -5,16 +5,20 @@
 //! And a new tunnel's routes at once. babeld asks a new neighbour for its
 //! routes only when the interface comes up, in its first packet, which
 //! the neighbour drops when the network signs its packets (HMAC: a packet
-//! from an unknown neighbour only starts a challenge). The routes then
-//! came with the neighbour's next periodic full update, 4 hellos later
-//! (16 s at a 4 s hello: most of a node's join time, see
-//! docs/join-timeline.md). Stock babeld also asks for full tables, and
-//! sends its own, when an interface's IPv4 address changes: once a
-//! neighbour on a client tap is usable (both ends past the challenge),
-//! the node changes that tap's link-local IPv4 address, once per tunnel
-//! started (a drain re-creates babeld's interface and meets its
-//! neighbour again: no exchange then). The address is not used for
-//! anything else (the network carries no IPv4 then).
+//! from an unknown neighbour, or with an unknown index, only starts a
+//! challenge). The routes then came with the neighbour's next periodic
+//! full update, 4 hellos later (16 s at a 4 s hello: most of a node's
+//! join time, see docs/join-timeline.md). The same happens whenever
+//! babeld takes an interface back (`flush interface`, e.g. a server's
+//! tap after a revoked peer was dropped: every client's routes through
+//! it) or restarts: its neighbours challenge its new index. Stock babeld
+//! also asks for full tables, and sends its own, when an interface's IPv4
+//! address changes: once a neighbour is usable (both ends past the
+//! challenge) on a tap where a tunnel started or babeld lost its
+//! neighbours, the node changes that tap's link-local IPv4 address. The
+//! address is not used for anything else (the network carries no IPv4
+//! then). Not after a drain's re-creation of a client tap: its routes are
+//! to move away.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -36,17 +40,13 @@ pub const EXCHANGE_ADDRESSES: [Ipv4Addr; 2] = [
     Ipv4Addr::new(169, 254, 36, 1),
     Ipv4Addr::new(169, 254, 36, 2),
 ];
-/// Seconds between two table exchanges on a tap, at least: a link whose
-/// cost flaps does not make babeld send full tables every time.
-const EXCHANGE_EVERY: i64 = 10;
 
-/// A client tap's table exchanges.
+/// A tap's table exchanges.
 #[derive(Debug, Default)]
 struct Exchanges {
-    /// A tunnel started on the tap and its routes were not exchanged yet.
+    /// A tunnel started on the tap, or babeld lost its neighbours there,
+    /// and no exchange followed yet.
     armed: bool,
-    /// When the last one was asked for.
-    last: Option<i64>,
     /// The address the tap has (index in [`EXCHANGE_ADDRESSES`]).
     address: Option<usize>,
 }
@@ -66,7 +66,7 @@ pub struct Babeld {
     redump_at: Option<Instant>,
     /// Early failed dumps still to be tried again at once.
     early_redumps: u8,
-    /// Per client tap (the shell's list: bounded by the client count).
+    /// Per tap (the shell's list: our servers' and the client count's).
     exchanges: BTreeMap<String, Exchanges>,
 }
 
@@ -111,6 +111,10 @@ impl NodeCore {
     pub(super) fn on_babeld_started(&mut self, restarted: bool, now: &Now) {
         self.babeld.backoff.on_start(now.mono as u64);
         self.babeld.early_redumps = EARLY_REDUMPS;
+        // Every neighbour challenges the new babeld: exchange everywhere.
+        for x in self.babeld.exchanges.values_mut() {
+            x.armed = true;
+        }
         if restarted {
             self.babeld.restarts += 1;
             self.log(1, "babeld restarted");
@@ -142,28 +146,28 @@ impl NodeCore {
             .collect();
     }
 
-    /// A tunnel starts on `iface`: its first usable neighbour is worth an
-    /// exchange.
+    /// A tunnel starts on `iface`, or babeld took it back: its next usable
+    /// neighbour is worth an exchange.
     pub(super) fn arm_exchange(&mut self, iface: &str) {
         if let Some(x) = self.babeld.exchanges.get_mut(iface) {
             x.armed = true;
         }
     }
 
-    /// A neighbour on `iface` became usable: on a client tap with a new
-    /// tunnel, babeld exchanges full tables with it at once (see the
-    /// module's text).
-    pub(super) fn on_neighbour_usable(&mut self, iface: String, now: &Now) {
+    /// A neighbour on `iface` became usable: on an armed tap, babeld
+    /// exchanges full tables with its neighbours there at once (see the
+    /// module's text). Once per arming: arming comes from events that
+    /// are themselves bounded (a tunnel started, an interface taken back,
+    /// babeld started).
+    pub(super) fn on_neighbour_usable(&mut self, iface: String) {
         let Some(x) = self.babeld.exchanges.get_mut(&iface) else {
             return;
         };
-        if !x.armed || x.last.is_some_and(|t| now.mono - t < EXCHANGE_EVERY) {
+        if !std::mem::take(&mut x.armed) {
             return;
         }
-        x.armed = false;
         let next = x.address.map_or(0, |i| 1 - i);
         let remove = x.address.map(|i| EXCHANGE_ADDRESSES[i]);
-        x.last = Some(now.mono);
         x.address = Some(next);
         self.effects.push_back(Effect::ExchangeTables {
             iface,

@@ -90,10 +90,13 @@ pub enum Input {
     /// A babel neighbour on this interface became usable (its monitor
     /// said).
     NeighbourUsable(String),
-    /// The client taps on which a usable neighbour is worth a table
-    /// exchange (see [`Effect::ExchangeTables`]); none in a network with
-    /// an IPv4 payload.
+    /// Our taps (servers' and clients'), on which a usable neighbour is
+    /// worth a table exchange after a tunnel started or babeld lost its
+    /// neighbours (see [`Effect::ExchangeTables`]); none in a network
+    /// with an IPv4 payload.
     ExchangeTaps(Vec<String>),
+    /// babeld was told to forget an interface and take it back.
+    BabelReset(String),
     /// A renewal check ended; the renewal was refused as no better than
     /// what we have (`retry_tomorrow`).
     RenewalDone {
@@ -288,8 +291,9 @@ impl NodeCore {
                 self.manager.on_new_certificate();
             }
             Input::RoutingChanged => self.manager.on_routing_changed(),
-            Input::NeighbourUsable(iface) => self.on_neighbour_usable(iface, &now),
+            Input::NeighbourUsable(iface) => self.on_neighbour_usable(iface),
             Input::ExchangeTaps(taps) => self.set_exchange_taps(taps),
+            Input::BabelReset(iface) => self.arm_exchange(&iface),
             Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),
             Input::OwnCertRevoked => self.own_cert_revoked(&now),
             Input::VersionAnnounced => self.version_announced(&now),

@@ -435,6 +435,7 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         1 => Just(Input::Dumped(None)),
         1 => "re6stnet[0-3]".prop_map(Input::NeighbourUsable),
         1 => proptest::collection::vec("re6stnet[0-3]", 0..4).prop_map(Input::ExchangeTaps),
+        1 => "re6stnet[0-3]".prop_map(Input::BabelReset),
         1 => prop_oneof![
             Just(Ok(None)),
             ".{0,8}".prop_map(Err),
@@ -953,12 +954,12 @@ fn a_dump_that_fails_right_after_babeld_starts_is_tried_again_at_once() {
 }
 
 #[test]
-fn a_usable_neighbour_on_a_new_client_tunnel_makes_babeld_exchange_tables() {
-    let mut clock = Clock::new();
+fn a_usable_neighbour_after_a_tunnel_start_or_a_babel_reset_makes_babeld_exchange_tables() {
+    let clock = Clock::new();
     let mut c = core(&clock, &[]);
     acts(&mut c);
-    let usable = |c: &mut NodeCore, now| {
-        c.handle(Input::NeighbourUsable("re6stnet1".into()), now);
+    let usable = |c: &mut NodeCore, iface: &str| {
+        c.handle(Input::NeighbourUsable(iface.into()), clock.now());
         acts(c)
     };
     let start = |c: &mut NodeCore| {
@@ -971,36 +972,64 @@ fn a_usable_neighbour_on_a_new_client_tunnel_makes_babeld_exchange_tables() {
         });
         acts(c);
     };
-    // Before the shell named the client taps: nothing.
+    // Before the shell named the taps: nothing.
     start(&mut c);
-    assert_eq!(usable(&mut c, clock.now()), []);
+    assert_eq!(usable(&mut c, "re6stnet1"), []);
     c.handle(
-        Input::ExchangeTaps(vec!["re6stnet1".into(), "re6stnet2".into()]),
+        Input::ExchangeTaps(vec![
+            "re6stnet-tcp".into(),
+            "re6stnet1".into(),
+            "re6stnet2".into(),
+        ]),
         clock.now(),
     );
-    // No tunnel started since: nothing (e.g. a drain re-created babeld's
+    // Nothing armed since: nothing (e.g. a drain re-created babeld's
     // interface, which meets its neighbour again).
-    assert_eq!(usable(&mut c, clock.now()), []);
+    assert_eq!(usable(&mut c, "re6stnet1"), []);
     let [a, b] = babel::EXCHANGE_ADDRESSES;
-    let exchange = |remove, add| Effect::ExchangeTables {
-        iface: "re6stnet1".into(),
+    let exchange = |iface: &str, remove, add| Effect::ExchangeTables {
+        iface: iface.into(),
         remove,
         add,
     };
     start(&mut c);
-    assert_eq!(usable(&mut c, clock.now()), [exchange(None, a)]);
-    // A new tunnel within 10 s of the last exchange: none (a tunnel
-    // restarting over and over).
-    start(&mut c);
-    assert_eq!(usable(&mut c, clock.advance(9)), []);
-    // Later, the other address, so that babeld sees a change.
-    assert_eq!(usable(&mut c, clock.advance(1)), [exchange(Some(a), b)]);
+    assert_eq!(
+        usable(&mut c, "re6stnet1"),
+        [exchange("re6stnet1", None, a)]
+    );
     // Once per tunnel.
-    assert_eq!(usable(&mut c, clock.advance(20)), []);
+    assert_eq!(usable(&mut c, "re6stnet1"), []);
+    // The next tunnel: the other address, so that babeld sees a change.
     start(&mut c);
-    assert_eq!(usable(&mut c, clock.now()), [exchange(Some(b), a)]);
-    // Server taps and LAN interfaces: never.
-    c.handle(Input::NeighbourUsable("re6stnet-tcp".into()), clock.now());
-    c.handle(Input::NeighbourUsable("eth0".into()), clock.now());
-    assert_eq!(acts(&mut c), []);
+    assert_eq!(
+        usable(&mut c, "re6stnet1"),
+        [exchange("re6stnet1", Some(a), b)]
+    );
+    // A server's tap taken back (a revoked peer dropped): its clients'
+    // routes are exchanged again.
+    assert_eq!(usable(&mut c, "re6stnet-tcp"), []);
+    c.handle(Input::BabelReset("re6stnet-tcp".into()), clock.now());
+    assert_eq!(
+        usable(&mut c, "re6stnet-tcp"),
+        [exchange("re6stnet-tcp", None, a)]
+    );
+    // babeld restarted: every tap, once each.
+    c.handle(Input::BabeldStarted { restarted: true }, clock.now());
+    acts(&mut c);
+    assert_eq!(
+        usable(&mut c, "re6stnet1"),
+        [exchange("re6stnet1", Some(b), a)]
+    );
+    assert_eq!(
+        usable(&mut c, "re6stnet2"),
+        [exchange("re6stnet2", None, a)]
+    );
+    assert_eq!(
+        usable(&mut c, "re6stnet-tcp"),
+        [exchange("re6stnet-tcp", Some(a), b)]
+    );
+    assert_eq!(usable(&mut c, "re6stnet2"), []);
+    // Interfaces not named (LAN): never.
+    c.handle(Input::BabelReset("eth0".into()), clock.now());
+    assert_eq!(usable(&mut c, "eth0"), []);
 }

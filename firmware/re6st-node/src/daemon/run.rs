@@ -641,8 +641,9 @@ async fn run_node(
     // With an IPv4 payload OpenVPN gives the taps their IPv4 address, which
     // the table exchanges would not change.
     if node.ipv4.is_none() {
-        let taps = (1..=node.client_count).map(|i| format!("re6stnet{i}"));
-        node.handle(Input::ExchangeTaps(taps.collect()));
+        let mut taps = server_ifaces.clone();
+        taps.extend((1..=node.client_count).map(|i| format!("re6stnet{i}")));
+        node.handle(Input::ExchangeTaps(taps));
     }
     let babel_log = o.log.join("babeld.log");
     let spawn_babel = |b: &BabelConfig| {
@@ -1208,6 +1209,7 @@ impl Node {
         let run = self.o.run.clone();
         let (v, failed) = (self.o.verbose, failed.clone());
         let babel = self.babel_commands.clone();
+        let done = self.done.clone();
         let defaults = self.core.babel_interfaces().defaults().to_owned();
         tokio::spawn(async move {
             // The revoking version, just announced, must get through the
@@ -1237,6 +1239,7 @@ impl Node {
                                 format!("flush interface {iface}"),
                                 format!("interface {iface} {defaults}"),
                             ]);
+                            let _ = done.send(Done::BabelReset(iface.clone()));
                         }
                     }
                     Err(e) => {
@@ -1463,8 +1466,9 @@ impl Node {
     /// carrier (its OpenVPN stopped): the kernel then dropped the routes
     /// through it behind babeld's back, and babeld, believing them
     /// installed, would never put them back.
-    fn reset_babel_iface(&self, iface: &str) {
+    fn reset_babel_iface(&mut self, iface: &str) {
         self.tell_babel(&self.core.babel_interfaces().reset_lines(iface));
+        self.handle(Input::BabelReset(iface.to_owned()));
     }
 
     /// The interfaces babeld was told about, for a babeld (re)started.
@@ -1565,6 +1569,7 @@ impl Node {
     fn on_done(&mut self, done: Done) {
         match done {
             Done::Routes(view) => self.handle(Input::Dumped(view)),
+            Done::BabelReset(iface) => self.handle(Input::BabelReset(iface)),
             Done::Status(stream, view) => {
                 self.status_dumps -= 1;
                 self.write_status(stream, view);
