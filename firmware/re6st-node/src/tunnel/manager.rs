@@ -147,12 +147,18 @@ struct Killer {
     deadline: i64,
 }
 
-/// Seconds after which the routing view is refreshed anyway.
-const ROUTES_MAX_AGE: i64 = 30;
+/// Seconds after which the routing view is refreshed anyway. What must
+/// be seen sooner comes through babeld's monitor (a neighbour coming or
+/// going, on a tunnel or the LAN; the route to the registry's node: see
+/// [`Manager::on_routing_changed`]) or through our own events.
+pub const ROUTES_MAX_AGE: i64 = 60;
+
+/// Fewest seconds between two dumps brought by babeld's monitor.
+const MONITOR_DUMP_GAP: i64 = 5;
 
 /// Longest interval between two dumps of a node below its client count
 /// while its dumps show nothing new (doubling from 1 s after a change).
-const UNDER_CONNECTED_DUMP_MAX: i64 = 30;
+const UNDER_CONNECTED_DUMP_MAX: i64 = 60;
 
 /// Seconds between two bootstrap requests while we know no node.
 const BOOTSTRAP_RETRY: i64 = 5;
@@ -223,6 +229,8 @@ pub struct Manager {
     /// Seconds between two dumps while below the client count: 1 after a
     /// change, doubled by each dump that shows nothing new.
     dump_every: i64,
+    /// babeld's monitor told of a change since the last dump.
+    routing_changed: bool,
     /// When to send the next background address query, and the last node
     /// asked: the queries sweep the known nodes in prefix order from there.
     probe_at: i64,
@@ -259,6 +267,7 @@ impl Manager {
             last_view: RoutingView::default(),
             last_routes: now,
             dump_every: 1,
+            routing_changed: false,
             probe_at: now + PROBE_EVERY,
             probe_cursor: cfg_me,
             clock: now,
@@ -392,11 +401,13 @@ impl Manager {
             Some(t) if now - t >= LONELY_CHECK => self.check_config(now),
             Some(_) => {}
         }
-        // Also a dump every half minute: a routing view that old is too
-        // stale to notice, e.g., a LAN neighbour that made a tunnel useless.
+        // Below our target, a dump every second after a change, backing
+        // off while nothing changes; at it, a dump when babeld's monitor
+        // tells of a change, and every ROUTES_MAX_AGE anyway.
         let draining = !self.killing.is_empty() || !self.agreeing.is_empty();
         if now >= self.decision_due()
-            || (self.connections.len() < self.cfg.client_count
+            || (self.routing_changed && now - self.last_routes >= MONITOR_DUMP_GAP)
+            || (self.connections.len() < self.limit()
                 && (now - self.last_routes >= self.dump_every
                     || (now >= self.retry_at() && self.last_routes < self.retry_at())))
             || now - self.last_routes >= ROUTES_MAX_AGE
@@ -452,10 +463,21 @@ impl Manager {
         }
     }
 
-    /// babeld reports that a route or a neighbour appeared or went away
-    /// (its `monitor` stream): an under-connected node looks again at once.
+    /// babeld reports that a neighbour appeared or went away, or news of
+    /// the route to the registry's node (its `monitor` stream, filtered:
+    /// see `babel::monitor`): any node looks again at its next tick (at
+    /// most every [`MONITOR_DUMP_GAP`] seconds), and one below its target
+    /// dumps every second again for a while.
     pub fn on_routing_changed(&mut self) {
+        self.routing_changed = true;
         self.unsettled();
+    }
+
+    /// How many client tunnels we aim at now (see [`Self::limit`]): below
+    /// it, dumps come every second after a change; at it, a node has
+    /// nothing to do with a fresher view until something happens.
+    pub fn tunnel_target(&self) -> usize {
+        self.limit()
     }
 
     /// Something happened that the next dumps will show: dump every
@@ -494,6 +516,7 @@ impl Manager {
     /// The babel dump arrived: advance drains, refresh, open new tunnels.
     pub fn on_routes(&mut self, now: i64, mut view: RoutingView) {
         self.clock = now;
+        self.routing_changed = false;
         if self.lonely() && view.lan_neighbours.is_empty() {
             // Without a tunnel or a LAN neighbour nothing is reachable,
             // whatever babeld still holds (routes through peers that just
@@ -1481,6 +1504,67 @@ mod tests {
             .iter()
             .filter(|q| q.value() % 5 != 0)
             .all(|q| m.cache().last_seen(q).is_some()));
+    }
+
+    /// A node nobody connects to keeps two tunnels (its target): with
+    /// both up, a fresher view changes nothing for it, so it dumps once a
+    /// minute, like a full node, not every second after each change
+    /// backing off to every 30 s. (Seen failing before: 23 dumps in 10
+    /// minutes.)
+    #[test]
+    fn a_node_at_its_target_dumps_once_a_minute_while_nothing_changes() {
+        let mut c = cfg(9, 10);
+        // No refresh (and its drain) within the test.
+        c.tunnel_refresh = 3600;
+        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
+        for i in [1, 2] {
+            m.make_tunnel(p(i), &addr(i));
+            m.on_tunnel_up(p(i), i.into());
+        }
+        drain(&mut m);
+        let view = RoutingView {
+            known: [p(0), p(1), p(2), p(3)].into(),
+            neighbours: [p(1), p(2)]
+                .into_iter()
+                .map(|q| (q, BTreeSet::from([q])))
+                .collect(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        drain(&mut m);
+        assert_eq!((m.tunnels().count(), m.tunnel_target()), (2, 2));
+        let dumps = dumps_between(&mut m, 1, 601, &view);
+        assert!(dumps.len() <= 10, "{} dumps: {dumps:?}", dumps.len());
+        // A neighbour gone, as babeld's monitor tells: a dump within
+        // MONITOR_DUMP_GAP seconds.
+        m.on_routing_changed();
+        let soon = dumps_between(&mut m, 601, 601 + MONITOR_DUMP_GAP, &view);
+        assert_eq!(soon.len(), 1, "{soon:?}");
+    }
+
+    /// babeld's monitor (a neighbour came or went, the registry's route
+    /// changed) brings a dump to a full node too, at most every
+    /// MONITOR_DUMP_GAP seconds. (Seen failing before: no dump until the
+    /// view was 30 s old.)
+    #[test]
+    fn babels_monitor_brings_a_dump_to_a_full_node() {
+        let mut m = with_tunnels_to_1_and_2(cfg(9, 2), PeerCache::new(10));
+        let view = RoutingView {
+            known: [p(0), p(1), p(2), p(7)].into(),
+            neighbours: [p(1), p(2), p(7)]
+                .into_iter()
+                .map(|q| (q, BTreeSet::from([q])))
+                .collect(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        drain(&mut m);
+        assert!(dumps_between(&mut m, 1, 20, &view).is_empty());
+        m.on_routing_changed();
+        assert_eq!(dumps_between(&mut m, 20, 21, &view), vec![20]);
+        m.on_routing_changed();
+        let gap = dumps_between(&mut m, 21, 30, &view);
+        assert_eq!(gap, vec![20 + MONITOR_DUMP_GAP], "{gap:?}");
     }
 
     /// Backing off does not delay a node cut from the registry: its dump
