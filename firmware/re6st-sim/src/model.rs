@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 
 use re6st_node::state::peers::{PeerCache, DEFAULT_CAPACITY};
-use re6st_node::tunnel::manager::{Action, Config, Manager};
+use re6st_node::tunnel::manager::{Action, Config, Manager, ROUTES_MAX_AGE};
 use re6st_proto::message::{Code, Message};
 use re6st_proto::prefix::Prefix;
 use serde::Serialize;
@@ -23,10 +23,12 @@ use crate::rng::Rng;
 use crate::routing::Router;
 use crate::wire::{encode, PeerTraffic, FRAMING};
 
-/// The manager's own period of babel dumps when nothing happens.
-const ROUTES_MAX_AGE: i64 = 30;
 /// Seconds a node is ticked every second after an event.
 const ACTIVE_S: i64 = 2;
+/// A node below its client count is *quiet* (nothing changes for it) once
+/// this long passed since the last event reached its manager or it opened
+/// or closed a tunnel, while it drains nothing: issue 16 bounds its dumps.
+const QUIET_S: i64 = 60;
 /// How often a node announces the network version to its tunnel peers.
 const VERSION_EVERY: i64 = 30;
 /// A signed version: a packed number and a 2048-bit RSA signature.
@@ -38,14 +40,17 @@ pub struct Counts {
     /// Babel dumps the managers asked for (each answered with a view).
     pub dumps: u64,
     /// Dumps the daemon's ticks would have asked for and the simulator
-    /// skipped as they change nothing (see `Sim::tick_all`): every 30 s
-    /// for a full idle node, every second below the client count.
+    /// skipped (see `Sim::tick_all`): with `tick` > 1, every second a
+    /// node below its tunnel target is not ticked.
     pub idle_dumps: u64,
     /// Of those dumps (asked for and skipped), the ones of nodes below
     /// their client count, and the node-seconds spent below it: issue
     /// 16's target is about the dumps of such a node while nothing changes.
     pub underconnected_dumps: u64,
     pub underconnected_seconds: u64,
+    /// The same, counted only while the node is quiet (see `QUIET_S`).
+    pub quiet_underconnected_dumps: u64,
+    pub quiet_underconnected_seconds: u64,
     pub bootstrap_requests: u64,
     /// Bootstrap requests answered with a peer.
     pub bootstrap_answers: u64,
@@ -66,6 +71,10 @@ impl Counts {
             idle_dumps: self.idle_dumps - o.idle_dumps,
             underconnected_dumps: self.underconnected_dumps - o.underconnected_dumps,
             underconnected_seconds: self.underconnected_seconds - o.underconnected_seconds,
+            quiet_underconnected_dumps: self.quiet_underconnected_dumps
+                - o.quiet_underconnected_dumps,
+            quiet_underconnected_seconds: self.quiet_underconnected_seconds
+                - o.quiet_underconnected_seconds,
             bootstrap_requests: self.bootstrap_requests - o.bootstrap_requests,
             bootstrap_answers: self.bootstrap_answers - o.bootstrap_answers,
             config_checks: self.config_checks - o.config_checks,
@@ -87,6 +96,8 @@ struct Node {
     /// Until when the node is ticked every second after something
     /// happened to it (see `Sim::tick_all`).
     active_until: i64,
+    /// From when the node is quiet (see `QUIET_S`).
+    quiet_from: i64,
     /// Clients on our UDP and TCP servers.
     served: [usize; 2],
 }
@@ -178,6 +189,7 @@ impl Sim {
                 next_tick: 0,
                 last_dump: 0,
                 active_until: 0,
+                quiet_from: 0,
                 served: [0; 2],
             })
             .collect::<Vec<_>>();
@@ -329,12 +341,15 @@ impl Sim {
     /// * a node draining a tunnel (either end) is ticked every second, and
     ///   so is a node for `ACTIVE_S` seconds after an event reached its
     ///   manager or it opened or closed a tunnel (it is settling);
-    /// * a node below its client count otherwise every `tick` seconds (a
-    ///   NATed node stays below it for good: its dumps then change
-    ///   nothing while the registry is reachable);
-    /// * any node at its manager's `next_timeout`;
-    /// * a full, idle node otherwise not: its dumps every 30 s would change
-    ///   nothing (no LAN here), so they are counted, not computed.
+    /// * a node below its manager's tunnel target otherwise every `tick`
+    ///   seconds, the seconds between counted as dumps (the daemon's
+    ///   tick would have asked for them with `tick` 1);
+    /// * any node at its manager's `next_timeout` (a refresh, a drain, a
+    ///   background address query: every ~30 s);
+    /// * a node at its target (full, or a NATed node with its two
+    ///   tunnels) when its view is `ROUTES_MAX_AGE` old: its manager
+    ///   takes that dump, or as babeld's monitor tells it of a neighbour
+    ///   gone (see `kill`).
     fn tick_all(&mut self) {
         let now = self.now;
         let version_msg = VERSION_PAYLOAD + 1 + FRAMING;
@@ -351,25 +366,40 @@ impl Sim {
                 self.traffic.version_announcements += peers as u64;
                 self.traffic.bytes += (peers * version_msg) as u64;
             }
-            let full = m.tunnels().count() >= client_count;
-            if !full {
+            let tunnels = m.tunnels().count();
+            let quiet = tunnels < client_count && !busy && now >= node.quiet_from;
+            if tunnels < client_count {
                 self.counts.underconnected_seconds += 1;
             }
+            if quiet {
+                self.counts.quiet_underconnected_seconds += 1;
+            }
+            // At its target (a NATed node's two tunnels, say), a node dumps
+            // like a full one: its manager would not act on a fresher view.
+            let full = tunnels >= m.tunnel_target();
             let periodic = now >= node.next_tick;
             if periodic {
                 node.next_tick = now + tick;
             }
             let active = now < node.active_until;
-            if busy || active || now >= m.next_timeout() || (periodic && !full) {
+            // A full node's own periodic dump (ROUTES_MAX_AGE) is taken
+            // for real: it ticks every ~30 s anyway for its background
+            // address queries, and a dump counted here would be taken
+            // again by that tick (its view would still be as old).
+            let stale = full && now - node.last_dump >= ROUTES_MAX_AGE;
+            if busy || active || stale || now >= m.next_timeout() || (periodic && !full) {
                 m.tick(now);
                 self.touch(i);
                 self.run_work();
-            } else if !full || now - node.last_dump >= ROUTES_MAX_AGE {
+            } else if !full {
                 // The daemon's tick would have asked for this dump.
                 node.last_dump = now;
                 self.counts.idle_dumps += 1;
-                if !full {
+                if tunnels < client_count {
                     self.counts.underconnected_dumps += 1;
+                }
+                if quiet {
+                    self.counts.quiet_underconnected_dumps += 1;
                 }
             }
         }
@@ -403,6 +433,7 @@ impl Sim {
         if let Some(m) = node.mgr.as_mut() {
             f(m, now);
             node.active_until = now + ACTIVE_S;
+            node.quiet_from = now + QUIET_S;
             self.touch(i);
         }
     }
@@ -553,7 +584,10 @@ impl Sim {
             }
             Code::Address => {
                 let a = String::from_utf8_lossy(msg.data).into_owned();
+                // An answer changes no route: the node stays quiet.
+                let quiet_from = self.nodes[to as usize].quiet_from;
                 self.with_mgr(to, |m, _| m.on_address(sender, &a));
+                self.nodes[to as usize].quiet_from = quiet_from;
             }
             Code::KillRequest | Code::KillResponse => {
                 let code = msg.code as u8;
@@ -615,6 +649,7 @@ impl Sim {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_attempts += 1;
                 self.nodes[i as usize].active_until = now + ACTIVE_S;
+                self.nodes[i as usize].quiet_from = now + QUIET_S;
                 if let Some(old) = self.graph.by_pair(i, j) {
                     if self.graph.tunnel(old).is_some_and(|x| x.up) {
                         self.drop_tunnel(old);
@@ -637,6 +672,7 @@ impl Sim {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_closes += 1;
                 self.nodes[i as usize].active_until = now + ACTIVE_S;
+                self.nodes[i as usize].quiet_from = now + QUIET_S;
                 if let Some(t) = self.graph.by_pair(i, j) {
                     if let Some(x) = self.drop_tunnel(t) {
                         if x.up {
@@ -679,6 +715,9 @@ impl Sim {
                     .is_some_and(|m| m.tunnels().count() < client_count)
                 {
                     self.counts.underconnected_dumps += 1;
+                    if now >= self.nodes[i as usize].quiet_from && !self.graph.drains(i) {
+                        self.counts.quiet_underconnected_dumps += 1;
+                    }
                 }
                 self.nodes[i as usize].last_dump = now;
                 let view = self.router.view(&self.graph, i);
@@ -717,6 +756,15 @@ impl Sim {
     /// timeout; babel's routes through them vanish at once.
     pub fn kill(&mut self, victims: &[u32]) {
         let timeout = self.cfg.timeout();
+        if victims.contains(&REGISTRY) && self.alive[REGISTRY as usize] {
+            // Everybody's babeld flushes its route to the registry's node,
+            // which the daemon's monitor watches.
+            for i in 0..self.cfg.nodes {
+                if i != REGISTRY && self.alive[i as usize] {
+                    self.with_mgr(i, |m, _| m.on_routing_changed());
+                }
+            }
+        }
         for &v in victims {
             if !self.alive[v as usize] {
                 continue;
@@ -737,6 +785,11 @@ impl Sim {
                 let (c, s, up, attempt) = (x.client, x.server, x.up, x.attempt);
                 self.graph.unlink(t);
                 let other = if c == v { s } else { c };
+                if up && self.alive[other as usize] {
+                    // babeld flushes the neighbour (as the routes through
+                    // it, at once here) and its monitor tells the daemon.
+                    self.with_mgr(other, |m, _| m.on_routing_changed());
+                }
                 if !self.alive[other as usize] || (c == v && !up) {
                     self.drop_tunnel(t);
                 } else if up && c == v {

@@ -71,6 +71,9 @@ pub struct Rates {
     /// Babel dumps per minute of a node below its client count (`None`:
     /// no node was).
     pub babel_dumps_underconnected: Option<f64>,
+    /// The same while nothing changes for the node (no event for a
+    /// minute, no drain): issue 16's target.
+    pub babel_dumps_underconnected_quiet: Option<f64>,
     pub bootstrap_requests: f64,
     pub tunnel_attempts: f64,
     pub tunnel_closes: f64,
@@ -251,13 +254,15 @@ impl Report {
             if let Some(r) = r {
                 let _ = writeln!(
                     o,
-                    "control per node per minute ({name}, {}..{} s): {:.2} peer messages + {:.2} version announcements, {:.2} babel dumps ({} per under-connected node), {:.3} bootstrap requests, {:.2} tunnel attempts; {:.1} B/s",
+                    "control per node per minute ({name}, {}..{} s): {:.2} peer messages + {:.2} version announcements, {:.2} babel dumps ({} per under-connected node, {} while quiet), {:.3} bootstrap requests, {:.2} tunnel attempts; {:.1} B/s",
                     r.from,
                     r.to,
                     r.peer_messages,
                     r.version_announcements,
                     r.babel_dumps,
                     r.babel_dumps_underconnected
+                        .map_or_else(|| "none".to_owned(), |x| format!("{x:.2}")),
+                    r.babel_dumps_underconnected_quiet
                         .map_or_else(|| "none".to_owned(), |x| format!("{x:.2}")),
                     r.bootstrap_requests,
                     r.tunnel_attempts,

@@ -145,6 +145,10 @@ fn rates(a: &Mark, b: &Mark) -> Rates {
         babel_dumps_underconnected: (counts.underconnected_seconds > 0).then(|| {
             counts.underconnected_dumps as f64 * 60.0 / counts.underconnected_seconds as f64
         }),
+        babel_dumps_underconnected_quiet: (counts.quiet_underconnected_seconds > 0).then(|| {
+            counts.quiet_underconnected_dumps as f64 * 60.0
+                / counts.quiet_underconnected_seconds as f64
+        }),
         bootstrap_requests: per_min(counts.bootstrap_requests),
         tunnel_attempts: per_min(counts.tunnel_attempts),
         tunnel_closes: per_min(counts.tunnel_closes),

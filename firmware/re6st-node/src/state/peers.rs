@@ -5,6 +5,7 @@
 //!
 //! Persisted with postcard behind a magic and version, written atomically.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -37,6 +38,10 @@ pub struct PeerCache {
     my_address: Option<String>,
     /// Peers tried and failed (or being tried) this session.
     trying: BTreeSet<Prefix>,
+    /// When each cached peer was last seen working (it answered us, or our
+    /// tunnel to it came up), on the caller's clock. Not persisted: peers
+    /// loaded from disk count as never seen, so fresher ones replace them.
+    seen: BTreeMap<Prefix, i64>,
     capacity: usize,
 }
 
@@ -46,8 +51,21 @@ impl PeerCache {
             peers: BTreeMap::new(),
             my_address: None,
             trying: BTreeSet::new(),
+            seen: BTreeMap::new(),
             capacity,
         }
+    }
+
+    /// A cached peer was seen working at `now`.
+    pub fn seen(&mut self, prefix: Prefix, now: i64) {
+        if self.peers.contains_key(&prefix) {
+            self.seen.insert(prefix, now);
+        }
+    }
+
+    /// When a cached peer was last seen working, if ever.
+    pub fn last_seen(&self, prefix: &Prefix) -> Option<i64> {
+        self.seen.get(prefix).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -145,21 +163,26 @@ impl PeerCache {
         v.into_iter().map(|(_, p, a)| (p, a)).collect()
     }
 
-    /// Keeps at most `size` peers, dropping failed ones first, then at
-    /// random.
+    /// Keeps at most `size` peers, dropping failed ones first, then those
+    /// seen working longest ago (never seen first), ties at random: after a
+    /// loss, the peers seen last are the likeliest to be alive.
     pub fn minimize(&mut self, size: usize, random: &mut dyn FnMut() -> u64) {
         if self.peers.len() <= size {
             return;
         }
-        let mut order: Vec<(bool, u64, Prefix)> = self
+        let mut order: Vec<(bool, Reverse<Option<i64>>, u64, Prefix)> = self
             .peers
             .keys()
-            .map(|p| (self.trying.contains(p), random(), *p))
+            .map(|p| {
+                let seen = Reverse(self.seen.get(p).copied());
+                (self.trying.contains(p), seen, random(), *p)
+            })
             .collect();
         order.sort();
-        for (_, _, p) in order.into_iter().skip(size) {
+        for (_, _, _, p) in order.into_iter().skip(size) {
             self.peers.remove(&p);
             self.trying.remove(&p);
+            self.seen.remove(&p);
         }
     }
 
@@ -238,6 +261,37 @@ mod tests {
         assert_eq!(c.address(&p("2/16")), None);
         c.connecting(p("2/16"), false);
         assert!(c.address(&p("2/16")).is_some());
+    }
+
+    /// A full cache makes room by dropping the peers seen working longest
+    /// ago (never seen first), not random ones: after a loss, the peers
+    /// seen last are the likeliest alive. (Seen failing with the old
+    /// random eviction: it kept peer 1, seen longest ago.)
+    #[test]
+    fn a_full_cache_drops_the_peers_seen_longest_ago() {
+        let mut r = rng();
+        let mut c = PeerCache::new(10);
+        for i in 1..=10 {
+            let prefix = p(&format!("{i}/16"));
+            c.add_peer(prefix, "198.18.0.9,1194,udp", false, &mut r);
+            // Peers 1 to 4 seen long ago, 5 never, 6 to 10 lately.
+            match i {
+                1..=4 => c.seen(prefix, i),
+                5 => {}
+                _ => c.seen(prefix, 1000 + i),
+            }
+        }
+        for i in 11..=15 {
+            let prefix = p(&format!("{i}/16"));
+            c.add_peer(prefix, "198.18.0.9,1194,udp", false, &mut r);
+            c.seen(prefix, 2000 + i);
+        }
+        assert_eq!(c.len(), 10);
+        for i in 1..=15 {
+            let kept = c.last_seen(&p(&format!("{i}/16"))).is_some();
+            assert_eq!(kept, i > 5, "peer {i}");
+        }
+        assert_eq!(c.address(&p("5/16")), None, "never seen: dropped first");
     }
 
     #[test]

@@ -147,12 +147,18 @@ struct Killer {
     deadline: i64,
 }
 
-/// Seconds after which the routing view is refreshed anyway.
-const ROUTES_MAX_AGE: i64 = 30;
+/// Seconds after which the routing view is refreshed anyway. What must
+/// be seen sooner comes through babeld's monitor (a neighbour coming or
+/// going, on a tunnel or the LAN; the route to the registry's node: see
+/// [`Manager::on_routing_changed`]) or through our own events.
+pub const ROUTES_MAX_AGE: i64 = 60;
+
+/// Fewest seconds between two dumps brought by babeld's monitor.
+const MONITOR_DUMP_GAP: i64 = 5;
 
 /// Longest interval between two dumps of a node below its client count
 /// while its dumps show nothing new (doubling from 1 s after a change).
-const UNDER_CONNECTED_DUMP_MAX: i64 = 30;
+const UNDER_CONNECTED_DUMP_MAX: i64 = 60;
 
 /// Seconds between two bootstrap requests while we know no node.
 const BOOTSTRAP_RETRY: i64 = 5;
@@ -170,6 +176,19 @@ const LONELY_CHECK: i64 = 15;
 
 /// Seconds between two configuration checks of a cut-off node.
 const CONFIG_CHECK_EVERY: i64 = 60;
+
+/// Mean seconds between two background address queries (peer message
+/// code 1) to nodes we have a route to, which keep the peer cache filled
+/// with live peers: a node cut off by a loss, the registry down, has only
+/// its cache to rejoin with (see [`Manager::probe`]). Each costs one query
+/// and, from a node that announces an address, one answer.
+pub const PROBE_EVERY: i64 = 30;
+
+/// A cached peer seen working this recently is not asked again.
+pub const PROBE_FRESH: i64 = 1800;
+
+/// Most known nodes looked at to pick the next one to ask.
+const PROBE_SCAN: usize = 64;
 
 pub struct Manager {
     cfg: Config,
@@ -210,11 +229,21 @@ pub struct Manager {
     /// Seconds between two dumps while below the client count: 1 after a
     /// change, doubled by each dump that shows nothing new.
     dump_every: i64,
+    /// babeld's monitor told of a change since the last dump.
+    routing_changed: bool,
+    /// When to send the next background address query, and the last node
+    /// asked: the queries sweep the known nodes in prefix order from there.
+    probe_at: i64,
+    probe_cursor: Prefix,
+    /// The time of the last tick or routing view (the clock of
+    /// [`Self::on_address`] and [`Self::on_tunnel_up`], which get none).
+    clock: i64,
     rng: u64,
 }
 
 impl Manager {
     pub fn new(cfg: Config, cache: PeerCache, now: i64, seed: u64) -> Manager {
+        let cfg_me = cfg.me;
         Manager {
             next_refresh: now + cfg.tunnel_refresh,
             cfg,
@@ -238,6 +267,10 @@ impl Manager {
             last_view: RoutingView::default(),
             last_routes: now,
             dump_every: 1,
+            routing_changed: false,
+            probe_at: now + PROBE_EVERY,
+            probe_cursor: cfg_me,
+            clock: now,
             rng: seed | 1,
         }
     }
@@ -331,6 +364,11 @@ impl Manager {
 
     /// When [`Self::tick`] should be called next.
     pub fn next_timeout(&self) -> i64 {
+        self.decision_due().min(self.probe_at)
+    }
+
+    /// When a routing view is due for a decision (a refresh, a drain).
+    fn decision_due(&self) -> i64 {
         let k = self
             .killing
             .values()
@@ -352,6 +390,10 @@ impl Manager {
 
     /// Time passes: asks for a babel dump when decisions are due.
     pub fn tick(&mut self, now: i64) {
+        self.clock = now;
+        if now >= self.probe_at {
+            self.probe(now);
+        }
         let lonely = self.lonely();
         match self.lonely_since {
             _ if !lonely => self.lonely_since = None,
@@ -359,11 +401,13 @@ impl Manager {
             Some(t) if now - t >= LONELY_CHECK => self.check_config(now),
             Some(_) => {}
         }
-        // Also a dump every half minute: a routing view that old is too
-        // stale to notice, e.g., a LAN neighbour that made a tunnel useless.
+        // Below our target, a dump every second after a change, backing
+        // off while nothing changes; at it, a dump when babeld's monitor
+        // tells of a change, and every ROUTES_MAX_AGE anyway.
         let draining = !self.killing.is_empty() || !self.agreeing.is_empty();
-        if now >= self.next_timeout()
-            || (self.connections.len() < self.cfg.client_count
+        if now >= self.decision_due()
+            || (self.routing_changed && now - self.last_routes >= MONITOR_DUMP_GAP)
+            || (self.connections.len() < self.limit()
                 && (now - self.last_routes >= self.dump_every
                     || (now >= self.retry_at() && self.last_routes < self.retry_at())))
             || now - self.last_routes >= ROUTES_MAX_AGE
@@ -374,10 +418,66 @@ impl Manager {
         }
     }
 
-    /// babeld reports that a route or a neighbour appeared or went away
-    /// (its `monitor` stream): an under-connected node looks again at once.
+    /// Asks one node we have a route to for its addresses, in the
+    /// background: the answer refreshes the cache (see `on_address`), so
+    /// that it holds peers seen alive lately rather than the few learnt
+    /// when our tunnels were made, which a loss may all have killed.
+    /// Nodes are taken in prefix order from the last one asked (a sweep
+    /// of the whole network, starting after our own prefix, so that nodes
+    /// spread their queries), skipping those cached and seen working
+    /// within [`PROBE_FRESH`], our tunnels' peers (seen when they came up)
+    /// and those already asked for a tunnel. A NATed node answers without
+    /// an address and is asked again on the next sweep only.
+    fn probe(&mut self, now: i64) {
+        self.probe_at = now + PROBE_EVERY / 2 + (self.random() % PROBE_EVERY as u64) as i64;
+        let known = &self.last_view.known;
+        let after = known.range((
+            std::ops::Bound::Excluded(self.probe_cursor),
+            std::ops::Bound::Unbounded,
+        ));
+        let mut last = None;
+        let mut pick = None;
+        for p in after
+            .chain(known.range(..=self.probe_cursor))
+            .take(PROBE_SCAN)
+        {
+            last = Some(*p);
+            let fresh = self
+                .cache
+                .last_seen(p)
+                .is_some_and(|t| now - t < PROBE_FRESH);
+            if *p != self.cfg.me
+                && !fresh
+                && !self.connections.contains_key(p)
+                && !self.connecting.contains(p)
+            {
+                pick = Some(*p);
+                break;
+            }
+        }
+        if let Some(p) = pick.or(last) {
+            self.probe_cursor = p;
+        }
+        if let Some(p) = pick {
+            self.actions.push_back(Action::QueryAddress(p));
+        }
+    }
+
+    /// babeld reports that a neighbour appeared or went away, or news of
+    /// the route to the registry's node (its `monitor` stream, filtered:
+    /// see `babel::monitor`): any node looks again at its next tick (at
+    /// most every [`MONITOR_DUMP_GAP`] seconds), and one below its target
+    /// dumps every second again for a while.
     pub fn on_routing_changed(&mut self) {
+        self.routing_changed = true;
         self.unsettled();
+    }
+
+    /// How many client tunnels we aim at now (see [`Self::limit`]): below
+    /// it, dumps come every second after a change; at it, a node has
+    /// nothing to do with a fresher view until something happens.
+    pub fn tunnel_target(&self) -> usize {
+        self.limit()
     }
 
     /// Something happened that the next dumps will show: dump every
@@ -415,6 +515,8 @@ impl Manager {
 
     /// The babel dump arrived: advance drains, refresh, open new tunnels.
     pub fn on_routes(&mut self, now: i64, mut view: RoutingView) {
+        self.clock = now;
+        self.routing_changed = false;
         if self.lonely() && view.lan_neighbours.is_empty() {
             // Without a tunnel or a LAN neighbour nothing is reachable,
             // whatever babeld still holds (routes through peers that just
@@ -822,13 +924,10 @@ impl Manager {
         }
     }
 
-    /// A peer answered our address query.
+    /// A peer answered our address query: it is alive and we reach it.
     pub fn on_address(&mut self, prefix: Prefix, address: &str) {
-        let mut r = self.rng;
-        self.cache.add_peer(prefix, address, false, &mut || {
-            r = r.wrapping_mul(6364136223846793005).wrapping_add(1);
-            r
-        });
+        self.learn(prefix, address);
+        self.cache.seen(prefix, self.clock);
         let neighbour = self.cfg.neighbours.contains(&prefix)
             && !self.last_view.lan_neighbours.contains(&prefix);
         if self.connecting.remove(&prefix) || neighbour {
@@ -836,11 +935,21 @@ impl Manager {
         }
     }
 
+    /// Caches a peer's addresses (not seen working by us yet).
+    fn learn(&mut self, prefix: Prefix, address: &str) {
+        let mut r = self.rng;
+        self.cache.add_peer(prefix, address, false, &mut || {
+            r = r.wrapping_mul(6364136223846793005).wrapping_add(1);
+            r
+        });
+    }
+
     /// The registry's bootstrap answer.
     pub fn on_bootstrap(&mut self, peer: Option<(Prefix, String)>) {
         if let Some((prefix, address)) = peer {
             if prefix != self.cfg.me && !self.last_view.known.contains(&prefix) {
-                self.on_address(prefix, &address);
+                self.learn(prefix, &address);
+                self.connecting.remove(&prefix);
                 self.make_tunnel(prefix, &address);
             }
         }
@@ -877,6 +986,7 @@ impl Manager {
             }
             _ => self.cache.connecting(prefix, false),
         }
+        self.cache.seen(prefix, self.clock);
     }
 
     /// Our OpenVPN client to `prefix` exited: retry the next address, or
@@ -1341,6 +1451,120 @@ mod tests {
         m.on_routes(241, grown.clone());
         drain(&mut m);
         assert_eq!(dumps_between(&mut m, 242, 243, &grown), vec![242]);
+    }
+
+    /// A node keeps its peer cache filled in the background: about one
+    /// address query every PROBE_EVERY seconds, to nodes it has a route
+    /// to, never twice to the same node while its answer is fresh, never
+    /// to its tunnels' peers; answers land in the cache as seen working.
+    /// (Seen failing before background queries: no query at all.)
+    #[test]
+    fn a_settled_node_asks_known_nodes_for_their_addresses_in_the_background() {
+        let mut m = with_tunnels_to_1_and_2(cfg(9, 2), PeerCache::new(100));
+        let view = RoutingView {
+            known: (1..=60).filter(|i| *i != 9).map(p).collect(),
+            neighbours: [p(1), p(2)]
+                .into_iter()
+                .map(|q| (q, BTreeSet::from([q])))
+                .collect(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        drain(&mut m);
+        let mut asked = Vec::new();
+        for t in 1..=1200 {
+            m.tick(t);
+            for a in drain(&mut m) {
+                match a {
+                    Action::QueryAddress(q) => {
+                        asked.push((t, q));
+                        // NATed nodes (multiples of 5) do not answer.
+                        if q.value() % 5 != 0 {
+                            m.on_address(q, &addr(q.value() as u32));
+                        }
+                    }
+                    Action::RequestDump => m.on_routes(t, view.clone()),
+                    _ => {}
+                }
+            }
+            drain(&mut m);
+        }
+        let n = asked.len() as i64;
+        assert!(
+            (1200 / PROBE_EVERY * 2 / 3..=1200 / PROBE_EVERY * 3 / 2).contains(&n),
+            "{n} queries in 20 minutes: {asked:?}"
+        );
+        assert!(asked.windows(2).all(|w| w[1].0 - w[0].0 >= PROBE_EVERY / 2));
+        let peers: BTreeSet<Prefix> = asked.iter().map(|(_, q)| *q).collect();
+        assert_eq!(peers.len(), asked.len(), "asked twice: {asked:?}");
+        assert!(!peers.contains(&p(1)) && !peers.contains(&p(2)) && !peers.contains(&p(9)));
+        let answered = peers.iter().filter(|q| q.value() % 5 != 0).count();
+        assert_eq!(m.cache().len(), answered);
+        assert!(peers
+            .iter()
+            .filter(|q| q.value() % 5 != 0)
+            .all(|q| m.cache().last_seen(q).is_some()));
+    }
+
+    /// A node nobody connects to keeps two tunnels (its target): with
+    /// both up, a fresher view changes nothing for it, so it dumps once a
+    /// minute, like a full node, not every second after each change
+    /// backing off to every 30 s. (Seen failing before: 23 dumps in 10
+    /// minutes.)
+    #[test]
+    fn a_node_at_its_target_dumps_once_a_minute_while_nothing_changes() {
+        let mut c = cfg(9, 10);
+        // No refresh (and its drain) within the test.
+        c.tunnel_refresh = 3600;
+        let mut m = Manager::new(c, PeerCache::new(10), 0, 1);
+        for i in [1, 2] {
+            m.make_tunnel(p(i), &addr(i));
+            m.on_tunnel_up(p(i), i.into());
+        }
+        drain(&mut m);
+        let view = RoutingView {
+            known: [p(0), p(1), p(2), p(3)].into(),
+            neighbours: [p(1), p(2)]
+                .into_iter()
+                .map(|q| (q, BTreeSet::from([q])))
+                .collect(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        drain(&mut m);
+        assert_eq!((m.tunnels().count(), m.tunnel_target()), (2, 2));
+        let dumps = dumps_between(&mut m, 1, 601, &view);
+        assert!(dumps.len() <= 10, "{} dumps: {dumps:?}", dumps.len());
+        // A neighbour gone, as babeld's monitor tells: a dump within
+        // MONITOR_DUMP_GAP seconds.
+        m.on_routing_changed();
+        let soon = dumps_between(&mut m, 601, 601 + MONITOR_DUMP_GAP, &view);
+        assert_eq!(soon.len(), 1, "{soon:?}");
+    }
+
+    /// babeld's monitor (a neighbour came or went, the registry's route
+    /// changed) brings a dump to a full node too, at most every
+    /// MONITOR_DUMP_GAP seconds. (Seen failing before: no dump until the
+    /// view was 30 s old.)
+    #[test]
+    fn babels_monitor_brings_a_dump_to_a_full_node() {
+        let mut m = with_tunnels_to_1_and_2(cfg(9, 2), PeerCache::new(10));
+        let view = RoutingView {
+            known: [p(0), p(1), p(2), p(7)].into(),
+            neighbours: [p(1), p(2), p(7)]
+                .into_iter()
+                .map(|q| (q, BTreeSet::from([q])))
+                .collect(),
+            ..Default::default()
+        };
+        m.on_routes(0, view.clone());
+        drain(&mut m);
+        assert!(dumps_between(&mut m, 1, 20, &view).is_empty());
+        m.on_routing_changed();
+        assert_eq!(dumps_between(&mut m, 20, 21, &view), vec![20]);
+        m.on_routing_changed();
+        let gap = dumps_between(&mut m, 21, 30, &view);
+        assert_eq!(gap, vec![20 + MONITOR_DUMP_GAP], "{gap:?}");
     }
 
     /// Backing off does not delay a node cut from the registry: its dump
