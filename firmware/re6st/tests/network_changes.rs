@@ -212,9 +212,9 @@ fn configuration_changes_and_revocations_spread() {
         o.logs()
     );
     let renewed_at = std::time::Instant::now();
-    // Back in the overlay: 0.3 to 1.5 s in some runs, 15 to 34 s in others
-    // (2 of 3 and 2 of 3 runs on 2026-12-06, before and after 6eb5326),
-    // issue 16's 30 s target is not met yet. What a kept slow run showed
+    // Back in the overlay: 0.3 to 1.5 s in some runs, 15 to 38 s in others
+    // (3 of 8 runs on 2026-12-06 before 6eb5326, 3 of 3 after it): issue
+    // 16's 30 s target is not met yet. What a kept slow run showed
     // (all_pairs_reach prints the slow pairs): node0 -> node1 18 s and
     // node0 -> node3 14 s; node0 had dropped the revoked node3 from
     // re6stnet-tcp and made babeld take that tap back, and babeld
