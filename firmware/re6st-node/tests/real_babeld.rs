@@ -11,11 +11,7 @@ use re6st_node::babel::table::Table;
 use re6st_proto::prefix::Prefix;
 use re6st_testkit::netns::Lab;
 
-fn config(dir: &std::path::Path, n: u8, network: Prefix) -> BabelConfig {
-    config_with_hello(dir, n, network, 1)
-}
-
-fn config_with_hello(dir: &std::path::Path, n: u8, network: Prefix, hello: u32) -> BabelConfig {
+fn config(dir: &std::path::Path, n: u8, network: Prefix, hello: u32) -> BabelConfig {
     BabelConfig {
         address: format!("2001:db8:{n}::1").parse().unwrap(),
         subnet_len: 48,
@@ -47,25 +43,38 @@ async fn table(sock: &std::path::Path) -> Table {
     t
 }
 
-#[test]
-fn neighbours_routes_and_draining() {
-    let dir = std::env::temp_dir().join(format!("re6st-babel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
+/// Two babelds (our configuration, hello `hello`) in namespaces `ns[0]`
+/// and `ns[1]` linked by `t0`, each announcing 2001:db8:{1,2}::/48 from
+/// its loopback; files in `dir`.
+fn two_babelds(
+    dir: &std::path::Path,
+    ns: [&str; 2],
+    network: Prefix,
+    hello: u32,
+) -> (Lab, Vec<BabelConfig>) {
     let mut lab = Lab::new();
-    lab.add_ns("a");
-    lab.add_ns("b");
-    lab.link("a", &[], "b", &[], "t0");
+    lab.add_ns(ns[0]);
+    lab.add_ns(ns[1]);
+    lab.link(ns[0], &[], ns[1], &[], "t0");
     let mut configs = Vec::new();
-    for (ns, n) in [("a", 1u8), ("b", 2)] {
+    for (ns, n) in [(ns[0], 1u8), (ns[1], 2)] {
         lab.sh(ns, &format!("ip addr add 2001:db8:{n}::1/48 dev lo"));
-        let c = config(&dir, n, network);
+        let c = config(dir, n, network, hello);
         let mut argv = vec!["babeld".to_string()];
         argv.extend(c.args());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         lab.spawn(ns, &argv, &dir.join(format!("stdout{n}.log")));
         configs.push(c);
     }
+    (lab, configs)
+}
+
+#[test]
+fn neighbours_routes_and_draining() {
+    let dir = std::env::temp_dir().join(format!("re6st-babel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
+    let (lab, configs) = two_babelds(&dir, ["a", "b"], network, 1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,20 +200,7 @@ fn an_ipv4_change_makes_babeld_exchange_tables_at_once() {
     let dir = std::env::temp_dir().join(format!("re6st-babel-x-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
-    let mut lab = Lab::new();
-    lab.add_ns("xa");
-    lab.add_ns("xb");
-    lab.link("xa", &[], "xb", &[], "t0");
-    let mut configs = Vec::new();
-    for (ns, n) in [("xa", 1u8), ("xb", 2)] {
-        lab.sh(ns, &format!("ip addr add 2001:db8:{n}::1/48 dev lo"));
-        let c = config_with_hello(&dir, n, network, 60);
-        let mut argv = vec!["babeld".to_string()];
-        argv.extend(c.args());
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        lab.spawn(ns, &argv, &dir.join(format!("stdout{n}.log")));
-        configs.push(c);
-    }
+    let (lab, configs) = two_babelds(&dir, ["xa", "xb"], network, 60);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
