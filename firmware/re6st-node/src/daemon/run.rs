@@ -1210,7 +1210,11 @@ impl Node {
         let (v, failed) = (self.o.verbose, failed.clone());
         let babel = self.babel_commands.clone();
         let done = self.done.clone();
-        let defaults = self.core.babel_interfaces().defaults().to_owned();
+        let ifaces = self.core.babel_interfaces();
+        let resets: BTreeMap<String, Vec<String>> = targets
+            .keys()
+            .map(|iface| (iface.clone(), ifaces.reset_lines(iface)))
+            .collect();
         tokio::spawn(async move {
             // The revoking version, just announced, must get through the
             // tunnel first: a node cut before it learns of its revocation
@@ -1235,10 +1239,7 @@ impl Node {
                         // tap's neighbours and relearns the others at
                         // their next hello. Their tunnels stay.
                         if n > 0 {
-                            let _ = babel.send(vec![
-                                format!("flush interface {iface}"),
-                                format!("interface {iface} {defaults}"),
-                            ]);
+                            let _ = babel.send(resets[iface].clone());
                             let _ = done.send(Done::BabelReset(iface.clone()));
                         }
                     }
