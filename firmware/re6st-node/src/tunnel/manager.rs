@@ -1085,6 +1085,14 @@ mod tests {
         std::iter::from_fn(|| m.poll_action()).collect()
     }
 
+    /// Babel neighbours that each route only themselves.
+    fn direct<const N: usize>(peers: [Prefix; N]) -> BTreeMap<Prefix, BTreeSet<Prefix>> {
+        peers
+            .into_iter()
+            .map(|q| (q, BTreeSet::from([q])))
+            .collect()
+    }
+
     /// A manager reachable from outside (7 uses our server) whose two
     /// client slots hold established tunnels to 1 (re6stnet1) and 2
     /// (re6stnet2), its actions so far drained.
@@ -1427,10 +1435,7 @@ mod tests {
         let mut m = with_tunnels_to_1_and_2(c, PeerCache::new(10));
         let view = RoutingView {
             known: [p(1), p(2), p(7)].into(),
-            neighbours: [p(1), p(2), p(7)]
-                .into_iter()
-                .map(|q| (q, BTreeSet::from([q])))
-                .collect(),
+            neighbours: direct([p(1), p(2), p(7)]),
             ..Default::default()
         };
         m.on_routes(0, view.clone());
@@ -1463,10 +1468,7 @@ mod tests {
         let mut m = with_tunnels_to_1_and_2(cfg(9, 2), PeerCache::new(100));
         let view = RoutingView {
             known: (1..=60).filter(|i| *i != 9).map(p).collect(),
-            neighbours: [p(1), p(2)]
-                .into_iter()
-                .map(|q| (q, BTreeSet::from([q])))
-                .collect(),
+            neighbours: direct([p(1), p(2)]),
             ..Default::default()
         };
         m.on_routes(0, view.clone());
@@ -1524,10 +1526,7 @@ mod tests {
         drain(&mut m);
         let view = RoutingView {
             known: [p(0), p(1), p(2), p(3)].into(),
-            neighbours: [p(1), p(2)]
-                .into_iter()
-                .map(|q| (q, BTreeSet::from([q])))
-                .collect(),
+            neighbours: direct([p(1), p(2)]),
             ..Default::default()
         };
         m.on_routes(0, view.clone());
@@ -1551,10 +1550,7 @@ mod tests {
         let mut m = with_tunnels_to_1_and_2(cfg(9, 2), PeerCache::new(10));
         let view = RoutingView {
             known: [p(0), p(1), p(2), p(7)].into(),
-            neighbours: [p(1), p(2), p(7)]
-                .into_iter()
-                .map(|q| (q, BTreeSet::from([q])))
-                .collect(),
+            neighbours: direct([p(1), p(2), p(7)]),
             ..Default::default()
         };
         m.on_routes(0, view.clone());
@@ -1574,10 +1570,7 @@ mod tests {
         let mut m = with_tunnels_to_1_and_2(cfg(9, 4), PeerCache::new(10));
         let view = RoutingView {
             known: [p(1), p(2), p(7)].into(),
-            neighbours: [p(1), p(2), p(7)]
-                .into_iter()
-                .map(|q| (q, BTreeSet::from([q])))
-                .collect(),
+            neighbours: direct([p(1), p(2), p(7)]),
             ..Default::default()
         };
         m.on_routes(0, view.clone());
