@@ -4,6 +4,7 @@
 //! each other again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -392,6 +393,51 @@ fn decisions_between(o: &Overlay, from: f64, to: f64) -> String {
     out
 }
 
+/// The kernel route changes (`ip -ts monitor route`, see the rewiring
+/// test) of every node in a window (seconds of the day) to routes that
+/// cover one of `addrs`.
+fn route_changes_between(o: &Overlay, addrs: &[&str], from: f64, to: f64) -> String {
+    let addrs: Vec<Ipv6Addr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    let covers = |route: &str| -> bool {
+        let Some((net, len)) = route.split_once('/') else {
+            return false;
+        };
+        let (Ok(net), Ok(len)) = (net.parse::<Ipv6Addr>(), len.parse::<u32>()) else {
+            return false;
+        };
+        let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+        addrs
+            .iter()
+            .any(|a| u128::from(*a) & mask == u128::from(net) & mask)
+    };
+    let mut out = String::new();
+    for n in 0..12 {
+        let log = o.dir.join(format!("routes-{n}.log"));
+        for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
+            // [2026-12-06T11:56:50.213198] [Deleted ]2001:db8::/64 ...
+            let Some((stamp, rest)) = l.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+                continue;
+            };
+            let t: Vec<f64> = stamp
+                .split('T')
+                .nth(1)
+                .unwrap_or("")
+                .split(':')
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let route = rest.strip_prefix("Deleted ").unwrap_or(rest);
+            let route = route.strip_prefix("unreachable ").unwrap_or(route);
+            if t.len() == 3 && covers(route.split(' ').next().unwrap_or("")) {
+                let t = t[0] * 3600.0 + t[1] * 60.0 + t[2];
+                if (from..=to).contains(&t) {
+                    out += &format!("    node {n} route: {l}\n");
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn tunnels_are_rewired_without_losing_traffic() {
     let _one = exclusive();
@@ -399,7 +445,7 @@ fn tunnels_are_rewired_without_losing_traffic() {
     // (draining it through babel first) and opens another. (A drain needs
     // the peer to hear our raised cost: babeld sends it every 3 hellos,
     // 12 s here, so a shorter refresh would abort most drains.)
-    let o = Overlay::start(
+    let mut o = Overlay::start(
         BIN.as_ref(),
         Registry::Ours,
         12,
@@ -425,6 +471,13 @@ fn tunnels_are_rewired_without_losing_traffic() {
             .collect()
     };
     let before = graph(&o);
+    // Every node's kernel route changes, to show where an outage's
+    // packets went (the ping's two ends and the hops between them).
+    for n in 0..12 {
+        let log = o.dir.join(format!("routes-{n}.log"));
+        o.lab
+            .spawn(&ns_of(n), &["ip", "-6", "-ts", "monitor", "route"], &log);
+    }
     // Continuous pings (5 per second for 90 s) between a few pairs.
     let pairs = [(1u32, 7u32), (3, 10), (5, 11), (9, 2)];
     let logs: Vec<_> = pairs
@@ -465,7 +518,7 @@ fn tunnels_are_rewired_without_losing_traffic() {
         }
     }
     let mut lost_total = 0;
-    for (mut child, log) in logs {
+    for ((mut child, log), (a, b)) in logs.into_iter().zip(pairs) {
         let _ = child.wait();
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let stats = text
@@ -484,6 +537,15 @@ fn tunnels_are_rewired_without_losing_traffic() {
         for (from, to) in outages(&text) {
             eprintln!("  no answer between {from:.1} and {to:.1} (seconds of the day, UTC)");
             eprint!("{}", decisions_between(&o, from - 15.0, to + 1.0));
+            eprint!(
+                "{}",
+                route_changes_between(
+                    &o,
+                    &[&o.addrs[a as usize], &o.addrs[b as usize]],
+                    from - 5.0,
+                    to + 1.0
+                )
+            );
         }
     }
     // Less than 1% of 1800 packets.
