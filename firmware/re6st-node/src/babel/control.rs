@@ -118,7 +118,8 @@ fn fields(words: &[&str]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn prefix(s: &str) -> Option<(IpAddr, u8)> {
+/// `2001:db8::/48` as an address and a length.
+pub fn prefix(s: &str) -> Option<(IpAddr, u8)> {
     let (a, l) = s.split_once('/')?;
     let a: IpAddr = a.parse().ok()?;
     let l: u8 = l.parse().ok()?;

@@ -25,7 +25,7 @@ use std::net::IpAddr;
 
 use std::collections::BTreeSet;
 
-use super::control::{parse_line, Action, Line, INFINITY};
+use super::control::{prefix, INFINITY};
 
 /// What the monitor reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,51 @@ pub enum MonitorEvent {
 /// interfaces: a few dozen); beyond, new ones are not reported.
 const MAX_TRACKED: usize = 1024;
 
+/// What the monitor needs of one of babeld's lines, read without parsing
+/// it all: babeld tells of every neighbour at each of its hellos, IHUs and
+/// neighbour checks (with 1 s hellos, several lines a second per
+/// neighbour), and of every route change.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen<'a> {
+    action: &'a str,
+    /// `neighbour`, `route`, ...
+    kind: &'a str,
+    /// babeld's key of the neighbour or route.
+    key: &'a str,
+    /// A neighbour's interface and whether both its costs are finite.
+    iface: Option<&'a str>,
+    usable: bool,
+    /// A route's prefix, as written.
+    prefix: Option<&'a str>,
+}
+
+fn seen(raw: &str) -> Option<Seen<'_>> {
+    let mut words = raw.split_ascii_whitespace();
+    let action = words
+        .next()
+        .filter(|a| matches!(*a, "add" | "change" | "flush"))?;
+    let kind = words.next()?;
+    let key = words.next()?;
+    let (mut iface, mut prefix, mut rx, mut tx) = (None, None, None, None);
+    while let (Some(field), Some(value)) = (words.next(), words.next()) {
+        match field {
+            "if" => iface = Some(value),
+            "prefix" => prefix = Some(value),
+            "rxcost" => rx = value.parse::<u32>().ok(),
+            "txcost" => tx = value.parse::<u32>().ok(),
+            _ => {}
+        }
+    }
+    Some(Seen {
+        action,
+        kind,
+        key,
+        iface,
+        usable: rx.is_some_and(|c| c < INFINITY) && tx.is_some_and(|c| c < INFINITY),
+        prefix,
+    })
+}
+
 /// The neighbours (babeld's keys) whose costs are finite.
 #[derive(Debug, Default)]
 pub struct Usable(BTreeSet<String>);
@@ -48,23 +93,22 @@ impl Usable {
     /// The interface of a neighbour that just became usable, if the line
     /// says so.
     pub fn on_line(&mut self, raw: &str) -> Option<String> {
-        let Ok(Line::Neighbour {
-            action,
-            key,
-            neighbour,
-            ..
-        }) = parse_line(raw)
-        else {
+        self.on_seen(&seen(raw)?)
+    }
+
+    fn on_seen(&mut self, line: &Seen) -> Option<String> {
+        if line.kind != "neighbour" {
             return None;
-        };
-        match neighbour {
-            Some(n) if action != Action::Flush && n.rxcost < INFINITY && n.txcost < INFINITY => {
-                if self.0.len() < MAX_TRACKED && self.0.insert(key) {
-                    return Some(n.interface);
+        }
+        match line.iface {
+            Some(iface) if line.action != "flush" && line.usable => {
+                if self.0.len() < MAX_TRACKED && !self.0.contains(line.key) {
+                    self.0.insert(line.key.to_owned());
+                    return Some(iface.to_owned());
                 }
             }
             _ => {
-                self.0.remove(&key);
+                self.0.remove(line.key);
             }
         }
         None
@@ -79,14 +123,15 @@ const MAX_LINE: usize = 4096;
 /// or of a route to one of `watched` (a flushed route's line may name
 /// no prefix: any flush counts then, they are rare).
 pub fn is_link_change(raw: &str, watched: &[(IpAddr, u8)]) -> bool {
-    match parse_line(raw) {
-        Ok(Line::Neighbour {
-            action: Action::Add | Action::Flush,
-            ..
-        }) => true,
-        Ok(Line::Route { route, action, .. }) => match route {
-            Some(r) => watched.contains(&r.prefix),
-            None => action == Action::Flush && !watched.is_empty(),
+    seen(raw).is_some_and(|l| link_change(&l, watched))
+}
+
+fn link_change(line: &Seen, watched: &[(IpAddr, u8)]) -> bool {
+    match line.kind {
+        "neighbour" => line.action != "change",
+        "route" => match line.prefix {
+            Some(p) => prefix(p).is_some_and(|p| watched.contains(&p)),
+            None => line.action == "flush" && !watched.is_empty(),
         },
         _ => false,
     }
@@ -145,14 +190,15 @@ async fn follow(
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end();
-        if let Some(iface) = usable.on_line(text) {
+        let Some(seen) = seen(text) else { continue };
+        if let Some(iface) = usable.on_seen(&seen) {
             // Not to be lost (each is worth a table exchange): waited for.
             if tx.send(MonitorEvent::NeighbourUsable(iface)).await.is_err() {
                 return Ok(());
             }
         }
         // Coalesced: one pending is enough.
-        if is_link_change(text, watched)
+        if link_change(&seen, watched)
             && tx.try_send(MonitorEvent::LinksChanged).is_err()
             && tx.is_closed()
         {
