@@ -34,6 +34,11 @@ const EARLY_REDUMP: Duration = Duration::from_millis(200);
 /// worth; babeld opens its socket within ~0.1 s of starting).
 const EARLY_REDUMPS: u8 = 20;
 
+/// How long the copies of a given-up drain's routes stay after the table
+/// exchange that brings babeld's back (the neighbour answers at once;
+/// babeld installs what it hears within its next update flush).
+const HOLD_AFTER_EXCHANGE: Duration = Duration::from_secs(3);
+
 /// The two addresses a client tap alternates between for a table
 /// exchange (link-local, /32: no route, no subnet).
 pub const EXCHANGE_ADDRESSES: [Ipv4Addr; 2] = [
@@ -68,6 +73,10 @@ pub struct Babeld {
     early_redumps: u8,
     /// Per tap (the shell's list: our servers' and the client count's).
     exchanges: BTreeMap<String, Exchanges>,
+    /// Taps of a drain given up, whose copies of the routes (see
+    /// `daemon::handover`) stay until babeld has the tunnel's routes
+    /// again: when to drop them (`None`: the exchange has not happened).
+    held: BTreeMap<String, Option<Instant>>,
 }
 
 impl Babeld {
@@ -80,6 +89,7 @@ impl Babeld {
             redump_at: None,
             early_redumps: EARLY_REDUMPS,
             exchanges: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -89,10 +99,11 @@ impl Babeld {
 
     /// The earliest of babeld's own timers.
     pub fn next_timer(&self) -> Option<Instant> {
-        match (self.restart_at, self.redump_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.restart_at, self.redump_at]
+            .into_iter()
+            .chain(self.held.values().copied())
+            .flatten()
+            .min()
     }
 }
 
@@ -137,6 +148,51 @@ impl NodeCore {
             self.babeld.redump_at = None;
             self.want_dump();
         }
+        let due: Vec<String> = self
+            .babeld
+            .held
+            .iter()
+            .filter(|(_, t)| t.is_some_and(|t| now.at >= t))
+            .map(|(iface, _)| iface.clone())
+            .collect();
+        for iface in due {
+            self.babeld.held.remove(&iface);
+            self.effects
+                .push_back(Effect::HoldRoutes { iface, hold: false });
+        }
+    }
+
+    /// A drain given up on `iface`: babeld took the tunnel back at its
+    /// defaults, which dropped its routes there. They come back with a
+    /// table exchange once the neighbour is heard again (a few seconds;
+    /// without it, at the neighbour's next full update, up to 4 hellos
+    /// later), and the copies made for the drain carry the traffic until
+    /// then: a drain fails precisely when some routes had nowhere else to
+    /// go.
+    /// Without table exchanges (an IPv4 payload), the copies go at once.
+    pub(super) fn drain_undone(&mut self, iface: &str) {
+        if self.babeld.exchanges.contains_key(iface) {
+            self.arm_exchange(iface);
+            self.babeld.held.insert(iface.to_owned(), None);
+        } else {
+            self.release_held(iface);
+        }
+    }
+
+    /// A new drain on `iface` takes copies of its own: those of an earlier
+    /// drain given up are no longer on a timer.
+    pub(super) fn drain_started(&mut self, iface: &str) {
+        self.babeld.held.remove(iface);
+    }
+
+    /// The copies on `iface` go now (its tunnel closed, or a new drain
+    /// takes them again).
+    pub(super) fn release_held(&mut self, iface: &str) {
+        self.babeld.held.remove(iface);
+        self.effects.push_back(Effect::HoldRoutes {
+            iface: iface.to_owned(),
+            hold: false,
+        });
     }
 
     pub(super) fn set_exchange_taps(&mut self, taps: Vec<String>) {
@@ -159,12 +215,15 @@ impl NodeCore {
     /// module's text). Once per arming: arming comes from events that
     /// are themselves bounded (a tunnel started, an interface taken back,
     /// babeld started).
-    pub(super) fn on_neighbour_usable(&mut self, iface: String) {
+    pub(super) fn on_neighbour_usable(&mut self, iface: String, now: &Now) {
         let Some(x) = self.babeld.exchanges.get_mut(&iface) else {
             return;
         };
         if !std::mem::take(&mut x.armed) {
             return;
+        }
+        if let Some(t @ None) = self.babeld.held.get_mut(&iface) {
+            *t = Some(now.at + HOLD_AFTER_EXCHANGE);
         }
         let next = x.address.map_or(0, |i| 1 - i);
         let remove = x.address.map(|i| EXCHANGE_ADDRESSES[i]);

@@ -291,7 +291,7 @@ impl NodeCore {
                 self.manager.on_new_certificate();
             }
             Input::RoutingChanged => self.manager.on_routing_changed(),
-            Input::NeighbourUsable(iface) => self.on_neighbour_usable(iface),
+            Input::NeighbourUsable(iface) => self.on_neighbour_usable(iface, &now),
             Input::ExchangeTaps(taps) => self.set_exchange_taps(taps),
             Input::BabelReset(iface) => self.arm_exchange(&iface),
             Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),

@@ -2,7 +2,7 @@
 //! processes), and a property test that no sequence of inputs makes it
 //! panic or grow its tables past their caps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -1032,4 +1032,117 @@ fn a_usable_neighbour_after_a_tunnel_start_or_a_babel_reset_makes_babeld_exchang
     // Interfaces not named (LAN): never.
     c.handle(Input::BabelReset("eth0".into()), clock.now());
     assert_eq!(usable(&mut c, "eth0"), []);
+}
+
+#[test]
+fn a_drain_given_up_keeps_its_copies_until_a_table_exchange_brought_the_routes_back() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(
+        Input::ExchangeTaps(vec!["re6stnet1".into(), "re6stnet2".into()]),
+        clock.now(),
+    );
+    // Two peers known: a tunnel to each, established.
+    let (p1, p2) = (prefix(1), prefix(2));
+    let view = |routed: usize| {
+        let mut v = RoutingView::default();
+        v.known.extend([p1, p2]);
+        for (i, p) in [(1, p1), (2, p2)] {
+            let iface = format!("re6stnet{i}");
+            v.neighbours.insert(p, [p].into());
+            v.links.insert((iface.clone(), p), routed);
+            v.routes_per_iface.insert(iface, routed);
+        }
+        v
+    };
+    // (The registry's bootstrap answers: a node alone ignores babel.)
+    let mut ifaces = BTreeMap::new();
+    for (i, p) in [(1u64, p1), (2, p2)] {
+        c.handle(
+            Input::Bootstrap(Ok(Some((p.to_string(), format!("198.18.0.{i},1194,tcp"))))),
+            clock.now(),
+        );
+        for e in acts(&mut c) {
+            if let Effect::StartTunnel { prefix, iface, .. } = e {
+                ifaces.insert(prefix, iface);
+            }
+        }
+        c.handle(
+            hook(Event::RouteUp {
+                cn: p.to_subnet(),
+                serial: i,
+                external_ip: "198.18.9.9".into(),
+            }),
+            clock.now(),
+        );
+    }
+    assert_eq!(ifaces.len(), 2, "a tunnel to each: {ifaces:?}");
+    acts(&mut c);
+    // The refresh drains one of them; its routes never move away.
+    let mut drained = None;
+    for _ in 0..70 {
+        let now = clock.advance(1);
+        c.handle(Input::Tick, now);
+        for e in acts(&mut c) {
+            match e {
+                Effect::DumpBabel => c.handle(Input::Dumped(Some(view(1))), now),
+                Effect::HoldRoutes { iface, hold: true } => drained = Some(iface),
+                _ => {}
+            }
+        }
+        if drained.is_some() {
+            break;
+        }
+    }
+    let iface = drained.expect("a drain");
+    // Given up after twice the timeout: babeld takes the tunnel back, the
+    // copies stay, and the next usable neighbour there exchanges tables.
+    let mut undone = Vec::new();
+    for _ in 0..45 {
+        let now = clock.advance(1);
+        c.handle(Input::Tick, now);
+        for e in effects(&mut c) {
+            match e {
+                Effect::DumpBabel => c.handle(Input::Dumped(Some(view(1))), now),
+                Effect::CheckServers | Effect::CompareKernelRoutes | Effect::AnnounceVersion => {}
+                e => undone.push(e),
+            }
+        }
+        if undone.iter().any(|e| matches!(e, Effect::TellBabel(_))) {
+            break;
+        }
+    }
+    assert!(
+        !undone
+            .iter()
+            .any(|e| matches!(e, Effect::HoldRoutes { .. })),
+        "the copies stay: {undone:?}"
+    );
+    assert!(
+        logs(&undone).contains(&(2, format!("{iface}: drain given up"))),
+        "{undone:?}"
+    );
+    assert_eq!(
+        c.poll_timeout(),
+        None,
+        "no release planned before the exchange"
+    );
+    c.handle(Input::NeighbourUsable(iface.clone()), clock.now());
+    assert!(matches!(
+        &acts(&mut c)[..],
+        [Effect::ExchangeTables { iface: i, .. }] if *i == iface
+    ));
+    let release = c.poll_timeout().expect("the copies' release planned");
+    assert_eq!(release, clock.now().at + Duration::from_secs(3));
+    c.handle(Input::Timer, clock.advance(2));
+    assert_eq!(acts(&mut c), []);
+    c.handle(Input::Timer, clock.advance(1));
+    assert_eq!(
+        acts(&mut c),
+        [Effect::HoldRoutes {
+            iface: iface.clone(),
+            hold: false
+        }]
+    );
+    assert_eq!(c.poll_timeout(), None);
 }

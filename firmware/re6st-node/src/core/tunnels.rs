@@ -105,18 +105,31 @@ impl NodeCore {
                     payload: vec![code],
                 });
             }
-            Action::SetRxCost { iface, rxcost } => {
-                let lines = match rxcost {
-                    Some(cost) => {
-                        self.log(2, format!("draining {iface}"));
-                        set_rxcost(&iface, cost, &self.babel.defaults).to_vec()
-                    }
-                    None => self.babel.reset_lines(&iface),
-                };
+            Action::SetRxCost {
+                iface,
+                rxcost: Some(cost),
+            } => {
+                self.log(2, format!("draining {iface}"));
+                self.drain_started(&iface);
                 self.effects.push_back(Effect::HoldRoutes {
-                    iface,
-                    hold: rxcost.is_some(),
+                    iface: iface.clone(),
+                    hold: true,
                 });
+                let lines = set_rxcost(&iface, cost, &self.babel.defaults).to_vec();
+                self.effects.push_back(Effect::TellBabel(lines));
+            }
+            Action::SetRxCost {
+                iface,
+                rxcost: None,
+            } => {
+                let lines = self.babel.reset_lines(&iface);
+                if self.manager.tunnels().any(|(_, i)| i == iface) {
+                    // The tunnel stays: a drain given up.
+                    self.log(2, format!("{iface}: drain given up"));
+                    self.drain_undone(&iface);
+                } else {
+                    self.release_held(&iface);
+                }
                 self.effects.push_back(Effect::TellBabel(lines));
             }
             Action::RequestDump => self.want_dump(),
