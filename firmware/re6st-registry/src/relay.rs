@@ -21,6 +21,15 @@ pub const CODE_TOPOLOGY: u8 = 5;
 /// How long to wait for answers.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Times `topology` asks a node that does not answer: a request crosses
+/// the overlay twice (and a first message to a node waits for a peer
+/// handshake), so one lost datagram would leave a live node out.
+pub const TOPOLOGY_ASKS: u8 = 3;
+
+/// Nodes `topology` asks at most: answers name the nodes to ask next, and
+/// a network has at most 2^16 of them in practice (a /48 of /64s).
+pub const TOPOLOGY_MAX_NODES: usize = 1 << 16;
+
 /// A relay request for `prefix`.
 pub fn encode(prefix: &Prefix, code: u8) -> Vec<u8> {
     re6st_proto::relay::encode(prefix, code, &[])
@@ -128,20 +137,37 @@ impl Relay {
 
     /// The tunnel graph, explored from `start`: for each node (`N/LEN`),
     /// the nodes it connects to; key `""` lists every node that answered.
+    /// When answers stop coming, the nodes that did not answer are asked
+    /// again, up to [`TOPOLOGY_ASKS`] times in all.
     pub fn topology(&self, start: &Prefix) -> BTreeMap<String, BTreeSet<String>> {
         let socket = self.lock();
         let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut pending: VecDeque<String> = VecDeque::from([start.to_subnet()]);
+        // Times each node was asked.
+        let mut asked: BTreeMap<String, u8> = BTreeMap::new();
         loop {
             while let Some(subnet) = pending.pop_front() {
                 if let Ok(p) = Prefix::from_subnet(&subnet) {
                     let _ = socket.send_to(&encode(&p, CODE_TOPOLOGY), self.node);
                 }
+                *asked.entry(subnet).or_default() += 1;
             }
             let Some((p, msg)) =
                 Self::recv_until(&socket, CODE_TOPOLOGY, Instant::now() + self.timeout)
             else {
-                break;
+                let answered = graph.get("");
+                pending.extend(
+                    asked
+                        .iter()
+                        .filter(|(s, n)| {
+                            **n < TOPOLOGY_ASKS && !answered.is_some_and(|a| a.contains(*s))
+                        })
+                        .map(|(s, _)| s.clone()),
+                );
+                if pending.is_empty() {
+                    break;
+                }
+                continue;
             };
             let node = p.to_subnet();
             let mut words = msg.split_whitespace();
@@ -155,7 +181,10 @@ impl Relay {
             // The first n are its client tunnels, the rest those it serves.
             let (clients, served) = neighbours.split_at(n);
             for x in &neighbours {
-                if !graph.contains_key(x) && !pending.contains(x) {
+                if !asked.contains_key(x)
+                    && !pending.contains(x)
+                    && asked.len() + pending.len() < TOPOLOGY_MAX_NODES
+                {
                     pending.push_back(x.clone());
                 }
             }
@@ -175,6 +204,46 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node whose first answer is lost: asked again, it is in the graph.
+    #[test]
+    fn topology_asks_again_a_node_that_did_not_answer() {
+        let node = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let relay = Relay::new(node.local_addr().unwrap(), Duration::from_millis(200)).unwrap();
+        let (a, b): (Prefix, Prefix) = ("0001".parse().unwrap(), "0010".parse().unwrap());
+        let fake = std::thread::spawn(move || {
+            node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 512];
+            let mut asked_b = 0;
+            while let Ok((n, from)) = node.recv_from(&mut buf) {
+                let r = re6st_proto::relay::decode(&buf[..n]).unwrap();
+                let answer = if r.prefix == a {
+                    format!("1 {}", b.to_subnet())
+                } else {
+                    asked_b += 1;
+                    if asked_b == 1 {
+                        continue; // lost
+                    }
+                    "0".to_owned()
+                };
+                let d = re6st_proto::relay::encode(&r.prefix, CODE_TOPOLOGY, answer.as_bytes());
+                node.send_to(&d, from).unwrap();
+                if asked_b == 2 {
+                    return asked_b;
+                }
+            }
+            asked_b
+        });
+        let t = relay.topology(&a);
+        assert_eq!(fake.join().unwrap(), 2, "b asked twice");
+        assert_eq!(
+            t[""],
+            [a.to_subnet(), b.to_subnet()]
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+        );
+        assert_eq!(t[&a.to_subnet()], [b.to_subnet()].into_iter().collect());
+    }
 
     #[test]
     fn framing() {
