@@ -131,8 +131,6 @@ struct Connection {
     /// The address that worked, once established.
     using: Option<usize>,
     serial: Option<u64>,
-    /// When it was established.
-    up_since: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -621,15 +619,7 @@ impl Manager {
         if candidates.len() < self.limit() || all_neighbours {
             return;
         }
-        // A tunnel up for less than a refresh interval may not carry the
-        // routes it will (babeld prefers a new route only once its
-        // smoothed metric came down): it is not judged yet.
-        let judged = candidates.into_iter().filter(|p| {
-            self.connections[p]
-                .up_since
-                .is_some_and(|t| now - t >= self.cfg.tunnel_refresh)
-        });
-        if let Some(victim) = judged.min_by_key(|p| self.score(p)) {
+        if let Some(victim) = candidates.into_iter().min_by_key(|p| self.score(p)) {
             let iface = self.connections[&victim].iface.clone();
             self.actions.push_back(Action::SetRxCost {
                 iface,
@@ -816,7 +806,6 @@ impl Manager {
                 trying: Some(0),
                 using: None,
                 serial: None,
-                up_since: None,
             },
         );
         true
@@ -987,7 +976,6 @@ impl Manager {
         c.using = c.trying;
         c.trying = None;
         c.serial = Some(serial);
-        c.up_since = Some(self.clock);
         match worked {
             Some(a) if !first => {
                 let mut r = self.rng;
@@ -1214,36 +1202,6 @@ mod tests {
         assert!(drain(&mut m)
             .iter()
             .any(|a| matches!(a, Action::Close { prefix, .. } if *prefix == p(3))));
-    }
-
-    #[test]
-    fn a_tunnel_up_for_less_than_a_refresh_interval_is_not_drained() {
-        // 1 up since 0, 2 since 50: at the refresh (60), 2 carries nothing
-        // yet but is not judged; 1 is drained although it carries more.
-        let mut m = Manager::new(cfg(9, 2), PeerCache::new(10), 0, 1);
-        m.on_served(p(7), true);
-        for (i, at) in [(1, 0), (2, 50)] {
-            m.clock = at;
-            m.make_tunnel(p(i), &addr(i));
-            m.on_tunnel_up(p(i), i.into());
-        }
-        drain(&mut m);
-        let mut view = RoutingView::default();
-        view.routes_per_iface.insert("re6stnet1".into(), 3);
-        view.routes_per_iface.insert("re6stnet2".into(), 0);
-        m.on_routes(60, view.clone());
-        let a = drain(&mut m);
-        assert!(
-            a.contains(&Action::SetRxCost {
-                iface: "re6stnet1".into(),
-                rxcost: Some(DRAIN_RXCOST)
-            }),
-            "{a:?}"
-        );
-        assert!(!a.contains(&Action::SetRxCost {
-            iface: "re6stnet2".into(),
-            rxcost: Some(DRAIN_RXCOST)
-        }));
     }
 
     #[test]
