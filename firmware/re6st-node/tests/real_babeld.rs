@@ -43,15 +43,19 @@ async fn table(sock: &std::path::Path) -> Table {
     t
 }
 
-/// Two babelds (our configuration, hello `hello`) in namespaces `ns[0]`
-/// and `ns[1]` linked by `t0`, each announcing 2001:db8:{1,2}::/48 from
-/// its loopback; files in `dir`.
+/// Two babelds (our configuration, hello `hello`, network 2001:db8::/32)
+/// in namespaces `ns[0]` and `ns[1]` linked by `t0`, each announcing
+/// 2001:db8:{1,2}::/48 from its loopback; their files in a new directory
+/// named after `tag`, returned last.
 fn two_babelds(
-    dir: &std::path::Path,
+    tag: &str,
     ns: [&str; 2],
-    network: Prefix,
     hello: u32,
-) -> (Lab, Vec<BabelConfig>) {
+) -> (Lab, Vec<BabelConfig>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.as_path();
+    let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
     let mut lab = Lab::new();
     lab.add_ns(ns[0]);
     lab.add_ns(ns[1]);
@@ -66,15 +70,13 @@ fn two_babelds(
         lab.spawn(ns, &argv, &dir.join(format!("stdout{n}.log")));
         configs.push(c);
     }
-    (lab, configs)
+    (lab, configs, dir.to_owned())
 }
 
 #[test]
 fn neighbours_routes_and_draining() {
-    let dir = std::env::temp_dir().join(format!("re6st-babel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
-    let (lab, configs) = two_babelds(&dir, ["a", "b"], network, 1);
+    let (lab, configs, dir) = two_babelds("re6st-babel", ["a", "b"], 1);
+    let network = configs[0].network;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -197,10 +199,8 @@ fn neighbours_routes_and_draining() {
 /// babeld ask for full tables and send its own at once.
 #[test]
 fn an_ipv4_change_makes_babeld_exchange_tables_at_once() {
-    let dir = std::env::temp_dir().join(format!("re6st-babel-x-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
-    let (lab, configs) = two_babelds(&dir, ["xa", "xb"], network, 60);
+    let (lab, configs, dir) = two_babelds("re6st-babel-x", ["xa", "xb"], 60);
+    let network = configs[0].network;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

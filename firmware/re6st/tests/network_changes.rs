@@ -366,6 +366,13 @@ fn outages(ping: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// `HH:MM:SS.fff` as seconds of the day (the time stamps of the node logs
+/// and of `ip -ts monitor`).
+fn seconds_of_day(hms: &str) -> Option<f64> {
+    let t: Vec<f64> = hms.split(':').filter_map(|x| x.parse().ok()).collect();
+    (t.len() == 3).then(|| t[0] * 3600.0 + t[1] * 60.0 + t[2])
+}
+
 /// The tunnel decisions every node logged in a window (seconds of the day).
 fn decisions_between(o: &Overlay, from: f64, to: f64) -> String {
     let mut out = String::new();
@@ -375,18 +382,9 @@ fn decisions_between(o: &Overlay, from: f64, to: f64) -> String {
             let Some((_, rest)) = l.split_once(' ') else {
                 continue;
             };
-            let t: Vec<f64> = rest
-                .split(' ')
-                .next()
-                .unwrap_or("")
-                .split(':')
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            if l.contains(" re6stnet: ") && t.len() == 3 {
-                let t = t[0] * 3600.0 + t[1] * 60.0 + t[2];
-                if (from..=to).contains(&t) {
-                    out += &format!("    node {n}: {l}\n");
-                }
+            let t = seconds_of_day(rest.split(' ').next().unwrap_or(""));
+            if l.contains(" re6stnet: ") && t.is_some_and(|t| (from..=to).contains(&t)) {
+                out += &format!("    node {n}: {l}\n");
             }
         }
     }
@@ -418,20 +416,13 @@ fn route_changes_between(o: &Overlay, addrs: &[&str], from: f64, to: f64) -> Str
             let Some((stamp, rest)) = l.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
                 continue;
             };
-            let t: Vec<f64> = stamp
-                .split('T')
-                .nth(1)
-                .unwrap_or("")
-                .split(':')
-                .filter_map(|x| x.parse().ok())
-                .collect();
+            let t = seconds_of_day(stamp.split('T').nth(1).unwrap_or(""));
             let route = rest.strip_prefix("Deleted ").unwrap_or(rest);
             let route = route.strip_prefix("unreachable ").unwrap_or(route);
-            if t.len() == 3 && covers(route.split(' ').next().unwrap_or("")) {
-                let t = t[0] * 3600.0 + t[1] * 60.0 + t[2];
-                if (from..=to).contains(&t) {
-                    out += &format!("    node {n} route: {l}\n");
-                }
+            if t.is_some_and(|t| (from..=to).contains(&t))
+                && covers(route.split(' ').next().unwrap_or(""))
+            {
+                out += &format!("    node {n} route: {l}\n");
             }
         }
     }

@@ -91,8 +91,9 @@ pub struct Usable(BTreeSet<String>);
 
 impl Usable {
     /// The interface of a neighbour that just became usable, if the line
-    /// says so.
-    pub fn on_line(&mut self, raw: &str) -> Option<String> {
+    /// says so (the monitor reads each line once, with [`seen`]).
+    #[cfg(test)]
+    fn on_line(&mut self, raw: &str) -> Option<String> {
         self.on_seen(&seen(raw)?)
     }
 
