@@ -1180,15 +1180,29 @@ class Scenarios:
             sh(base + [f"--screenshot={shot}", url], ns=cns, timeout=180)
             if not os.path.exists(shot) or os.path.getsize(shot) < 1000:
                 raise Fail(f"chromium left no screenshot {shot}")
-            dom = sh(base + ["--dump-dom", url], ns=cns, timeout=180)
+
+            # As for the HTML above: the DOM against ctl status read just
+            # before and just after Chromium loads the page. Chromium takes
+            # seconds under TCG and the tunnel refresh may open or close a
+            # tunnel meanwhile (a CI run saw a DOM with a tunnel that neither
+            # the status before the screenshot nor the one after the dump
+            # had), so a page that matches neither reading is read again.
+            def dom_matches():
+                before = lab.status(name)
+                dom = sh(base + ["--dump-dom", url], ns=cns, timeout=180)
+                after = lab.status(name)
+                with open(os.path.join(d, f"{name}.dom.html"), "w") as f:
+                    f.write(dom)
+                probs = status_page_problems(dom, before)
+                if probs:
+                    probs_after = status_page_problems(dom, after)
+                    if probs_after:
+                        raise Fail(f"Chromium's DOM of {url}: " + "; ".join(probs)
+                                   + " (ctl status after the dump: " + "; ".join(probs_after) + ")")
+                return dom
+            dom = wait_until(f"Chromium's DOM of {url} showing {name}'s tunnels", 300, dom_matches, 5)
         finally:
             shutil.rmtree(profile, ignore_errors=True)
-        with open(os.path.join(d, f"{name}.dom.html"), "w") as f:
-            f.write(dom)
-        after = lab.status(name)
-        probs = status_page_problems(dom, st)
-        if probs and status_page_problems(dom, after):
-            raise Fail(f"Chromium's DOM of {url}: " + "; ".join(probs))
         notes.append(f"Chromium: screenshot {os.path.relpath(shot, ROOT)} "
                      f"({os.path.getsize(shot)} bytes); its DOM has the tunnel rows and the drawing "
                      f"({len(re.findall('<circle', dom))} circles, {len(re.findall('<line', dom))} lines)")
