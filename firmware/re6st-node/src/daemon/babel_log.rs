@@ -1,17 +1,23 @@
-//! babeld's log, kept bounded.
+//! babeld's log, kept bounded and readable.
 //!
 //! Stock babeld 1.12 with HMAC keys can get stuck repeating "send_pc: no
 //! space left to accumulate pc" / "Couldn't add HMAC" as fast as it can:
 //! tens of millions of lines (gigabytes) within minutes in our tests,
 //! enough to fill a router's flash or RAM disk. So babeld logs to a pipe
-//! and the daemon writes at most [`BURST`] lines per [`WINDOW`] seconds to
-//! the file, counts the rest, and starts the file afresh beyond
-//! [`MAX_BYTES`] (keeping the previous one as `.1`).
+//! and the daemon writes its lines to the file time-stamped (babeld's own
+//! lines have no time, and the start of a flood is what tells its cause);
+//! a line already written in the current [`WINDOW`] is counted, not
+//! written again (at its end, one line per repeated text says how often);
+//! at most [`BURST`] lines per window are written, the rest counted; and
+//! the file starts afresh beyond [`MAX_BYTES`] (keeping the previous one
+//! as `.1`).
 
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::io::Write;
 
+use re6st_proto::civil::utc;
 use tokio::io::AsyncBufReadExt;
 
 use super::run::mono;
@@ -22,6 +28,11 @@ pub const BURST: u32 = 200;
 pub const WINDOW: i64 = 60;
 /// Size beyond which the file is rotated.
 pub const MAX_BYTES: u64 = 1 << 20;
+/// Distinct texts remembered per window to count their repeats (babeld's
+/// messages are few; beyond this, lines are only rate-limited).
+const REMEMBERED: usize = 32;
+/// Longest line kept (babeld's are short; a longer one is cut).
+const MAX_LINE: usize = 400;
 
 /// What to do with lines as they come (sans-IO).
 #[derive(Debug, Default)]
@@ -29,34 +40,72 @@ pub struct Budget {
     window_start: i64,
     written: u32,
     suppressed: u64,
+    /// Texts written in this window, with how often they came again.
+    seen: Vec<(String, u64)>,
 }
 
 impl Budget {
-    /// The text to write for `line` arriving at `now`, if any (with a note
-    /// about the lines suppressed in the previous window).
-    pub fn admit(&mut self, now: i64, line: &str) -> Option<String> {
+    /// The text to write for `line` arriving at `now` (monotonic seconds;
+    /// `stamp` is the wall-clock time to show), if any: the line itself,
+    /// after the summary of the previous window when this one starts.
+    pub fn admit(&mut self, now: i64, stamp: &str, line: &str) -> Option<String> {
         let mut out = String::new();
         if now - self.window_start >= WINDOW {
-            if self.suppressed > 0 {
-                out += &format!(
-                    "re6st: {} babeld log lines suppressed (more than {BURST} in {WINDOW} s)\n",
-                    self.suppressed
-                );
-            }
+            out = self.summary(stamp);
             *self = Budget {
                 window_start: now,
                 ..Budget::default()
             };
         }
-        if self.written < BURST {
+        let line = cut(line);
+        if let Some((_, n)) = self.seen.iter_mut().find(|(l, _)| l == line) {
+            *n += 1;
+        } else if self.written < BURST {
             self.written += 1;
-            out += line;
-            out.push('\n');
+            if self.seen.len() < REMEMBERED {
+                self.seen.push((line.to_owned(), 0));
+            }
+            out += &format!("{stamp} {line}\n");
         } else {
             self.suppressed += 1;
         }
         (!out.is_empty()).then_some(out)
     }
+
+    /// What the window that ends says about the lines it did not write.
+    fn summary(&self, stamp: &str) -> String {
+        let mut out = String::new();
+        for (line, n) in self.seen.iter().filter(|(_, n)| *n > 0) {
+            out += &format!("{stamp} re6st: {n} more times in {WINDOW} s: {line}\n");
+        }
+        if self.suppressed > 0 {
+            out += &format!(
+                "{stamp} re6st: {} other babeld log lines suppressed (more than {BURST} in {WINDOW} s)\n",
+                self.suppressed
+            );
+        }
+        out
+    }
+}
+
+/// `line` cut to [`MAX_LINE`] bytes, on a character boundary.
+fn cut(line: &str) -> &str {
+    if line.len() <= MAX_LINE {
+        return line;
+    }
+    let mut end = MAX_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// Now, as the node's own log shows it (`2026-12-06 01:33:15.515`).
+fn stamp() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", utc(t.as_secs() as i64), t.subsec_millis())
 }
 
 /// Copies babeld's stderr to `path` within the budget, until babeld exits.
@@ -75,7 +124,7 @@ pub async fn pump(stderr: tokio::process::ChildStderr, path: PathBuf) {
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&raw);
-        let Some(text) = budget.admit(mono(), line.trim_end_matches('\n')) else {
+        let Some(text) = budget.admit(mono(), &stamp(), line.trim_end_matches('\n')) else {
             continue;
         };
         let size = file
@@ -110,18 +159,67 @@ mod tests {
     fn a_flood_is_cut_and_counted_then_logging_resumes() {
         let mut b = Budget::default();
         let written = (0..1000)
-            .filter(|i| b.admit(100 + i / 100, "send_pc: no space").is_some())
+            .filter(|i| b.admit(100 + i / 100, "T", &format!("line {i}")).is_some())
             .count();
         assert_eq!(written, BURST as usize);
         // The next window starts with the count of what was dropped.
-        let text = b.admit(100 + WINDOW, "Couldn't add HMAC.").unwrap();
+        let text = b.admit(100 + WINDOW, "U", "Couldn't add HMAC.").unwrap();
         assert_eq!(
             text,
             format!(
-                "re6st: 800 babeld log lines suppressed (more than {BURST} in {WINDOW} s)\nCouldn't add HMAC.\n"
+                "U re6st: 800 other babeld log lines suppressed (more than {BURST} in {WINDOW} s)\nU Couldn't add HMAC.\n"
             )
         );
         // A quiet babeld is logged in full.
-        assert!(b.admit(100 + WINDOW + 1, "ok").is_some());
+        assert!(b.admit(100 + WINDOW + 1, "V", "ok").is_some());
+    }
+
+    #[test]
+    fn a_repeated_line_is_written_once_per_window_with_its_count() {
+        let mut b = Budget::default();
+        let mut out = String::new();
+        // Two alternating lines, as babeld's HMAC flood writes them, and
+        // another line in between: each is written once, with its time.
+        for i in 0..10_000 {
+            let line = if i % 2 == 0 {
+                "add_hmac: no link-local address."
+            } else {
+                "Couldn't add HMAC."
+            };
+            out += &b.admit(100, &format!("t{i}"), line).unwrap_or_default();
+            if i == 5 {
+                out += &b
+                    .admit(100, "t5", "Interface re6stnet2 has no link-local address.")
+                    .unwrap_or_default();
+            }
+        }
+        assert_eq!(
+            out,
+            "t0 add_hmac: no link-local address.\nt1 Couldn't add HMAC.\n\
+             t5 Interface re6stnet2 has no link-local address.\n"
+        );
+        // The repeats do not use up the window's budget.
+        assert_eq!(b.written, 3);
+        let next = b.admit(100 + WINDOW, "t9", "ok").unwrap();
+        assert_eq!(
+            next,
+            "t9 re6st: 4999 more times in 60 s: add_hmac: no link-local address.\n\
+             t9 re6st: 4999 more times in 60 s: Couldn't add HMAC.\n\
+             t9 ok\n"
+        );
+        // A new window writes the line again.
+        assert_eq!(
+            b.admit(100 + WINDOW, "t10", "Couldn't add HMAC.").unwrap(),
+            "t10 Couldn't add HMAC.\n"
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_LINE);
+        let mut b = Budget::default();
+        let text = b.admit(0, "T", &long).unwrap();
+        assert!(text.len() <= MAX_LINE + 3, "{}", text.len());
+        assert!(text.starts_with("T éé"));
     }
 }
