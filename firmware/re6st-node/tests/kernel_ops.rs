@@ -3,8 +3,6 @@
 //! the route listings read what `ip` added, and the set-up guard leaves
 //! nothing behind. Needs root.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 
 use re6st_node::babel::kernel_check::kernel_routes;
@@ -13,25 +11,6 @@ use re6st_node::kernel::netlink::Netlink;
 use re6st_node::kernel::op::{PROTO_BABEL, PROTO_BOOT, PROTO_STATIC};
 use re6st_node::kernel::{Addr, NetOp, Route, Setup};
 use re6st_testkit::netns::Lab;
-
-/// Runs `f` on a thread inside namespace `short` of `lab` (sockets and
-/// taps it makes, and the commands it runs, are that namespace's).
-fn in_ns<T: Send>(lab: &Lab, short: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{}", lab.ns(short));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = File::open(&path).unwrap();
-            // SAFETY: a namespace file descriptor, for this thread only.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
 
 fn sh(script: &str) -> String {
     let out = Command::new("sh").args(["-c", script]).output().unwrap();
@@ -54,7 +33,7 @@ fn set_up_is_what_ip_would_do_and_is_all_undone() {
         "ip link add d0 type veth peer name d1; ip link set d1 up; ip link set d0 up; \
          ip addr add 198.18.7.2/24 dev d0",
     );
-    let (during, after, before) = in_ns(&lab, "k", || {
+    let (during, after, before) = lab.run_in("k", || {
         let before = sh(STATE);
         let mut s = Setup::new(0);
         let ops = [
@@ -126,7 +105,7 @@ fn babel_routes_are_listed_copied_below_babel_and_repaired() {
          ip -4 route add 198.19.9.0/24 via inet6 fe80::3 dev d0 proto 42; \
          ip -6 route add unreachable 2001:db8:42:7::/64 proto 42",
     );
-    let (listed, held, released, repaired) = in_ns(&lab, "k", || {
+    let (listed, held, released, repaired) = lab.run_in("k", || {
         let mut nl = Netlink::open().unwrap();
         let mut all = nl.routes(false, Some(PROTO_BABEL), None).unwrap();
         all.extend(nl.routes(true, Some(PROTO_BABEL), None).unwrap());
@@ -177,7 +156,7 @@ fn the_route_to_a_gateway_says_whether_it_is_on_the_link() {
         "ip link add d0 type veth peer name d1; ip link set d1 up; ip link set d0 up; ip addr add 198.18.7.2/24 dev d0; \
          ip route add default via 198.18.7.1; ip route add unreachable 198.18.250.0/24",
     );
-    in_ns(&lab, "k", || {
+    lab.run_in("k", || {
         let mut nl = Netlink::open().unwrap();
         let on_link = nl.route_to(ip("198.18.7.1")).unwrap();
         assert_eq!((on_link.via, on_link.dev.as_deref()), (None, Some("d0")));
@@ -185,4 +164,78 @@ fn the_route_to_a_gateway_says_whether_it_is_on_the_link() {
         assert_eq!(far.via, Some(ip("198.18.7.1")));
         assert!(nl.route_to(ip("198.18.250.1")).is_err());
     });
+}
+
+/// What a socket gets when sending to babel's multicast group on `dev`.
+fn send_to_babel_group(dev: &str) -> String {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         try:\n    s.sendto(b'x', ('ff02::1:6', 6696, 0, socket.if_nametoindex('{dev}'))); print('sent')\n\
+         except OSError as e: print(e.strerror)\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_muted_interface_sends_no_multicast_until_unmuted() {
+    let mut lab = Lab::new();
+    lab.add_ns("k");
+    // Two interfaces: each has its own multicast route, all alike but for
+    // the device, and only d0's goes and comes back.
+    lab.sh(
+        "k",
+        "ip link add d0 type veth peer name d1; ip link set d1 up; ip link set d0 up",
+    );
+    let (before, muted, muted_twice, route_muted, unmuted, unmuted_twice, route_back, after) = lab
+        .run_in("k", || {
+            // The kernel adds the multicast route once the link is ready.
+            let t0 = std::time::Instant::now();
+            while !sh("ip -6 route show table local dev d0").contains("multicast")
+                && t0.elapsed().as_secs() < 10
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let before = send_to_babel_group("d0");
+            let muted = handover::mute("d0", true).map_err(|e| e.to_string());
+            let muted_twice = handover::mute("d0", true).map_err(|e| e.to_string());
+            let route_muted = sh("ip -6 route show table local dev d0 type multicast");
+            let sent_muted = (send_to_babel_group("d0"), send_to_babel_group("d1"));
+            let unmuted = handover::mute("d0", false).map_err(|e| e.to_string());
+            let unmuted_twice = handover::mute("d0", false).map_err(|e| e.to_string());
+            let route_back = sh("ip -6 route show table local dev d0 type multicast");
+            let after = (send_to_babel_group("d0"), send_to_babel_group("d1"));
+            (
+                before,
+                (muted, sent_muted),
+                muted_twice,
+                route_muted,
+                unmuted,
+                unmuted_twice,
+                route_back,
+                after,
+            )
+        });
+    assert_eq!(before, "sent");
+    assert_eq!(
+        muted,
+        (
+            Ok(()),
+            ("Network is unreachable".to_owned(), "sent".to_owned())
+        )
+    );
+    assert_eq!(muted_twice, Ok(()));
+    assert_eq!(route_muted, "");
+    assert_eq!(unmuted, Ok(()));
+    assert_eq!(unmuted_twice, Ok(()));
+    // As the kernel had it.
+    assert_eq!(
+        route_back,
+        "multicast ff00::/8 proto kernel metric 256 pref medium\n"
+    );
+    assert_eq!(after, ("sent".to_owned(), "sent".to_owned()));
 }

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use re6st_node::babel::client::BabelClient;
 use re6st_node::babel::config::BabelConfig;
-use re6st_node::babel::control::{set_rxcost, Line};
+use re6st_node::babel::control::Line;
 use re6st_node::babel::monitor::{self, MonitorEvent};
 use re6st_node::babel::table::Table;
+use re6st_node::daemon::handover;
 use re6st_proto::prefix::Prefix;
 use re6st_testkit::netns::Lab;
 
@@ -115,37 +116,75 @@ fn neighbours_routes_and_draining() {
     assert!(lab
         .sh("a", "ip -6 route show 2001:db8:2::/48")
         .contains("t0"));
-    // Drain t0 on A: the link is expensive from both ends (B pays A's
-    // rxcost, A estimates the link quality with it).
-    rt.block_on(async {
+    assert!(rt.block_on(async {
         let mut c = BabelClient::connect(&a_sock, Duration::from_secs(5))
             .await
             .unwrap();
-        for r in set_rxcost("t0", 4096, &configs[0].interface_defaults()) {
-            c.request(&r).await.unwrap();
-        }
-        assert!(c.request("no-such-directive").await.is_err());
-    });
+        c.request("no-such-directive").await.is_err()
+    }));
+    // Drain t0 on A as the node does, by silencing A's babel there: the
+    // link becomes expensive from both ends (B's estimate of A's link
+    // quality falls, and its IHUs tell A), and routes leave it, while A's
+    // babeld is never reconfigured: B stays its one neighbour there (a
+    // re-created interface leaves babeld 1.12 with a second, stale entry
+    // for B pointing at the freed interface).
+    let neighbour_id = |sock: &std::path::Path| {
+        rt.block_on(table(sock))
+            .neighbours()
+            .filter(|n| n.interface == "t0")
+            .map(|n| n.address)
+            .collect::<Vec<_>>()
+    };
+    let a_neighbour = neighbour_id(&a_sock);
+    assert_eq!(a_neighbour.len(), 1, "{a_neighbour:?}");
+    lab.run_in("a", || handover::mute("t0", true)).unwrap();
+    let drain_start = Instant::now();
+    let deadline = drain_start + Duration::from_secs(30);
+    let mut seen_by_b = None;
     loop {
         let t = rt.block_on(table(&b_sock));
-        if t.neighbours()
-            .any(|n| n.interface == "t0" && n.txcost >= 4096)
+        if seen_by_b.is_none()
+            && t.neighbours()
+                .any(|n| n.interface == "t0" && n.rxcost >= 4096)
+        {
+            seen_by_b = Some(drain_start.elapsed());
+        }
+        let a = rt.block_on(table(&a_sock));
+        if seen_by_b.is_some()
+            && a.neighbours()
+                .any(|n| n.interface == "t0" && n.cost >= 4096)
         {
             break;
         }
-        assert!(Instant::now() < deadline, "B never saw the drained cost");
+        assert!(
+            Instant::now() < deadline,
+            "the silenced link never became expensive from both ends (B: {seen_by_b:?})"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
+    eprintln!(
+        "silenced: B's cost of A past 4096 after {:?}, A's own after {:?}",
+        seen_by_b.unwrap(),
+        drain_start.elapsed()
+    );
+    assert_eq!(neighbour_id(&a_sock), a_neighbour);
+    // Speaking again, the link is cheap again, still without a new
+    // neighbour entry.
+    lab.run_in("a", || handover::mute("t0", false)).unwrap();
+    let undo = Instant::now();
     loop {
-        let t = rt.block_on(table(&a_sock));
-        if t.neighbours()
-            .any(|n| n.interface == "t0" && n.cost >= 4096)
-        {
+        let a = rt.block_on(table(&a_sock));
+        if a.neighbours().any(|n| n.interface == "t0" && n.cost < 200) {
             break;
         }
-        assert!(Instant::now() < deadline, "A's own cost never went up");
+        assert!(
+            undo.elapsed() < Duration::from_secs(30),
+            "the link stayed expensive"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
+    eprintln!("unsilenced: cheap again after {:?}", undo.elapsed());
+    assert_eq!(neighbour_id(&a_sock), a_neighbour);
     // Garbage requests don't break the connection or babeld.
     rt.block_on(async {
         let mut c = BabelClient::connect(&b_sock, Duration::from_secs(5))

@@ -19,7 +19,7 @@ pub struct Tunnel {
     pub up: bool,
     /// In the adjacency: up and both ends alive.
     pub linked: bool,
-    /// The client announces a high rxcost on it (drain).
+    /// Being drained (its client's babel silent on it).
     pub drained: bool,
 }
 

@@ -693,9 +693,9 @@ impl Sim {
                     self.send(i, j, encode(code, b""));
                 }
             }
-            Action::SetRxCost { iface, rxcost } => {
+            Action::Drain { iface, drain } => {
                 if let Some(t) = self.graph.by_iface(i, &iface) {
-                    self.graph.set_drained(t, rxcost.is_some());
+                    self.graph.set_drained(t, drain);
                 }
             }
             Action::RequestBootstrap => {

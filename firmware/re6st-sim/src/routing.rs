@@ -1,7 +1,8 @@
 //! Babel, approximated: every node routes each destination along a
-//! shortest path of the tunnel graph. A drained tunnel (its client
-//! announces rxcost 4096, about 40 ordinary hops) is used only when there
-//! is no other way: paths are ranked by (drained tunnels crossed, hops),
+//! shortest path of the tunnel graph. A drained tunnel (its client's
+//! babel silent on it: its link-quality cost climbs by doubling, far
+//! above any ordinary path within seconds) is used only when there is no
+//! other way: paths are ranked by (drained tunnels crossed, hops),
 //! lexicographically. Ties go to whichever neighbour the search reaches
 //! first, as babel keeps the route it already has.
 //!

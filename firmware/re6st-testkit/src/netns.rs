@@ -109,6 +109,26 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `f` on a thread inside namespace `ns` (sockets and taps it
+    /// makes, and the commands it runs, are that namespace's).
+    pub fn run_in<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.ns(ns));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).unwrap();
+                // SAFETY: a namespace file descriptor, for this thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
     /// Runs a shell command in namespace `ns`; returns whether it succeeded.
     pub fn try_sh(&self, ns: &str, script: &str) -> bool {
         Command::new("ip")

@@ -153,6 +153,12 @@ impl BabelConfig {
             "-I".into(),
             path(&self.pidfile),
             "-s".into(),
+            // Link detection: an interface is up for babeld only while it
+            // has a carrier. A tap has one while an OpenVPN holds it, so
+            // babeld drops a closed tunnel's routes and neighbour the
+            // moment its OpenVPN goes, and an idle tap is not retried
+            // every 2 s ("Interface ... has no link-local address").
+            "-l".into(),
             "-G".into(),
             path(&self.control_socket),
         ];
@@ -201,6 +207,7 @@ mod tests {
             "install ip ::/0 eq 0 src-ip ::/0 src-eq 0 src-prefix 2001:db8::/32",
             "install pref-src 2001:db8:1::1",
             "-G\n/run/babeld.sock",
+            "-s\n-l\n",
         ] {
             assert!(a.contains(want), "{want} not in\n{a}");
         }

@@ -225,31 +225,6 @@ pub fn parse_line(line: &str) -> Result<Line, ControlError> {
     }
 }
 
-/// Hello interval (seconds) on an interface being drained.
-const DRAIN_HELLO: &str = "0.5";
-
-/// The requests that make a link expensive from both of its ends:
-/// `rxcost` is what the peer's babeld pays to reach us, and link-quality
-/// estimation makes ours pay it too (without it, our cost is only what
-/// the peer announces). babeld applies interface parameters when it
-/// (re)creates the interface, hence the flush first. The re-created
-/// interface starts its hellos from a new sequence number, which makes
-/// the peer forget the link until it hears two of them: fast hellos keep
-/// that gap short (and send our new cost sooner, with every third hello).
-pub fn set_rxcost(interface: &str, rxcost: u32, defaults: &str) -> [String; 2] {
-    let defaults = if defaults.is_empty() {
-        String::new()
-    } else {
-        format!(" {defaults}")
-    };
-    [
-        format!("flush interface {interface}"),
-        format!(
-            "interface {interface}{defaults} rxcost {rxcost} link-quality true hello-interval {DRAIN_HELLO}"
-        ),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,18 +282,6 @@ mod tests {
         ] {
             assert!(parse_line(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn rxcost_requests() {
-        assert_eq!(
-            set_rxcost("re6stnet1", 4096, "type tunnel"),
-            [
-                "flush interface re6stnet1".to_string(),
-                "interface re6stnet1 type tunnel rxcost 4096 link-quality true hello-interval 0.5"
-                    .to_string()
-            ]
-        );
     }
 
     proptest! {

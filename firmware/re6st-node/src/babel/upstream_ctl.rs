@@ -4,7 +4,7 @@
 //!
 //! Each dump request is answered from a fresh `dump` of stock babeld's
 //! text socket. Stock babeld has no per-neighbour cost multiplier (we
-//! drain tunnels through rxcost instead), so `SetCostMultiplier` requests
+//! drain tunnels by silencing babel on them instead), so `SetCostMultiplier` requests
 //! are refused by closing the connection.
 
 use std::net::{IpAddr, Ipv6Addr};

@@ -9,16 +9,15 @@
 //! challenge). The routes then came with the neighbour's next periodic
 //! full update, 4 hellos later (16 s at a 4 s hello: most of a node's
 //! join time, see docs/join-timeline.md). The same happens whenever
-//! babeld takes an interface back (`flush interface`, e.g. a server's
-//! tap after a revoked peer was dropped: every client's routes through
-//! it) or restarts: its neighbours challenge its new index. Stock babeld
+//! babeld takes an interface back (its tap lost its carrier, e.g. our
+//! servers restarted) or restarts: its neighbours challenge its new
+//! index. Stock babeld
 //! also asks for full tables, and sends its own, when an interface's IPv4
 //! address changes: once a neighbour is usable (both ends past the
 //! challenge) on a tap where a tunnel started or babeld lost its
 //! neighbours, the node changes that tap's link-local IPv4 address. The
 //! address is not used for anything else (the network carries no IPv4
-//! then). Not after a drain's re-creation of a client tap: its routes are
-//! to move away.
+//! then). Not when a drain starts: its routes are to move away.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -162,13 +161,13 @@ impl NodeCore {
         }
     }
 
-    /// A drain given up on `iface`: babeld took the tunnel back at its
-    /// defaults, which dropped its routes there. They come back with a
-    /// table exchange once the neighbour is heard again (a few seconds;
-    /// without it, at the neighbour's next full update, up to 4 hellos
-    /// later), and the copies made for the drain carry the traffic until
-    /// then: a drain fails precisely when some routes had nowhere else to
-    /// go.
+    /// A drain given up on `iface`: babel speaks there again, but the
+    /// silence cost it the routes that had nowhere else to go. They come
+    /// back with a table exchange once the neighbour is usable again (a
+    /// few seconds; without it, at the neighbour's next full update, up
+    /// to 4 hellos later), and the copies made for the drain carry the
+    /// traffic until then: a drain fails precisely when some routes had
+    /// nowhere else to go.
     /// Without table exchanges (an IPv4 payload), the copies go at once.
     pub(super) fn drain_undone(&mut self, iface: &str) {
         if self.babeld.exchanges.contains_key(iface) {

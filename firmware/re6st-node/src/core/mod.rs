@@ -95,8 +95,9 @@ pub enum Input {
     /// neighbours (see [`Effect::ExchangeTables`]); none in a network
     /// with an IPv4 payload.
     ExchangeTaps(Vec<String>),
-    /// babeld was told to forget an interface and take it back.
-    BabelReset(String),
+    /// babeld may have taken an interface back: its tap lost its carrier
+    /// for a moment (our servers restarted), and babeld runs with `-l`.
+    InterfaceTakenBack(String),
     /// A renewal check ended; the renewal was refused as no better than
     /// what we have (`retry_tomorrow`).
     RenewalDone {
@@ -224,6 +225,9 @@ pub enum Effect {
     /// Keep the routes through a tunnel being drained in the kernel
     /// (`hold`), or stop keeping them.
     HoldRoutes { iface: String, hold: bool },
+    /// Silence babel on a tunnel being drained (`mute`), or let it speak
+    /// again (see `daemon::handover`).
+    MuteBabel { iface: String, mute: bool },
 }
 
 /// Effects waiting for the shell, at most: the shell drains them after
@@ -293,7 +297,7 @@ impl NodeCore {
             Input::RoutingChanged => self.manager.on_routing_changed(),
             Input::NeighbourUsable(iface) => self.on_neighbour_usable(iface, &now),
             Input::ExchangeTaps(taps) => self.set_exchange_taps(taps),
-            Input::BabelReset(iface) => self.arm_exchange(&iface),
+            Input::InterfaceTakenBack(iface) => self.arm_exchange(&iface),
             Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),
             Input::OwnCertRevoked => self.own_cert_revoked(&now),
             Input::VersionAnnounced => self.version_announced(&now),

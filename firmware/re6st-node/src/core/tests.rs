@@ -435,7 +435,7 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         1 => Just(Input::Dumped(None)),
         1 => "re6stnet[0-3]".prop_map(Input::NeighbourUsable),
         1 => proptest::collection::vec("re6stnet[0-3]", 0..4).prop_map(Input::ExchangeTaps),
-        1 => "re6stnet[0-3]".prop_map(Input::BabelReset),
+        1 => "re6stnet[0-3]".prop_map(Input::InterfaceTakenBack),
         1 => prop_oneof![
             Just(Ok(None)),
             ".{0,8}".prop_map(Err),
@@ -807,14 +807,14 @@ fn a_tunnel_on_a_tap_babeld_does_not_know_adds_it_first() {
 }
 
 #[test]
-fn a_drained_tunnel_is_made_expensive_and_held_then_given_back_its_defaults() {
-    use crate::tunnel::manager::{Action, DRAIN_RXCOST};
+fn a_drained_tunnel_is_held_and_silenced_then_speaks_again_and_babeld_is_never_reconfigured() {
+    use crate::tunnel::manager::Action;
     let clock = Clock::new();
     let mut c = core(&clock, &[]);
     c.handle(Input::BabelDefaults("hello-interval 4".into()), clock.now());
-    c.on_action(Action::SetRxCost {
+    c.on_action(Action::Drain {
         iface: "re6stnet1".into(),
-        rxcost: Some(DRAIN_RXCOST),
+        drain: true,
     });
     let out = effects(&mut c);
     assert_eq!(logs(&out), [(2, "draining re6stnet1".into())]);
@@ -825,15 +825,17 @@ fn a_drained_tunnel_is_made_expensive_and_held_then_given_back_its_defaults() {
                 iface: "re6stnet1".into(),
                 hold: true
             },
-            Effect::TellBabel(
-                crate::babel::control::set_rxcost("re6stnet1", DRAIN_RXCOST, "hello-interval 4")
-                    .to_vec()
-            ),
+            Effect::MuteBabel {
+                iface: "re6stnet1".into(),
+                mute: true
+            },
         ]
     );
-    c.on_action(Action::SetRxCost {
+    // Its tunnel closed: the copies go and the tap speaks again; babeld
+    // is told nothing (no `flush interface`: unsafe in babeld 1.12).
+    c.on_action(Action::Drain {
         iface: "re6stnet1".into(),
-        rxcost: None,
+        drain: false,
     });
     assert_eq!(
         effects(&mut c),
@@ -842,10 +844,10 @@ fn a_drained_tunnel_is_made_expensive_and_held_then_given_back_its_defaults() {
                 iface: "re6stnet1".into(),
                 hold: false
             },
-            Effect::TellBabel(vec![
-                "flush interface re6stnet1".into(),
-                "interface re6stnet1 hello-interval 4".into()
-            ]),
+            Effect::MuteBabel {
+                iface: "re6stnet1".into(),
+                mute: false
+            },
         ]
     );
     c.on_action(Action::SendKill {
@@ -1008,7 +1010,10 @@ fn a_usable_neighbour_after_a_tunnel_start_or_a_babel_reset_makes_babeld_exchang
     // A server's tap taken back (a revoked peer dropped): its clients'
     // routes are exchanged again.
     assert_eq!(usable(&mut c, "re6stnet-tcp"), []);
-    c.handle(Input::BabelReset("re6stnet-tcp".into()), clock.now());
+    c.handle(
+        Input::InterfaceTakenBack("re6stnet-tcp".into()),
+        clock.now(),
+    );
     assert_eq!(
         usable(&mut c, "re6stnet-tcp"),
         [exchange("re6stnet-tcp", None, a)]
@@ -1030,7 +1035,7 @@ fn a_usable_neighbour_after_a_tunnel_start_or_a_babel_reset_makes_babeld_exchang
     );
     assert_eq!(usable(&mut c, "re6stnet2"), []);
     // Interfaces not named (LAN): never.
-    c.handle(Input::BabelReset("eth0".into()), clock.now());
+    c.handle(Input::InterfaceTakenBack("eth0".into()), clock.now());
     assert_eq!(usable(&mut c, "eth0"), []);
 }
 
@@ -1102,12 +1107,15 @@ fn a_drain_given_up_keeps_its_copies_until_a_table_exchange_brought_the_routes_b
             })
         })
         .expect("a drain");
-    // Given up after twice the timeout: babeld takes the tunnel back, the
+    // Given up after twice the timeout: babel speaks there again, the
     // copies stay, and the next usable neighbour there exchanges tables.
     let mut undone = Vec::new();
     for _ in 0..45 {
         undone.extend(second(&mut c));
-        if undone.iter().any(|e| matches!(e, Effect::TellBabel(_))) {
+        if undone
+            .iter()
+            .any(|e| matches!(e, Effect::MuteBabel { mute: false, .. }))
+        {
             break;
         }
     }

@@ -1,8 +1,9 @@
 //! What the tunnel manager's decisions mean for babeld and OpenVPN: a
 //! tunnel opened on a tap babeld does not know yet adds the tap to
-//! babeld; a tunnel being drained gets a high rxcost (and its routes held
-//! in the kernel), and a drained one back its default parameters; kill
-//! messages and address queries go to the peer.
+//! babeld; babel is silenced on a tunnel being drained (its routes held
+//! in the kernel) and speaks again when the drain ends; kill messages and
+//! address queries go to the peer. babeld's interfaces are never
+//! re-created (`flush interface`): see `daemon::handover` for why.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +11,6 @@ use re6st_proto::message::Code;
 use re6st_proto::prefix::Prefix;
 
 use super::{Effect, NodeCore};
-use crate::babel::control::set_rxcost;
 use crate::tunnel::manager::Action;
 
 /// The interfaces babeld was told about and its default interface
@@ -31,18 +31,6 @@ impl BabelIfaces {
 
     pub fn defaults(&self) -> &str {
         &self.defaults
-    }
-
-    /// Makes babeld forget an interface's neighbours and routes and take
-    /// it back with its default parameters. Needed whenever its tap lost
-    /// carrier (its OpenVPN stopped): the kernel then dropped the routes
-    /// through it behind babeld's back, and babeld, believing them
-    /// installed, would never put them back.
-    pub fn reset_lines(&self, iface: &str) -> Vec<String> {
-        vec![
-            format!("flush interface {iface}"),
-            format!("interface {iface} {}", self.defaults),
-        ]
     }
 }
 
@@ -105,24 +93,20 @@ impl NodeCore {
                     payload: vec![code],
                 });
             }
-            Action::SetRxCost {
-                iface,
-                rxcost: Some(cost),
-            } => {
+            Action::Drain { iface, drain: true } => {
                 self.log(2, format!("draining {iface}"));
                 self.drain_started(&iface);
                 self.effects.push_back(Effect::HoldRoutes {
                     iface: iface.clone(),
                     hold: true,
                 });
-                let lines = set_rxcost(&iface, cost, &self.babel.defaults).to_vec();
-                self.effects.push_back(Effect::TellBabel(lines));
+                self.effects
+                    .push_back(Effect::MuteBabel { iface, mute: true });
             }
-            Action::SetRxCost {
+            Action::Drain {
                 iface,
-                rxcost: None,
+                drain: false,
             } => {
-                let lines = self.babel.reset_lines(&iface);
                 if self.manager.tunnels().any(|(_, i)| i == iface) {
                     // The tunnel stays: a drain given up.
                     self.log(2, format!("{iface}: drain given up"));
@@ -130,7 +114,8 @@ impl NodeCore {
                 } else {
                     self.release_held(&iface);
                 }
-                self.effects.push_back(Effect::TellBabel(lines));
+                self.effects
+                    .push_back(Effect::MuteBabel { iface, mute: false });
             }
             Action::RequestDump => self.want_dump(),
             Action::RequestBootstrap => self.want_bootstrap(),

@@ -1,12 +1,24 @@
 //! Make-before-break for a tunnel being drained.
 //!
-//! Stock babeld applies new interface parameters only by re-creating the
-//! interface, which drops every route through it at once; where babel has
-//! no feasible alternative yet, traffic would stop until one is found. So
-//! before that, the kernel gets a less preferred copy of each of those
-//! routes (our own protocol number, a high metric): traffic keeps flowing
-//! through the still-working tunnel until babeld installs better routes,
-//! and the copies go when the tunnel closes or the drain is undone.
+//! Stock babeld 1.12 cannot change an interface's parameters at run time
+//! but by re-creating it (`flush interface`), and that is unsafe while the
+//! interface has neighbours: babeld 1.12 frees the interface and keeps the
+//! neighbours pointing at it (fixed in babeld 1.14, commit 82fbac5), which
+//! ends in babeld spinning on "add_hmac: no link-local address." or in a
+//! malloc abort. So a drain never touches babeld: the node deletes the
+//! tap's multicast route, and babeld's hellos, IHUs and updates there
+//! stop getting out (sending fails at once; data keeps flowing). The
+//! peer's link-quality estimate of us then doubles its cost with each
+//! lost hello (infinite after 12), its IHUs carry that back to our
+//! babeld, and routes move away from both ends, while the tunnel still
+//! carries traffic.
+//!
+//! Where babel has no feasible alternative yet, it drops the route; so
+//! before the drain, the kernel gets a less preferred copy of each route
+//! through the tunnel (our own protocol number, a high metric): traffic
+//! keeps flowing through the still-working tunnel until babeld installs
+//! better routes, and the copies go when the tunnel closes or after the
+//! drain is undone.
 
 use crate::kernel::netlink::Netlink;
 use crate::kernel::op::PROTO_BABEL;
@@ -59,6 +71,22 @@ pub fn release(iface: &str) {
     let Ok(mut nl) = Netlink::open() else { return };
     for r in listing(&mut nl, iface, PROTO) {
         let _ = nl.apply(&NetOp::RouteDel(r));
+    }
+}
+
+/// Silences babel on `iface` (`mute`), or lets it speak again: deletes or
+/// restores the interface's multicast route. Doing either twice is no
+/// error.
+pub fn mute(iface: &str, mute: bool) -> std::io::Result<()> {
+    let route = Route::multicast(iface);
+    let (op, done) = if mute {
+        (NetOp::RouteDel(route), libc::ESRCH)
+    } else {
+        (NetOp::RouteAdd(route), libc::EEXIST)
+    };
+    match Netlink::open()?.apply(&op) {
+        Err(e) if e.raw_os_error() == Some(done) => Ok(()),
+        r => r,
     }
 }
 

@@ -836,7 +836,7 @@ async fn run_node(
                     let max = o.max_clients.unwrap_or(node.core.config().max_clients);
                     children = spawn_servers(&node.common, max)?;
                     for iface in &server_ifaces {
-                        node.reset_babel_iface(iface);
+                        node.handle(Input::InterfaceTakenBack(iface.clone()));
                     }
                 }
                 other => node.carry_out(other, &udp).await,
@@ -1033,6 +1033,16 @@ impl Node {
             Effect::StopTunnel(prefix) => self.stop_tunnel(prefix),
             Effect::HoldRoutes { iface, hold: true } => handover::hold(&iface),
             Effect::HoldRoutes { iface, hold: false } => handover::release(&iface),
+            Effect::MuteBabel { iface, mute } => {
+                if let Err(e) = handover::mute(&iface, mute) {
+                    let what = if mute { "silence" } else { "unsilence" };
+                    log(
+                        0,
+                        self.o.verbose,
+                        format!("{iface}: cannot {what} babel: {e}"),
+                    );
+                }
+            }
             // Carried out by `run_node`, with the children it holds.
             Effect::StartBabeld
             | Effect::AnswerHook { .. }
@@ -1208,13 +1218,6 @@ impl Node {
         }
         let run = self.o.run.clone();
         let (v, failed) = (self.o.verbose, failed.clone());
-        let babel = self.babel_commands.clone();
-        let done = self.done.clone();
-        let ifaces = self.core.babel_interfaces();
-        let resets: BTreeMap<String, Vec<String>> = targets
-            .keys()
-            .map(|iface| (iface.clone(), ifaces.reset_lines(iface)))
-            .collect();
         tokio::spawn(async move {
             // The revoking version, just announced, must get through the
             // tunnel first: a node cut before it learns of its revocation
@@ -1232,16 +1235,12 @@ impl Node {
                             v,
                             format!("revoked peers: dropped {n} of {addresses:?} from {iface}"),
                         );
-                        // babeld would keep routing through the dropped
-                        // peer on this shared tap until it misses its
-                        // hellos (over 30 s seen in the revocation test
-                        // for the renewed node's routes): it forgets the
-                        // tap's neighbours and relearns the others at
-                        // their next hello. Their tunnels stay.
-                        if n > 0 {
-                            let _ = babel.send(resets[iface].clone());
-                            let _ = done.send(Done::BabelReset(iface.clone()));
-                        }
+                        // babeld keeps routing through the dropped peer
+                        // until its link-quality estimate gives up on it
+                        // (12 lost 1 s hellos; sooner as its cost doubles
+                        // with each): it cannot forget one neighbour, and
+                        // re-creating the interface is unsafe with stock
+                        // babeld 1.12 (see `handover`).
                     }
                     Err(e) => {
                         let _ = failed.send(format!("{iface}: {e}")).await;
@@ -1462,16 +1461,6 @@ impl Node {
         let _ = self.babel_commands.send(lines.to_vec());
     }
 
-    /// Makes babeld forget an interface's neighbours and routes and take it
-    /// back with its default parameters. Needed whenever its tap lost
-    /// carrier (its OpenVPN stopped): the kernel then dropped the routes
-    /// through it behind babeld's back, and babeld, believing them
-    /// installed, would never put them back.
-    fn reset_babel_iface(&mut self, iface: &str) {
-        self.tell_babel(&self.core.babel_interfaces().reset_lines(iface));
-        self.handle(Input::BabelReset(iface.to_owned()));
-    }
-
     /// The interfaces babeld was told about, for a babeld (re)started.
     fn babel_interfaces(&self) -> Vec<String> {
         self.core
@@ -1570,7 +1559,6 @@ impl Node {
     fn on_done(&mut self, done: Done) {
         match done {
             Done::Routes(view) => self.handle(Input::Dumped(view)),
-            Done::BabelReset(iface) => self.handle(Input::BabelReset(iface)),
             Done::Status(stream, view) => {
                 self.status_dumps -= 1;
                 self.write_status(stream, view);

@@ -37,8 +37,6 @@ pub enum Done {
     Renewal(RenewalOutcome),
     /// babeld's table and the kernel's routes of babeld's protocol.
     KernelRoutes(Option<(Table, KernelRoutes)>),
-    /// babeld was told to forget this interface and take it back.
-    BabelReset(String),
 }
 
 /// The kernel's routes of babeld's protocol, by (destination, source).

@@ -41,6 +41,7 @@ const RTA_TABLE: u16 = 15;
 const RTA_VIA: u16 = 18;
 
 const RTN_UNICAST: u8 = 1;
+const RTN_MULTICAST: u8 = 5;
 const RTN_UNREACHABLE: u8 = 7;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
@@ -121,6 +122,7 @@ fn route_msg(
 ) -> io::Result<()> {
     let (kind, scope) = match r.kind {
         RouteKind::Unreachable => (RTN_UNREACHABLE, RT_SCOPE_UNIVERSE),
+        RouteKind::Multicast => (RTN_MULTICAST, RT_SCOPE_UNIVERSE),
         // As `ip`: a deletion matches any scope, a route with no next
         // hop is on the link.
         RouteKind::Unicast if delete => (RTN_UNICAST, RT_SCOPE_NOWHERE),
@@ -205,6 +207,13 @@ pub fn encode(
         NetOp::AddrDel(a) => {
             m = Msg::new(RTM_DELADDR, F_ACK, seq);
             addr_msg(&mut m, a, index)?;
+        }
+        // The kernel has one multicast route per interface, all with the
+        // same destination and metric: with EXCL it would refuse a second
+        // one; without it, only one of the same device exists already.
+        NetOp::RouteAdd(r) if r.kind == RouteKind::Multicast => {
+            m = Msg::new(RTM_NEWROUTE, F_ACK | F_CREATE, seq);
+            route_msg(&mut m, r, false, index)?;
         }
         NetOp::RouteAdd(r) => {
             m = Msg::new(RTM_NEWROUTE, F_ACK | F_CREATE | F_EXCL, seq);
@@ -304,6 +313,7 @@ pub fn decode_route(p: &[u8], name: &dyn Fn(u32) -> Option<String>) -> Option<Ro
     let kind = match h[7] {
         RTN_UNICAST => RouteKind::Unicast,
         RTN_UNREACHABLE => RouteKind::Unreachable,
+        RTN_MULTICAST => RouteKind::Multicast,
         _ => return None,
     };
     let flags = u32::from_ne_bytes(h[8..12].try_into().ok()?);

@@ -7,6 +7,10 @@ use std::net::IpAddr;
 
 /// The kernel's main routing table.
 pub const MAIN_TABLE: u32 = 254;
+/// The kernel's local table (local addresses, broadcast, multicast).
+pub const LOCAL_TABLE: u32 = 255;
+/// Routes the kernel adds itself (`proto kernel`).
+pub const PROTO_KERNEL: u8 = 2;
 /// Routes added by hand (`ip route add` without `proto`).
 pub const PROTO_BOOT: u8 = 3;
 /// `proto static`.
@@ -22,11 +26,14 @@ pub struct Addr {
     pub dev: String,
 }
 
-/// A route's type: forwarding, or a black hole answering "unreachable".
+/// A route's type: forwarding, a black hole answering "unreachable", or
+/// the multicast route the kernel gives each IPv6 interface (without it,
+/// nothing can be sent to a multicast group on that interface).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteKind {
     Unicast,
     Unreachable,
+    Multicast,
 }
 
 /// A route, as added, replaced, deleted or listed.
@@ -71,6 +78,23 @@ impl Route {
             table: MAIN_TABLE,
             onlink: false,
             pref_src: None,
+        }
+    }
+
+    /// The kernel's own IPv6 multicast route of `dev` (`multicast
+    /// ff00::/8 dev DEV table local proto kernel metric 256`).
+    pub fn multicast(dev: &str) -> Route {
+        Route {
+            kind: RouteKind::Multicast,
+            dev: Some(dev.into()),
+            metric: Some(256),
+            table: LOCAL_TABLE,
+            ..Route::via(
+                IpAddr::from([0xff00, 0, 0, 0, 0, 0, 0, 0]),
+                8,
+                None,
+                PROTO_KERNEL,
+            )
         }
     }
 
@@ -127,8 +151,10 @@ fn family(ip: IpAddr) -> &'static str {
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.kind == RouteKind::Unreachable {
-            f.write_str("unreachable ")?;
+        match self.kind {
+            RouteKind::Unreachable => f.write_str("unreachable ")?,
+            RouteKind::Multicast => f.write_str("multicast ")?,
+            RouteKind::Unicast => {}
         }
         write!(f, "{}/{}", self.dst.0, self.dst.1)?;
         if let Some((ip, len)) = self.src {
@@ -254,6 +280,10 @@ mod tests {
         assert_eq!(
             NetOp::RouteAdd(Route::unreachable(ip("2001:db8::"), 48, PROTO_BOOT)).to_string(),
             "ip -6 route add unreachable 2001:db8::/48 proto 3"
+        );
+        assert_eq!(
+            NetOp::RouteDel(Route::multicast("re6stnet1")).to_string(),
+            "ip -6 route del multicast ff00::/8 dev re6stnet1 table 255 proto 2 metric 256"
         );
         assert_eq!(
             NetOp::TapAdd("re6stnet2".into()).to_string(),

@@ -7,13 +7,15 @@
 //! staying connected. Without a route to the registry the node bootstraps
 //! from its cache, then from the registry's `getBootstrapPeer`.
 //!
-//! Draining, with stock babeld: the tunnel's tap announces a high rxcost
-//! and measures link quality, so the link looks expensive from both ends
-//! and routes move away. Once nothing of ours goes through it, we ask the
-//! peer to close (code 2). The peer answers (code 3) once its own routes
-//! through us moved away too (its side is a tap shared by all the clients
-//! of one server, so it cannot raise the cost itself: it waits for the
-//! cost we announce), and we close on that answer or after a timeout.
+//! Draining, with stock babeld: our babeld stops sending on the tunnel's
+//! tap (its hellos stop getting through; the data still flows), so the
+//! peer's link-quality estimate of us falls, its IHUs tell our babeld the
+//! same, and routes move away from both ends. Once nothing of ours goes
+//! through it, we ask the peer to close (code 2). The peer answers (code
+//! 3) once its own routes through us moved away too (its side is a tap
+//! shared by all the clients of one server, so it cannot silence itself:
+//! it waits for our silence to show), and we close on that answer or
+//! after a timeout.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -21,9 +23,6 @@ use re6st_proto::address::{parse_list, Address, Proto};
 use re6st_proto::prefix::Prefix;
 
 use crate::state::peers::PeerCache;
-
-/// rxcost announced on a tunnel being drained.
-pub const DRAIN_RXCOST: u32 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -110,8 +109,9 @@ pub enum Action {
     QueryAddress(Prefix),
     /// Send a tunnel kill request (2) or response (3).
     SendKill { prefix: Prefix, code: u8 },
-    /// Change the rxcost babeld announces on a tunnel interface.
-    SetRxCost { iface: String, rxcost: Option<u32> },
+    /// Start draining a tunnel's interface (`drain`), or stop: the drain
+    /// was given up, or the tunnel closed and its tap is free again.
+    Drain { iface: String, drain: bool },
     /// Call `getBootstrapPeer` and report with [`Manager::on_bootstrap`].
     RequestBootstrap,
     /// Dump babeld and report with [`Manager::on_routes`].
@@ -135,7 +135,7 @@ struct Connection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KillState {
-    /// rxcost raised; waiting for routes to move away.
+    /// babel silenced on it; waiting for routes to move away.
     Draining,
     /// Kill request sent; waiting for the peer's answer.
     Requested,
@@ -621,10 +621,7 @@ impl Manager {
         }
         if let Some(victim) = candidates.into_iter().min_by_key(|p| self.score(p)) {
             let iface = self.connections[&victim].iface.clone();
-            self.actions.push_back(Action::SetRxCost {
-                iface,
-                rxcost: Some(DRAIN_RXCOST),
-            });
+            self.actions.push_back(Action::Drain { iface, drain: true });
             self.killing.insert(
                 victim,
                 Killer {
@@ -650,16 +647,15 @@ impl Manager {
                 self.killing.remove(&p);
                 match k.state {
                     KillState::Requested => self.replace(now, p),
-                    KillState::Draining => self.actions.push_back(Action::SetRxCost {
+                    KillState::Draining => self.actions.push_back(Action::Drain {
                         iface,
-                        rxcost: None,
+                        drain: false,
                     }),
                 }
                 continue;
             }
-            // The peer must be back in the view on this tunnel (the drain
-            // restarted the interface in babeld): an empty view right after
-            // the restart says nothing about where routes will settle.
+            // The peer must still be in the view on this tunnel: a view
+            // without it says nothing about where routes will settle.
             let drained = self.last_view.links.get(&(iface.clone(), p)) == Some(&0)
                 && self
                     .last_view
@@ -753,12 +749,12 @@ impl Manager {
                 prefix,
                 iface: c.iface.clone(),
             });
-            // Then babeld forgets the interface's neighbours and routes at
-            // once (instead of after their hello timeout: the tap stays up
-            // for reuse) and takes its default parameters back.
-            self.actions.push_back(Action::SetRxCost {
+            // The tap, free for another tunnel, speaks babel again (babeld
+            // itself drops the routes through it once its OpenVPN is gone
+            // and the tap loses its carrier: it runs with `-l`).
+            self.actions.push_back(Action::Drain {
                 iface: c.iface.clone(),
-                rxcost: None,
+                drain: false,
             });
             self.free_ifaces.push(c.iface);
         }
@@ -1190,10 +1186,10 @@ mod tests {
                     prefix: p(2),
                     iface: "re6stnet2".into()
                 },
-                // babeld forgets the interface's routes at once.
-                Action::SetRxCost {
+                // The tap speaks babel again.
+                Action::Drain {
                     iface: "re6stnet2".into(),
-                    rxcost: None
+                    drain: false
                 }
             ]
         );
@@ -1215,9 +1211,9 @@ mod tests {
         m.on_routes(60, view.clone());
         let a = drain(&mut m);
         assert!(
-            a.contains(&Action::SetRxCost {
+            a.contains(&Action::Drain {
                 iface: "re6stnet2".into(),
-                rxcost: Some(DRAIN_RXCOST)
+                drain: true
             }),
             "{a:?}"
         );
@@ -1250,9 +1246,9 @@ mod tests {
             prefix: p(2),
             iface: "re6stnet2".into()
         }));
-        assert!(a.contains(&Action::SetRxCost {
+        assert!(a.contains(&Action::Drain {
             iface: "re6stnet2".into(),
-            rxcost: None
+            drain: false
         }));
         // The freed slot does not go back to 2 at once; a refresh later it may.
         let view = RoutingView {
@@ -1648,9 +1644,9 @@ mod tests {
         m.on_routes(60, view.clone());
         let a = drain(&mut m);
         assert!(
-            a.contains(&Action::SetRxCost {
+            a.contains(&Action::Drain {
                 iface: "re6stnet1".into(),
-                rxcost: Some(DRAIN_RXCOST)
+                drain: true
             }),
             "{a:?}"
         );
@@ -1795,7 +1791,7 @@ mod tests {
             })
             .collect();
         let mut edges: BTreeSet<(u32, u32)> = BTreeSet::new();
-        // Tunnels (as edges) with a raised rxcost: expensive from both ends.
+        // Tunnels (as edges) being drained: expensive from both ends.
         let mut drained: BTreeSet<(u32, u32)> = BTreeSet::new();
         let mut history = Vec::new();
         for step in 0..200i64 {
@@ -1882,14 +1878,14 @@ mod tests {
                         Action::RequestBootstrap => {
                             nodes[i as usize].on_bootstrap(Some((p(0), addr(0))))
                         }
-                        Action::SetRxCost { iface, rxcost } => {
+                        Action::Drain { iface, drain } => {
                             let peer = nodes[i as usize]
                                 .tunnels()
                                 .find(|(_, f)| *f == iface)
                                 .map(|(q, _)| q.value() as u32);
                             if let Some(j) = peer {
                                 let edge = (i.min(j), i.max(j));
-                                if rxcost.is_some() {
+                                if drain {
                                     drained.insert(edge);
                                 } else {
                                     drained.remove(&edge);
