@@ -794,6 +794,7 @@ impl Manager {
             iface: iface.clone(),
             address: first,
         });
+        self.refresh_after_open();
         self.connections.insert(
             prefix,
             Connection {
@@ -985,6 +986,15 @@ impl Manager {
         self.cache.seen(prefix, self.clock);
     }
 
+    /// A tunnel attempt starts: the next refresh is a whole `tunnel_refresh`
+    /// away, as upstream's `resetTunnelRefresh`. A refresh drains the
+    /// tunnel with the fewest routes, and one that just opened has none
+    /// yet: with a fixed period, 50 of 167 drains in three runs of the
+    /// rewiring test took a tunnel younger than 5 s.
+    fn refresh_after_open(&mut self) {
+        self.next_refresh = self.clock + self.cfg.tunnel_refresh;
+    }
+
     /// Our OpenVPN client to `prefix` exited: retry the next address, or
     /// give up on the peer for this session.
     pub fn on_tunnel_exit(&mut self, prefix: Prefix) {
@@ -1000,6 +1010,7 @@ impl Manager {
                     address: c.addresses[i + 1].clone(),
                 };
                 self.actions.push_back(action);
+                self.refresh_after_open();
             }
             _ => {
                 self.close(prefix);
@@ -1201,6 +1212,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tunnel_attempt_puts_the_next_refresh_a_whole_period_away() {
+        let mut m = with_tunnels_to_1_and_2(cfg(9, 2), PeerCache::new(10));
+        let mut view = RoutingView::default();
+        view.routes_per_iface.insert("re6stnet1".into(), 5);
+        view.routes_per_iface.insert("re6stnet2".into(), 3);
+        // At 50, 2's tunnel ends and 3's takes its tap: it has no route
+        // yet when the refresh of 60 would have come.
+        m.on_routes(50, view.clone());
+        m.on_tunnel_exit(p(2));
+        m.make_tunnel(p(3), &addr(3));
+        m.on_tunnel_up(p(3), 13);
+        drain(&mut m);
+        view.routes_per_iface.insert("re6stnet2".into(), 0);
+        for t in [60, 70, 100] {
+            m.on_routes(t, view.clone());
+            let a = drain(&mut m);
+            assert!(
+                !a.iter()
+                    .any(|a| matches!(a, Action::Drain { drain: true, .. })),
+                "{t}: {a:?}"
+            );
+        }
+        // A whole period after the attempt, a refresh again.
+        m.on_routes(110, view.clone());
+        assert!(drain(&mut m).contains(&Action::Drain {
+            iface: "re6stnet2".into(),
+            drain: true
+        }));
+    }
+
+    #[test]
     fn refresh_drains_the_least_useful_tunnel_never_a_neighbour() {
         let mut c = cfg(9, 2);
         c.neighbours = [p(1)].into();
@@ -1217,8 +1259,8 @@ mod tests {
             }),
             "{a:?}"
         );
-        // Right after the drain restarted the interface, babel knows
-        // nothing through it yet: too early to ask the peer.
+        // Without the peer in the view on that tunnel, nothing says where
+        // routes will settle: too early to ask the peer.
         view.routes_per_iface.insert("re6stnet2".into(), 0);
         m.on_routes(61, view.clone());
         assert!(!drain(&mut m)
@@ -1637,11 +1679,12 @@ mod tests {
         m.on_routes(6, view.clone());
         assert!(opens(&drain(&mut m), p(4)));
         m.on_tunnel_up(p(4), 4);
-        // The next refresh brings the count back, never at 4's expense.
+        // The next refresh (a period after 4's tunnel opened) brings the
+        // count back, never at 4's expense.
         view.routes_per_iface.insert("re6stnet3".into(), 0);
         view.routes_per_iface.insert("re6stnet1".into(), 3);
         view.routes_per_iface.insert("re6stnet2".into(), 5);
-        m.on_routes(60, view.clone());
+        m.on_routes(66, view.clone());
         let a = drain(&mut m);
         assert!(
             a.contains(&Action::Drain {
