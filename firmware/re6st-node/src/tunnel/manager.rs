@@ -1,8 +1,8 @@
 //! The tunnel manager's decisions (sans-IO).
 //!
-//! Every refresh (`tunnel_refresh` seconds) the least useful client tunnel
-//! (fewest nodes routed through it, never a `--neighbour`) is drained and
-//! closed, and new tunnels go to random *distant* peers (known through
+//! At every refresh (`tunnel_refresh` seconds after the last tunnel
+//! attempt, as upstream) the least useful client tunnel (fewest nodes
+//! routed through it, never a `--neighbour`) is drained and closed, and new tunnels go to random *distant* peers (known through
 //! babel but not direct neighbours), so the graph keeps changing while
 //! staying connected. Without a route to the registry the node bootstraps
 //! from its cache, then from the registry's `getBootstrapPeer`.
