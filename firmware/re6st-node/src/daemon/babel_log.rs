@@ -13,13 +13,12 @@
 //! as `.1`).
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::io::Write;
 
-use re6st_proto::civil::utc;
 use tokio::io::AsyncBufReadExt;
 
+use super::log::stamp;
 use super::run::mono;
 
 /// Lines written per window; the rest are counted.
@@ -45,29 +44,46 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The text to write for `line` arriving at `now` (monotonic seconds;
-    /// `stamp` is the wall-clock time to show), if any: the line itself,
-    /// after the summary of the previous window when this one starts.
-    pub fn admit(&mut self, now: i64, stamp: &str, line: &str) -> Option<String> {
-        let mut out = String::new();
-        if now - self.window_start >= WINDOW {
-            out = self.summary(stamp);
-            *self = Budget {
-                window_start: now,
-                ..Budget::default()
-            };
-        }
+    /// The text to write for `line` arriving at `now` (monotonic seconds),
+    /// if any: the line itself, after the summary of the previous window
+    /// when this one starts, time-stamped by `stamp` (asked only when
+    /// something is written: not for each line of a flood).
+    pub fn admit(
+        &mut self,
+        now: i64,
+        stamp: impl FnOnce() -> String,
+        line: &str,
+    ) -> Option<String> {
+        let ended = (now - self.window_start >= WINDOW).then(|| {
+            std::mem::replace(
+                self,
+                Budget {
+                    window_start: now,
+                    ..Budget::default()
+                },
+            )
+        });
         let line = cut(line);
-        if let Some((_, n)) = self.seen.iter_mut().find(|(l, _)| l == line) {
+        let write = if let Some((_, n)) = self.seen.iter_mut().find(|(l, _)| l == line) {
             *n += 1;
+            false
         } else if self.written < BURST {
             self.written += 1;
             if self.seen.len() < REMEMBERED {
                 self.seen.push((line.to_owned(), 0));
             }
-            out += &format!("{stamp} {line}\n");
+            true
         } else {
             self.suppressed += 1;
+            false
+        };
+        if !write && ended.is_none() {
+            return None;
+        }
+        let stamp = stamp();
+        let mut out = ended.map_or_else(String::new, |b| b.summary(&stamp));
+        if write {
+            out += &format!("{stamp} {line}\n");
         }
         (!out.is_empty()).then_some(out)
     }
@@ -100,14 +116,6 @@ fn cut(line: &str) -> &str {
     &line[..end]
 }
 
-/// Now, as the node's own log shows it (`2026-12-06 01:33:15.515`).
-fn stamp() -> String {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("{}.{:03}", utc(t.as_secs() as i64), t.subsec_millis())
-}
-
 /// Copies babeld's stderr to `path` within the budget, until babeld exits.
 /// (Plain blocking writes: at most [`BURST`] short lines a minute.)
 pub async fn pump(stderr: tokio::process::ChildStderr, path: PathBuf) {
@@ -124,7 +132,7 @@ pub async fn pump(stderr: tokio::process::ChildStderr, path: PathBuf) {
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&raw);
-        let Some(text) = budget.admit(mono(), &stamp(), line.trim_end_matches('\n')) else {
+        let Some(text) = budget.admit(mono(), stamp, line.trim_end_matches('\n')) else {
             continue;
         };
         let size = file
@@ -159,11 +167,16 @@ mod tests {
     fn a_flood_is_cut_and_counted_then_logging_resumes() {
         let mut b = Budget::default();
         let written = (0..1000)
-            .filter(|i| b.admit(100 + i / 100, "T", &format!("line {i}")).is_some())
+            .filter(|i| {
+                b.admit(100 + i / 100, || "T".into(), &format!("line {i}"))
+                    .is_some()
+            })
             .count();
         assert_eq!(written, BURST as usize);
         // The next window starts with the count of what was dropped.
-        let text = b.admit(100 + WINDOW, "U", "Couldn't add HMAC.").unwrap();
+        let text = b
+            .admit(100 + WINDOW, || "U".into(), "Couldn't add HMAC.")
+            .unwrap();
         assert_eq!(
             text,
             format!(
@@ -171,7 +184,7 @@ mod tests {
             )
         );
         // A quiet babeld is logged in full.
-        assert!(b.admit(100 + WINDOW + 1, "V", "ok").is_some());
+        assert!(b.admit(100 + WINDOW + 1, || "V".into(), "ok").is_some());
     }
 
     #[test]
@@ -186,10 +199,14 @@ mod tests {
             } else {
                 "Couldn't add HMAC."
             };
-            out += &b.admit(100, &format!("t{i}"), line).unwrap_or_default();
+            out += &b.admit(100, || format!("t{i}"), line).unwrap_or_default();
             if i == 5 {
                 out += &b
-                    .admit(100, "t5", "Interface re6stnet2 has no link-local address.")
+                    .admit(
+                        100,
+                        || "t5".into(),
+                        "Interface re6stnet2 has no link-local address.",
+                    )
                     .unwrap_or_default();
             }
         }
@@ -198,18 +215,27 @@ mod tests {
             "t0 add_hmac: no link-local address.\nt1 Couldn't add HMAC.\n\
              t5 Interface re6stnet2 has no link-local address.\n"
         );
-        // The repeats do not use up the window's budget.
+        // The repeats do not use up the window's budget, nor ask the time.
         assert_eq!(b.written, 3);
-        let next = b.admit(100 + WINDOW, "t9", "ok").unwrap();
+        assert_eq!(
+            b.admit(
+                100,
+                || unreachable!("the time of a repeat"),
+                "Couldn't add HMAC."
+            ),
+            None
+        );
+        let next = b.admit(100 + WINDOW, || "t9".into(), "ok").unwrap();
         assert_eq!(
             next,
             "t9 re6st: 4999 more times in 60 s: add_hmac: no link-local address.\n\
-             t9 re6st: 4999 more times in 60 s: Couldn't add HMAC.\n\
+             t9 re6st: 5000 more times in 60 s: Couldn't add HMAC.\n\
              t9 ok\n"
         );
         // A new window writes the line again.
         assert_eq!(
-            b.admit(100 + WINDOW, "t10", "Couldn't add HMAC.").unwrap(),
+            b.admit(100 + WINDOW, || "t10".into(), "Couldn't add HMAC.")
+                .unwrap(),
             "t10 Couldn't add HMAC.\n"
         );
     }
@@ -218,7 +244,7 @@ mod tests {
     fn a_long_line_is_cut_on_a_character_boundary() {
         let long = "é".repeat(MAX_LINE);
         let mut b = Budget::default();
-        let text = b.admit(0, "T", &long).unwrap();
+        let text = b.admit(0, || "T".into(), &long).unwrap();
         assert!(text.len() <= MAX_LINE + 3, "{}", text.len());
         assert!(text.starts_with("T éé"));
     }

@@ -29,6 +29,14 @@ fn level_of(level: u8) -> Level {
     }
 }
 
+/// Now, as the node's log lines show it (`2026-12-06 01:33:15.515`).
+pub fn stamp() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", utc(t.as_secs() as i64), t.subsec_millis())
+}
+
 /// `2026-12-06 01:33:15.515 re6stnet: MESSAGE`, as the node always wrote.
 struct Stamped;
 
@@ -43,15 +51,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        write!(
-            writer,
-            "{}.{:03} re6stnet: ",
-            utc(t.as_secs() as i64),
-            t.subsec_millis()
-        )?;
+        write!(writer, "{} re6stnet: ", stamp())?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
