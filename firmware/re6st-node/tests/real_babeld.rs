@@ -128,15 +128,15 @@ fn neighbours_routes_and_draining() {
     // babeld is never reconfigured: B stays its one neighbour there (a
     // re-created interface leaves babeld 1.12 with a second, stale entry
     // for B pointing at the freed interface).
-    let neighbour_id = |sock: &std::path::Path| {
+    let neighbours_on_t0 = |sock: &std::path::Path| {
         rt.block_on(table(sock))
             .neighbours()
             .filter(|n| n.interface == "t0")
             .map(|n| n.address)
             .collect::<Vec<_>>()
     };
-    let a_neighbour = neighbour_id(&a_sock);
-    assert_eq!(a_neighbour.len(), 1, "{a_neighbour:?}");
+    let a_neighbours = neighbours_on_t0(&a_sock);
+    assert_eq!(a_neighbours.len(), 1, "{a_neighbours:?}");
     lab.run_in("a", || handover::mute("t0", true)).unwrap();
     let drain_start = Instant::now();
     let deadline = drain_start + Duration::from_secs(30);
@@ -167,7 +167,7 @@ fn neighbours_routes_and_draining() {
         seen_by_b.unwrap(),
         drain_start.elapsed()
     );
-    assert_eq!(neighbour_id(&a_sock), a_neighbour);
+    assert_eq!(neighbours_on_t0(&a_sock), a_neighbours);
     // Speaking again, the link is cheap again, still without a new
     // neighbour entry.
     lab.run_in("a", || handover::mute("t0", false)).unwrap();
@@ -184,7 +184,7 @@ fn neighbours_routes_and_draining() {
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("unsilenced: cheap again after {:?}", undo.elapsed());
-    assert_eq!(neighbour_id(&a_sock), a_neighbour);
+    assert_eq!(neighbours_on_t0(&a_sock), a_neighbours);
     // Garbage requests don't break the connection or babeld.
     rt.block_on(async {
         let mut c = BabelClient::connect(&b_sock, Duration::from_secs(5))

@@ -956,7 +956,8 @@ fn a_dump_that_fails_right_after_babeld_starts_is_tried_again_at_once() {
 }
 
 #[test]
-fn a_usable_neighbour_after_a_tunnel_start_or_a_babel_reset_makes_babeld_exchange_tables() {
+fn a_usable_neighbour_after_a_tunnel_start_or_an_interface_taken_back_makes_babeld_exchange_tables()
+{
     let clock = Clock::new();
     let mut c = core(&clock, &[]);
     acts(&mut c);
@@ -1007,7 +1008,7 @@ fn a_usable_neighbour_after_a_tunnel_start_or_a_babel_reset_makes_babeld_exchang
         usable(&mut c, "re6stnet1"),
         [exchange("re6stnet1", Some(a), b)]
     );
-    // A server's tap taken back (a revoked peer dropped): its clients'
+    // A server's tap taken back (our servers restarted): its clients'
     // routes are exchanged again.
     assert_eq!(usable(&mut c, "re6stnet-tcp"), []);
     c.handle(

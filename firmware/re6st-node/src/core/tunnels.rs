@@ -28,10 +28,6 @@ impl BabelIfaces {
     pub fn known(&self) -> &BTreeSet<String> {
         &self.known
     }
-
-    pub fn defaults(&self) -> &str {
-        &self.defaults
-    }
 }
 
 impl NodeCore {
