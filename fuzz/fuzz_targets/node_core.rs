@@ -24,14 +24,14 @@ use openssl::rsa::Rsa;
 use re6st_node::babel::control::parse_line;
 use re6st_node::babel::monitor::is_link_change;
 use re6st_node::babel::table::Table;
-use re6st_node::core::hooks::MAX_SERVED_SERIALS;
-use re6st_node::core::{Input, NodeCore, Now};
-use re6st_node::daemon::peer_link::{PeerEvent, PeerLink};
 use re6st_node::daemon::tasks::ViewSource;
 use re6st_node::openvpn::hook::Event;
 use re6st_node::openvpn::management::MAX_CONNECTIONS;
-use re6st_node::state::peers::PeerCache;
-use re6st_node::tunnel::manager::{Config, CountryRule, Manager};
+use re6st_node_core::node::hooks::MAX_SERVED_SERIALS;
+use re6st_node_core::node::{Input, NodeCore, Now};
+use re6st_node_core::peer_cache::PeerCache;
+use re6st_node_core::peer_link::{PeerEvent, PeerLink};
+use re6st_node_core::tunnel::{Config, CountryRule, Manager};
 use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::{Identity, PeerTable};
 use re6st_proto::prefix::Prefix;
@@ -98,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
         version: vec![1, 2, 3],
         info: "fuzz".into(),
         pending: Default::default(),
+        random: |b| b.fill(1),
     };
     let views = ViewSource {
         socket: "/nonexistent".into(),
@@ -179,7 +180,7 @@ fuzz_target!(|data: &[u8]| {
                     continue;
                 };
                 let from = node_address(u16::from_be_bytes(*sender));
-                let (_, event) = link.receive(from, datagram, now.wall);
+                let (_, event) = link.receive(from, datagram, now.wall as u64 * 1_000_000);
                 match event {
                     Some(PeerEvent::Address(p, a)) => Some(Input::PeerAddress(p, a)),
                     Some(PeerEvent::Kill(p, code)) => Some(Input::KillMessage(p, code)),

@@ -7,8 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 use re6st_node::openvpn::hook::{from_env, Event};
 use re6st_node::state::netconfig;
-use re6st_node::state::peers::PeerCache;
 use re6st_node::status::{render, NodeStatus};
+use re6st_node_core::peer_cache::PeerCache;
 
 const CAPACITY: usize = 200;
 

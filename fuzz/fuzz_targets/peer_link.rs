@@ -8,7 +8,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use re6st_node::daemon::peer_link::PeerLink;
+use re6st_node_core::peer_link::PeerLink;
 use re6st_proto::peer::{Identity, PeerTable};
 use re6st_testkit::{NodeId, Pki};
 
@@ -34,10 +34,11 @@ fuzz_target!(|data: &[u8]| {
         version: vec![1, 2, 3],
         info: "fuzz".into(),
         pending: Default::default(),
+        random: |b| b.fill(1),
     };
     let n = u16::from_be_bytes(*sender);
     let from = SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 1).into(), 326);
-    let (out, _event) = link.receive(from, datagram, 1_700_000_000);
+    let (out, _event) = link.receive(from, datagram, 1_700_000_000_000_000);
     for (to, reply) in out {
         assert_eq!(to, from);
         assert!(reply.len() <= 4096, "{} bytes", reply.len());

@@ -1,9 +1,9 @@
-//! The re6stnet node: stock babeld control, OpenVPN tunnels, state files,
-//! the sans-IO tunnel manager, the daemon's event loop, and the LAN side
-//! (router advertisements).
+//! The re6stnet node's shell: stock babeld control, OpenVPN tunnels,
+//! kernel operations, state files, the daemon's event loop, and the LAN
+//! side (router advertisements). Its decisions are in package
+//! `re6st-node-core` (sans-IO), which this shell feeds and obeys.
 
 pub mod babel;
-pub mod core;
 pub mod daemon;
 pub mod kernel;
 pub mod lan;
@@ -11,5 +11,4 @@ pub mod nat;
 pub mod openvpn;
 pub mod state;
 pub mod status;
-pub mod tunnel;
 pub mod underlay;

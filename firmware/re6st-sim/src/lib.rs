@@ -1,5 +1,5 @@
 //! re6st-sim: thousands of re6st nodes, each running the node's real
-//! sans-IO tunnel manager ([`re6st_node::tunnel::manager::Manager`]), over
+//! sans-IO tunnel manager ([`re6st_node_core::tunnel::Manager`]), over
 //! a modelled routing layer and in simulated time. It measures what the
 //! rewiring of re6st gives at scale: diameter, stretch, connectivity
 //! under loss, recovery, control traffic. See docs/simulator.md for what

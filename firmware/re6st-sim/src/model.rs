@@ -10,8 +10,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 
-use re6st_node::state::peers::{PeerCache, DEFAULT_CAPACITY};
-use re6st_node::tunnel::manager::{Action, Config, Manager, ROUTES_MAX_AGE};
+use re6st_node_core::peer_cache::{PeerCache, DEFAULT_CAPACITY};
+use re6st_node_core::tunnel::{Action, Config, Manager, ROUTES_MAX_AGE};
 use re6st_proto::message::{Code, Message};
 use re6st_proto::prefix::Prefix;
 use serde::Serialize;

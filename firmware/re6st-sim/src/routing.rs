@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use re6st_node::tunnel::manager::RoutingView;
+use re6st_node_core::tunnel::RoutingView;
 use re6st_proto::prefix::Prefix;
 
 use crate::graph::{Graph, Link};

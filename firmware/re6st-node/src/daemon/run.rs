@@ -27,16 +27,12 @@ use tokio::sync::mpsc;
 use super::handover;
 use super::log::{error, log};
 use super::options::Options;
-use super::peer_link::{bind_address, PeerEvent, PeerLink};
 use super::renewal;
 use super::tasks::{self, send_babel_commands, Done, Renewed, ViewSource};
 use crate::babel::config::BabelConfig;
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::monitor::MonitorEvent;
 use crate::babel::table::Table;
-use crate::core::peers::version_message;
-use crate::core::servers::Renewed as CoreRenewed;
-use crate::core::{Effect, Input, NodeCore, Now};
 use crate::kernel::netlink::Netlink;
 use crate::kernel::op::{PROTO_BOOT, PROTO_STATIC};
 use crate::kernel::{self, Addr, KernelError, NetOp, Route, Setup};
@@ -45,17 +41,31 @@ use crate::nat::upnp::Upnp;
 use crate::openvpn::args::{client, server, Common};
 use crate::openvpn::hook::Event;
 use crate::openvpn::management;
-use crate::state::{netconfig as netconfig_cache, peers::PeerCache, peers::DEFAULT_CAPACITY};
-use crate::tunnel::manager::{Config, CountryRule, Manager, RoutingView};
+use crate::state::{netconfig as netconfig_cache, peers as peers_file, peers::DEFAULT_CAPACITY};
 use crate::underlay::RemoteGateways;
+use re6st_node_core::node::peers::version_message;
+use re6st_node_core::node::servers::Renewed as CoreRenewed;
+use re6st_node_core::node::{Effect, Input, NodeCore, Now};
+use re6st_node_core::peer_link::{bind_address, PeerEvent, PeerLink};
+use re6st_node_core::tunnel::{Config, CountryRule, Manager, RoutingView};
 
 /// Wall-clock seconds: for what is about dates (certificates, renewal,
 /// the peer protocol's certificate checks).
 pub(crate) fn now() -> i64 {
+    (now_us() / 1_000_000) as i64
+}
+
+/// The wall clock in microseconds (the peer link's session secrets).
+fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// Random bytes for the peer link's session secrets.
+fn random_bytes(b: &mut [u8]) {
+    let _ = openssl::rand::rand_bytes(b);
 }
 
 /// Seconds for intervals and timeouts (the tunnel manager, announcements,
@@ -424,11 +434,12 @@ async fn run(o: Options) -> Result<(), NodeError> {
                         version: config.version.clone(),
                         info: format!("re6st-rs {}", env!("CARGO_PKG_VERSION")),
                         pending: Default::default(),
+                        random: random_bytes,
                     },
                     core: NodeCore::new(
                         {
                             let cache_path = o.state.join("peers.bin");
-                            let (mut cache, err) = PeerCache::load(&cache_path, DEFAULT_CAPACITY);
+                            let (mut cache, err) = peers_file::load(&cache_path, DEFAULT_CAPACITY);
                             if let Some(e) = err {
                                 log(1, v, e);
                             }
@@ -1067,12 +1078,9 @@ impl Node {
     /// Saves the peer cache (atomically: a failed write leaves the
     /// previous file); the core says what of it to log.
     fn save_cache(&mut self) {
-        let saved = self
-            .core
-            .manager()
-            .cache()
-            .save(&self.o.state.join("peers.bin"))
-            .map_err(|e| e.to_string());
+        let saved = self.core.manager().cache();
+        let saved =
+            peers_file::save(saved, &self.o.state.join("peers.bin")).map_err(|e| e.to_string());
         self.handle(Input::CacheSaved(saved));
     }
 
@@ -1329,7 +1337,7 @@ impl Node {
     }
 
     async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
-        for (to, d) in self.link.send(prefix, payload, now()) {
+        for (to, d) in self.link.send(prefix, payload, now_us()) {
             let _ = udp.send_to(&d, to).await;
         }
     }
@@ -1372,7 +1380,7 @@ impl Node {
             }
             return;
         }
-        let (out, event) = self.link.receive(from, datagram, now());
+        let (out, event) = self.link.receive(from, datagram, now_us());
         for (to, d) in out {
             let _ = udp.send_to(&d, to).await;
         }

@@ -24,7 +24,7 @@ use crate::babel::table::Table;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::op::PROTO_BABEL;
 use crate::kernel::{self, NetOp};
-use crate::tunnel::manager::RoutingView;
+use re6st_node_core::tunnel::RoutingView;
 
 /// What a task did, for the event loop.
 pub enum Done {

@@ -316,60 +316,7 @@ pub fn same_address(real: &str, address: &str) -> bool {
         .is_some_and(|head| head.is_empty() || head.ends_with([']', ':']))
 }
 
-/// Connections on our servers, as the connect and disconnect hooks report
-/// them: the certificate each one uses, so that a revoked certificate's
-/// connections are dropped and not a new one of the same node (renewed,
-/// same name) that came in meanwhile.
-#[derive(Debug, Default)]
-pub struct Connections {
-    /// (server interface, `ip:port`) to serial.
-    serials: std::collections::BTreeMap<(String, String), u64>,
-}
-
-/// Connections remembered at most (the servers take `max_clients` each).
-pub const MAX_CONNECTIONS: usize = 4096;
-
-impl Connections {
-    pub fn connected(&mut self, iface: &str, ip: &str, port: u16, serial: u64) {
-        let key = (iface.to_owned(), format!("{ip}:{port}"));
-        if self.serials.len() < MAX_CONNECTIONS || self.serials.contains_key(&key) {
-            self.serials.insert(key, serial);
-        }
-    }
-
-    pub fn disconnected(&mut self, iface: &str, ip: &str, port: u16) {
-        self.serials
-            .remove(&(iface.to_owned(), format!("{ip}:{port}")));
-    }
-
-    /// Connections remembered (at most [`MAX_CONNECTIONS`]).
-    pub fn len(&self) -> usize {
-        self.serials.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.serials.is_empty()
-    }
-
-    /// The servers restarted: nobody is connected.
-    pub fn clear(&mut self) {
-        self.serials.clear();
-    }
-
-    /// The connections using one of `serials`, by server interface.
-    pub fn using(
-        &self,
-        serials: &std::collections::BTreeSet<u64>,
-    ) -> std::collections::BTreeMap<String, Vec<String>> {
-        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for ((iface, address), serial) in &self.serials {
-            if serials.contains(serial) {
-                out.entry(iface.clone()).or_default().push(address.clone());
-            }
-        }
-        out
-    }
-}
+pub use re6st_node_core::connections::{Connections, MAX_CONNECTIONS};
 
 /// The clients of each server (`(iface, socket)`), with their byte
 /// counts; a server that does not answer is left out.
@@ -511,7 +458,7 @@ END";
         for i in 0..MAX_CONNECTIONS as u16 + 10 {
             c.connected("re6stnet-udp", "198.18.0.4", i, 8);
         }
-        assert_eq!(c.serials.len(), MAX_CONNECTIONS);
+        assert_eq!(c.len(), MAX_CONNECTIONS);
     }
 
     proptest::proptest! {

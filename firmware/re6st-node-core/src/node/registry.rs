@@ -10,7 +10,7 @@ use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::prefix::Prefix;
 
 use super::{Effect, NodeCore, Now};
-use crate::daemon::reconfig;
+use crate::reconfig;
 
 /// Seconds between two renewal checks.
 const RENEWAL_EVERY: i64 = 3600;

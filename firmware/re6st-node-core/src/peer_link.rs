@@ -34,6 +34,9 @@ pub struct PeerLink {
     pub info: String,
     /// Messages waiting for a session with their peer (a few per peer).
     pub pending: std::collections::BTreeMap<Prefix, Vec<Vec<u8>>>,
+    /// Fills a buffer with random bytes (for session secrets): the shell's
+    /// cryptographic generator; tests and fuzzing pass a fixed one.
+    pub random: fn(&mut [u8]),
 }
 
 /// Messages kept per peer while its session is being set up.
@@ -50,28 +53,33 @@ pub const MAX_PENDING_PEERS: usize = 64;
 /// room: a message to a new peer then waits for the next attempt.
 pub const MAX_SESSIONS: usize = 2048;
 
-fn micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn random12() -> [u8; 12] {
-    let mut b = [0u8; 12];
-    let _ = openssl::rand::rand_bytes(&mut b);
-    b
+/// Seconds since the epoch, as the sessions count time.
+fn seconds(now_us: u64) -> i64 {
+    (now_us / 1_000_000) as i64
 }
 
 impl PeerLink {
+    fn random12(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        (self.random)(&mut b);
+        b
+    }
+
     pub fn address_of(&self, prefix: &Prefix) -> Option<SocketAddr> {
         let ip = re6st_proto::prefix::node_address(&self.me.network, prefix).ok()?;
         Some(SocketAddr::new(IpAddr::V6(ip), PEER_PORT))
     }
 
     /// Datagrams to send `payload` to `prefix`: the message itself if we
-    /// have a session, else a hello0 (the caller retries later).
-    pub fn send(&mut self, prefix: Prefix, payload: &[u8], now: i64) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// have a session, else a hello0 (the caller retries later). `now_us`:
+    /// microseconds since the epoch.
+    pub fn send(
+        &mut self,
+        prefix: Prefix,
+        payload: &[u8],
+        now_us: u64,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
+        let now = seconds(now_us);
         let Some(to) = self.address_of(&prefix) else {
             return Vec::new();
         };
@@ -83,7 +91,8 @@ impl PeerLink {
                 return Vec::new();
             }
         }
-        let peer = self.peers.entry(prefix, new_secret(0, random12()));
+        let secret = new_secret(0, self.random12());
+        let peer = self.peers.entry(prefix, secret);
         if peer.connected(now) && peer.cert().is_some() {
             match peer.encode(payload) {
                 Ok(d) => {
@@ -117,8 +126,9 @@ impl PeerLink {
         &mut self,
         from: SocketAddr,
         datagram: &[u8],
-        now: i64,
+        now_us: u64,
     ) -> (Vec<(SocketAddr, Vec<u8>)>, Option<PeerEvent>) {
+        let now = seconds(now_us);
         let IpAddr::V6(ip) = from.ip() else {
             return (Vec::new(), None);
         };
@@ -132,7 +142,7 @@ impl PeerLink {
         let received = {
             let Some(peer) = self.peers.lookup(&sender) else {
                 // Unknown: only a handshake can introduce it.
-                return self.handshake(from, &sender, datagram, now);
+                return self.handshake(from, &sender, datagram, now_us);
             };
             match peer.decode(datagram) {
                 Received::Handshake { .. } => None,
@@ -141,7 +151,7 @@ impl PeerLink {
             }
         };
         match received {
-            None => self.handshake(from, &sender, datagram, now),
+            None => self.handshake(from, &sender, datagram, now_us),
             Some((prefix, m)) => self.message(from, prefix, &m, now),
         }
     }
@@ -151,8 +161,10 @@ impl PeerLink {
         from: SocketAddr,
         sender: &Prefix,
         datagram: &[u8],
-        now: i64,
+        now_us: u64,
     ) -> (Vec<(SocketAddr, Vec<u8>)>, Option<PeerEvent>) {
+        let now = seconds(now_us);
+        let (fresh, spare) = (self.random12(), self.random12());
         let mut tmp = re6st_proto::peer::Peer::new(*sender, [0; 20]);
         let Received::Handshake {
             seqno,
@@ -171,8 +183,8 @@ impl PeerLink {
             body,
             &self.crl,
             now,
-            new_secret(micros(), random12()),
-            new_secret(0, random12()),
+            new_secret(now_us, fresh),
+            new_secret(0, spare),
         );
         let out = match action {
             HandshakeAction::SendHello0(h) => {
@@ -288,6 +300,7 @@ mod tests {
             version: vec![],
             info: String::new(),
             pending: Default::default(),
+            random: |b| b.fill(7),
         }
     }
 
@@ -311,7 +324,9 @@ mod tests {
             .unwrap();
         let mut sent = 0;
         for i in 0..10_000 {
-            sent += link.send(nth(1000 + i), &[Code::Address as u8], 100).len();
+            sent += link
+                .send(nth(1000 + i), &[Code::Address as u8], 100_000_000)
+                .len();
             assert!(link.peers.len() <= MAX_SESSIONS);
             assert!(link.pending.len() <= MAX_PENDING_PEERS);
         }
@@ -320,7 +335,7 @@ mod tests {
         assert_eq!(sent, 10_000);
         // A queue per peer is bounded too.
         for _ in 0..10 {
-            link.send(nth(20_000), &[Code::Address as u8], 100);
+            link.send(nth(20_000), &[Code::Address as u8], 100_000_000);
         }
         assert!(link.pending.get(&nth(20_000)).map_or(0, Vec::len) <= MAX_PENDING);
     }
@@ -344,7 +359,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             let from = link.address_of(&sender).unwrap();
-            link.receive(from, &hello0, 100);
+            link.receive(from, &hello0, 100_000_000);
             assert!(link.peers.len() <= MAX_SESSIONS);
         }
         assert!(link.peers.len() <= 1, "{}", link.peers.len());

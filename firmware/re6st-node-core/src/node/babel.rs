@@ -54,8 +54,8 @@ struct Exchanges {
     /// The address the tap has (index in [`EXCHANGE_ADDRESSES`]).
     address: Option<usize>,
 }
-use crate::daemon::restart_backoff::RestartBackoff;
-use crate::tunnel::manager::RoutingView;
+use crate::restart_backoff::RestartBackoff;
+use crate::tunnel::RoutingView;
 
 #[derive(Debug)]
 pub struct Babeld {

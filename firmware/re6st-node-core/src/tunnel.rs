@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use re6st_proto::address::{parse_list, Address, Proto};
 use re6st_proto::prefix::Prefix;
 
-use crate::state::peers::PeerCache;
+use crate::peer_cache::PeerCache;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -3,7 +3,7 @@
 //! answer, the clock's tick) with the time, and says what to do
 //! ([`Effect`]: answer a hook, start babeld, ask the registry, dump
 //! babeld, save the cache, log). No sockets, processes, files or clock
-//! reads in here: the shell (`daemon::run`) reads the clocks, carries the
+//! reads in here: the shell (`re6st-node`'s `daemon::run`) reads the clocks, carries the
 //! effects out (the slow ones in tasks) and reports back as inputs.
 //!
 //! Each area lives in a file named after it: [`hooks`] (OpenVPN's hook
@@ -30,9 +30,9 @@ use re6st_proto::prefix::Prefix;
 
 use re6st_proto::netconfig::NetworkConfig;
 
-use crate::daemon::reconfig::Plan;
-use crate::openvpn::hook::Event;
-use crate::tunnel::manager::{Manager, RoutingView};
+use crate::hook_event::Event;
+use crate::reconfig::Plan;
+use crate::tunnel::{Manager, RoutingView};
 
 /// The time of an input, as read by the shell.
 #[derive(Debug, Clone, Copy)]

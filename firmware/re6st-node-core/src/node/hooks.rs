@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use re6st_proto::prefix::Prefix;
 
 use super::{Effect, NodeCore};
-use crate::openvpn::hook::Event;
-use crate::openvpn::management;
+use crate::connections::Connections;
+use crate::hook_event::Event;
 
 /// Serials of the peers on our servers, at most (OpenVPN's --max-clients
 /// bounds the real ones; hook events beyond are not remembered: the CRL
@@ -23,7 +23,7 @@ pub struct Served {
     /// Each served peer's certificate serial.
     serials: BTreeMap<Prefix, u64>,
     /// The connections on our servers and their certificates.
-    links: management::Connections,
+    links: Connections,
 }
 
 impl Served {
@@ -35,7 +35,7 @@ impl Served {
         self.serials.len()
     }
 
-    pub fn links(&self) -> &management::Connections {
+    pub fn links(&self) -> &Connections {
         &self.links
     }
 

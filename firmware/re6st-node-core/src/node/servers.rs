@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use re6st_proto::prefix::Prefix;
 
 use super::{Effect, NodeCore, Now};
-use crate::daemon::reconfig::Plan;
+use crate::reconfig::Plan;
 
 /// At most one restart of exited OpenVPN servers in this time.
 pub const SERVER_RESTART_EVERY: Duration = Duration::from_secs(10);

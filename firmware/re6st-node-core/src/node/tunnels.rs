@@ -11,7 +11,7 @@ use re6st_proto::message::Code;
 use re6st_proto::prefix::Prefix;
 
 use super::{Effect, NodeCore};
-use crate::tunnel::manager::Action;
+use crate::tunnel::Action;
 
 /// The interfaces babeld was told about and its default interface
 /// parameters.

@@ -12,10 +12,10 @@ use re6st_proto::prefix::Prefix;
 use super::hooks::MAX_SERVED_SERIALS;
 use super::servers::{Renewed, SERVER_RESTART_EVERY};
 use super::*;
-use crate::openvpn::hook::Peer;
-use crate::openvpn::management::MAX_CONNECTIONS;
-use crate::state::peers::PeerCache;
-use crate::tunnel::manager::{Config, CountryRule, RoutingView};
+use crate::connections::MAX_CONNECTIONS;
+use crate::hook_event::Peer;
+use crate::peer_cache::PeerCache;
+use crate::tunnel::{Config, CountryRule, RoutingView};
 use re6st_proto::netconfig::NetworkConfig;
 
 fn prefix(i: u32) -> Prefix {
@@ -29,6 +29,8 @@ struct Clock {
 }
 
 impl Clock {
+    // An `Instant` can only be had from the clock: the tests' one read.
+    #[allow(clippy::disallowed_methods)]
     fn new() -> Clock {
         Clock {
             start: Instant::now(),
@@ -760,7 +762,7 @@ fn refused_relay_datagrams_are_said_at_powers_of_two() {
 
 #[test]
 fn a_tunnel_on_a_tap_babeld_does_not_know_adds_it_first() {
-    use crate::tunnel::manager::Action;
+    use crate::tunnel::Action;
     let clock = Clock::new();
     let mut c = core(&clock, &[]);
     c.handle(Input::BabelDefaults("hello-interval 4".into()), clock.now());
@@ -808,7 +810,7 @@ fn a_tunnel_on_a_tap_babeld_does_not_know_adds_it_first() {
 
 #[test]
 fn a_drained_tunnel_is_held_and_silenced_then_speaks_again_and_babeld_is_never_reconfigured() {
-    use crate::tunnel::manager::Action;
+    use crate::tunnel::Action;
     let clock = Clock::new();
     let mut c = core(&clock, &[]);
     c.handle(Input::BabelDefaults("hello-interval 4".into()), clock.now());
@@ -966,7 +968,7 @@ fn a_usable_neighbour_after_a_tunnel_start_or_an_interface_taken_back_makes_babe
         acts(c)
     };
     let start = |c: &mut NodeCore| {
-        c.on_action(crate::tunnel::manager::Action::Open {
+        c.on_action(crate::tunnel::Action::Open {
             prefix: prefix(3),
             iface: "re6stnet1".into(),
             address: re6st_proto::address::parse_list("198.18.0.3,1194,tcp")
