@@ -1,6 +1,6 @@
 #![no_main]
 //! The node's decisions (`NodeCore`) fed what comes from outside in
-//! production, decoded by the decoders the shell (`daemon::run`) uses:
+//! production, decoded by the decoders the shell (`re6st-node`'s `daemon`) uses:
 //! OpenVPN hook datagrams (`hook::Event::decode`), peer datagrams
 //! (`PeerLink::receive`) and decrypted session payloads
 //! (`PeerLink::message`, → address, kill, version, topology), babeld

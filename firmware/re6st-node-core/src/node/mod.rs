@@ -3,7 +3,7 @@
 //! answer, the clock's tick) with the time, and says what to do
 //! ([`Effect`]: answer a hook, start babeld, ask the registry, dump
 //! babeld, save the cache, log). No sockets, processes, files or clock
-//! reads in here: the shell (`re6st-node`'s `daemon::run`) reads the clocks, carries the
+//! reads in here: the shell (`re6st-node`'s `daemon`) reads the clocks, carries the
 //! effects out (the slow ones in tasks) and reports back as inputs.
 //!
 //! Each area lives in a file named after it: [`hooks`] (OpenVPN's hook

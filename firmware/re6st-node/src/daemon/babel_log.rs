@@ -18,8 +18,8 @@ use std::io::Write;
 
 use tokio::io::AsyncBufReadExt;
 
+use super::clock::mono;
 use super::log::stamp;
-use super::run::mono;
 
 /// Lines written per window; the rest are counted.
 pub const BURST: u32 = 200;

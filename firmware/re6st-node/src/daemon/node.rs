@@ -1,0 +1,725 @@
+//! The node as the event loop holds it: what the shell keeps beside the
+//! core (the peer link, children, the registry client, our addresses),
+//! and how each effect of the core is carried out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use re6st_proto::cert;
+use re6st_proto::message::{Code, Message};
+use re6st_proto::netconfig::NetworkConfig;
+use re6st_proto::peer::Identity;
+use re6st_proto::prefix::Prefix;
+use re6st_proto::relay;
+use re6st_registry_client::client::RegistryClient;
+use tokio::net::UdpSocket;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+use super::clock::{clock, now, now_us};
+use super::handover;
+use super::log::log;
+use super::options::Options;
+use super::renewal;
+use super::tasks::{self, Done, Renewed, ViewSource};
+use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
+use crate::babel::table::Table;
+use crate::kernel::{self, Addr, NetOp};
+use crate::nat::advertised::{Advertised, Mapping};
+use crate::openvpn::args::{client, Common};
+use crate::openvpn::hook::Event;
+use crate::openvpn::management;
+use crate::state::{netconfig as netconfig_cache, peers as peers_file};
+use crate::underlay::RemoteGateways;
+use re6st_node_core::node::peers::version_message;
+use re6st_node_core::node::servers::Renewed as CoreRenewed;
+use re6st_node_core::node::{Effect, Input, NodeCore};
+use re6st_node_core::peer_link::{PeerEvent, PeerLink};
+use re6st_node_core::tunnel::RoutingView;
+
+pub(super) struct Node {
+    pub(super) o: Options,
+    pub(super) network: Prefix,
+    pub(super) prefix: Prefix,
+    pub(super) link: PeerLink,
+    pub(super) babel_socket: PathBuf,
+    pub(super) common: Common,
+    pub(super) clients: BTreeMap<Prefix, Child>,
+    /// Shared with the tasks that call the registry (one call at a time).
+    pub(super) registry: Arc<tokio::sync::Mutex<RegistryClient>>,
+    /// Where tasks report what they did (the loop's only other input).
+    pub(super) done: mpsc::UnboundedSender<Done>,
+    /// Lines for babeld, sent in order by one task.
+    pub(super) babel_commands: mpsc::UnboundedSender<Vec<String>>,
+    /// The node's decisions (and the tunnel manager).
+    pub(super) core: NodeCore,
+    /// `re6st ctl status` dumps under way.
+    pub(super) status_dumps: usize,
+    pub(super) forward_to: Option<SocketAddr>,
+    pub(super) client_count: usize,
+    /// For the status command.
+    pub(super) cert_not_after: i64,
+    pub(super) my_ip: std::net::Ipv6Addr,
+    pub(super) ca: X509,
+    /// Our OpenVPN servers' interfaces (their management sockets are named
+    /// after them).
+    pub(super) server_ifaces: Vec<String>,
+    pub(super) my_cert: X509,
+    pub(super) key: PKey<openssl::pkey::Private>,
+    /// `--client`: the addresses of our one tunnel, and its OpenVPN.
+    pub(super) client_mode: Option<Vec<(String, u16, re6st_proto::address::Proto)>>,
+    pub(super) client_mode_child: Option<Child>,
+    /// What we announce to peers, and how it is learned.
+    pub(super) advertised: Advertised,
+    /// Our IPv4 payload address and subnet length, if the network has one.
+    pub(super) ipv4: Option<(std::net::Ipv4Addr, u8)>,
+    /// Our country (`--country`, or the registry's GeoIP).
+    pub(super) country: Option<String>,
+    /// `--remote-gateway`, and the peer address each client tunnel uses.
+    pub(super) remote_gateways: RemoteGateways,
+    pub(super) tunnel_peers: BTreeMap<Prefix, std::net::IpAddr>,
+    pub(super) kernel_check: KernelCheck,
+}
+
+/// At most this many `re6st ctl status` dumps at a time.
+const STATUS_DUMPS: usize = 4;
+/// How long `re6st ctl status` waits for a fresh dump of babeld's routes
+/// before it answers with the tunnel manager's view.
+const STATUS_DUMP_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a revoked peer keeps its tunnel to our servers after we
+/// announced the revoking version to it (see `Node::drop_served`).
+const REVOKED_DROP_DELAY: Duration = Duration::from_secs(1);
+
+impl Drop for Node {
+    /// The routes to tunnel peers through `--remote-gateway`s go with the
+    /// node, whatever way `run_node` returns.
+    fn drop(&mut self) {
+        kernel::apply_logged(&self.remote_gateways.clear(), self.o.verbose);
+    }
+}
+
+impl Node {
+    /// Gives the core an input, with the time now.
+    pub(super) fn handle(&mut self, input: Input) {
+        self.core.handle(input, clock());
+    }
+
+    /// Carries out what the core decided (but starting babeld and
+    /// answering hooks, which `run_node` does with what it holds).
+    pub(super) async fn carry_out(&mut self, effect: Effect, udp: &UdpSocket) {
+        match effect {
+            Effect::Log { level, message } => log(level, self.o.verbose, message),
+            Effect::PeerSawUs(ip) => self.peer_saw(&ip),
+            Effect::DumpBabel => self.request_dump(),
+            Effect::AskBootstrap => {
+                let (registry, done) = (self.registry.clone(), self.done.clone());
+                tokio::spawn(async move {
+                    let answer = registry.lock().await.bootstrap_peer().await;
+                    let _ = done.send(Done::Bootstrap(answer));
+                });
+            }
+            Effect::FetchConfig => self.fetch_config(),
+            Effect::CheckRenewal => self.check_renewal(),
+            Effect::AnnounceVersion => self.announce_version(udp).await,
+            Effect::CompareKernelRoutes => self.check_kernel_routes(),
+            Effect::SaveCache => self.save_cache(),
+            Effect::UseNewCert => self.use_new_cert(),
+            Effect::UseConfig(new) => self.use_config(&new),
+            Effect::SendVersion(peer) => {
+                let msg = version_message(&self.link.version);
+                self.send_to(udp, peer, &msg).await;
+            }
+            Effect::SendToPeer { prefix, payload } => self.send_to(udp, prefix, &payload).await,
+            Effect::TellBabel(lines) => self.tell_babel(&lines),
+            Effect::ExchangeTables { iface, remove, add } => {
+                let addr = |ip: std::net::Ipv4Addr| Addr {
+                    ip: ip.into(),
+                    len: 32,
+                    dev: iface.clone(),
+                };
+                // The new one first: babeld then sees one change, not two.
+                let mut ops = vec![NetOp::AddrAdd(addr(add))];
+                ops.extend(remove.map(|r| NetOp::AddrDel(addr(r))));
+                tokio::spawn(tasks::apply_all(ops, self.o.verbose));
+            }
+            Effect::StartTunnel {
+                prefix,
+                iface,
+                address,
+            } => self.start_tunnel(prefix, &iface, address),
+            Effect::StopTunnel(prefix) => self.stop_tunnel(prefix),
+            Effect::HoldRoutes { iface, hold: true } => handover::hold(&iface),
+            Effect::HoldRoutes { iface, hold: false } => handover::release(&iface),
+            Effect::MuteBabel { iface, mute } => {
+                if let Err(e) = handover::mute(&iface, mute) {
+                    let what = if mute { "silence" } else { "unsilence" };
+                    log(
+                        0,
+                        self.o.verbose,
+                        format!("{iface}: cannot {what} babel: {e}"),
+                    );
+                }
+            }
+            // Carried out by `run_node`, with the children it holds.
+            Effect::StartBabeld
+            | Effect::AnswerHook { .. }
+            | Effect::CheckServers
+            | Effect::RestartServers
+            | Effect::RestartBabeld
+            | Effect::DropServed(_)
+            | Effect::Reexec => {}
+        }
+    }
+
+    /// Writes the core's log lines, at the end (nothing else is carried
+    /// out any more).
+    pub(super) fn flush_logs(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            if let Effect::Log { level, message } = effect {
+                log(level, self.o.verbose, message);
+            }
+        }
+    }
+
+    /// Saves the peer cache (atomically: a failed write leaves the
+    /// previous file); the core says what of it to log.
+    pub(super) fn save_cache(&mut self) {
+        let saved = self.core.manager().cache();
+        let saved =
+            peers_file::save(saved, &self.o.state.join("peers.bin")).map_err(|e| e.to_string());
+        self.handle(Input::CacheSaved(saved));
+    }
+
+    /// The tunnel to `prefix` no longer uses its peer address.
+    pub(super) fn forget_peer_route(&mut self, prefix: Prefix) {
+        if let Some(ip) = self.tunnel_peers.remove(&prefix) {
+            if let Some(op) = self.remote_gateways.remove(ip) {
+                kernel::apply_logged(&[op], self.o.verbose);
+            }
+        }
+    }
+
+    /// New port mappings on the gateway (or none any more).
+    pub(super) fn set_mapping(&mut self, m: Option<Mapping>) {
+        if self.advertised.set_mapping(m) {
+            self.announce_change();
+        }
+    }
+
+    /// A peer's server saw our client come from `ip`.
+    pub(super) fn peer_saw(&mut self, ip: &str) {
+        if let Ok(ip) = ip.parse() {
+            if self.advertised.peer_saw(ip) {
+                self.announce_change();
+            }
+        }
+    }
+
+    pub(super) fn announce_change(&mut self) {
+        self.link.my_address = self.advertised.render();
+        log(
+            2,
+            self.o.verbose,
+            format!("our address for peers: {:?}", self.link.my_address),
+        );
+    }
+
+    /// `--client`: keeps the one OpenVPN client running.
+    pub(super) fn client_mode_tunnel(&mut self) {
+        let Some(remotes) = &self.client_mode else {
+            return;
+        };
+        let running = self
+            .client_mode_child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if running {
+            return;
+        }
+        let args = crate::openvpn::args::client_mode(&self.common, "re6stnet1", remotes);
+        match super::child::command("openvpn").args(&args).spawn() {
+            Ok(c) => self.client_mode_child = Some(c),
+            Err(e) => log(1, self.o.verbose, format!("openvpn: {e}")),
+        }
+    }
+
+    /// Starts a renewal check (see [`tasks::renew`]).
+    pub(super) fn check_renewal(&mut self) {
+        let input = tasks::RenewalInput {
+            registry: self.registry.clone(),
+            ca: self.ca.clone(),
+            ca_path: self.o.ca.clone(),
+            cert: self.my_cert.clone(),
+            cert_path: self.o.cert.clone(),
+            key: self.key.clone(),
+            revoked: self.core.config().crl.contains(&self.core.own_serial()),
+            now: now(),
+            verbose: self.o.verbose,
+        };
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let _ = done.send(tasks::renew(input).await);
+        });
+    }
+
+    /// Takes our renewed certificate into use: the peer protocol's identity
+    /// and the client tunnels (they reconnect with it; the caller restarts
+    /// the servers).
+    pub(super) fn use_new_cert(&mut self) {
+        match Identity::new(self.ca.clone(), self.my_cert.clone(), self.key.clone()) {
+            Ok(me) => self.link.me = me,
+            Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
+        }
+        let serial = cert::serial(&self.my_cert)
+            .ok()
+            .and_then(|s| u64::try_from(s).ok());
+        self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
+        // Killed but kept: reaping them tells the manager, which reconnects.
+        for c in self.clients.values_mut() {
+            let _ = c.start_kill();
+        }
+        if let Some(c) = self.client_mode_child.take() {
+            tasks::kill_in_background(c);
+        }
+        self.reap_clients();
+        self.handle(Input::NewCertificate { serial });
+    }
+
+    /// A peer's network version: newer ones make us fetch the
+    /// configuration, older ones get ours back.
+    pub(super) fn on_version(&mut self, peer: Prefix, blob: Vec<u8>) {
+        if blob == self.link.version {
+            return;
+        }
+        let theirs = re6st_proto::crypto::verify_version(&self.ca, &blob).ok();
+        let ours = re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0);
+        self.handle(Input::PeerVersion { peer, theirs, ours });
+    }
+
+    /// Starts fetching the network configuration (a newer one exists).
+    pub(super) fn fetch_config(&mut self) {
+        let (registry, done) = (self.registry.clone(), self.done.clone());
+        tokio::spawn(async move {
+            let answer = registry.lock().await.network_config().await;
+            let _ = done.send(Done::NetworkConfig(answer));
+        });
+    }
+
+    /// Takes a newer network configuration into use: cached, its version
+    /// and CRL for the peer protocol, its hello for OpenVPN's time-out.
+    pub(super) fn use_config(&mut self, new: &NetworkConfig) {
+        if let Err(e) = netconfig_cache::save(&self.o.state.join("network-config.bin"), new) {
+            log(
+                1,
+                self.o.verbose,
+                format!("cannot cache the network configuration: {e}"),
+            );
+        }
+        self.link.version = new.version.clone();
+        self.link.crl = new.crl.clone();
+        self.common.ping_exit = 4 * new.hello;
+    }
+
+    /// Drops the connections to our servers that use a certificate just
+    /// revoked (`serials`), alone: the other clients keep their tunnels,
+    /// and so does a new connection of the same node with a renewed
+    /// certificate. In a task, through each server's management socket; a
+    /// failure is reported on `failed` (the servers are then restarted).
+    pub(super) fn drop_served(
+        &self,
+        serials: &BTreeSet<u64>,
+        failed: &tokio::sync::mpsc::Sender<String>,
+    ) {
+        let targets = self.core.served().links().using(serials);
+        if targets.is_empty() {
+            return;
+        }
+        let run = self.o.run.clone();
+        let (v, failed) = (self.o.verbose, failed.clone());
+        tokio::spawn(async move {
+            // The revoking version, just announced, must get through the
+            // tunnel first: a node cut before it learns of its revocation
+            // only once alone (15 s) and checking the configuration. With
+            // the servers restarted at once, it took 43 s in the revocation
+            // test (tests/network_changes.rs) instead of 2 s.
+            tokio::time::sleep(REVOKED_DROP_DELAY).await;
+            for (iface, addresses) in &targets {
+                let socket = management::socket_path(&run, iface);
+                let r = management::kill_connections(&socket, addresses, Duration::from_secs(5));
+                match r.await {
+                    Ok(n) => {
+                        log(
+                            2,
+                            v,
+                            format!("revoked peers: dropped {n} of {addresses:?} from {iface}"),
+                        );
+                        // babeld keeps routing through the dropped peer
+                        // until its link-quality estimate gives up on it
+                        // (12 lost 1 s hellos; sooner as its cost doubles
+                        // with each): it cannot forget one neighbour, and
+                        // re-creating the interface is unsafe with stock
+                        // babeld 1.12 (see `handover`).
+                    }
+                    Err(e) => {
+                        let _ = failed.send(format!("{iface}: {e}")).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Sends our network version to every tunnel neighbour: right after a
+    /// change, then every 30 s, so that a neighbour that missed it (its
+    /// tunnel was restarting) still gets it. Same versions cost nothing.
+    pub(super) async fn announce_version(&mut self, udp: &UdpSocket) {
+        self.handle(Input::VersionAnnounced);
+        let msg = [&[Code::Version as u8][..], &self.link.version].concat();
+        let neighbours: BTreeSet<Prefix> = self
+            .core
+            .manager()
+            .tunnels()
+            .map(|(p, _)| *p)
+            .chain(self.core.manager().served().iter().copied())
+            .collect();
+        for p in neighbours {
+            self.send_to(udp, p, &msg).await;
+        }
+    }
+
+    pub(super) fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
+        let view = fresh.unwrap_or(self.core.manager().routing());
+        let subnet = |p: &Prefix| {
+            self.network
+                .concat(p)
+                .map(|s| format!("{}/{}", s.to_ipv6(), s.len()))
+                .unwrap_or_else(|_| p.to_subnet())
+        };
+        crate::status::NodeStatus {
+            network: format!("{}/{}", self.network.to_ipv6(), self.network.len()),
+            subnet: subnet(&self.prefix),
+            address: self.my_ip.to_string(),
+            config_version: re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0),
+            cert_not_after: self.cert_not_after,
+            registry_cut: self.core.manager().is_disconnected(),
+            cached_peers: self.core.manager().cache().len(),
+            known_nodes: view.known.len(),
+            tunnels: self
+                .core
+                .manager()
+                .client_tunnels()
+                .into_iter()
+                .map(|t| crate::status::TunnelStatus {
+                    peer: subnet(&t.peer),
+                    iface: t.iface.clone(),
+                    state: t.state.into(),
+                    protocol: t.address.as_deref().and_then(crate::status::protocol_of),
+                    address: t.address,
+                    routes: view.routes_per_iface.get(&t.iface).copied().unwrap_or(0),
+                    // `re6st ctl` reads the interface's counters.
+                    rx_bytes: None,
+                    tx_bytes: None,
+                })
+                .collect(),
+            served: self.core.manager().served().iter().map(subnet).collect(),
+            served_traffic: Vec::new(),
+            reachable_at: self.link.my_address.clone(),
+            ipv4: self.advertised.ipv4_source().into(),
+            port_mappings: self
+                .advertised
+                .mapping()
+                .map(|m| {
+                    m.ports
+                        .iter()
+                        .map(|((port, proto), ext)| {
+                            format!("{}:{ext}/{proto} -> {port}", m.external_ip)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
+            country: self.country.clone(),
+            same_country: self.core.config().same_country.clone(),
+            babeld_restarts: self.core.babeld_restarts(),
+            openvpn_restarts: self.core.openvpn_restarts(),
+            // Added by `re6st ctl`, which runs on the host.
+            system: None,
+        }
+    }
+
+    pub(super) async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
+        for (to, d) in self.link.send(prefix, payload, now_us()) {
+            let _ = udp.send_to(&d, to).await;
+        }
+    }
+
+    pub(super) async fn datagram(&mut self, udp: &UdpSocket, from: SocketAddr, datagram: &[u8]) {
+        if from.ip().to_canonical().is_loopback() {
+            // The registry's relay, if the registry sent it (see
+            // relay_source); anything else from here is dropped.
+            let our_uid = nix::unistd::geteuid().as_raw();
+            if !super::relay_source::trusted(from, our_uid) {
+                self.handle(Input::RelayRefused { from });
+                return;
+            }
+            let Ok(r) = relay::decode(datagram) else {
+                return;
+            };
+            self.forward_to = Some(from);
+            if r.prefix == self.prefix {
+                let payload = [&[r.code][..], r.payload].concat();
+                if let Ok(m) = Message::decode(&payload) {
+                    let (answer, _) = self.link.answer(false, &m);
+                    if m.code == Code::Version {
+                        // The registry has a new network configuration.
+                        self.handle(Input::NewerConfigSeen);
+                    }
+                    if let Some(a) = answer {
+                        let _ = udp
+                            .send_to(&relay::encode(&r.prefix, r.code, &a), from)
+                            .await;
+                    } else if m.code == Code::Topology {
+                        let text = self.core.topology();
+                        let _ = udp
+                            .send_to(&relay::encode(&r.prefix, r.code, text.as_bytes()), from)
+                            .await;
+                    }
+                }
+            } else {
+                let payload = [&[r.code | re6st_proto::message::FORWARD][..], r.payload].concat();
+                self.send_to(udp, r.prefix, &payload).await;
+            }
+            return;
+        }
+        let (out, event) = self.link.receive(from, datagram, now_us());
+        for (to, d) in out {
+            let _ = udp.send_to(&d, to).await;
+        }
+        match event {
+            // Answers to requests the registry relayed through us.
+            Some(PeerEvent::Forward(p, code, data)) => {
+                if let Some(fwd) = self.forward_to {
+                    let _ = udp.send_to(&relay::encode(&p, code, &data), fwd).await;
+                }
+            }
+            Some(PeerEvent::Address(p, a)) => self.handle(Input::PeerAddress(p, a)),
+            Some(PeerEvent::Kill(p, code)) => self.handle(Input::KillMessage(p, code)),
+            Some(PeerEvent::Version(p, blob)) => self.on_version(p, blob),
+            // Only for the registry's node, as upstream: the registry
+            // explores the tunnel graph through it.
+            Some(PeerEvent::Topology(peer, first)) => {
+                self.handle(Input::TopologyAsked { peer, first })
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn hook_event(&mut self, data: &[u8], from: Option<&Path>) {
+        let Ok(event) = Event::decode(data) else {
+            return;
+        };
+        self.handle(Input::Hook {
+            event,
+            reply_to: from.map(Path::to_path_buf),
+        });
+    }
+
+    pub(super) fn reap_clients(&mut self) {
+        let exited: Vec<Prefix> = self
+            .clients
+            .iter_mut()
+            .filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p))
+            .collect();
+        for p in exited {
+            self.clients.remove(&p);
+            self.handle(Input::TunnelExited(p));
+        }
+    }
+
+    /// Starts a client tunnel's OpenVPN to `address` on `iface`.
+    pub(super) fn start_tunnel(
+        &mut self,
+        prefix: Prefix,
+        iface: &str,
+        address: re6st_proto::address::Address,
+    ) {
+        if let Some(old) = self.clients.remove(&prefix) {
+            tasks::kill_in_background(old);
+        }
+        self.forget_peer_route(prefix);
+        if let Some(op) = self.remote_gateways.add(address.ip) {
+            kernel::apply_logged(&[op], self.o.verbose);
+        }
+        self.tunnel_peers.insert(prefix, address.ip);
+        let args = client(
+            &self.common,
+            iface,
+            &prefix.to_subnet(),
+            &[(address.ip.to_string(), address.port, address.proto)],
+        );
+        match super::child::command("openvpn").args(&args).spawn() {
+            Ok(c) => {
+                self.clients.insert(prefix, c);
+            }
+            Err(e) => self.handle(Input::TunnelStartFailed {
+                prefix,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    pub(super) fn stop_tunnel(&mut self, prefix: Prefix) {
+        if let Some(c) = self.clients.remove(&prefix) {
+            tasks::kill_in_background(c);
+        }
+        self.forget_peer_route(prefix);
+    }
+
+    /// Sends configuration lines to babeld (in order, by a task).
+    pub(super) fn tell_babel(&self, lines: &[String]) {
+        let _ = self.babel_commands.send(lines.to_vec());
+    }
+
+    /// The interfaces babeld was told about, for a babeld (re)started.
+    pub(super) fn babel_interfaces(&self) -> Vec<String> {
+        self.core
+            .babel_interfaces()
+            .known()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Starts comparing babeld's routes with the kernel's (see
+    /// [`KernelCheck`]); [`Node::fix_kernel_routes`] gets the result.
+    pub(super) fn check_kernel_routes(&mut self) {
+        let (source, done) = (self.view_source(), self.done.clone());
+        tokio::spawn(async move {
+            let _ = done.send(tasks::kernel_and_babel(source).await);
+        });
+    }
+
+    /// Puts into the kernel the routes babeld believes installed and the
+    /// kernel does not hold.
+    pub(super) fn fix_kernel_routes(
+        &mut self,
+        table: &Table,
+        kernel: &BTreeMap<(Net, Net), KernelRoute>,
+    ) {
+        let (v6, v4) = (self.my_ip, self.ipv4.map(|(a, _)| a));
+        let pref_src = move |dest: std::net::IpAddr| match dest {
+            std::net::IpAddr::V6(_) => Some(std::net::IpAddr::V6(v6)),
+            std::net::IpAddr::V4(_) => v4.map(std::net::IpAddr::V4),
+        };
+        let fixes = self.kernel_check.compare(table.routes(), kernel, &pref_src);
+        for op in &fixes {
+            log(
+                1,
+                self.o.verbose,
+                format!("the kernel differs from babeld: {op}"),
+            );
+        }
+        if !fixes.is_empty() {
+            tokio::spawn(tasks::apply_all(fixes, self.o.verbose));
+        }
+    }
+
+    pub(super) fn view_source(&self) -> ViewSource {
+        ViewSource {
+            socket: self.babel_socket.clone(),
+            network: self.network,
+            me: self.prefix,
+            lan: self.o.interfaces.clone(),
+        }
+    }
+
+    /// Starts a dump for the tunnel manager.
+    pub(super) fn request_dump(&mut self) {
+        let (source, done) = (self.view_source(), self.done.clone());
+        tokio::spawn(async move {
+            let _ = done.send(Done::Routes(source.view().await));
+        });
+    }
+
+    /// Answers `re6st ctl status` on `stream`: with a fresh dump (the
+    /// manager's view may be minutes old) when babeld gives one quickly,
+    /// else with the manager's view. At most [`STATUS_DUMPS`] dumps at a
+    /// time: more clients get the manager's view at once.
+    pub(super) fn answer_status(&mut self, stream: tokio::net::UnixStream) {
+        if self.status_dumps >= STATUS_DUMPS {
+            self.write_status(stream, None);
+            return;
+        }
+        self.status_dumps += 1;
+        let (source, done) = (self.view_source(), self.done.clone());
+        tokio::spawn(async move {
+            let view = tokio::time::timeout(STATUS_DUMP_WAIT, source.view())
+                .await
+                .ok()
+                .flatten();
+            let _ = done.send(Done::Status(stream, view));
+        });
+    }
+
+    /// Writes the status in a task, with the byte counts of our servers'
+    /// clients asked from their management sockets there.
+    pub(super) fn write_status(
+        &self,
+        mut stream: tokio::net::UnixStream,
+        view: Option<RoutingView>,
+    ) {
+        let mut status = self.status(view.as_ref());
+        let sockets: Vec<(String, PathBuf)> = self
+            .server_ifaces
+            .iter()
+            .map(|i| (i.clone(), management::socket_path(&self.o.run, i)))
+            .collect();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            status.served_traffic = management::traffic(&sockets).await;
+            let json = serde_json::to_vec(&status).unwrap_or_default();
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&json)).await;
+        });
+    }
+
+    /// What a task reports, for the core (and the state it changes).
+    pub(super) fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Routes(view) => self.handle(Input::Dumped(view)),
+            Done::Status(stream, view) => {
+                self.status_dumps -= 1;
+                self.write_status(stream, view);
+            }
+            Done::Bootstrap(answer) => {
+                self.handle(Input::Bootstrap(answer.map_err(|e| e.to_string())));
+            }
+            Done::NetworkConfig(answer) => self.handle(Input::ConfigFetched(
+                answer.map(Box::new).map_err(|e| e.to_string()),
+            )),
+            Done::Renewal(r) => {
+                self.handle(Input::RenewalDone {
+                    retry_tomorrow: r.retry_tomorrow,
+                });
+                if let Some(cert) = r.cert {
+                    self.my_cert = cert;
+                }
+                self.handle(Input::Renewed(match r.renewed {
+                    Renewed::Ca => CoreRenewed::Ca,
+                    Renewed::Cert => CoreRenewed::Cert,
+                    Renewed::Nothing => CoreRenewed::Nothing,
+                }));
+            }
+            Done::KernelRoutes(found) => {
+                self.handle(Input::KernelRoutesCompared);
+                if let Some((table, kernel)) = found {
+                    self.fix_kernel_routes(&table, &kernel);
+                }
+            }
+        }
+    }
+}
