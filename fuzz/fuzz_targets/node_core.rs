@@ -1,9 +1,10 @@
 #![no_main]
 //! The node's decisions (`NodeCore`) fed what comes from outside in
 //! production, decoded by the decoders the shell (`re6st-node`'s `daemon`) uses:
-//! OpenVPN hook datagrams (`hook::Event::decode`), peer datagrams
-//! (`PeerLink::receive`) and decrypted session payloads
-//! (`PeerLink::message`, → address, kill, version, topology), babeld
+//! OpenVPN hook datagrams (`hook::Event::decode`), peer datagrams (the
+//! core's peer link), decrypted session payloads
+//! (`NodeCore::session_message`, → address, kill, version, topology) and
+//! the registry's relay datagrams, babeld
 //! dumps (`control::parse_line` + `Table::apply` + `ViewSource::view_of`)
 //! and monitor lines (`monitor::is_link_change`), registry answers (the
 //! network configuration through `NetworkConfig::decode` and
@@ -30,7 +31,7 @@ use re6st_node::openvpn::management::MAX_CONNECTIONS;
 use re6st_node_core::node::hooks::MAX_SERVED_SERIALS;
 use re6st_node_core::node::{Input, NodeCore, Now};
 use re6st_node_core::peer_cache::PeerCache;
-use re6st_node_core::peer_link::{PeerEvent, PeerLink};
+use re6st_node_core::peer_link::PeerLink;
 use re6st_node_core::tunnel::{Config, CountryRule, Manager};
 use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::{Identity, PeerTable};
@@ -70,6 +71,9 @@ fn node_address(n: u16) -> SocketAddr {
 
 struct Clock {
     start: Instant,
+    /// The wall clock at the start: the test certificates are valid from
+    /// the time they were made.
+    wall: u64,
     secs: u64,
 }
 
@@ -78,7 +82,8 @@ impl Clock {
         Now {
             at: self.start + Duration::from_secs(self.secs),
             mono: 1_000_000 + self.secs as i64,
-            wall: 1_700_000_000 + self.secs as i64,
+            wall: (self.wall + self.secs) as i64,
+            wall_us: (self.wall + self.secs) * 1_000_000,
         }
     }
 }
@@ -90,7 +95,7 @@ fn drain(core: &mut NodeCore) {
 fuzz_target!(|data: &[u8]| {
     let (pki, id) = pki();
     let me = node(1);
-    let mut link = PeerLink {
+    let link = PeerLink {
         me: Identity::new(pki.ca.clone(), id.cert.clone(), id.key.clone()).unwrap(),
         peers: PeerTable::default(),
         crl: BTreeSet::new(),
@@ -111,6 +116,10 @@ fuzz_target!(|data: &[u8]| {
     let watched = [(IpAddr::V6(registry_node.to_ipv6()), registry_node.len())];
     let mut clock = Clock {
         start: Instant::now(),
+        wall: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
         secs: 0,
     };
     let manager = Manager::new(
@@ -130,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut config = NetworkConfig::new(link.version.clone(), 10);
     config.registry_prefix = Some(node(0));
-    let mut core = NodeCore::new(manager, config, 1000, clock.now());
+    let mut core = NodeCore::new(manager, link, config, 1000, clock.now());
     drain(&mut core);
 
     let mut rest = data;
@@ -156,35 +165,23 @@ fuzz_target!(|data: &[u8]| {
                     continue;
                 };
                 let n = u16::from_be_bytes(*sender);
-                let (_, event) = link.message(node_address(n), node(n), payload, now.wall);
-                match event {
-                    Some(PeerEvent::Address(p, a)) => Some(Input::PeerAddress(p, a)),
-                    Some(PeerEvent::Kill(p, code)) => Some(Input::KillMessage(p, code)),
-                    // As the shell's `on_version`.
-                    Some(PeerEvent::Version(peer, blob)) if blob != link.version => {
-                        Some(Input::PeerVersion {
-                            peer,
-                            theirs: re6st_proto::crypto::verify_version(&pki.ca, &blob).ok(),
-                            ours: re6st_proto::crypto::version_number(&link.version).unwrap_or(0),
-                        })
-                    }
-                    Some(PeerEvent::Topology(peer, first)) => {
-                        Some(Input::TopologyAsked { peer, first })
-                    }
-                    _ => None,
-                }
+                core.session_message(node_address(n), node(n), payload, now);
+                drain(&mut core);
+                None
             }
             2 => {
-                // A whole datagram from the network (handshakes).
-                let Some((sender, datagram)) = bytes.split_first_chunk::<2>() else {
+                // A whole datagram from the network (handshakes), or
+                // (sender 0xffff) one of the registry's relay.
+                let Some((sender, data)) = bytes.split_first_chunk::<2>() else {
                     continue;
                 };
-                let from = node_address(u16::from_be_bytes(*sender));
-                let (_, event) = link.receive(from, datagram, now.wall as u64 * 1_000_000);
-                match event {
-                    Some(PeerEvent::Address(p, a)) => Some(Input::PeerAddress(p, a)),
-                    Some(PeerEvent::Kill(p, code)) => Some(Input::KillMessage(p, code)),
-                    _ => None,
+                let (from, data) = (u16::from_be_bytes(*sender), data.to_vec());
+                if from == u16::MAX {
+                    let from = SocketAddr::from((Ipv6Addr::LOCALHOST, 4000));
+                    Some(Input::Relay { from, data })
+                } else {
+                    let from = node_address(from);
+                    Some(Input::Datagram { from, data })
                 }
             }
             3 => {

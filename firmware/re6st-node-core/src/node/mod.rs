@@ -14,6 +14,7 @@
 
 pub mod babel;
 pub mod hooks;
+pub mod link;
 pub mod peers;
 pub mod registry;
 pub mod servers;
@@ -31,6 +32,7 @@ use re6st_proto::prefix::Prefix;
 use re6st_proto::netconfig::NetworkConfig;
 
 use crate::hook_event::Event;
+use crate::peer_link::PeerLink;
 use crate::reconfig::Plan;
 use crate::tunnel::{Manager, RoutingView};
 
@@ -44,6 +46,9 @@ pub struct Now {
     pub mono: i64,
     /// Wall-clock seconds: for what is about dates (renewal).
     pub wall: i64,
+    /// The wall clock in microseconds: the peer protocol's session
+    /// secrets start with it (a newer secret compares greater).
+    pub wall_us: u64,
 }
 
 /// What happened, for the core.
@@ -105,8 +110,6 @@ pub enum Input {
     },
     /// Our certificate is on the CRL: renew it now.
     OwnCertRevoked,
-    /// Our version was just sent to our neighbours.
-    VersionAnnounced,
     /// A comparison of babeld's routes with the kernel's ended.
     KernelRoutesCompared,
     /// A save of the peer cache ended.
@@ -126,22 +129,20 @@ pub enum Input {
     NewConfig(Plan),
     /// What a renewal check brought (after [`Input::RenewalDone`]).
     Renewed(servers::Renewed),
-    /// A peer's address list.
-    PeerAddress(Prefix, String),
-    /// A peer's kill message (code 2: asks to close, 3: agrees).
-    KillMessage(Prefix, u8),
-    /// A peer's network version other than ours: its number (`None`: the
-    /// signature did not verify), and ours.
-    PeerVersion {
-        peer: Prefix,
-        theirs: Option<u64>,
-        ours: u64,
+    /// A datagram on the peer protocol's port, from a peer.
+    Datagram {
+        from: SocketAddr,
+        data: Vec<u8>,
     },
-    /// A peer asked for our tunnels (`first`: its request's first byte).
-    TopologyAsked {
-        peer: Prefix,
-        first: u8,
+    /// A datagram of the registry's relay (from a local socket the shell
+    /// found to be the registry's: root's or our user's).
+    Relay {
+        from: SocketAddr,
+        data: Vec<u8>,
     },
+    /// What we announce to peers as our addresses changed (UPnP, or what
+    /// a peer's server saw).
+    OurAddress(String),
     /// A relay datagram from a local socket we do not trust.
     RelayRefused {
         from: SocketAddr,
@@ -176,10 +177,8 @@ pub enum Effect {
     FetchConfig,
     /// Check our certificate's and the CA's ends ([`Input::RenewalDone`]).
     CheckRenewal,
-    /// Send our network version to our neighbours.
-    AnnounceVersion,
-    /// Use this network configuration (newer than ours: cache it, give
-    /// the peer protocol its version and CRL, OpenVPN its ping time-out).
+    /// Use this network configuration (newer than ours, and already the
+    /// peer protocol's: cache it, give OpenVPN its ping time-out).
     UseConfig(Box<NetworkConfig>),
     /// Compare babeld's routes with the kernel's
     /// ([`Input::KernelRoutesCompared`]).
@@ -199,10 +198,9 @@ pub enum Effect {
     UseNewCert,
     /// Clean up and start the node over.
     Reexec,
-    /// Send a peer our network version (it has an older one).
-    SendVersion(Prefix),
-    /// Send a peer a message (over its session).
-    SendToPeer { prefix: Prefix, payload: Vec<u8> },
+    /// Send a datagram on the peer protocol's socket (to a peer, or an
+    /// answer to the registry's relay).
+    SendDatagram { to: SocketAddr, data: Vec<u8> },
     /// Lines for babeld's control socket, in order.
     TellBabel(Vec<String>),
     /// Make babeld ask for its neighbours' full route tables on `iface`
@@ -251,13 +249,30 @@ pub struct NodeCore {
     registry_node: Option<Prefix>,
     /// Relay datagrams refused.
     relay_refused: u64,
+    /// The peer protocol's sessions, our address list and version.
+    link: PeerLink,
+    /// Where the registry's relay last spoke from: answers to what it
+    /// asked peers go there.
+    forward_to: Option<SocketAddr>,
+    /// The last input's wall clock (µs), for messages that the tunnel
+    /// manager's actions send.
+    wall_us: u64,
     effects: VecDeque<Effect>,
 }
 
 impl NodeCore {
-    pub fn new(manager: Manager, config: NetworkConfig, own_serial: u64, now: Now) -> NodeCore {
+    pub fn new(
+        manager: Manager,
+        link: PeerLink,
+        config: NetworkConfig,
+        own_serial: u64,
+        now: Now,
+    ) -> NodeCore {
         NodeCore {
             manager,
+            link,
+            forward_to: None,
+            wall_us: now.wall_us,
             registry_node: config.registry_prefix,
             config,
             own_serial,
@@ -273,6 +288,7 @@ impl NodeCore {
     }
 
     pub fn handle(&mut self, input: Input, now: Now) {
+        self.wall_us = now.wall_us;
         match input {
             Input::Tick => {
                 self.servers_tick(&now);
@@ -300,7 +316,6 @@ impl NodeCore {
             Input::InterfaceTakenBack(iface) => self.arm_exchange(&iface),
             Input::RenewalDone { retry_tomorrow } => self.on_renewal_done(retry_tomorrow, &now),
             Input::OwnCertRevoked => self.own_cert_revoked(&now),
-            Input::VersionAnnounced => self.version_announced(&now),
             Input::KernelRoutesCompared => self.kernel_routes_compared(),
             Input::CacheSaved(result) => self.on_cache_saved(result),
             Input::ServersRestarted => self.servers_restarted(&now),
@@ -309,14 +324,9 @@ impl NodeCore {
             Input::DropFailed(why) => self.on_drop_failed(why),
             Input::NewConfig(plan) => self.on_new_config(plan, &now),
             Input::Renewed(renewed) => self.on_renewed(renewed),
-            Input::PeerAddress(prefix, address) => self.manager.on_address(prefix, &address),
-            Input::KillMessage(prefix, code) => {
-                self.manager.on_kill_message(now.mono, prefix, code)
-            }
-            Input::PeerVersion { peer, theirs, ours } => {
-                self.on_peer_version(peer, theirs, ours, &now)
-            }
-            Input::TopologyAsked { peer, first } => self.on_topology_asked(peer, first),
+            Input::Datagram { from, data } => self.on_datagram(from, &data, &now),
+            Input::Relay { from, data } => self.on_relay(from, &data, &now),
+            Input::OurAddress(address) => self.link.my_address = address,
             Input::RelayRefused { from } => self.on_relay_refused(from),
             Input::BabelInterfaces(interfaces) => self.set_babel_interfaces(interfaces),
             Input::BabelDefaults(defaults) => self.set_babel_defaults(defaults),

@@ -7,10 +7,9 @@
 
 use std::net::SocketAddr;
 
-use re6st_proto::message::Code;
 use re6st_proto::prefix::Prefix;
 
-use super::{Effect, NodeCore, Now};
+use super::{NodeCore, Now};
 
 impl NodeCore {
     /// A peer's network version (`None`: its signature did not verify).
@@ -33,7 +32,8 @@ impl NodeCore {
             ),
         );
         if theirs < ours {
-            self.effects.push_back(Effect::SendVersion(peer));
+            let msg = super::link::version_message(&self.link.version);
+            self.send_to_peer(peer, &msg);
         } else if theirs > ours {
             self.newer_config_seen(now);
         }
@@ -43,10 +43,7 @@ impl NodeCore {
     pub(super) fn on_topology_asked(&mut self, peer: Prefix, first: u8) {
         if Some(peer) == self.registry_node {
             let payload = [&[first][..], self.topology().as_bytes()].concat();
-            self.effects.push_back(Effect::SendToPeer {
-                prefix: peer,
-                payload,
-            });
+            self.send_to_peer(peer, &payload);
         }
     }
 
@@ -76,9 +73,4 @@ impl NodeCore {
         }
         text
     }
-}
-
-/// A version message carrying `version` (for the shell).
-pub fn version_message(version: &[u8]) -> Vec<u8> {
-    [&[Code::Version as u8][..], version].concat()
 }

@@ -117,10 +117,11 @@ impl NodeCore {
         self.manager
             .set_tunnel_refresh(i64::from(new.tunnel_refresh));
         self.config = (*new).clone();
+        self.link.version = new.version.clone();
+        self.link.crl = new.crl.clone();
         self.effects.push_back(Effect::UseConfig(new));
         // Tell our neighbours (they tell theirs).
-        self.effects.push_back(Effect::AnnounceVersion);
-        self.version_announced(now);
+        self.announce_version(now);
         self.on_new_config(plan, now);
     }
 

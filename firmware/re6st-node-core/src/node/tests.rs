@@ -15,8 +15,11 @@ use super::*;
 use crate::connections::MAX_CONNECTIONS;
 use crate::hook_event::Peer;
 use crate::peer_cache::PeerCache;
+use crate::peer_link::PeerLink;
 use crate::tunnel::{Config, CountryRule, RoutingView};
 use re6st_proto::netconfig::NetworkConfig;
+use re6st_proto::peer::{Identity, PeerTable};
+use re6st_testkit::{NodeId, Pki};
 
 fn prefix(i: u32) -> Prefix {
     Prefix::new(u128::from(i), 16).unwrap()
@@ -25,15 +28,22 @@ fn prefix(i: u32) -> Prefix {
 /// A clock for the tests: seconds after a start.
 struct Clock {
     start: Instant,
+    /// The wall clock at the start (certificates are checked against it).
+    wall: u64,
     secs: u64,
 }
 
 impl Clock {
-    // An `Instant` can only be had from the clock: the tests' one read.
+    // The tests' one read of the clocks: an `Instant` can only be had
+    // from it, and the test certificates are valid from today.
     #[allow(clippy::disallowed_methods)]
     fn new() -> Clock {
         Clock {
             start: Instant::now(),
+            wall: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
             secs: 0,
         }
     }
@@ -42,7 +52,8 @@ impl Clock {
         Now {
             at: self.start + Duration::from_secs(self.secs),
             mono: 1_000_000 + self.secs as i64,
-            wall: 1_700_000_000 + self.secs as i64,
+            wall: (self.wall + self.secs) as i64,
+            wall_us: (self.wall + self.secs) * 1_000_000,
         }
     }
 
@@ -50,6 +61,49 @@ impl Clock {
         self.secs += secs;
         self.now()
     }
+}
+
+/// The tests' CA (network 2001:db8::/32) and our node's certificate
+/// (prefix 9, [`OWN_SERIAL`]): RSA keys are slow to make, so once.
+fn pki() -> &'static (Pki, NodeId) {
+    static PKI: std::sync::OnceLock<(Pki, NodeId)> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let pki = Pki::new("2001:db8::/32");
+        let me = pki.node(&prefix(9).to_subnet(), OWN_SERIAL as u32);
+        (pki, me)
+    })
+}
+
+/// Our peer link, with configuration `config`'s version.
+fn link(config: &NetworkConfig) -> PeerLink {
+    let (pki, me) = pki();
+    PeerLink {
+        me: Identity::new(pki.ca.clone(), me.cert.clone(), me.key.clone()).unwrap(),
+        peers: PeerTable::default(),
+        crl: config.crl.clone(),
+        my_address: "198.18.0.9,1194,udp".into(),
+        version: config.version.clone(),
+        info: "test".into(),
+        pending: Default::default(),
+        random: |b| b.fill(7),
+    }
+}
+
+/// Where node `i` listens for the peer protocol.
+fn address(i: u32) -> SocketAddr {
+    let ip = re6st_proto::prefix::node_address(&pki().0.network, &prefix(i)).unwrap();
+    SocketAddr::new(ip.into(), re6st_proto::PEER_PORT)
+}
+
+/// The messages waiting for a session with node `i` (taken).
+fn queued(c: &mut NodeCore, i: u32) -> Vec<Vec<u8>> {
+    c.link.pending.remove(&prefix(i)).unwrap_or_default()
+}
+
+/// The hello0 we send a node to set a session up (it has no certificate
+/// of ours yet: a zero, then our certificate).
+fn hello0(c: &NodeCore) -> Vec<u8> {
+    [&[0u8; 4][..], &c.link.me.cert_der].concat()
 }
 
 fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
@@ -70,7 +124,8 @@ fn core(clock: &Clock, crl: &[u64]) -> NodeCore {
         clock.now().mono,
         1,
     );
-    let mut c = NodeCore::new(manager, config(1, crl), OWN_SERIAL, clock.now());
+    let config = config(1, crl);
+    let mut c = NodeCore::new(manager, link(&config), config, OWN_SERIAL, clock.now());
     // The manager's first dump request, answered (babeld is up).
     assert_eq!(effects(&mut c), [Effect::DumpBabel]);
     c.on_dump(Some(RoutingView::default()), &clock.now());
@@ -384,16 +439,36 @@ fn renewal_is_checked_soon_after_start_then_hourly_and_tomorrow_after_a_refusal(
 fn version_kernel_check_and_cache_save_periods() {
     let mut clock = Clock::new();
     let mut c = core(&clock, &[]);
-    let out = ticks(&mut c, &mut clock, 125);
-    assert_eq!(times(&out, &Effect::AnnounceVersion), [30, 60, 90, 120]);
+    // A peer on our server, to announce our version to.
+    c.handle(hook(Event::ClientConnect(peer(4, 4))), clock.now());
+    let version = link::version_message(&c.link.version);
+    let mut announced = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..125 {
+        out.extend(ticks(&mut c, &mut clock, 1));
+        if queued(&mut c, 4).contains(&version) {
+            announced.push(clock.secs);
+        }
+    }
+    assert_eq!(announced, [30, 60, 90, 120]);
     // Every 10 s, but not while one is under way.
     assert_eq!(times(&out, &Effect::CompareKernelRoutes), [1]);
     assert_eq!(times(&out, &Effect::SaveCache), [61, 122]);
     c.handle(Input::KernelRoutesCompared, clock.now());
-    c.handle(Input::VersionAnnounced, clock.now());
     let out = ticks(&mut c, &mut clock, 30);
     assert_eq!(times(&out, &Effect::CompareKernelRoutes), [131]);
-    assert_eq!(times(&out, &Effect::AnnounceVersion), [155]);
+    // A newer configuration is announced at once, and the next periodic
+    // announcement is a whole period after it.
+    c.handle(fetched(config(2, &[])), clock.now());
+    assert!(queued(&mut c, 4).contains(&link::version_message(&config(2, &[]).version)));
+    let mut announced = Vec::new();
+    for _ in 0..40 {
+        ticks(&mut c, &mut clock, 1);
+        if !queued(&mut c, 4).is_empty() {
+            announced.push(clock.secs);
+        }
+    }
+    assert_eq!(announced, [185]);
     // A failed save is said, and the first success after it.
     c.handle(Input::CacheSaved(Err("disk full".into())), clock.now());
     c.handle(Input::CacheSaved(Err("disk full".into())), clock.now());
@@ -455,7 +530,6 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         ),
         1 => any::<bool>().prop_map(|retry_tomorrow| Input::RenewalDone { retry_tomorrow }),
         1 => Just(Input::OwnCertRevoked),
-        1 => Just(Input::VersionAnnounced),
         1 => Just(Input::KernelRoutesCompared),
         1 => proptest::option::of(".{0,8}")
             .prop_map(|e| Input::CacheSaved(e.map_or(Ok(()), Err))),
@@ -478,12 +552,11 @@ fn any_input() -> impl Strategy<Value = (u8, Input)> {
         ),
         1 => prop_oneof![Just(Renewed::Nothing), Just(Renewed::Cert), Just(Renewed::Ca)]
             .prop_map(Input::Renewed),
-        1 => (any::<u16>(), ".{0,12}").prop_map(|(p, a)| Input::PeerAddress(prefix(p.into()), a)),
-        1 => (any::<u16>(), any::<u8>()).prop_map(|(p, code)| Input::KillMessage(prefix(p.into()), code)),
-        1 => (any::<u16>(), proptest::option::of(any::<u64>()), any::<u64>()).prop_map(
-            |(p, theirs, ours)| Input::PeerVersion { peer: prefix(p.into()), theirs, ours }
-        ),
-        1 => (0u16..3, any::<u8>()).prop_map(|(p, first)| Input::TopologyAsked { peer: prefix(p.into()), first }),
+        1 => (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(p, data)| Input::Datagram { from: address(p.into()), data }),
+        1 => (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(port, data)| Input::Relay { from: SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)), data }),
+        1 => ".{0,12}".prop_map(Input::OurAddress),
         1 => proptest::collection::vec(".{0,8}", 0..4).prop_map(Input::BabelInterfaces),
         1 => ".{0,8}".prop_map(Input::BabelDefaults),
         1 => (any::<u16>(), ".{0,8}").prop_map(|(p, error)| Input::TunnelStartFailed { prefix: prefix(p.into()), error }),
@@ -690,14 +763,27 @@ fn a_renewed_certificate_reconnects_the_tunnels_and_a_new_ca_restarts_the_node()
 fn a_peer_with_an_older_version_gets_ours_and_a_newer_one_makes_us_fetch() {
     let mut clock = Clock::new();
     let mut c = core(&clock, &[]);
-    let version = |theirs| Input::PeerVersion {
-        peer: prefix(5),
-        theirs,
-        ours: 7,
+    // Ours is version 1 (unsigned: only peers' versions are checked).
+    // Theirs come in session messages, signed by the CA (or not).
+    let ca_key = &pki().0.ca_key;
+    let version = |c: &mut NodeCore, blob: Vec<u8>, now: Now| {
+        let msg = link::version_message(&blob);
+        c.session_message(address(5), prefix(5), &msg, now);
     };
-    c.handle(version(Some(6)), clock.now());
-    assert_eq!(acts(&mut c), [Effect::SendVersion(prefix(5))]);
-    c.handle(version(None), clock.now());
+    version(
+        &mut c,
+        re6st_proto::crypto::sign_version(ca_key, 0).unwrap(),
+        clock.now(),
+    );
+    // Ours goes back, through a session with the peer (a hello0 first).
+    assert!(matches!(&acts(&mut c)[..], [Effect::SendDatagram { to, .. }] if *to == address(5)));
+    assert_eq!(queued(&mut c, 5), [link::version_message(&c.link.version)]);
+    // Signed by another key: said, nothing done.
+    version(
+        &mut c,
+        re6st_proto::crypto::sign_version(&pki().1.key, 8).unwrap(),
+        clock.now(),
+    );
     assert_eq!(
         effects(&mut c),
         [Effect::Log {
@@ -706,7 +792,11 @@ fn a_peer_with_an_older_version_gets_ours_and_a_newer_one_makes_us_fetch() {
         }]
     );
     assert!(times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig).is_empty());
-    c.handle(version(Some(8)), clock.now());
+    version(
+        &mut c,
+        re6st_proto::crypto::sign_version(ca_key, 8).unwrap(),
+        clock.now(),
+    );
     assert!(acts(&mut c).is_empty());
     assert_eq!(
         times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig),
@@ -720,28 +810,17 @@ fn only_the_registrys_node_is_told_our_tunnels() {
     let mut c = core(&clock, &[]);
     c.handle(hook(Event::ClientConnect(peer(4, 4))), clock.now());
     effects(&mut c);
-    c.handle(
-        Input::TopologyAsked {
-            peer: prefix(5),
-            first: 0x85,
-        },
-        clock.now(),
-    );
+    // `topology` (code 5) asked in a session message, first byte 0x05.
+    let topology = [re6st_proto::message::Code::Topology as u8];
+    c.session_message(address(5), prefix(5), &topology, clock.now());
     assert!(acts(&mut c).is_empty());
-    c.handle(
-        Input::TopologyAsked {
-            peer: prefix(0),
-            first: 0x85,
-        },
-        clock.now(),
-    );
+    assert!(queued(&mut c, 5).is_empty());
+    c.session_message(address(0), prefix(0), &topology, clock.now());
     let text = format!("0 {}", prefix(4).to_subnet());
+    assert!(matches!(&acts(&mut c)[..], [Effect::SendDatagram { to, .. }] if *to == address(0)));
     assert_eq!(
-        acts(&mut c),
-        [Effect::SendToPeer {
-            prefix: prefix(0),
-            payload: [&[0x85][..], text.as_bytes()].concat(),
-        }]
+        queued(&mut c, 0),
+        [[&topology[..], text.as_bytes()].concat()]
     );
 }
 
@@ -863,12 +942,13 @@ fn a_drained_tunnel_is_held_and_silenced_then_speaks_again_and_babeld_is_never_r
                 level: 2,
                 message: format!("tunnel with {}: asking to close", prefix(5).to_subnet())
             },
-            Effect::SendToPeer {
-                prefix: prefix(5),
-                payload: vec![2]
+            Effect::SendDatagram {
+                to: address(5),
+                data: hello0(&c),
             }
         ]
     );
+    assert_eq!(queued(&mut c, 5), [vec![2]]);
 }
 
 #[test]
@@ -902,7 +982,11 @@ fn a_newer_configuration_is_used_announced_and_restarts_what_it_changes() {
         done,
         [
             Effect::UseConfig(Box::new(new.clone())),
-            Effect::AnnounceVersion,
+            // The new version, to the peer on our server (a hello0 first).
+            Effect::SendDatagram {
+                to: address(4),
+                data: hello0(&c),
+            },
             Effect::RestartBabeld,
             Effect::DropServed([44].into()),
             Effect::RestartServers,
@@ -1095,7 +1179,9 @@ fn a_drain_given_up_keeps_its_copies_until_a_table_exchange_brought_the_routes_b
         for e in effects(c) {
             match e {
                 Effect::DumpBabel => c.handle(Input::Dumped(Some(view(1))), now),
-                Effect::CheckServers | Effect::CompareKernelRoutes | Effect::AnnounceVersion => {}
+                Effect::CheckServers
+                | Effect::CompareKernelRoutes
+                | Effect::SendDatagram { .. } => {}
                 e => out.push(e),
             }
         }
@@ -1167,4 +1253,150 @@ fn a_drain_given_up_keeps_its_copies_until_a_table_exchange_brought_the_routes_b
         }]
     );
     assert_eq!(c.poll_timeout(), None);
+}
+
+/// The registry's relay, from its local socket: a request for us is
+/// answered to that socket, one for another node forwarded to it.
+#[test]
+fn the_registrys_relay_is_answered_for_us_and_forwarded_for_others() {
+    use re6st_proto::message::{Code, FORWARD};
+    use re6st_proto::relay;
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let registry: SocketAddr = "[::1]:4000".parse().unwrap();
+    let ask = |p: u32, code: Code| Input::Relay {
+        from: registry,
+        data: relay::encode(&prefix(p), code as u8, b""),
+    };
+    let answer = |data: &[u8]| Effect::SendDatagram {
+        to: registry,
+        data: data.to_vec(),
+    };
+    c.handle(ask(9, Code::Address), clock.now());
+    assert_eq!(
+        acts(&mut c),
+        [answer(&relay::encode(
+            &prefix(9),
+            Code::Address as u8,
+            b"198.18.0.9,1194,udp"
+        ))]
+    );
+    c.handle(ask(9, Code::Topology), clock.now());
+    assert_eq!(
+        acts(&mut c),
+        [answer(&relay::encode(
+            &prefix(9),
+            Code::Topology as u8,
+            b"0"
+        ))]
+    );
+    // Another node's address: forwarded, once a session is set up.
+    c.handle(ask(5, Code::Address), clock.now());
+    assert_eq!(
+        acts(&mut c),
+        [Effect::SendDatagram {
+            to: address(5),
+            data: hello0(&c),
+        }]
+    );
+    assert_eq!(queued(&mut c, 5), [vec![Code::Address as u8 | FORWARD]]);
+    // Garbage: nothing.
+    c.handle(
+        Input::Relay {
+            from: registry,
+            data: vec![1, 2, 3],
+        },
+        clock.now(),
+    );
+    assert!(acts(&mut c).is_empty());
+    // The registry has a newer configuration: fetched.
+    c.handle(ask(9, Code::Version), clock.now());
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 3), &Effect::FetchConfig),
+        [clock.secs - 2]
+    );
+}
+
+/// Two cores, each the other's only peer, with their datagrams carried
+/// between them: a query the registry relays through one reaches the
+/// other over a session they set up, and its answer goes back to the
+/// registry's socket.
+#[test]
+fn two_cores_set_a_session_up_and_a_relayed_query_gets_the_answer() {
+    use re6st_proto::message::Code;
+    use re6st_proto::relay;
+    let clock = Clock::new();
+    let mut a = core(&clock, &[]);
+    let mut b = core(&clock, &[]);
+    let (pki, _) = pki();
+    let id = pki.node(&prefix(5).to_subnet(), 55);
+    b.link.me = Identity::new(pki.ca.clone(), id.cert.clone(), id.key.clone()).unwrap();
+    b.link.my_address = "198.18.0.5,1194,tcp".into();
+    let registry: SocketAddr = "[::1]:4000".parse().unwrap();
+    a.handle(
+        Input::Relay {
+            from: registry,
+            data: relay::encode(&prefix(5), Code::Address as u8, b""),
+        },
+        clock.now(),
+    );
+    let mut to_registry = Vec::new();
+    let mut datagrams = 0;
+    loop {
+        let mut moved = false;
+        for e in effects(&mut a) {
+            if let Effect::SendDatagram { to, data } = e {
+                moved = true;
+                datagrams += 1;
+                if to == address(5) {
+                    b.handle(
+                        Input::Datagram {
+                            from: address(9),
+                            data,
+                        },
+                        clock.now(),
+                    );
+                } else if to == registry {
+                    to_registry.push(data);
+                }
+            }
+        }
+        for e in effects(&mut b) {
+            if let Effect::SendDatagram { to, data } = e {
+                moved = true;
+                datagrams += 1;
+                assert_eq!(to, address(9));
+                a.handle(
+                    Input::Datagram {
+                        from: address(5),
+                        data,
+                    },
+                    clock.now(),
+                );
+            }
+        }
+        assert!(datagrams < 20, "no end to the exchange");
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(
+        to_registry,
+        [relay::encode(
+            &prefix(5),
+            Code::Address as u8,
+            b"198.18.0.5,1194,tcp"
+        )]
+    );
+    // Both have the session (the other's certificate) now.
+    assert!(a
+        .link
+        .peers
+        .get(&prefix(5))
+        .is_some_and(|p| p.cert().is_some()));
+    assert!(b
+        .link
+        .peers
+        .get(&prefix(9))
+        .is_some_and(|p| p.cert().is_some()));
 }

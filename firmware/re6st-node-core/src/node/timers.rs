@@ -40,9 +40,9 @@ impl NodeCore {
     pub(super) fn periodic_tick(&mut self, now: &Now) {
         let t = &mut self.timers;
         if now.mono - t.version_announced >= ANNOUNCE_EVERY {
-            t.version_announced = now.mono;
-            self.effects.push_back(Effect::AnnounceVersion);
+            self.announce_version(now);
         }
+        let t = &mut self.timers;
         if now.mono - t.kernel_checked >= KERNEL_CHECK_EVERY {
             t.kernel_checked = now.mono;
             if !std::mem::replace(&mut t.kernel_checking, true) {

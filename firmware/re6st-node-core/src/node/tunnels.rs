@@ -73,10 +73,7 @@ impl NodeCore {
                 );
                 self.effects.push_back(Effect::StopTunnel(prefix));
             }
-            Action::QueryAddress(prefix) => self.effects.push_back(Effect::SendToPeer {
-                prefix,
-                payload: vec![Code::Address as u8],
-            }),
+            Action::QueryAddress(prefix) => self.send_to_peer(prefix, &[Code::Address as u8]),
             Action::SendKill { prefix, code } => {
                 let what = if code == 2 {
                     "asking to close"
@@ -84,10 +81,7 @@ impl NodeCore {
                     "agreeing to close"
                 };
                 self.log(2, format!("tunnel with {}: {what}", prefix.to_subnet()));
-                self.effects.push_back(Effect::SendToPeer {
-                    prefix,
-                    payload: vec![code],
-                });
+                self.send_to_peer(prefix, &[code]);
             }
             Action::Drain { iface, drain: true } => {
                 self.log(2, format!("draining {iface}"));

@@ -33,6 +33,7 @@ pub(super) fn clock() -> Now {
         at: std::time::Instant::now(),
         mono: mono(),
         wall: now(),
+        wall_us: now_us(),
     }
 }
 

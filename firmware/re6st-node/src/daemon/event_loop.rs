@@ -211,8 +211,7 @@ pub(super) async fn run_node(
             }
             r = udp.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r {
-                    let datagram = buf[..n].to_vec();
-                    node.datagram(&udp, from, &datagram).await;
+                    node.datagram(from, buf[..n].to_vec());
                 }
             }
             _ = tick.tick() => {

@@ -11,17 +11,15 @@ use std::time::Duration;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use re6st_proto::cert;
-use re6st_proto::message::{Code, Message};
 use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::Identity;
 use re6st_proto::prefix::Prefix;
-use re6st_proto::relay;
 use re6st_registry_client::client::RegistryClient;
 use tokio::net::UdpSocket;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use super::clock::{clock, now, now_us};
+use super::clock::{clock, now};
 use super::handover;
 use super::log::log;
 use super::options::Options;
@@ -36,17 +34,14 @@ use crate::openvpn::hook::Event;
 use crate::openvpn::management;
 use crate::state::{netconfig as netconfig_cache, peers as peers_file};
 use crate::underlay::RemoteGateways;
-use re6st_node_core::node::peers::version_message;
 use re6st_node_core::node::servers::Renewed as CoreRenewed;
 use re6st_node_core::node::{Effect, Input, NodeCore};
-use re6st_node_core::peer_link::{PeerEvent, PeerLink};
 use re6st_node_core::tunnel::RoutingView;
 
 pub(super) struct Node {
     pub(super) o: Options,
     pub(super) network: Prefix,
     pub(super) prefix: Prefix,
-    pub(super) link: PeerLink,
     pub(super) babel_socket: PathBuf,
     pub(super) common: Common,
     pub(super) clients: BTreeMap<Prefix, Child>,
@@ -60,7 +55,6 @@ pub(super) struct Node {
     pub(super) core: NodeCore,
     /// `re6st ctl status` dumps under way.
     pub(super) status_dumps: usize,
-    pub(super) forward_to: Option<SocketAddr>,
     pub(super) client_count: usize,
     /// For the status command.
     pub(super) cert_not_after: i64,
@@ -126,16 +120,13 @@ impl Node {
             }
             Effect::FetchConfig => self.fetch_config(),
             Effect::CheckRenewal => self.check_renewal(),
-            Effect::AnnounceVersion => self.announce_version(udp).await,
             Effect::CompareKernelRoutes => self.check_kernel_routes(),
             Effect::SaveCache => self.save_cache(),
             Effect::UseNewCert => self.use_new_cert(),
             Effect::UseConfig(new) => self.use_config(&new),
-            Effect::SendVersion(peer) => {
-                let msg = version_message(&self.link.version);
-                self.send_to(udp, peer, &msg).await;
+            Effect::SendDatagram { to, data } => {
+                let _ = udp.send_to(&data, to).await;
             }
-            Effect::SendToPeer { prefix, payload } => self.send_to(udp, prefix, &payload).await,
             Effect::TellBabel(lines) => self.tell_babel(&lines),
             Effect::ExchangeTables { iface, remove, add } => {
                 let addr = |ip: std::net::Ipv4Addr| Addr {
@@ -222,12 +213,13 @@ impl Node {
     }
 
     pub(super) fn announce_change(&mut self) {
-        self.link.my_address = self.advertised.render();
+        let address = self.advertised.render();
         log(
             2,
             self.o.verbose,
-            format!("our address for peers: {:?}", self.link.my_address),
+            format!("our address for peers: {address:?}"),
         );
+        self.handle(Input::OurAddress(address));
     }
 
     /// `--client`: keeps the one OpenVPN client running.
@@ -273,7 +265,7 @@ impl Node {
     /// the servers).
     pub(super) fn use_new_cert(&mut self) {
         match Identity::new(self.ca.clone(), self.my_cert.clone(), self.key.clone()) {
-            Ok(me) => self.link.me = me,
+            Ok(me) => self.core.use_identity(me),
             Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
         }
         let serial = cert::serial(&self.my_cert)
@@ -289,17 +281,6 @@ impl Node {
         }
         self.reap_clients();
         self.handle(Input::NewCertificate { serial });
-    }
-
-    /// A peer's network version: newer ones make us fetch the
-    /// configuration, older ones get ours back.
-    pub(super) fn on_version(&mut self, peer: Prefix, blob: Vec<u8>) {
-        if blob == self.link.version {
-            return;
-        }
-        let theirs = re6st_proto::crypto::verify_version(&self.ca, &blob).ok();
-        let ours = re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0);
-        self.handle(Input::PeerVersion { peer, theirs, ours });
     }
 
     /// Starts fetching the network configuration (a newer one exists).
@@ -321,8 +302,6 @@ impl Node {
                 format!("cannot cache the network configuration: {e}"),
             );
         }
-        self.link.version = new.version.clone();
-        self.link.crl = new.crl.clone();
         self.common.ping_exit = 4 * new.hello;
     }
 
@@ -377,21 +356,6 @@ impl Node {
     /// Sends our network version to every tunnel neighbour: right after a
     /// change, then every 30 s, so that a neighbour that missed it (its
     /// tunnel was restarting) still gets it. Same versions cost nothing.
-    pub(super) async fn announce_version(&mut self, udp: &UdpSocket) {
-        self.handle(Input::VersionAnnounced);
-        let msg = [&[Code::Version as u8][..], &self.link.version].concat();
-        let neighbours: BTreeSet<Prefix> = self
-            .core
-            .manager()
-            .tunnels()
-            .map(|(p, _)| *p)
-            .chain(self.core.manager().served().iter().copied())
-            .collect();
-        for p in neighbours {
-            self.send_to(udp, p, &msg).await;
-        }
-    }
-
     pub(super) fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
         let view = fresh.unwrap_or(self.core.manager().routing());
         let subnet = |p: &Prefix| {
@@ -404,7 +368,8 @@ impl Node {
             network: format!("{}/{}", self.network.to_ipv6(), self.network.len()),
             subnet: subnet(&self.prefix),
             address: self.my_ip.to_string(),
-            config_version: re6st_proto::crypto::version_number(&self.link.version).unwrap_or(0),
+            config_version: re6st_proto::crypto::version_number(&self.core.link().version)
+                .unwrap_or(0),
             cert_not_after: self.cert_not_after,
             registry_cut: self.core.manager().is_disconnected(),
             cached_peers: self.core.manager().cache().len(),
@@ -428,7 +393,7 @@ impl Node {
                 .collect(),
             served: self.core.manager().served().iter().map(subnet).collect(),
             served_traffic: Vec::new(),
-            reachable_at: self.link.my_address.clone(),
+            reachable_at: self.core.link().my_address.clone(),
             ipv4: self.advertised.ipv4_source().into(),
             port_mappings: self
                 .advertised
@@ -452,70 +417,19 @@ impl Node {
         }
     }
 
-    pub(super) async fn send_to(&mut self, udp: &UdpSocket, prefix: Prefix, payload: &[u8]) {
-        for (to, d) in self.link.send(prefix, payload, now_us()) {
-            let _ = udp.send_to(&d, to).await;
-        }
-    }
-
-    pub(super) async fn datagram(&mut self, udp: &UdpSocket, from: SocketAddr, datagram: &[u8]) {
+    /// A datagram on the peer protocol's port. One from a local socket
+    /// is the registry's relay if the registry sent it (see
+    /// `relay_source`), and dropped otherwise.
+    pub(super) fn datagram(&mut self, from: SocketAddr, data: Vec<u8>) {
         if from.ip().to_canonical().is_loopback() {
-            // The registry's relay, if the registry sent it (see
-            // relay_source); anything else from here is dropped.
             let our_uid = nix::unistd::geteuid().as_raw();
-            if !super::relay_source::trusted(from, our_uid) {
-                self.handle(Input::RelayRefused { from });
-                return;
-            }
-            let Ok(r) = relay::decode(datagram) else {
-                return;
-            };
-            self.forward_to = Some(from);
-            if r.prefix == self.prefix {
-                let payload = [&[r.code][..], r.payload].concat();
-                if let Ok(m) = Message::decode(&payload) {
-                    let (answer, _) = self.link.answer(false, &m);
-                    if m.code == Code::Version {
-                        // The registry has a new network configuration.
-                        self.handle(Input::NewerConfigSeen);
-                    }
-                    if let Some(a) = answer {
-                        let _ = udp
-                            .send_to(&relay::encode(&r.prefix, r.code, &a), from)
-                            .await;
-                    } else if m.code == Code::Topology {
-                        let text = self.core.topology();
-                        let _ = udp
-                            .send_to(&relay::encode(&r.prefix, r.code, text.as_bytes()), from)
-                            .await;
-                    }
-                }
+            if super::relay_source::trusted(from, our_uid) {
+                self.handle(Input::Relay { from, data });
             } else {
-                let payload = [&[r.code | re6st_proto::message::FORWARD][..], r.payload].concat();
-                self.send_to(udp, r.prefix, &payload).await;
+                self.handle(Input::RelayRefused { from });
             }
-            return;
-        }
-        let (out, event) = self.link.receive(from, datagram, now_us());
-        for (to, d) in out {
-            let _ = udp.send_to(&d, to).await;
-        }
-        match event {
-            // Answers to requests the registry relayed through us.
-            Some(PeerEvent::Forward(p, code, data)) => {
-                if let Some(fwd) = self.forward_to {
-                    let _ = udp.send_to(&relay::encode(&p, code, &data), fwd).await;
-                }
-            }
-            Some(PeerEvent::Address(p, a)) => self.handle(Input::PeerAddress(p, a)),
-            Some(PeerEvent::Kill(p, code)) => self.handle(Input::KillMessage(p, code)),
-            Some(PeerEvent::Version(p, blob)) => self.on_version(p, blob),
-            // Only for the registry's node, as upstream: the registry
-            // explores the tunnel graph through it.
-            Some(PeerEvent::Topology(peer, first)) => {
-                self.handle(Input::TopologyAsked { peer, first })
-            }
-            None => {}
+        } else {
+            self.handle(Input::Datagram { from, data });
         }
     }
 

@@ -292,17 +292,6 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
                     o: o.clone(),
                     network,
                     prefix,
-                    link: PeerLink {
-                        me: Identity::new(ca.clone(), my_cert.clone(), key.clone())
-                            .map_err(|e| e.to_string())?,
-                        peers: PeerTable::default(),
-                        crl: config.crl.clone(),
-                        my_address,
-                        version: config.version.clone(),
-                        info: format!("re6st-rs {}", env!("CARGO_PKG_VERSION")),
-                        pending: Default::default(),
-                        random: random_bytes,
-                    },
                     core: NodeCore::new(
                         {
                             let cache_path = o.state.join("peers.bin");
@@ -335,6 +324,17 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
                                 u64::from(openssl_random()),
                             )
                         },
+                        PeerLink {
+                            me: Identity::new(ca.clone(), my_cert.clone(), key.clone())
+                                .map_err(|e| e.to_string())?,
+                            peers: PeerTable::default(),
+                            crl: config.crl.clone(),
+                            my_address,
+                            version: config.version.clone(),
+                            info: format!("re6st-rs {}", env!("CARGO_PKG_VERSION")),
+                            pending: Default::default(),
+                            random: random_bytes,
+                        },
                         config.clone(),
                         own_serial,
                         clock(),
@@ -348,7 +348,6 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
                     registry: Arc::new(tokio::sync::Mutex::new(registry)),
                     done,
                     babel_commands,
-                    forward_to: None,
                     client_count: taps,
                     cert_not_after,
                     my_ip,
