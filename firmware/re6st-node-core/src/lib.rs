@@ -43,6 +43,9 @@ mod tests {
             .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
             .filter_map(|l| l.split(['.', ' ', '=']).next())
             .collect();
-        assert_eq!(names, ["re6st-proto", "serde", "thiserror", "postcard"]);
+        assert_eq!(
+            names,
+            ["re6st-proto", "serde", "thiserror", "postcard", "heapless"]
+        );
     }
 }

@@ -32,12 +32,16 @@ pub struct PeerLink {
     pub my_address: String,
     pub version: Vec<u8>,
     pub info: String,
-    /// Messages waiting for a session with their peer (a few per peer).
-    pub pending: std::collections::BTreeMap<Prefix, Vec<Vec<u8>>>,
+    /// Messages waiting for a session with their peer (a few per peer:
+    /// a fixed-capacity queue, extra messages are dropped).
+    pub pending: std::collections::BTreeMap<Prefix, Pending>,
     /// Fills a buffer with random bytes (for session secrets): the shell's
     /// cryptographic generator; tests and fuzzing pass a fixed one.
     pub random: fn(&mut [u8]),
 }
+
+/// The messages waiting for one peer's session.
+pub type Pending = heapless::Vec<Vec<u8>, MAX_PENDING>;
 
 /// Messages kept per peer while its session is being set up.
 const MAX_PENDING: usize = 4;
@@ -103,10 +107,12 @@ impl PeerLink {
             }
         } else {
             if self.pending.contains_key(&prefix) || self.pending.len() < MAX_PENDING_PEERS {
-                let queue = self.pending.entry(prefix).or_default();
-                if queue.len() < MAX_PENDING {
-                    queue.push(payload.to_vec());
-                }
+                // A full queue keeps its first messages.
+                let _ = self
+                    .pending
+                    .entry(prefix)
+                    .or_default()
+                    .push(payload.to_vec());
             }
             let Some(peer) = self.peers.get_mut(&prefix) else {
                 return Vec::new();
@@ -337,7 +343,7 @@ mod tests {
         for _ in 0..10 {
             link.send(nth(20_000), &[Code::Address as u8], 100_000_000);
         }
-        assert!(link.pending.get(&nth(20_000)).map_or(0, Vec::len) <= MAX_PENDING);
+        assert!(link.pending.get(&nth(20_000)).map_or(0, |q| q.len()) <= MAX_PENDING);
     }
 
     /// 10,000 hello0 datagrams from random prefixes of our network (a

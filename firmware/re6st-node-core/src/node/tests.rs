@@ -97,7 +97,11 @@ fn address(i: u32) -> SocketAddr {
 
 /// The messages waiting for a session with node `i` (taken).
 fn queued(c: &mut NodeCore, i: u32) -> Vec<Vec<u8>> {
-    c.link.pending.remove(&prefix(i)).unwrap_or_default()
+    c.link
+        .pending
+        .remove(&prefix(i))
+        .unwrap_or_default()
+        .to_vec()
 }
 
 /// The hello0 we send a node to set a session up (it has no certificate
