@@ -177,11 +177,25 @@ pub fn main(args: Vec<String>) {
                 reached_all[a] = Some(at);
             }
         }
+        // The pairs that did not answer, when they are few (what a slow
+        // start waits for): `[from, to]`.
+        let missing: Vec<[usize; 2]> = if pairs - ok <= 32 {
+            (reach.iter().enumerate())
+                .flat_map(|(a, row)| {
+                    (row.iter().enumerate())
+                        .filter(|(_, r)| !**r)
+                        .map(move |(b, _)| [a, b])
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         samples.push(serde_json::json!({
             "t": at,
             "after_last_start": at - started.as_secs_f64(),
             "reachable_pairs": ok,
             "fraction": ok as f64 / pairs as f64,
+            "missing": missing,
         }));
         if ok == pairs {
             break;
