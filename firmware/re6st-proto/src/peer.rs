@@ -152,6 +152,11 @@ impl Peer {
         if now < self.hello0_quiet_until {
             return Ok(None);
         }
+        self.hello0_now(our_cert_der).map(Some)
+    }
+
+    /// The hello0, whenever the last one went.
+    fn hello0_now(&self, our_cert_der: &[u8]) -> Result<Vec<u8>, PeerError> {
         let mut msg = Vec::with_capacity(64 + our_cert_der.len());
         match &self.cert {
             Some(c) => {
@@ -165,7 +170,7 @@ impl Peer {
             None => msg.extend_from_slice(&0u32.to_be_bytes()),
         }
         msg.extend_from_slice(our_cert_der);
-        Ok(Some(msg))
+        Ok(msg)
     }
 
     /// To call once a hello0 was really sent.
@@ -524,12 +529,25 @@ fn handshake_once(
         Ok(_) => return ignored("certificate of another node than the sender"),
         Err(_) => return ignored("certificate without a node prefix"),
     };
+    // Their first hello0 to us, while we had not their certificate: if we
+    // sent one too (both ends started at once, e.g. on a new tunnel), each
+    // end would ignore the other's as "sent recently" until its re-send
+    // (4 s, then longer). Answered at once instead, once per certificate
+    // learnt: the answer is a seqno 1 hello0, which the other end answers
+    // with a hello; the two hellos that then cross are settled by their
+    // secrets (the newer wins, see `new_session`).
+    let first_contact = peer.cert().is_none();
     if peer.set_cert(cert).is_err() {
         return ignored("unusable certificate");
     }
     if knows_us {
         match peer.hello(&me.key, secret, protocol) {
             Ok(h) => Done(HandshakeAction::SendHello(h)),
+            Err(e) => ignored(&e.to_string()),
+        }
+    } else if first_contact {
+        match peer.hello0_now(&me.cert_der) {
+            Ok(h) => Done(HandshakeAction::SendHello0(h)),
             Err(e) => ignored(&e.to_string()),
         }
     } else {

@@ -38,6 +38,9 @@ impl Clock {
     // from it, and the test certificates are valid from today.
     #[allow(clippy::disallowed_methods)]
     fn new() -> Clock {
+        // The certificates first: they are valid from the second they
+        // were made, and the clock must not start before it.
+        pki();
         Clock {
             start: Instant::now(),
             wall: std::time::SystemTime::now()
@@ -1403,4 +1406,75 @@ fn two_cores_set_a_session_up_and_a_relayed_query_gets_the_answer() {
         .peers
         .get(&prefix(9))
         .is_some_and(|p| p.cert().is_some()));
+}
+
+/// A core for node 5 (its own certificate), beside [`core`]'s node 9.
+fn core_5(clock: &Clock) -> NodeCore {
+    let mut b = core(clock, &[]);
+    let (pki, _) = pki();
+    static ID: std::sync::OnceLock<NodeId> = std::sync::OnceLock::new();
+    let id = ID.get_or_init(|| pki.node(&prefix(5).to_subnet(), 55));
+    b.link.me = Identity::new(pki.ca.clone(), id.cert.clone(), id.key.clone()).unwrap();
+    b.link.my_address = "198.18.0.5,1194,tcp".into();
+    // Not node 9's secrets: two crossing hellos are settled by them.
+    b.link.random = |b| b.fill(5);
+    b
+}
+
+/// Carries the datagrams between node 9 (`a`) and node 5 (`b`) until
+/// neither sends any more; returns how many went.
+fn exchange(a: &mut NodeCore, b: &mut NodeCore, now: Now) -> usize {
+    let mut datagrams = 0;
+    loop {
+        let mut moved = false;
+        for (from, to, e) in effects(a)
+            .into_iter()
+            .map(|e| (9, 5, e))
+            .chain(effects(b).into_iter().map(|e| (5, 9, e)))
+        {
+            if let Effect::SendDatagram { to: addr, data } = e {
+                assert_eq!(addr, address(to));
+                moved = true;
+                datagrams += 1;
+                let input = Input::Datagram {
+                    from: address(from),
+                    data,
+                };
+                if to == 5 {
+                    b.handle(input, now);
+                } else {
+                    a.handle(input, now);
+                }
+            }
+        }
+        assert!(datagrams < 40, "no end to the exchange");
+        if !moved {
+            return datagrams;
+        }
+    }
+}
+
+/// Two nodes that start a session with each other at the same moment
+/// (each sends a hello0 before it hears the other's: a new tunnel makes
+/// both ends talk) still get one, at once: neither waits for its hello0's
+/// re-send (4 s) while the other's hello0 waits in vain for an answer.
+#[test]
+fn two_nodes_opening_a_session_at_the_same_time_get_one_at_once() {
+    use re6st_proto::message::Code;
+    let clock = Clock::new();
+    let mut a = core(&clock, &[]);
+    let mut b = core_5(&clock);
+    // Both ask the other's address, before any datagram crossed.
+    a.send_to_peer(prefix(5), &[Code::Address as u8]);
+    b.send_to_peer(prefix(9), &[Code::Address as u8]);
+    exchange(&mut a, &mut b, clock.now());
+    assert_eq!(
+        a.manager().cache().address(&prefix(5)),
+        Some("198.18.0.5,1194,tcp")
+    );
+    assert_eq!(
+        b.manager().cache().address(&prefix(9)),
+        Some("198.18.0.9,1194,udp")
+    );
+    assert!(a.link.pending.is_empty() && b.link.pending.is_empty());
 }
