@@ -40,8 +40,18 @@ pub struct PeerLink {
     pub random: fn(&mut [u8]),
 }
 
-/// The messages waiting for one peer's session.
-pub type Pending = heapless::Vec<Vec<u8>, MAX_PENDING>;
+/// The messages waiting for one peer's session, and since when.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// When the first of them was queued (seconds).
+    pub since: i64,
+    pub messages: heapless::Vec<Vec<u8>, MAX_PENDING>,
+}
+
+/// How long messages wait for their peer's session: then they are
+/// dropped, and the hello0s that [`PeerLink::retry_pending`] re-sends for
+/// them stop (whoever sent them asks again if it still cares).
+pub const PENDING_FOR: i64 = re6st_proto::peer::PEER_TIMEOUT;
 
 /// Messages kept per peer while its session is being set up.
 const MAX_PENDING: usize = 4;
@@ -108,11 +118,11 @@ impl PeerLink {
         } else {
             if self.pending.contains_key(&prefix) || self.pending.len() < MAX_PENDING_PEERS {
                 // A full queue keeps its first messages.
-                let _ = self
-                    .pending
-                    .entry(prefix)
-                    .or_default()
-                    .push(payload.to_vec());
+                let queue = self.pending.entry(prefix).or_insert_with(|| Pending {
+                    since: now,
+                    messages: heapless::Vec::new(),
+                });
+                let _ = queue.messages.push(payload.to_vec());
             }
             let Some(peer) = self.peers.get_mut(&prefix) else {
                 return Vec::new();
@@ -125,6 +135,29 @@ impl PeerLink {
                 _ => Vec::new(),
             }
         }
+    }
+
+    /// Hello0s again, as their back-off allows (1 s, then twice as late
+    /// each time), for the peers whose messages wait for a session: a
+    /// hello0 lost on a route still settling would otherwise wait for the
+    /// next message to that peer, which may never come (the registry's
+    /// relay asks once). Messages waiting longer than [`PENDING_FOR`] are
+    /// dropped. For the 1 s tick.
+    pub fn retry_pending(&mut self, now_us: u64) -> Vec<(SocketAddr, Vec<u8>)> {
+        let now = seconds(now_us);
+        self.pending.retain(|_, q| now - q.since < PENDING_FOR);
+        let mut out = Vec::new();
+        for prefix in self.pending.keys() {
+            let (Some(to), Some(peer)) = (self.address_of(prefix), self.peers.get_mut(prefix))
+            else {
+                continue;
+            };
+            if let Ok(Some(h)) = peer.hello0(&self.me.cert_der, now) {
+                peer.hello0_sent(now);
+                out.push((to, h));
+            }
+        }
+        out
     }
 
     /// Handles a datagram from `from` (not the local relay).
@@ -264,7 +297,8 @@ impl PeerLink {
         let (answer, _) = self.answer(true, &msg);
         let mut out = Vec::new();
         // The session works: what waited for it can go.
-        for queued in self.pending.remove(&prefix).unwrap_or_default() {
+        let queued = self.pending.remove(&prefix).map(|q| q.messages);
+        for queued in queued.unwrap_or_default() {
             if let Some(p) = self.peers.get_mut(&prefix) {
                 if let Ok(d) = p.encode(&queued) {
                     p.sent(now);
@@ -343,7 +377,8 @@ mod tests {
         for _ in 0..10 {
             link.send(nth(20_000), &[Code::Address as u8], 100_000_000);
         }
-        assert!(link.pending.get(&nth(20_000)).map_or(0, |q| q.len()) <= MAX_PENDING);
+        let queue = link.pending.get(&nth(20_000));
+        assert!(queue.map_or(0, |q| q.messages.len()) <= MAX_PENDING);
     }
 
     /// 10,000 hello0 datagrams from random prefixes of our network (a

@@ -40,7 +40,7 @@ pub const PEER_TIMEOUT: i64 = 60;
 /// The first re-send of an unanswered hello0 comes this soon, the next
 /// ones twice as late each time, up to [`PEER_TIMEOUT`]: a hello0 lost
 /// while routes were still settling costs seconds, not a minute.
-pub const HELLO0_FIRST_RETRY: i64 = 4;
+pub const HELLO0_FIRST_RETRY: i64 = 1;
 
 #[derive(Debug, Error)]
 pub enum PeerError {
@@ -680,13 +680,13 @@ mod tests {
             }
             t += 1;
         }
-        assert_eq!(gaps, vec![4, 8, 16, 32, 60, 60]);
+        assert_eq!(gaps, vec![1, 2, 4, 8, 16, 32]);
         // Answered: a later hello0 goes at once, and retries soon again.
         p.new_session(&new_secret(11, [0; 12]), 10).unwrap();
         assert!(p.hello0(cert, t).unwrap().is_some());
         p.hello0_sent(t);
-        assert!(p.hello0(cert, t + 3).unwrap().is_none());
-        assert!(p.hello0(cert, t + 4).unwrap().is_some());
+        assert!(p.hello0(cert, t).unwrap().is_none());
+        assert!(p.hello0(cert, t + 1).unwrap().is_some());
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl NodeCore {
         }
     }
 
-    fn send_datagrams(&mut self, out: Vec<(SocketAddr, Vec<u8>)>) {
+    pub(super) fn send_datagrams(&mut self, out: Vec<(SocketAddr, Vec<u8>)>) {
         for (to, data) in out {
             self.effects.push_back(Effect::SendDatagram { to, data });
         }

@@ -296,6 +296,8 @@ impl NodeCore {
                 self.periodic_tick(&now);
                 self.manager.tick(now.mono);
                 self.save_tick(&now);
+                let hello0s = self.link.retry_pending(now.wall_us);
+                self.send_datagrams(hello0s);
             }
             Input::Timer => self.babeld_timer(&now),
             Input::Hook { event, reply_to } => self.on_hook(event, reply_to),
