@@ -147,15 +147,29 @@ impl PeerLink {
         let now = seconds(now_us);
         self.pending.retain(|_, q| now - q.since < PENDING_FOR);
         let mut out = Vec::new();
-        for prefix in self.pending.keys() {
+        let mut flushed = Vec::new();
+        for (prefix, queue) in &self.pending {
             let (Some(to), Some(peer)) = (self.address_of(prefix), self.peers.get_mut(prefix))
             else {
                 continue;
             };
-            if let Ok(Some(h)) = peer.hello0(&self.me.cert_der, now) {
+            if peer.connected(now) && peer.cert().is_some() {
+                // A session came up without a message from the peer to
+                // flush the queue with: send it, no new handshake.
+                for m in &queue.messages {
+                    if let Ok(d) = peer.encode(m) {
+                        peer.sent(now);
+                        out.push((to, d));
+                    }
+                }
+                flushed.push(*prefix);
+            } else if let Ok(Some(h)) = peer.hello0(&self.me.cert_der, now) {
                 peer.hello0_sent(now);
                 out.push((to, h));
             }
+        }
+        for p in flushed {
+            self.pending.remove(&p);
         }
         out
     }
@@ -234,11 +248,23 @@ impl PeerLink {
             }
             HandshakeAction::SendHello(h) => vec![(from, h)],
             HandshakeAction::SessionAccepted => {
+                // Our version first, then what waited for the session.
                 let version = [&[Code::Version as u8][..], &self.version].concat();
-                match self.peers.lookup(sender).map(|p| p.encode(&version)) {
-                    Some(Ok(d)) => vec![(from, d)],
-                    _ => Vec::new(),
+                let prefix = self.peers.lookup(sender).map(|p| p.prefix);
+                let queued = prefix.and_then(|p| self.pending.remove(&p));
+                let mut out = Vec::new();
+                if let Some(peer) = self.peers.lookup(sender) {
+                    if let Ok(d) = peer.encode(&version) {
+                        out.push((from, d));
+                    }
+                    for m in queued.map(|q| q.messages).unwrap_or_default() {
+                        if let Ok(d) = peer.encode(&m) {
+                            peer.sent(now);
+                            out.push((from, d));
+                        }
+                    }
                 }
+                out
             }
             HandshakeAction::Ignored(_) => Vec::new(),
         };

@@ -1534,3 +1534,34 @@ fn a_lost_hello0_is_sent_again_a_second_later() {
     assert_eq!(sent, [1, 3, 7, 15, 31]);
     assert!(a.link.pending.is_empty());
 }
+
+/// What waits for a session goes as soon as we accept one, even when the
+/// peer that started it has nothing to send us (without that, it waited
+/// for the peer's next message, and every retry tick started a new
+/// handshake instead).
+#[test]
+fn accepting_a_session_sends_what_waited_for_it() {
+    use re6st_proto::message::Code;
+    let clock = Clock::new();
+    let mut a = core(&clock, &[]);
+    let mut b = core_5(&clock);
+    // b asks a's address; its hello0 is lost.
+    b.send_to_peer(prefix(9), &[Code::Address as u8]);
+    effects(&mut b);
+    // a starts a session with b, with nothing left to send once it is up.
+    a.send_to_peer(prefix(5), &[Code::Address as u8]);
+    a.link.pending.clear();
+    exchange(&mut a, &mut b, clock.now());
+    assert_eq!(
+        b.manager().cache().address(&prefix(9)),
+        Some("198.18.0.9,1194,udp")
+    );
+    assert!(b.link.pending.is_empty());
+    // And a tick later, no new handshake: nothing waits, nothing is sent.
+    let mut clock = clock;
+    let now = clock.advance(1);
+    b.handle(Input::Tick, now);
+    assert!(!effects(&mut b)
+        .iter()
+        .any(|e| matches!(e, Effect::SendDatagram { .. })));
+}
