@@ -66,6 +66,14 @@ pub const MAX_PENDING_PEERS: usize = 64;
 /// their pending messages; established sessions are never dropped to make
 /// room: a message to a new peer then waits for the next attempt.
 pub const MAX_SESSIONS: usize = 2048;
+/// A session with no datagram either way for this long (seconds) is
+/// dropped with the peer's certificate, unless its peer is one we keep
+/// (see [`PeerLink::prune_idle`]): a node that asks every node it has a
+/// route to for its address, one every 30 s, would otherwise keep a
+/// session (and a parsed certificate, a few KiB) with each of them for
+/// good, up to [`MAX_SESSIONS`]. A later message to that peer costs a new
+/// handshake, with one more round trip than if its certificate were kept.
+pub const IDLE_SESSION: i64 = 600;
 
 /// Seconds since the epoch, as the sessions count time.
 fn seconds(now_us: u64) -> i64 {
@@ -107,6 +115,7 @@ impl PeerLink {
         }
         let secret = new_secret(0, self.random12());
         let peer = self.peers.entry(prefix, secret);
+        peer.last_active = now;
         if peer.connected(now) && peer.cert().is_some() {
             match peer.encode(payload) {
                 Ok(d) => {
@@ -197,6 +206,7 @@ impl PeerLink {
                 // Unknown: only a handshake can introduce it.
                 return self.handshake(from, &sender, datagram, now_us);
             };
+            peer.last_active = now;
             match peer.decode(datagram) {
                 Received::Handshake { .. } => None,
                 Received::Rejected => return (Vec::new(), None),
@@ -239,6 +249,9 @@ impl PeerLink {
             new_secret(now_us, fresh),
             new_secret(0, spare),
         );
+        if let Some(p) = self.peers.lookup(sender) {
+            p.last_active = now;
+        }
         let out = match action {
             HandshakeAction::SendHello0(h) => {
                 if let Some(p) = self.peers.lookup(sender) {
@@ -269,6 +282,16 @@ impl PeerLink {
             HandshakeAction::Ignored(_) => Vec::new(),
         };
         (out, None)
+    }
+
+    /// Drops the sessions idle for [`IDLE_SESSION`] but those of the peers
+    /// `keep` names (our tunnels' peers, say) and those with messages
+    /// waiting; `now` in seconds.
+    pub fn prune_idle(&mut self, now: i64, keep: impl Fn(&Prefix) -> bool) {
+        let pending = &self.pending;
+        self.peers.retain(|p| {
+            now - p.last_active < IDLE_SESSION || keep(&p.prefix) || pending.contains_key(&p.prefix)
+        });
     }
 
     /// Answers a message locally; used for peers and for the relay.
@@ -431,6 +454,39 @@ mod tests {
         }
         assert!(link.peers.len() <= 1, "{}", link.peers.len());
         assert!(link.pending.is_empty());
+    }
+
+    /// Sessions idle for [`IDLE_SESSION`] go, but those the caller keeps,
+    /// those used lately and those with messages waiting.
+    #[test]
+    fn idle_sessions_are_dropped_but_kept_peers() {
+        let pki = Pki::new("2001:db8::/32");
+        let mut link = link(&pki);
+        let t0 = 1_000_000;
+        let us = |s: i64| s as u64 * 1_000_000;
+        for i in 0..4 {
+            link.send(nth(i), &[Code::Address as u8], us(t0));
+        }
+        // Messages to 0 and 1 wait no more (their peers never answered).
+        link.retry_pending(us(t0 + PENDING_FOR));
+        assert!(link.pending.is_empty());
+        // 2 is used again later; 3 has a message waiting.
+        link.send(nth(2), &[Code::Address as u8], us(t0 + IDLE_SESSION - 1));
+        link.pending.remove(&nth(2));
+        link.send(nth(3), &[Code::Address as u8], us(t0 + IDLE_SESSION - 1));
+        link.prune_idle(t0 + IDLE_SESSION - 1, |_| false);
+        assert_eq!(link.peers.len(), 4, "nothing idle for long enough yet");
+        link.prune_idle(t0 + IDLE_SESSION, |p| *p == nth(1));
+        let left: Vec<Prefix> = link.peers.iter().map(|p| p.prefix).collect();
+        assert_eq!(left, [nth(1), nth(2), nth(3)]);
+        // A datagram from a peer counts as use too.
+        let later = t0 + 2 * IDLE_SESSION;
+        let from = link.address_of(&nth(2)).unwrap();
+        link.receive(from, &[0, 0, 0, 9, 1, 2, 3], us(later - 1));
+        link.pending.clear();
+        link.prune_idle(later, |_| false);
+        let left: Vec<Prefix> = link.peers.iter().map(|p| p.prefix).collect();
+        assert_eq!(left, [nth(2)]);
     }
 
     #[test]

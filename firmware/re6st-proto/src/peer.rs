@@ -105,6 +105,10 @@ pub struct Peer {
     pub protocol: u32,
     /// Last network version we know the peer has.
     pub version: Vec<u8>,
+    /// When a datagram last went to or came from the peer (the session's
+    /// user keeps it: this type is not told the time of every datagram),
+    /// so that idle sessions can be dropped.
+    pub last_active: i64,
 }
 
 impl Peer {
@@ -124,6 +128,7 @@ impl Peer {
             hello0_backoff: 0,
             protocol: 0,
             version: Vec::new(),
+            last_active: 0,
         }
     }
 

@@ -1527,3 +1527,38 @@ fn accepting_a_session_sends_what_waited_for_it() {
         .iter()
         .any(|e| matches!(e, Effect::SendDatagram { .. })));
 }
+
+/// Peer sessions idle for 10 minutes are dropped (a node that queries a
+/// node every 30 s would otherwise keep one with every node of the
+/// network), but those with the peers on our servers or our tunnels and
+/// with the registry's node, checked every minute.
+#[test]
+fn idle_sessions_go_but_those_with_neighbours_and_the_registrys_node() {
+    use crate::peer_link::IDLE_SESSION;
+    use re6st_proto::message::Code;
+    let mut clock = Clock::new();
+    let mut a = core(&clock, &[]);
+    let mut b = core_5(&clock);
+    a.send_to_peer(prefix(5), &[Code::Address as u8]);
+    exchange(&mut a, &mut b, clock.now());
+    // Node 5 is on one of our servers; 7 and the registry's node 0 never
+    // answer.
+    a.handle(hook(Event::ClientConnect(peer(5, 55))), clock.now());
+    a.send_to_peer(prefix(7), &[Code::Address as u8]);
+    a.send_to_peer(prefix(0), &[Code::Address as u8]);
+    let sessions = |a: &NodeCore| -> Vec<u32> {
+        let mut v: Vec<u32> = (a.link.peers.iter())
+            .map(|p| p.prefix.value() as u32)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sessions(&a), [0, 5, 7]);
+    ticks(&mut a, &mut clock, IDLE_SESSION as u64 + 60);
+    assert_eq!(sessions(&a), [0, 5]);
+    // Gone from our servers: its session is idle from our last version
+    // announcement to it on.
+    a.handle(hook(Event::ClientDisconnect(peer(5, 55))), clock.now());
+    ticks(&mut a, &mut clock, IDLE_SESSION as u64 + 60);
+    assert_eq!(sessions(&a), [0]);
+}

@@ -1,8 +1,14 @@
 //! The node's periodic work: our network version sent to our neighbours
 //! every 30 s (a neighbour whose tunnel was restarting missed the last
 //! one), babeld's routes compared with the kernel's every 10 s (one
-//! comparison at a time), and the peer cache saved every minute (a failure
-//! logged, and the first success after failures).
+//! comparison at a time), the peer cache saved every minute (a failure
+//! logged, and the first success after failures), and every minute the
+//! peer-protocol sessions idle for 10 minutes dropped, but those with our
+//! neighbours and the registry's node.
+
+use std::collections::BTreeSet;
+
+use re6st_proto::prefix::Prefix;
 
 use super::{Effect, NodeCore, Now};
 
@@ -13,6 +19,8 @@ const KERNEL_CHECK_EVERY: i64 = 10;
 /// The peer cache is saved when it was last saved more than this long ago
 /// (seconds).
 const SAVE_AFTER: i64 = 60;
+/// Seconds between two looks for idle peer-protocol sessions.
+const PRUNE_EVERY: i64 = 60;
 
 #[derive(Debug)]
 pub struct Timers {
@@ -21,6 +29,7 @@ pub struct Timers {
     kernel_checking: bool,
     cache_saved: i64,
     cache_save_failed: bool,
+    sessions_pruned: i64,
 }
 
 impl Timers {
@@ -32,6 +41,7 @@ impl Timers {
             kernel_checking: false,
             cache_saved: now.mono,
             cache_save_failed: false,
+            sessions_pruned: now.mono,
         }
     }
 }
@@ -41,6 +51,14 @@ impl NodeCore {
         let t = &mut self.timers;
         if now.mono - t.version_announced >= ANNOUNCE_EVERY {
             self.announce_version(now);
+        }
+        if now.mono - self.timers.sessions_pruned >= PRUNE_EVERY {
+            self.timers.sessions_pruned = now.mono;
+            let keep: BTreeSet<Prefix> = (self.manager.tunnels().map(|(p, _)| *p))
+                .chain(self.manager.served().iter().copied())
+                .chain(self.registry_node)
+                .collect();
+            self.link.prune_idle(now.wall, |p| keep.contains(p));
         }
         let t = &mut self.timers;
         if now.mono - t.kernel_checked >= KERNEL_CHECK_EVERY {
