@@ -2,7 +2,7 @@
 //! manager's own toy test) and, unless NATed, a public IPv4 address in
 //! 198.18.0.0/15 with an OpenVPN server on UDP and on TCP.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use re6st_proto::prefix::Prefix;
 
@@ -36,6 +36,23 @@ pub fn address_list(i: u32) -> String {
     format!("{ip},1194,udp;{ip},1194,tcp")
 }
 
+/// Node `i`'s address on the overlay, where its peer protocol listens.
+pub fn overlay(network: &Prefix, i: u32) -> SocketAddr {
+    let ip = re6st_proto::prefix::node_address(network, &prefix(i))
+        .expect("a /16 node prefix fits a /32 network");
+    SocketAddr::new(IpAddr::V6(ip), re6st_proto::PEER_PORT)
+}
+
+/// The node an overlay address belongs to.
+pub fn node_of_overlay(network: &Prefix, ip: IpAddr) -> Option<u32> {
+    let IpAddr::V6(ip) = ip else { return None };
+    let bits = Prefix::from_ipv6(ip, network.len() + PREFIX_LEN).ok()?;
+    if !bits.starts_with(network) {
+        return None;
+    }
+    index(&bits.suffix_from(network.len()))
+}
+
 /// The node an announced IPv4 address belongs to.
 pub fn node_of_ip(ip: std::net::IpAddr) -> Option<u32> {
     match ip {
@@ -57,5 +74,14 @@ mod tests {
             assert_eq!(node_of_ip(a.addresses[0].ip), Some(i));
         }
         assert!(prefix(1) < prefix(2), "prefix order is index order");
+        let network = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
+        for i in [0, 1, 9999, MAX_NODES - 1] {
+            assert_eq!(
+                node_of_overlay(&network, overlay(&network, i).ip()),
+                Some(i)
+            );
+        }
+        let other = Prefix::from_ipv6("2001:db9::".parse().unwrap(), 32).unwrap();
+        assert_eq!(node_of_overlay(&network, overlay(&other, 5).ip()), None);
     }
 }

@@ -1,5 +1,6 @@
 //! re6st-sim: thousands of re6st nodes, each running the node's real
-//! sans-IO tunnel manager ([`re6st_node_core::tunnel::Manager`]), over
+//! sans-IO core ([`re6st_node_core::node::NodeCore`]: its tunnel manager,
+//! peer protocol, registry calls and timers), over
 //! a modelled routing layer and in simulated time. It measures what the
 //! rewiring of re6st gives at scale: diameter, stretch, connectivity
 //! under loss, recovery, control traffic. See docs/simulator.md for what
@@ -11,6 +12,7 @@ pub mod graph;
 pub mod ids;
 pub mod metrics;
 pub mod model;
+pub mod pki;
 pub mod report;
 pub mod rng;
 pub mod routing;

@@ -1,27 +1,41 @@
-//! The simulated network: one real [`Manager`] per node, the tunnel graph,
-//! a registry answering `getBootstrapPeer`, peer messages, and time.
+//! The simulated network: one real [`NodeCore`] per node (the daemon's
+//! decisions: its tunnel manager, its peer protocol with real handshakes,
+//! its registry calls and timers), the tunnel graph, a registry answering
+//! `getBootstrapPeer`, datagrams, and time. The simulator plays the
+//! daemon's shell: it carries out each core's effects and reports back.
 //!
-//! Time advances in whole seconds, like the managers' clocks. Within a
-//! second, events (boots, tunnel results, datagrams) run in the order they
-//! were scheduled, then every node due is ticked; whatever a manager asks
+//! Time advances in whole seconds, like the cores' interval clocks. Within
+//! a second, events (boots, tunnel results, datagrams) run in the order
+//! they were scheduled, then every node due is ticked; whatever a core asks
 //! for is carried out at once (a babel dump is computed from the current
-//! graph), except tunnels, which come up `tunnel_delay` seconds later.
+//! graph, a datagram delivered within the second), except tunnels, which
+//! come up `tunnel_delay` seconds later.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
+use std::time::{Duration, Instant};
 
+use re6st_node_core::hook_event::{Event as Hook, Peer};
+use re6st_node_core::node::{Effect, Input, NodeCore, Now};
 use re6st_node_core::peer_cache::{PeerCache, DEFAULT_CAPACITY};
-use re6st_node_core::tunnel::{Action, Config, Manager, ROUTES_MAX_AGE};
-use re6st_proto::message::{Code, Message};
+use re6st_node_core::peer_link::PeerLink;
+use re6st_node_core::tunnel::{Config, Manager, ROUTES_MAX_AGE};
+use re6st_proto::message::Code;
+use re6st_proto::netconfig::NetworkConfig;
+use re6st_proto::peer::PeerTable;
 use re6st_proto::prefix::Prefix;
 use serde::Serialize;
 
 use crate::config::{Loss, LossKind, SimConfig};
 use crate::graph::{Components, Graph, Tunnel};
-use crate::ids::{address_list, index, node_of_ip, prefix, REGISTRY};
+use crate::ids::{
+    address_list, index, ipv4, node_of_ip, node_of_overlay, overlay, prefix, REGISTRY,
+};
+use crate::pki::Pki;
 use crate::rng::Rng;
 use crate::routing::Router;
-use crate::wire::{encode, PeerTraffic, FRAMING};
+use crate::wire::{classify, Kind, PeerTraffic};
 
 /// Seconds a node is ticked every second after an event.
 const ACTIVE_S: i64 = 2;
@@ -29,10 +43,30 @@ const ACTIVE_S: i64 = 2;
 /// this long passed since the last event reached its manager or it opened
 /// or closed a tunnel, while it drains nothing: issue 16 bounds its dumps.
 const QUIET_S: i64 = 60;
-/// How often a node announces the network version to its tunnel peers.
+/// How often a node's core announces the network version to its tunnel
+/// peers: every node is ticked then.
 const VERSION_EVERY: i64 = 30;
-/// A signed version: a packed number and a 2048-bit RSA signature.
-const VERSION_PAYLOAD: usize = 1 + 2 + 256;
+/// The simulation's wall clock at second 0 (for certificates' validity
+/// and session secrets): a fixed date, so that runs repeat.
+const WALL_START: i64 = 1_800_000_000;
+
+thread_local! {
+    /// The cores' random generator (session secrets): `PeerLink` takes a
+    /// plain `fn`, so the state it reads lives here, loaded from the
+    /// running simulation's for each of its steps.
+    static SECRETS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn sim_random(buf: &mut [u8]) {
+    SECRETS.with(|s| {
+        let mut r = Rng::new(s.get());
+        for chunk in buf.chunks_mut(8) {
+            let x = r.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&x[..chunk.len()]);
+        }
+        s.set(r.next_u64());
+    });
+}
 
 /// What the simulator did on the managers' behalf.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -87,7 +121,7 @@ impl Counts {
 }
 
 struct Node {
-    mgr: Option<Manager>,
+    core: Option<NodeCore>,
     nat: bool,
     boot_at: i64,
     next_tick: i64,
@@ -124,7 +158,7 @@ enum Event {
     Deliver {
         from: u32,
         to: u32,
-        payload: Vec<u8>,
+        datagram: Vec<u8>,
     },
 }
 
@@ -169,7 +203,12 @@ pub struct Sim {
     queued: Vec<bool>,
     traffic: PeerTraffic,
     counts: Counts,
-    graveyard: Vec<Manager>,
+    graveyard: Vec<NodeCore>,
+    pki: Pki,
+    /// Instant of second 0, for the cores' timers.
+    start: Instant,
+    /// This simulation's state of `SECRETS`.
+    secrets: u64,
 }
 
 impl Sim {
@@ -178,7 +217,7 @@ impl Sim {
         let mut rng = Rng::derive(cfg.seed, 1);
         let nodes = (0..n)
             .map(|i| Node {
-                mgr: None,
+                core: None,
                 // The registry's node is public: everybody's first peer.
                 nat: i != REGISTRY && rng.unit() < cfg.nat,
                 boot_at: if i == REGISTRY || cfg.join_over == 0 {
@@ -210,6 +249,9 @@ impl Sim {
             traffic: PeerTraffic::default(),
             counts: Counts::default(),
             graveyard: Vec::new(),
+            pki: Pki::new(WALL_START).expect("the simulation's certificates"),
+            start: Instant::now(),
+            secrets: Rng::derive(cfg.seed, 2).next_u64(),
             nodes,
             cfg,
         };
@@ -253,12 +295,28 @@ impl Sim {
     }
 
     fn mgr(&self, i: u32) -> Option<&Manager> {
-        self.nodes[i as usize].mgr.as_ref()
+        self.nodes[i as usize].core.as_ref().map(NodeCore::manager)
+    }
+
+    /// The time of an input now, as the daemon's shell reads it.
+    fn time(&self) -> Now {
+        let wall = WALL_START + self.now;
+        Now {
+            at: self.start + Duration::from_secs(self.now as u64),
+            mono: self.now,
+            wall,
+            wall_us: wall as u64 * 1_000_000,
+        }
     }
 
     /// Client tunnels of a live node's manager (established or not).
     pub fn client_tunnels(&self, i: u32) -> Option<usize> {
         self.mgr(i).map(|m| m.tunnels().count())
+    }
+
+    /// Sessions in a live node's peer-protocol table.
+    pub fn peer_sessions(&self, i: u32) -> Option<usize> {
+        (self.nodes[i as usize].core.as_ref()).map(|c| c.link().peers.len())
     }
 
     /// Peers on a live node's servers, as its manager knows them.
@@ -288,8 +346,8 @@ impl Sim {
     pub fn registry_cut(&self) -> usize {
         self.nodes
             .iter()
-            .filter_map(|n| n.mgr.as_ref())
-            .filter(|m| m.is_disconnected())
+            .filter_map(|n| n.core.as_ref())
+            .filter(|c| c.manager().is_disconnected())
             .count()
     }
 
@@ -314,11 +372,13 @@ impl Sim {
 
     /// One simulated second.
     pub fn step(&mut self) {
+        SECRETS.with(|s| s.set(self.secrets));
         self.process_events();
         self.tick_all();
         // Datagrams sent by the ticks arrive within the second.
         self.process_events();
         self.now += 1;
+        self.secrets = SECRETS.with(Cell::get);
     }
 
     fn process_events(&mut self) {
@@ -349,10 +409,16 @@ impl Sim {
     /// * a node at its target (full, or a NATed node with its two
     ///   tunnels) when its view is `ROUTES_MAX_AGE` old: its manager
     ///   takes that dump, or as babeld's monitor tells it of a neighbour
-    ///   gone (see `kill`).
+    ///   gone (see `kill`);
+    /// * every node every `VERSION_EVERY` seconds after its boot, when its
+    ///   core announces the network version to its neighbours.
+    ///
+    /// A core's other periodic work (renewal checks, kernel route
+    /// comparisons, cache saves, hello0 retries) happens at the ticks it
+    /// gets: later than in the daemon for a node not ticked every second.
     fn tick_all(&mut self) {
         let now = self.now;
-        let version_msg = VERSION_PAYLOAD + 1 + FRAMING;
+        let time = self.time();
         for i in 0..self.cfg.nodes {
             if !self.alive[i as usize] {
                 continue;
@@ -360,12 +426,11 @@ impl Sim {
             let busy = self.graph.drains(i);
             let (tick, client_count) = (self.cfg.tick, self.cfg.client_count);
             let node = &mut self.nodes[i as usize];
-            let Some(m) = node.mgr.as_mut() else { continue };
-            if now > node.boot_at && (now - node.boot_at) % VERSION_EVERY == 0 {
-                let peers = m.tunnels().count() + m.served().len();
-                self.traffic.version_announcements += peers as u64;
-                self.traffic.bytes += (peers * version_msg) as u64;
-            }
+            let Some(core) = node.core.as_mut() else {
+                continue;
+            };
+            let announce = now > node.boot_at && (now - node.boot_at) % VERSION_EVERY == 0;
+            let m = core.manager();
             let tunnels = m.tunnels().count();
             let quiet = tunnels < client_count && !busy && now >= node.quiet_from;
             if tunnels < client_count {
@@ -387,8 +452,9 @@ impl Sim {
             // address queries, and a dump counted here would be taken
             // again by that tick (its view would still be as old).
             let stale = full && now - node.last_dump >= ROUTES_MAX_AGE;
-            if busy || active || stale || now >= m.next_timeout() || (periodic && !full) {
-                m.tick(now);
+            if busy || active || stale || announce || now >= m.next_timeout() || (periodic && !full)
+            {
+                core.handle(Input::Tick, time);
                 self.touch(i);
                 self.run_work();
             } else if !full {
@@ -412,30 +478,68 @@ impl Sim {
         }
     }
 
-    /// Carries out every pending action of every touched manager.
+    /// Carries out every pending effect of every touched core.
     fn run_work(&mut self) {
         while let Some(i) = self.work.pop() {
             self.queued[i as usize] = false;
-            while let Some(a) = self.nodes[i as usize]
-                .mgr
+            while let Some(e) = self.nodes[i as usize]
+                .core
                 .as_mut()
-                .and_then(Manager::poll_action)
+                .and_then(NodeCore::poll_effect)
             {
-                self.act(i, a);
+                self.act(i, e);
             }
         }
     }
 
-    /// Calls a live node's manager, then carries out what it asks for.
-    fn with_mgr(&mut self, i: u32, f: impl FnOnce(&mut Manager, i64)) {
+    /// Gives a live node's core an input that changes what its manager
+    /// knows (the node is then active, and not quiet); what it asks for is
+    /// carried out by `run_work`.
+    fn event(&mut self, i: u32, input: Input) {
         let now = self.now;
         let node = &mut self.nodes[i as usize];
-        if let Some(m) = node.mgr.as_mut() {
-            f(m, now);
-            node.active_until = now + ACTIVE_S;
-            node.quiet_from = now + QUIET_S;
+        node.active_until = now + ACTIVE_S;
+        node.quiet_from = now + QUIET_S;
+        self.input(i, input);
+    }
+
+    /// Gives a live node's core an input, leaving its activity alone.
+    fn input(&mut self, i: u32, input: Input) {
+        let time = self.time();
+        if let Some(core) = self.nodes[i as usize].core.as_mut() {
+            core.handle(input, time);
             self.touch(i);
         }
+    }
+
+    /// How a server's hooks name a client of node `c` (as OpenVPN's
+    /// environment would: its certificate, the server's tap, where the
+    /// client comes from).
+    fn hook_peer(c: u32, proto: u8) -> Peer {
+        Peer {
+            cn: prefix(c).to_subnet(),
+            dev: if proto == 0 {
+                "re6stnet-udp"
+            } else {
+                "re6stnet-tcp"
+            }
+            .into(),
+            serial: u64::from(c) + 1,
+            ip: ipv4(c).to_string(),
+            port: 1194,
+        }
+    }
+
+    /// A server's OpenVPN saw its client `c` leave.
+    fn served_gone(&mut self, server: u32, c: u32, proto: u8) {
+        let hook = Hook::ClientDisconnect(Self::hook_peer(c, proto));
+        self.event(
+            server,
+            Input::Hook {
+                event: hook,
+                reply_to: None,
+            },
+        );
     }
 
     fn boot(&mut self, i: u32) {
@@ -463,8 +567,26 @@ impl Sim {
             countries: Default::default(),
         };
         let seed = r.next_u64();
+        let manager = Manager::new(mc, cache, self.now, seed);
+        let link = PeerLink {
+            me: self.pki.identity(i).expect("a node certificate"),
+            peers: PeerTable::default(),
+            crl: BTreeSet::new(),
+            my_address: if self.announces(i) {
+                address_list(i)
+            } else {
+                String::new()
+            },
+            version: self.pki.version.clone(),
+            info: String::new(),
+            pending: Default::default(),
+            random: sim_random,
+        };
+        let mut config = NetworkConfig::new(self.pki.version.clone(), re6st_proto::PROTOCOL);
+        config.registry_prefix = Some(prefix(REGISTRY));
+        let core = NodeCore::new(manager, link, config, u64::from(i) + 1, self.time());
         let node = &mut self.nodes[i as usize];
-        node.mgr = Some(Manager::new(mc, cache, self.now, seed));
+        node.core = Some(core);
         node.next_tick = self.now + 1;
         self.alive[i as usize] = true;
         self.alive_version += 1;
@@ -484,19 +606,18 @@ impl Sim {
                 if self.current(t, attempt) {
                     if let Some(x) = self.drop_tunnel(t) {
                         let s = prefix(x.server);
-                        self.with_mgr(x.client, |m, _| m.on_tunnel_exit(s));
+                        self.event(x.client, Input::TunnelExited(s));
                     }
                 }
             }
             Event::ServedGone { t, attempt } => {
                 if self.current(t, attempt) {
                     if let Some(x) = self.drop_tunnel(t) {
-                        let c = prefix(x.client);
-                        self.with_mgr(x.server, |m, _| m.on_served(c, false));
+                        self.served_gone(x.server, x.client, x.proto);
                     }
                 }
             }
-            Event::Deliver { from, to, payload } => self.deliver(from, to, &payload),
+            Event::Deliver { from, to, datagram } => self.deliver(from, to, datagram),
         }
     }
 
@@ -538,15 +659,32 @@ impl Sim {
         self.graph.link(t);
         self.counts.tunnels_up += 1;
         // The server's connect hook, then the client's route-up hook.
-        let (pc, ps) = (prefix(c), prefix(s));
-        self.with_mgr(s, |m, _| m.on_served(pc, true));
-        self.with_mgr(c, |m, _| m.on_tunnel_up(ps, u64::from(s) + 1));
+        let connect = Hook::ClientConnect(Self::hook_peer(c, proto as u8));
+        self.event(
+            s,
+            Input::Hook {
+                event: connect,
+                reply_to: None,
+            },
+        );
+        let up = Hook::RouteUp {
+            cn: prefix(s).to_subnet(),
+            serial: u64::from(s) + 1,
+            external_ip: ipv4(c).to_string(),
+        };
+        self.event(
+            c,
+            Input::Hook {
+                event: up,
+                reply_to: None,
+            },
+        );
     }
 
-    fn send(&mut self, from: u32, to: u32, payload: Vec<u8>) {
-        self.traffic.sent(&payload);
+    fn send(&mut self, from: u32, to: u32, datagram: Vec<u8>) {
+        self.traffic.sent(&datagram);
         let now = self.now;
-        self.schedule(now, Event::Deliver { from, to, payload });
+        self.schedule(now, Event::Deliver { from, to, datagram });
     }
 
     /// A datagram reaches its destination if babel has a route to it.
@@ -560,40 +698,34 @@ impl Sim {
         self.components().same(from, to)
     }
 
-    fn deliver(&mut self, from: u32, to: u32, payload: &[u8]) {
+    /// A datagram reaches its destination's core if babel has a route
+    /// to it. What changes a manager's tunnels (kill messages) makes the
+    /// node active and not quiet; an address answer makes it active only
+    /// (it changes no route); handshakes, queries and versions neither
+    /// (the daemon would not dump babeld for them).
+    fn deliver(&mut self, from: u32, to: u32, datagram: Vec<u8>) {
         if !self.reachable(from, to) {
             self.traffic.undeliverable += 1;
             return;
         }
-        let Ok(msg) = Message::decode(payload) else {
-            return;
+        let kind = classify(&datagram);
+        let input = Input::Datagram {
+            from: overlay(&self.pki.network, from),
+            data: datagram,
         };
-        let sender = prefix(from);
-        match msg.code {
-            // A query. A node with no address answers with a keep-alive,
-            // as upstream (see `PeerTraffic::address_ping_pongs`).
-            Code::Address if msg.data.is_empty() => {
-                if self.announces(to) {
-                    self.send(to, from, encode(Code::Address, address_list(to).as_bytes()));
-                } else {
-                    if self.nodes[from as usize].nat {
-                        self.traffic.address_ping_pongs += 1;
-                    }
-                    self.send(to, from, Vec::new());
-                }
+        match kind {
+            Kind::Message {
+                code: Code::KillRequest | Code::KillResponse,
+                ..
+            } => self.event(to, input),
+            Kind::Message {
+                code: Code::Address,
+                empty: false,
+            } => {
+                self.nodes[to as usize].active_until = self.now + ACTIVE_S;
+                self.input(to, input);
             }
-            Code::Address => {
-                let a = String::from_utf8_lossy(msg.data).into_owned();
-                // An answer changes no route: the node stays quiet.
-                let quiet_from = self.nodes[to as usize].quiet_from;
-                self.with_mgr(to, |m, _| m.on_address(sender, &a));
-                self.nodes[to as usize].quiet_from = quiet_from;
-            }
-            Code::KillRequest | Code::KillResponse => {
-                let code = msg.code as u8;
-                self.with_mgr(to, |m, now| m.on_kill_message(now, sender, code));
-            }
-            _ => {}
+            _ => self.input(to, input),
         }
     }
 
@@ -638,10 +770,12 @@ impl Sim {
         Some((prefix(pick), address_list(pick)))
     }
 
-    fn act(&mut self, i: u32, action: Action) {
+    /// Carries out one of node `i`'s effects, as the daemon's shell
+    /// would, reporting back to its core what the shell would report.
+    fn act(&mut self, i: u32, effect: Effect) {
         let now = self.now;
-        match action {
-            Action::Open {
+        match effect {
+            Effect::StartTunnel {
                 prefix: p,
                 iface,
                 address,
@@ -650,11 +784,13 @@ impl Sim {
                 self.counts.tunnel_attempts += 1;
                 self.nodes[i as usize].active_until = now + ACTIVE_S;
                 self.nodes[i as usize].quiet_from = now + QUIET_S;
+                // The daemon stops any OpenVPN client to the same peer
+                // first.
                 if let Some(old) = self.graph.by_pair(i, j) {
-                    if self.graph.tunnel(old).is_some_and(|x| x.up) {
-                        self.drop_tunnel(old);
-                        let pi = prefix(i);
-                        self.with_mgr(j, |m, _| m.on_served(pi, false));
+                    if let Some(x) = self.drop_tunnel(old) {
+                        if x.up {
+                            self.served_gone(j, i, x.proto);
+                        }
                     }
                 }
                 self.attempts += 1;
@@ -668,7 +804,7 @@ impl Sim {
                 };
                 self.schedule(now + self.cfg.tunnel_delay, event);
             }
-            Action::Close { prefix: p, .. } => {
+            Effect::StopTunnel(p) => {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_closes += 1;
                 self.nodes[i as usize].active_until = now + ACTIVE_S;
@@ -677,41 +813,54 @@ impl Sim {
                     if let Some(x) = self.drop_tunnel(t) {
                         if x.up {
                             // OpenVPN's server sees the client leave.
-                            let pi = prefix(i);
-                            self.with_mgr(j, |m, _| m.on_served(pi, false));
+                            self.served_gone(j, i, x.proto);
                         }
                     }
                 }
             }
-            Action::QueryAddress(p) => {
-                if let Some(j) = index(&p) {
-                    self.send(i, j, encode(Code::Address, b""));
+            Effect::SendDatagram { to, data } => {
+                if let Some(j) = node_of_overlay(&self.pki.network, to.ip()) {
+                    self.send(i, j, data);
                 }
             }
-            Action::SendKill { prefix: p, code } => {
-                if let (Some(j), Ok(code)) = (index(&p), Code::try_from(code)) {
-                    self.send(i, j, encode(code, b""));
-                }
-            }
-            Action::Drain { iface, drain } => {
+            // Babel silenced on a tunnel being drained: what the routes
+            // see. (The routes the daemon holds in the kernel meanwhile
+            // are not modelled: the view is babel's.)
+            Effect::MuteBabel { iface, mute } => {
                 if let Some(t) = self.graph.by_iface(i, &iface) {
-                    self.graph.set_drained(t, drain);
+                    self.graph.set_drained(t, mute);
                 }
             }
-            Action::RequestBootstrap => {
+            Effect::AskBootstrap => {
                 self.counts.bootstrap_requests += 1;
                 let answer = self.bootstrap(i);
                 if answer.is_some() {
                     self.counts.bootstrap_answers += 1;
                 }
-                self.with_mgr(i, |m, _| m.on_bootstrap(answer));
+                let answer = answer.map(|(p, a)| (p.to_string(), a));
+                self.event(i, Input::Bootstrap(Ok(answer)));
             }
-            // The simulated network's configuration never changes.
-            Action::CheckConfig => self.counts.config_checks += 1,
-            Action::RequestDump => {
+            // The simulated network's configuration never changes: a
+            // fetch finds nothing newer, or fails with the registry down
+            // (the core then tries again a minute later).
+            Effect::FetchConfig => {
+                self.counts.config_checks += 1;
+                let answer = if self.alive[REGISTRY as usize] {
+                    let mut config = self.nodes[i as usize]
+                        .core
+                        .as_ref()
+                        .map(|c| c.config().clone());
+                    Ok(Box::new(config.take().expect("a live node's core")))
+                } else {
+                    Err("the registry does not answer".to_owned())
+                };
+                self.input(i, Input::ConfigFetched(answer));
+            }
+            Effect::DumpBabel => {
                 self.counts.dumps += 1;
                 let client_count = self.cfg.client_count;
-                if (self.nodes[i as usize].mgr.as_ref())
+                if self
+                    .mgr(i)
                     .is_some_and(|m| m.tunnels().count() < client_count)
                 {
                     self.counts.underconnected_dumps += 1;
@@ -721,12 +870,34 @@ impl Sim {
                 }
                 self.nodes[i as usize].last_dump = now;
                 let view = self.router.view(&self.graph, i);
-                // Not `with_mgr`: a dump is no event (the node stays idle).
-                if let Some(m) = self.nodes[i as usize].mgr.as_mut() {
-                    m.on_routes(now, view);
-                    self.touch(i);
-                }
+                // A dump is no event (the node stays idle).
+                self.input(i, Input::Dumped(Some(view)));
             }
+            Effect::CheckRenewal => self.input(
+                i,
+                Input::RenewalDone {
+                    retry_tomorrow: false,
+                },
+            ),
+            Effect::CompareKernelRoutes => self.input(i, Input::KernelRoutesCompared),
+            Effect::SaveCache => self.input(i, Input::CacheSaved(Ok(()))),
+            // No babeld, kernel, OpenVPN servers or registry calls beyond
+            // the above: nothing else here reports back, and nothing in
+            // the simulated network makes a core ask for a restart.
+            Effect::Log { .. }
+            | Effect::AnswerHook { .. }
+            | Effect::PeerSawUs(_)
+            | Effect::StartBabeld
+            | Effect::UseConfig(_)
+            | Effect::CheckServers
+            | Effect::RestartServers
+            | Effect::RestartBabeld
+            | Effect::DropServed(_)
+            | Effect::UseNewCert
+            | Effect::Reexec
+            | Effect::TellBabel(_)
+            | Effect::ExchangeTables { .. }
+            | Effect::HoldRoutes { .. } => {}
         }
     }
 
@@ -761,7 +932,7 @@ impl Sim {
             // which the daemon's monitor watches.
             for i in 0..self.cfg.nodes {
                 if i != REGISTRY && self.alive[i as usize] {
-                    self.with_mgr(i, |m, _| m.on_routing_changed());
+                    self.event(i, Input::RoutingChanged);
                 }
             }
         }
@@ -774,8 +945,8 @@ impl Sim {
             // Kept, not freed: freeing thousands of managers' routing views
             // at once fragments glibc's heap so badly that later large
             // allocations crawl (most of the run's time went to malloc).
-            if let Some(m) = self.nodes[v as usize].mgr.take() {
-                self.graveyard.push(m);
+            if let Some(core) = self.nodes[v as usize].core.take() {
+                self.graveyard.push(core);
             }
             let tunnels: Vec<u32> = self.graph.of_node(v).to_vec();
             for t in tunnels {
@@ -788,7 +959,7 @@ impl Sim {
                 if up && self.alive[other as usize] {
                     // babeld flushes the neighbour (as the routes through
                     // it, at once here) and its monitor tells the daemon.
-                    self.with_mgr(other, |m, _| m.on_routing_changed());
+                    self.event(other, Input::RoutingChanged);
                 }
                 if !self.alive[other as usize] || (c == v && !up) {
                     self.drop_tunnel(t);

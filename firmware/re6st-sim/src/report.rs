@@ -36,6 +36,9 @@ pub struct Snapshot {
     pub tunnels_per_nat_node: f64,
     /// Client tunnels per node, as their managers count them.
     pub client_tunnels: Dist,
+    /// Peer-protocol sessions per node (its core's table, established or
+    /// not): what a node's memory for the peer protocol grows with.
+    pub peer_sessions: Dist,
     pub components: usize,
     pub largest_fraction: f64,
     pub reachable_pairs: f64,
@@ -173,6 +176,11 @@ impl Report {
                 s.client_tunnels.mean,
                 s.client_tunnels.min,
                 s.client_tunnels.max
+            );
+            let _ = writeln!(
+                o,
+                "  peer sessions per node: mean {:.1}, max {}",
+                s.peer_sessions.mean, s.peer_sessions.max
             );
             let _ = writeln!(
                 o,

@@ -92,6 +92,12 @@ fn snapshot(sim: &mut Sim, rng: &mut Rng, with_paths: bool, with_static: bool) -
             .filter_map(|&i| sim.client_tunnels(i))
             .map(|c| c as f64),
     );
+    let peer_sessions = Dist::of(
+        alive
+            .iter()
+            .filter_map(|&i| sim.peer_sessions(i))
+            .map(|c| c as f64),
+    );
     let tunnels = g.links();
     let registry_cut = sim.registry_cut();
     let mut static_loss = Vec::new();
@@ -123,6 +129,7 @@ fn snapshot(sim: &mut Sim, rng: &mut Rng, with_paths: bool, with_static: bool) -
         tunnels_per_public_node: public,
         tunnels_per_nat_node: nat,
         client_tunnels,
+        peer_sessions,
         components: comp.sizes.len(),
         largest_fraction: f64::from(comp.largest()) / count,
         reachable_pairs: comp.reachable_pairs() as f64 / (count * (count - 1.0)).max(1.0),
