@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use re6st_proto::message::{Code, Message};
 use re6st_proto::peer::{
-    handle_handshake, new_secret, HandshakeAction, Identity, PeerTable, Received,
+    handle_handshake, new_secret, HandshakeAction, Identity, Peer, PeerTable, Received,
 };
 use re6st_proto::prefix::Prefix;
 use re6st_proto::PEER_PORT;
@@ -117,13 +117,9 @@ impl PeerLink {
         let peer = self.peers.entry(prefix, secret);
         peer.last_active = now;
         if peer.connected(now) && peer.cert().is_some() {
-            match peer.encode(payload) {
-                Ok(d) => {
-                    peer.sent(now);
-                    vec![(to, d)]
-                }
-                Err(_) => Vec::new(),
-            }
+            let mut out = Vec::new();
+            send_on(peer, to, [payload], now, &mut out);
+            out
         } else {
             if self.pending.contains_key(&prefix) || self.pending.len() < MAX_PENDING_PEERS {
                 // A full queue keeps its first messages.
@@ -165,12 +161,7 @@ impl PeerLink {
             if peer.connected(now) && peer.cert().is_some() {
                 // A session came up without a message from the peer to
                 // flush the queue with: send it, no new handshake.
-                for m in &queue.messages {
-                    if let Ok(d) = peer.encode(m) {
-                        peer.sent(now);
-                        out.push((to, d));
-                    }
-                }
+                send_on(peer, to, &queue.messages, now, &mut out);
                 flushed.push(*prefix);
             } else if let Ok(Some(h)) = peer.hello0(&self.me.cert_der, now) {
                 peer.hello0_sent(now);
@@ -267,15 +258,13 @@ impl PeerLink {
                 let queued = prefix.and_then(|p| self.pending.remove(&p));
                 let mut out = Vec::new();
                 if let Some(peer) = self.peers.lookup(sender) {
+                    // Not `sent`: a version gets no answer from a peer
+                    // that has the same.
                     if let Ok(d) = peer.encode(&version) {
                         out.push((from, d));
                     }
-                    for m in queued.map(|q| q.messages).unwrap_or_default() {
-                        if let Ok(d) = peer.encode(&m) {
-                            peer.sent(now);
-                            out.push((from, d));
-                        }
-                    }
+                    let queued = queued.map(|q| q.messages).unwrap_or_default();
+                    send_on(peer, from, &queued, now, &mut out);
                 }
                 out
             }
@@ -345,27 +334,34 @@ impl PeerLink {
         };
         let (answer, _) = self.answer(true, &msg);
         let mut out = Vec::new();
-        // The session works: what waited for it can go.
-        let queued = self.pending.remove(&prefix).map(|q| q.messages);
-        for queued in queued.unwrap_or_default() {
-            if let Some(p) = self.peers.get_mut(&prefix) {
-                if let Ok(d) = p.encode(&queued) {
-                    p.sent(now);
-                    out.push((from, d));
-                }
-            }
-        }
-        if let Some(a) = answer {
-            // Same first byte: a forwarded request gets a forwarded answer.
-            let reply = [&payload[..1], &a].concat();
-            if let Some(p) = self.peers.get_mut(&prefix) {
-                if let Ok(d) = p.encode(&reply) {
-                    p.sent(now);
-                    out.push((from, d));
-                }
+        if let Some(p) = self.peers.get_mut(&prefix) {
+            // The session works: what waited for it can go.
+            let queued = self.pending.remove(&prefix).map(|q| q.messages);
+            send_on(p, from, queued.unwrap_or_default(), now, &mut out);
+            if let Some(a) = answer {
+                // Same first byte: a forwarded request gets a forwarded
+                // answer.
+                send_on(p, from, [[&payload[..1], &a].concat()], now, &mut out);
             }
         }
         (out, event)
+    }
+}
+
+/// Frames `payloads` on `peer`'s session, in order, for `to`, starting
+/// the clock that declares the peer gone if it does not answer.
+fn send_on<M: AsRef<[u8]>>(
+    peer: &mut Peer,
+    to: SocketAddr,
+    payloads: impl IntoIterator<Item = M>,
+    now: i64,
+    out: &mut Vec<(SocketAddr, Vec<u8>)>,
+) {
+    for m in payloads {
+        if let Ok(d) = peer.encode(m.as_ref()) {
+            peer.sent(now);
+            out.push((to, d));
+        }
     }
 }
 
