@@ -69,8 +69,10 @@ impl CountryRule {
 pub struct RoutingView {
     /// Node prefixes babel has a route to.
     pub known: BTreeSet<Prefix>,
-    /// Direct neighbours (by their own prefix) and the nodes routed via each.
-    pub neighbours: BTreeMap<Prefix, BTreeSet<Prefix>>,
+    /// Direct neighbours, by their own prefix (the routes through each are
+    /// counted in `links`: which nodes they lead to is not kept, a copy of
+    /// the whole routing table the manager never read).
+    pub neighbours: BTreeSet<Prefix>,
     /// Installed node routes per tunnel interface.
     pub routes_per_iface: BTreeMap<String, usize>,
     /// Each neighbour known by its own prefix, per interface: the number
@@ -528,7 +530,7 @@ impl Manager {
         // or knowing nobody new) would otherwise dump every second.
         let same = view.known == self.last_view.known
             && view.lan_neighbours == self.last_view.lan_neighbours
-            && view.neighbours.keys().eq(self.last_view.neighbours.keys());
+            && view.neighbours == self.last_view.neighbours;
         self.dump_every = if same {
             (self.dump_every * 2).min(UNDER_CONNECTED_DUMP_MAX)
         } else {
@@ -815,13 +817,17 @@ impl Manager {
         }
         self.connecting.clear();
         self.replaced.retain(|_, until| now < *until);
-        let view = self.last_view.clone();
+        // Not a clone of the view (a copy of every route, at every call):
+        // what is read of it after a `&mut self` call is taken first.
+        let view = &self.last_view;
+        let known_count = view.known.len();
+        let registry_known = self.cfg.registry.is_some_and(|r| view.known.contains(&r));
         // `--neighbour`s have their own path: connect_neighbours.
         let mut distant: Vec<Prefix> = view
             .known
             .iter()
             .filter(|p| {
-                !view.neighbours.contains_key(p)
+                !view.neighbours.contains(p)
                     && !self.cfg.neighbours.contains(p)
                     && **p != self.cfg.me
             })
@@ -840,20 +846,16 @@ impl Manager {
             Some(r) if r == self.cfg.me => use_cache = distant.is_empty(),
             // A tunnel to the registry's node being tried reaches
             // nothing (the node may be dead): only an established one.
-            Some(r)
-                if view.known.contains(&r)
-                    || self.is_established(&r)
-                    || self.served.contains(&r) =>
-            {
+            Some(r) if registry_known || self.is_established(&r) || self.served.contains(&r) => {
                 self.disconnected = false;
             }
             Some(_) if now >= self.bootstrap_quiet_until => {
                 self.disconnected = true;
-                let n = view.known.len() as u64 + 1;
+                let n = known_count as u64 + 1;
                 let backoff = self.cfg.timeout * (1 + (self.random() % n) as i64);
                 self.bootstrap_quiet_until = now + backoff;
                 use_cache = true;
-                if !view.known.is_empty() {
+                if known_count > 0 {
                     // We are not alone to be cut: ask the registry.
                     self.actions.push_back(Action::RequestBootstrap);
                     self.check_config(now);
@@ -884,7 +886,7 @@ impl Manager {
             }
             return;
         }
-        if use_cache || view.known.is_empty() {
+        if use_cache || known_count == 0 {
             // Start-up or cut off: peers from the cache we have no route to.
             let me = self.cfg.me;
             let mut rng = self.rng;
@@ -895,16 +897,21 @@ impl Manager {
                 rng
             };
             let mut made = 0;
-            for (peer, address) in self.cache.peer_list(&me, false, &mut next) {
+            let known = &self.last_view.known;
+            let candidates: Vec<(Prefix, String)> = (self.cache.peer_list(&me, false, &mut next))
+                .into_iter()
+                .filter(|(peer, _)| !known.contains(peer))
+                .collect();
+            for (peer, address) in candidates {
                 if made == count {
                     break;
                 }
-                if !view.known.contains(&peer) && self.make_tunnel(peer, &address) {
+                if self.make_tunnel(peer, &address) {
                     made += 1;
                 }
             }
             self.rng = next();
-            if made == 0 && view.known.is_empty() {
+            if made == 0 && known_count == 0 {
                 // Alone: ask the registry, but not at every routing view.
                 if self.cfg.registry != Some(me) && now >= self.bootstrap_retry_at {
                     self.actions.push_back(Action::RequestBootstrap);
@@ -1093,11 +1100,8 @@ mod tests {
     }
 
     /// Babel neighbours that each route only themselves.
-    fn direct<const N: usize>(peers: [Prefix; N]) -> BTreeMap<Prefix, BTreeSet<Prefix>> {
-        peers
-            .into_iter()
-            .map(|q| (q, BTreeSet::from([q])))
-            .collect()
+    fn direct<const N: usize>(peers: [Prefix; N]) -> BTreeSet<Prefix> {
+        peers.into()
     }
 
     /// A manager reachable from outside (7 uses our server) whose two
@@ -1295,7 +1299,7 @@ mod tests {
         // The freed slot does not go back to 2 at once; a refresh later it may.
         let view = RoutingView {
             known: [p(0), p(1), p(2)].into(),
-            neighbours: [(p(0), BTreeSet::new()), (p(1), BTreeSet::new())].into(),
+            neighbours: [p(0), p(1)].into(),
             ..Default::default()
         };
         let opened = |a: Vec<Action>| -> Vec<Action> {
@@ -1398,7 +1402,7 @@ mod tests {
         drain(&mut m);
         let view = RoutingView {
             known: [p(1), p(2), p(3)].into(),
-            neighbours: [(p(1), [p(2), p(3)].into())].into(),
+            neighbours: [p(1)].into(),
             ..Default::default()
         };
         m.on_routes(100, view);
@@ -1488,7 +1492,7 @@ mod tests {
         // A view that differs from the last one: dumps every second again.
         let mut grown = view.clone();
         grown.known.insert(p(3));
-        grown.neighbours.insert(p(3), [p(3)].into());
+        grown.neighbours.insert(p(3));
         m.tick(241);
         drain(&mut m);
         m.on_routes(241, grown.clone());
@@ -1665,7 +1669,7 @@ mod tests {
         // is asked again soon.
         let mut view = RoutingView {
             known: [p(0), p(1), p(2)].into(),
-            neighbours: [(p(1), BTreeSet::new()), (p(2), BTreeSet::new())].into(),
+            neighbours: [p(1), p(2)].into(),
             ..Default::default()
         };
         m.on_routes(5, view.clone());
@@ -1727,7 +1731,7 @@ mod tests {
         // registry's node, through 1).
         let view = RoutingView {
             known: [p(0), p(1), p(4)].into(),
-            neighbours: [(p(1), BTreeSet::new()), (p(4), BTreeSet::new())].into(),
+            neighbours: [p(1), p(4)].into(),
             ..Default::default()
         };
         m.on_routes(10, view.clone());
@@ -1768,7 +1772,7 @@ mod tests {
         // peer that is gone: we have no tunnel, so they reach nobody.
         let stale = RoutingView {
             known: [p(0), p(5)].into(),
-            neighbours: [(p(5), [p(0), p(5)].into())].into(),
+            neighbours: [p(5)].into(),
             ..Default::default()
         };
         m.on_routes(0, stale.clone());
@@ -1890,7 +1894,7 @@ mod tests {
                     let f = iface.unwrap_or_else(|| "re6stnet-udp".into());
                     *view.routes_per_iface.entry(f.clone()).or_default() += routed.len();
                     *view.links.entry((f, p(*n))).or_default() += routed.len();
-                    view.neighbours.insert(p(*n), routed);
+                    view.neighbours.insert(p(*n));
                 }
                 nodes[i as usize].tick(now);
                 nodes[i as usize].on_routes(now, view);

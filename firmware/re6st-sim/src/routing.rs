@@ -9,10 +9,7 @@
 //! [`Router`] keeps its buffers between searches: a routing view costs one
 //! O(N + E) search and an O(N) scan, with no clearing of per-node arrays.
 
-use std::collections::BTreeSet;
-
 use re6st_node_core::tunnel::RoutingView;
-use re6st_proto::prefix::Prefix;
 
 use crate::graph::{Graph, Link};
 use crate::ids::prefix;
@@ -47,7 +44,8 @@ pub struct Router {
     /// Entry points of the current and the next rank: (hops, node, slot).
     seeds: Vec<(u16, u32, u16)>,
     next_seeds: Vec<(u16, u32, u16)>,
-    per_slot: Vec<Vec<Prefix>>,
+    /// Destinations routed through each slot (by the view being built).
+    per_slot: Vec<usize>,
 }
 
 const NO_SLOT: u16 = u16::MAX;
@@ -172,13 +170,14 @@ impl Router {
     /// What babeld would tell `src`'s tunnel manager now.
     pub fn view(&mut self, g: &Graph, src: u32) -> RoutingView {
         self.search(g, src);
-        self.per_slot.resize_with(self.slots.len(), Vec::new);
+        self.per_slot.clear();
+        self.per_slot.resize(self.slots.len(), 0);
         let mut known = Vec::new();
         for v in 0..g.nodes() {
             if v != src && self.settled(v) {
                 let p = prefix(v);
                 known.push(p);
-                self.per_slot[self.marks[v as usize].slot as usize].push(p);
+                self.per_slot[self.marks[v as usize].slot as usize] += 1;
             }
         }
         let mut view = RoutingView {
@@ -193,15 +192,8 @@ impl Router {
             },
         ) in self.slots.iter().enumerate()
         {
-            let routed = std::mem::take(&mut self.per_slot[k]);
-            let count = routed.len();
-            match view.neighbours.entry(prefix(n)) {
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(routed.into_iter().collect::<BTreeSet<_>>());
-                }
-                // A second tunnel with the same neighbour.
-                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(routed),
-            }
+            let count = self.per_slot[k];
+            view.neighbours.insert(prefix(n));
             let iface = match g.tunnel(t) {
                 Some(x) if x.client == src => x.iface.clone(),
                 Some(x) => server_iface(x.proto).to_owned(),
@@ -237,11 +229,11 @@ mod tests {
         let mut r = Router::default();
         let v = r.view(&g, 0);
         assert_eq!(v.known, [1, 2, 3].map(prefix).into());
-        let via1 = &v.neighbours[&prefix(1)];
-        let via3 = &v.neighbours[&prefix(3)];
-        assert!(via1.contains(&prefix(1)) && via3.contains(&prefix(3)));
+        assert_eq!(v.neighbours, [1, 3].map(prefix).into());
+        let via1 = v.links[&("re6stnet1".to_owned(), prefix(1))];
+        let via3 = v.links[&("re6stnet4".to_owned(), prefix(3))];
         // 2 is two hops either way: one of them, not both.
-        assert_eq!(via1.len() + via3.len(), 3);
+        assert_eq!((via1 + via3, via1.min(via3)), (3, 1));
         assert_eq!(r.hops(2), Some(2));
         assert_eq!(
             v.routes_per_iface["re6stnet1"] + v.routes_per_iface["re6stnet4"],
@@ -259,18 +251,18 @@ mod tests {
         let mut r = Router::default();
         let v = r.view(&g, 0);
         // 3 is now reached through 1 and 2 (3 hops, no drained tunnel).
-        assert!(v.neighbours[&prefix(3)].is_empty());
-        assert_eq!(v.neighbours[&prefix(1)].len(), 3);
+        assert_eq!(v.links[&("re6stnet4".to_owned(), prefix(3))], 0);
+        assert_eq!(v.links[&("re6stnet1".to_owned(), prefix(1))], 3);
         assert_eq!(r.hops(3), Some(3));
         assert_eq!(v.routes_per_iface["re6stnet4"], 0);
         // Both ends see it drained.
         let v3 = r.view(&g, 3);
-        assert!(v3.neighbours[&prefix(0)].is_empty());
+        assert_eq!(v3.links[&("re6stnet-udp".to_owned(), prefix(0))], 0);
         // Cut 1 - 2: the drained tunnel is the only way left to 0 and 1.
         let t12 = g.by_pair(1, 2).unwrap();
         g.unlink(t12);
         let v = r.view(&g, 0);
-        assert_eq!(v.neighbours[&prefix(3)], [2, 3].map(prefix).into());
+        assert_eq!(v.links[&("re6stnet4".to_owned(), prefix(3))], 2);
         assert_eq!(r.first_hop(2), Some(3));
         assert_eq!(r.hops(2), Some(2));
     }

@@ -1157,7 +1157,7 @@ fn a_drain_given_up_keeps_its_copies_until_a_table_exchange_brought_the_routes_b
         v.known.extend([p1, p2]);
         for (i, p) in [(1, p1), (2, p2)] {
             let iface = format!("re6stnet{i}");
-            v.neighbours.insert(p, [p].into());
+            v.neighbours.insert(p);
             v.links.insert((iface.clone(), p), routed);
             v.routes_per_iface.insert(iface, routed);
         }

@@ -78,10 +78,7 @@ impl ViewSource {
                 view.lan_neighbours.insert(p);
             }
             if let Some(p) = own {
-                view.neighbours
-                    .entry(p)
-                    .or_default()
-                    .extend(via.iter().copied());
+                view.neighbours.insert(p);
                 *view.links.entry((iface.clone(), p)).or_default() += via.len();
             }
             *view.routes_per_iface.entry(iface).or_default() += via.len();
