@@ -60,12 +60,18 @@ const MAX_PENDING: usize = 4;
 /// tunnel manager asks again later).
 pub const MAX_PENDING_PEERS: usize = 64;
 /// Peer sessions kept, at most (every node of a network of this size can
-/// be talked to at once). When full, the half-open ones (a hello0 sent,
-/// no certificate from the peer yet: what a local process or a peer
-/// naming random prefixes would fill the table with) are dropped, with
-/// their pending messages; established sessions are never dropped to make
-/// room: a message to a new peer then waits for the next attempt.
+/// be talked to at once), whoever started them: the registry's node of a
+/// 10,000-node network is asked by everybody. When a new one finds the
+/// table full, the half-open ones (a hello0 sent, no certificate from the
+/// peer yet: what a local process or a peer naming random prefixes would
+/// fill the table with) are dropped, with their pending messages; then,
+/// if need be, those idle the longest ([`EVICT_BATCH`] at a time). A
+/// dropped peer costs a new handshake when it next talks.
 pub const MAX_SESSIONS: usize = 2048;
+/// Established sessions dropped at once when the table is full of them:
+/// the search for the least recently active is paid once per batch, not
+/// at every new session.
+pub const EVICT_BATCH: usize = MAX_SESSIONS / 8;
 /// A session with no datagram either way for this long (seconds) is
 /// dropped with the peer's certificate, unless its peer is one we keep
 /// (see [`PeerLink::prune_idle`]): a node that asks every node it has a
@@ -105,13 +111,8 @@ impl PeerLink {
         let Some(to) = self.address_of(&prefix) else {
             return Vec::new();
         };
-        if !self.peers.contains(&prefix) && self.peers.len() >= MAX_SESSIONS {
-            self.peers.retain(|p| p.cert().is_some());
-            let peers = &self.peers;
-            self.pending.retain(|p, _| peers.contains(p));
-            if self.peers.len() >= MAX_SESSIONS {
-                return Vec::new();
-            }
+        if !self.peers.contains(&prefix) {
+            self.make_room(&prefix);
         }
         let secret = new_secret(0, self.random12());
         let peer = self.peers.entry(prefix, secret);
@@ -240,8 +241,12 @@ impl PeerLink {
             new_secret(now_us, fresh),
             new_secret(0, spare),
         );
-        if let Some(p) = self.peers.lookup(sender) {
+        let known = self.peers.lookup(sender).map(|p| {
             p.last_active = now;
+            p.prefix
+        });
+        if let (Some(p), true) = (known, self.peers.len() > MAX_SESSIONS) {
+            self.make_room(&p);
         }
         let out = match action {
             HandshakeAction::SendHello0(h) => {
@@ -271,6 +276,32 @@ impl PeerLink {
             HandshakeAction::Ignored(_) => Vec::new(),
         };
         (out, None)
+    }
+
+    /// Brings the table to at most [`MAX_SESSIONS`] sessions counting one
+    /// for `peer` (which may not be in it yet, and is never dropped):
+    /// half-open sessions first, then the least recently active.
+    fn make_room(&mut self, peer: &Prefix) {
+        let room =
+            |peers: &PeerTable| peers.len() + usize::from(!peers.contains(peer)) <= MAX_SESSIONS;
+        if room(&self.peers) {
+            return;
+        }
+        self.peers
+            .retain(|p| p.cert().is_some() || p.prefix == *peer);
+        if !room(&self.peers) {
+            let mut idle: Vec<(i64, Prefix)> = (self.peers.iter())
+                .filter(|p| p.prefix != *peer)
+                .map(|p| (p.last_active, p.prefix))
+                .collect();
+            idle.sort_unstable();
+            let gone: BTreeSet<Prefix> = (idle.into_iter().take(EVICT_BATCH))
+                .map(|(_, p)| p)
+                .collect();
+            self.peers.retain(|p| !gone.contains(&p.prefix));
+        }
+        let peers = &self.peers;
+        self.pending.retain(|p, _| peers.contains(p));
     }
 
     /// Drops the sessions idle for [`IDLE_SESSION`] but those of the peers
@@ -450,6 +481,57 @@ mod tests {
         }
         assert!(link.peers.len() <= 1, "{}", link.peers.len());
         assert!(link.pending.is_empty());
+    }
+
+    /// Genuine peers (each with its own certificate) starting sessions
+    /// with us, more than the table holds (the registry's node of a big
+    /// network: everybody's first contact): the table stays at its cap,
+    /// dropping those idle the longest, and a peer we talked to lately
+    /// keeps its session.
+    #[test]
+    fn sessions_started_by_peers_stay_at_the_cap() {
+        let pki = Pki::new("2001:db8::/32");
+        let mut link = link(&pki);
+        let key = re6st_testkit::rsa_key(1024);
+        // Within the certificates' validity: from now on.
+        #[allow(clippy::disallowed_methods)]
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+            + 60_000_000;
+        let friend = nth(99_999);
+        for i in 0..(MAX_SESSIONS + EVICT_BATCH + 10) as u32 {
+            let now = t0 + u64::from(i) * 1_000_000;
+            if i == 5 {
+                link.peers
+                    .entry(friend, [0; 20])
+                    .set_cert(pki.node_with_key(&friend.to_subnet(), 9, &key).cert)
+                    .unwrap();
+            }
+            if i % 100 == 0 {
+                // We keep talking to the friend.
+                link.send(friend, &[Code::Address as u8], now);
+            }
+            let sender = nth(1000 + i);
+            let id = pki.node_with_key(&sender.to_subnet(), 10 + i, &key);
+            let hello0 = re6st_proto::peer::Peer::new(sender, [0; 20])
+                .hello0(&id.cert.to_der().unwrap(), 0)
+                .unwrap()
+                .unwrap();
+            let (out, _) = link.receive(link.address_of(&sender).unwrap(), &hello0, now);
+            assert_eq!(out.len(), 1, "peer {i} answered");
+            assert!(
+                link.peers.len() <= MAX_SESSIONS,
+                "{} at {i}",
+                link.peers.len()
+            );
+        }
+        // The oldest went; the latest and the friend are there.
+        assert!(link.peers.get(&nth(1000)).is_none());
+        let last = nth(1000 + (MAX_SESSIONS + EVICT_BATCH + 9) as u32);
+        assert!(link.peers.get(&last).is_some_and(|p| p.cert().is_some()));
+        assert!(link.peers.get(&friend).is_some());
     }
 
     /// Sessions idle for [`IDLE_SESSION`] go, but those the caller keeps,
