@@ -65,7 +65,8 @@ pub const MAX_PENDING_PEERS: usize = 64;
 /// table full, the half-open ones (a hello0 sent, no certificate from the
 /// peer yet: what a local process or a peer naming random prefixes would
 /// fill the table with) are dropped, with their pending messages; then,
-/// if need be, those idle the longest ([`EVICT_BATCH`] at a time). A
+/// if need be, those idle the longest ([`EVICT_BATCH`] or a few more at
+/// a time: all those last active in the same second as the batch's last). A
 /// dropped peer costs a new handshake when it next talks.
 pub const MAX_SESSIONS: usize = 2048;
 /// Established sessions dropped at once when the table is full of them:
@@ -290,15 +291,16 @@ impl PeerLink {
         self.peers
             .retain(|p| p.cert().is_some() || p.prefix == *peer);
         if !room(&self.peers) {
-            let mut idle: Vec<(i64, Prefix)> = (self.peers.iter())
+            // The batch's last activity, and all as idle (ties go too).
+            let mut idle: Vec<i64> = (self.peers.iter())
                 .filter(|p| p.prefix != *peer)
-                .map(|p| (p.last_active, p.prefix))
+                .map(|p| p.last_active)
                 .collect();
             idle.sort_unstable();
-            let gone: BTreeSet<Prefix> = (idle.into_iter().take(EVICT_BATCH))
-                .map(|(_, p)| p)
-                .collect();
-            self.peers.retain(|p| !gone.contains(&p.prefix));
+            if let Some(&cutoff) = idle.get(EVICT_BATCH - 1) {
+                self.peers
+                    .retain(|p| p.last_active > cutoff || p.prefix == *peer);
+            }
         }
         let peers = &self.peers;
         self.pending.retain(|p, _| peers.contains(p));
