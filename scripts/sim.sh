@@ -2,8 +2,10 @@
 # `make sim`: the simulator's sweep (re6st-sim, see docs/simulator.md).
 # Writes bench/sim.md, bench/sim.json and the single runs in bench/sim/.
 # SIM_SIZES="1000 3000" limits the sizes, SIM_SEEDS the seeds (issue 16's
-# targets hold for seed 1 and two others: "1 2 3", about 2.5 hours here;
-# SIM_SEEDS=1 takes a third of that); SIM_RESUME=1 keeps the runs already
+# targets hold for seed 1 and two others: "1 2 3"; since the simulator
+# runs the nodes' whole cores, a run takes 2.5 to 6 minutes at 1,000
+# nodes, about 20 at 3,000 and 22 at 10,000 here, so about 4 hours for
+# three seeds, a third of that for SIM_SEEDS=1); SIM_RESUME=1 keeps the runs already
 # in bench/sim/. Ends with `re6st-sim check` over every run (PASS/FAIL per
 # expectation, also in bench/sim.md) and fails if any expectation failed.
 set -euo pipefail
@@ -16,7 +18,7 @@ if [ "${SIM_RESUME:-0}" != 1 ]; then rm -rf "$OUT"; fi
 mkdir -p "$OUT"
 SIZES=${SIM_SIZES:-"1000 3000 10000"}
 # Per size: simulated seconds, loss time, tick period of nodes below their
-# client count (the daemon: 1 s). Each run stays under ~10 minutes here.
+# client count (the daemon: 1 s).
 plan() {
   case $1 in
     1000) echo "3600 1800 1" ;;
