@@ -4,7 +4,7 @@
 # SIM_SIZES="1000 3000" limits the sizes, SIM_SEEDS the seeds (issue 16's
 # targets hold for seed 1 and two others: "1 2 3"; since the simulator
 # runs the nodes' whole cores, a run takes 2.5 to 6 minutes at 1,000
-# nodes, about 20 at 3,000 and 22 at 10,000 here, so about 4 hours for
+# nodes, about 20 at 3,000 and 22 at 10,000 here, so about 4.5 hours for
 # three seeds, a third of that for SIM_SEEDS=1); SIM_RESUME=1 keeps the runs already
 # in bench/sim/. Ends with `re6st-sim check` over every run (PASS/FAIL per
 # expectation, also in bench/sim.md) and fails if any expectation failed.
