@@ -61,7 +61,8 @@ runs+=("$name.json")
 {
   echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $(git describe --always --dirty 2>/dev/null || echo unknown))"
   echo
-  echo "Each node runs the node's real tunnel manager; routing is shortest paths"
+  echo "Each node runs the node's real sans-IO core (NodeCore: tunnel manager, peer"
+  echo "protocol with real handshakes, timers); routing is shortest paths"
   echo "over the tunnel graph (see docs/simulator.md for the model)."
   echo "Defaults: client_count 10, max_clients 20 per server (UDP and TCP),"
   echo "tunnel_refresh 300 s, hello 15 s, 20 % NATed nodes, nodes joining over"
