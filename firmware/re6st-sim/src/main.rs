@@ -10,7 +10,7 @@ use re6st_sim::run::{run, Options};
 #[derive(Parser, Debug)]
 #[command(
     name = "re6st-sim",
-    about = "Simulates a re6st overlay of thousands of nodes running the real tunnel manager",
+    about = "Simulates a re6st overlay of thousands of nodes, each running the node's real sans-IO core",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
