@@ -496,11 +496,26 @@ impl Sim {
     /// knows (the node is then active, and not quiet); what it asks for is
     /// carried out by `run_work`.
     fn event(&mut self, i: u32, input: Input) {
-        let now = self.now;
-        let node = &mut self.nodes[i as usize];
-        node.active_until = now + ACTIVE_S;
-        node.quiet_from = now + QUIET_S;
+        self.stir(i);
         self.input(i, input);
+    }
+
+    /// Something changed for node `i`: it is active, and not quiet.
+    fn stir(&mut self, i: u32) {
+        let node = &mut self.nodes[i as usize];
+        node.active_until = self.now + ACTIVE_S;
+        node.quiet_from = self.now + QUIET_S;
+    }
+
+    /// An OpenVPN hook event on node `i` (no hook waits for an answer).
+    fn hook(&mut self, i: u32, event: Hook) {
+        self.event(
+            i,
+            Input::Hook {
+                event,
+                reply_to: None,
+            },
+        );
     }
 
     /// Gives a live node's core an input, leaving its activity alone.
@@ -532,14 +547,17 @@ impl Sim {
 
     /// A server's OpenVPN saw its client `c` leave.
     fn served_gone(&mut self, server: u32, c: u32, proto: u8) {
-        let hook = Hook::ClientDisconnect(Self::hook_peer(c, proto));
-        self.event(
-            server,
-            Input::Hook {
-                event: hook,
-                reply_to: None,
-            },
-        );
+        self.hook(server, Hook::ClientDisconnect(Self::hook_peer(c, proto)));
+    }
+
+    /// Node `i`'s OpenVPN client to `j` stops (if there is one): the
+    /// server sees it leave if it was connected.
+    fn stop_client(&mut self, i: u32, j: u32) {
+        if let Some(x) = self.graph.by_pair(i, j).and_then(|t| self.drop_tunnel(t)) {
+            if x.up {
+                self.served_gone(j, i, x.proto);
+            }
+        }
     }
 
     fn boot(&mut self, i: u32) {
@@ -659,26 +677,13 @@ impl Sim {
         self.graph.link(t);
         self.counts.tunnels_up += 1;
         // The server's connect hook, then the client's route-up hook.
-        let connect = Hook::ClientConnect(Self::hook_peer(c, proto as u8));
-        self.event(
-            s,
-            Input::Hook {
-                event: connect,
-                reply_to: None,
-            },
-        );
+        self.hook(s, Hook::ClientConnect(Self::hook_peer(c, proto as u8)));
         let up = Hook::RouteUp {
             cn: prefix(s).to_subnet(),
             serial: u64::from(s) + 1,
             external_ip: ipv4(c).to_string(),
         };
-        self.event(
-            c,
-            Input::Hook {
-                event: up,
-                reply_to: None,
-            },
-        );
+        self.hook(c, up);
     }
 
     fn send(&mut self, from: u32, to: u32, datagram: Vec<u8>) {
@@ -782,17 +787,10 @@ impl Sim {
             } => {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_attempts += 1;
-                self.nodes[i as usize].active_until = now + ACTIVE_S;
-                self.nodes[i as usize].quiet_from = now + QUIET_S;
+                self.stir(i);
                 // The daemon stops any OpenVPN client to the same peer
                 // first.
-                if let Some(old) = self.graph.by_pair(i, j) {
-                    if let Some(x) = self.drop_tunnel(old) {
-                        if x.up {
-                            self.served_gone(j, i, x.proto);
-                        }
-                    }
-                }
+                self.stop_client(i, j);
                 self.attempts += 1;
                 let proto = u8::from(address.proto.is_tcp());
                 let t = self.graph.attempt(i, j, &iface, proto, self.attempts);
@@ -807,16 +805,8 @@ impl Sim {
             Effect::StopTunnel(p) => {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_closes += 1;
-                self.nodes[i as usize].active_until = now + ACTIVE_S;
-                self.nodes[i as usize].quiet_from = now + QUIET_S;
-                if let Some(t) = self.graph.by_pair(i, j) {
-                    if let Some(x) = self.drop_tunnel(t) {
-                        if x.up {
-                            // OpenVPN's server sees the client leave.
-                            self.served_gone(j, i, x.proto);
-                        }
-                    }
-                }
+                self.stir(i);
+                self.stop_client(i, j);
             }
             Effect::SendDatagram { to, data } => {
                 if let Some(j) = node_of_overlay(&self.pki.network, to.ip()) {
@@ -845,12 +835,11 @@ impl Sim {
             // (the core then tries again a minute later).
             Effect::FetchConfig => {
                 self.counts.config_checks += 1;
+                let Some(ours) = self.nodes[i as usize].core.as_ref().map(|c| c.config()) else {
+                    return;
+                };
                 let answer = if self.alive[REGISTRY as usize] {
-                    let mut config = self.nodes[i as usize]
-                        .core
-                        .as_ref()
-                        .map(|c| c.config().clone());
-                    Ok(Box::new(config.take().expect("a live node's core")))
+                    Ok(Box::new(ours.clone()))
                 } else {
                     Err("the registry does not answer".to_owned())
                 };
