@@ -242,11 +242,11 @@ impl PeerLink {
             new_secret(now_us, fresh),
             new_secret(0, spare),
         );
-        let known = self.peers.lookup(sender).map(|p| {
+        if let Some(p) = self.peers.lookup(sender).map(|p| {
             p.last_active = now;
             p.prefix
-        });
-        if let (Some(p), true) = (known, self.peers.len() > MAX_SESSIONS) {
+        }) {
+            // A session the handshake just added may overfill the table.
             self.make_room(&p);
         }
         let out = match action {

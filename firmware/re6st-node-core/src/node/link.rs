@@ -107,12 +107,17 @@ impl NodeCore {
     pub(super) fn announce_version(&mut self, now: &Now) {
         self.version_announced(now);
         let msg = version_message(&self.link.version);
-        let neighbours: BTreeSet<Prefix> = (self.manager.tunnels().map(|(p, _)| *p))
-            .chain(self.manager.served().iter().copied())
-            .collect();
-        for p in neighbours {
+        for p in self.neighbours() {
             self.send_to_peer(p, &msg);
         }
+    }
+
+    /// The peers we have a tunnel with, either way (our clients' and our
+    /// servers').
+    pub(super) fn neighbours(&self) -> BTreeSet<Prefix> {
+        (self.manager.tunnels().map(|(p, _)| *p))
+            .chain(self.manager.served().iter().copied())
+            .collect()
     }
 
     pub(super) fn send_datagrams(&mut self, out: Vec<(SocketAddr, Vec<u8>)>) {

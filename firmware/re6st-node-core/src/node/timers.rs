@@ -6,10 +6,6 @@
 //! peer-protocol sessions idle for 10 minutes dropped, but those with our
 //! neighbours and the registry's node.
 
-use std::collections::BTreeSet;
-
-use re6st_proto::prefix::Prefix;
-
 use super::{Effect, NodeCore, Now};
 
 /// Seconds between two announcements of our network version.
@@ -54,10 +50,8 @@ impl NodeCore {
         }
         if now.mono - self.timers.sessions_pruned >= PRUNE_EVERY {
             self.timers.sessions_pruned = now.mono;
-            let keep: BTreeSet<Prefix> = (self.manager.tunnels().map(|(p, _)| *p))
-                .chain(self.manager.served().iter().copied())
-                .chain(self.registry_node)
-                .collect();
+            let mut keep = self.neighbours();
+            keep.extend(self.registry_node);
             self.link.prune_idle(now.wall, |p| keep.contains(p));
         }
         let t = &mut self.timers;
