@@ -15,19 +15,37 @@ pub struct RemoteGateways {
     routes: BTreeMap<Ipv4Addr, (Ipv4Addr, usize)>,
 }
 
+/// A `--remote-gateway` that cannot carry tunnels.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("--remote-gateway {0:?}: not an IPv4 address")]
+    NotIpv4(String),
+    #[error("--remote-gateway {gw}: unreachable ({source})")]
+    Unreachable {
+        gw: Ipv4Addr,
+        source: std::io::Error,
+    },
+    /// How the kernel routes it instead.
+    #[error(
+        "--remote-gateway {gw}: not on a directly connected network (the kernel routes it {route})"
+    )]
+    NotOnLink { gw: Ipv4Addr, route: String },
+}
+
 impl RemoteGateways {
-    pub fn new(gateways: &[String]) -> Result<RemoteGateways, String> {
+    pub fn new(gateways: &[String]) -> Result<RemoteGateways, GatewayError> {
         let gateways = gateways
             .iter()
-            .map(|g| {
-                g.parse()
-                    .map_err(|_| format!("--remote-gateway {g:?}: not an IPv4 address"))
-            })
+            .map(|g| g.parse().map_err(|_| GatewayError::NotIpv4(g.clone())))
             .collect::<Result<_, _>>()?;
         Ok(RemoteGateways {
             gateways,
             ..Default::default()
         })
+    }
+
+    pub fn gateways(&self) -> &[Ipv4Addr] {
+        &self.gateways
     }
 
     /// A tunnel to `peer` starts: the route to add, if any (IPv4 peers

@@ -12,10 +12,10 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use super::error::NodeError;
 use super::log::log;
 use super::node::Node;
 use super::options::Options;
-use super::run::NodeError;
 use super::tasks::{send_babel_commands, Done};
 use crate::babel::config::BabelConfig;
 use crate::babel::monitor::MonitorEvent;
@@ -53,7 +53,7 @@ pub(super) async fn run_node(
         .map(|(_, proto)| format!("re6stnet-{proto}"))
         .collect();
     node.server_ifaces = server_ifaces.clone();
-    let spawn_servers = |common: &Common, max_clients: u32| -> Result<Vec<Child>, String> {
+    let spawn_servers = |common: &Common, max_clients: u32| -> Result<Vec<Child>, NodeError> {
         let mut children = Vec::new();
         for (port, proto) in &servers {
             let iface = format!("re6stnet-{proto}");
@@ -65,7 +65,7 @@ pub(super) async fn run_node(
                 super::child::command("openvpn")
                     .args(&args)
                     .spawn()
-                    .map_err(|e| format!("openvpn: {e}"))?,
+                    .map_err(NodeError::spawn("openvpn"))?,
             );
         }
         Ok(children)
@@ -114,7 +114,7 @@ pub(super) async fn run_node(
         }
         Ok::<_, std::io::Error>(child)
     };
-    let mut babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
+    let mut babeld = Some(spawn_babel(&babel).map_err(NodeError::spawn("babeld"))?);
     // Neighbours coming and going: an under-connected node dumps at once.
     // And any news of the route to the registry's node.
     let watched: Vec<(std::net::IpAddr, u8)> = node
@@ -133,24 +133,27 @@ pub(super) async fn run_node(
         upstream_sock.clone(),
         node.babel_socket.clone(),
     ));
-    let hook =
-        UnixDatagram::bind(&hook_sock).map_err(|e| format!("{}: {e}", hook_sock.display()))?;
+    let hook = UnixDatagram::bind(&hook_sock).map_err(NodeError::file(&hook_sock))?;
     let udp = UdpSocket::bind(bind_address())
         .await
-        .map_err(|e| format!("UDP port 326: {e}"))?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| e.to_string())?;
+        .map_err(NodeError::PeerSocket)?;
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind).map_err(|source| NodeError::Process {
+            what: "signal handlers",
+            source,
+        })
+    };
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
     // Upstream's --up and --daemon: user commands once we are set up.
     if let Some(up) = &o.up {
         let status = Command::new("sh")
             .args(["-c", up])
             .status()
             .await
-            .map_err(|e| format!("--up: {e}"))?;
+            .map_err(NodeError::spawn("--up"))?;
         if !status.success() {
-            return Err(format!("--up command failed ({status})").into());
+            return Err(NodeError::Up(status));
         }
     }
     let mut daemons = Vec::new();
@@ -159,13 +162,12 @@ pub(super) async fn run_node(
             super::child::command("sh")
                 .args(["-c", cmd])
                 .spawn()
-                .map_err(|e| format!("--daemon {cmd:?}: {e}"))?,
+                .map_err(NodeError::spawn(format!("--daemon {cmd:?}")))?,
         );
     }
     let ctl_path = o.run.join(crate::status::ctl::SOCKET);
     let _ = std::fs::remove_file(&ctl_path);
-    let ctl = tokio::net::UnixListener::bind(&ctl_path)
-        .map_err(|e| format!("{}: {e}", ctl_path.display()))?;
+    let ctl = tokio::net::UnixListener::bind(&ctl_path).map_err(NodeError::file(&ctl_path))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     let mut hook_buf = vec![0u8; 4096];
@@ -275,7 +277,7 @@ pub(super) async fn run_node(
                     // seconds).
                     if let Some(mut old) = babeld.take() {
                         let _ = old.kill().await;
-                        babeld = Some(spawn_babel(&babel).map_err(|e| format!("babeld: {e}"))?);
+                        babeld = Some(spawn_babel(&babel).map_err(NodeError::spawn("babeld"))?);
                         node.handle(Input::BabeldStarted { restarted: false });
                     }
                 }

@@ -17,6 +17,25 @@ use super::log::log;
 /// The lock file's name in the run directory; it holds the owner's pid.
 pub const LOCK_FILE: &str = "node.lock";
 
+/// Why the run directory's lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("another node{} uses the run directory {} (lock {})",
+        owner.map(|p| format!(" (pid {p})")).unwrap_or_default(), run.display(), lock.display())]
+    Busy {
+        run: PathBuf,
+        lock: PathBuf,
+        owner: Option<u32>,
+    },
+    #[error("{}: {source}", lock.display())]
+    Open {
+        lock: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: cannot lock: {source}", lock.display())]
+    Lock { lock: PathBuf, source: Errno },
+}
+
 /// Held for the life of the node.
 pub struct InstanceLock {
     _lock: Flock<File>,
@@ -25,7 +44,11 @@ pub struct InstanceLock {
 /// Takes the run directory's lock. A previous instance still cleaning up
 /// (a quick restart) gets `wait` to finish; after that, or when the lock
 /// file cannot be used, a clear error.
-pub async fn acquire(run: &Path, wait: Duration, verbose: u8) -> Result<InstanceLock, String> {
+pub async fn acquire(
+    run: &Path,
+    wait: Duration,
+    verbose: u8,
+) -> Result<InstanceLock, InstanceError> {
     let path = run.join(LOCK_FILE);
     let deadline = tokio::time::Instant::now() + wait;
     let mut told = false;
@@ -46,11 +69,11 @@ pub async fn acquire(run: &Path, wait: Duration, verbose: u8) -> Result<Instance
             Err(()) => {
                 let owner = holder(&path);
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(format!(
-                        "another node{owner} uses the run directory {} (lock {})",
-                        run.display(),
-                        path.display()
-                    ));
+                    return Err(InstanceError::Busy {
+                        run: run.to_owned(),
+                        lock: path,
+                        owner,
+                    });
                 }
                 if !told {
                     told = true;
@@ -58,7 +81,8 @@ pub async fn acquire(run: &Path, wait: Duration, verbose: u8) -> Result<Instance
                         1,
                         verbose,
                         format!(
-                            "another node{owner} uses the run directory {}: waiting up to {} s for it to stop",
+                            "another node{} uses the run directory {}: waiting up to {} s for it to stop",
+                            owner.map(|p| format!(" (pid {p})")).unwrap_or_default(),
                             run.display(),
                             wait.as_secs()
                         ),
@@ -71,29 +95,32 @@ pub async fn acquire(run: &Path, wait: Duration, verbose: u8) -> Result<Instance
 }
 
 /// `Ok(Err(()))` when another process holds the lock.
-fn try_lock(path: &PathBuf) -> Result<Result<Flock<File>, ()>, String> {
+fn try_lock(path: &Path) -> Result<Result<Flock<File>, ()>, InstanceError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|source| InstanceError::Open {
+            lock: path.to_owned(),
+            source,
+        })?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Ok(lock)),
         Err((_, Errno::EWOULDBLOCK)) => Ok(Err(())),
-        Err((_, e)) => Err(format!("{}: cannot lock: {e}", path.display())),
+        Err((_, source)) => Err(InstanceError::Lock {
+            lock: path.to_owned(),
+            source,
+        }),
     }
 }
 
-/// " (pid N)" from the lock file, or nothing.
-fn holder(path: &Path) -> String {
+/// The pid in the lock file, if any.
+fn holder(path: &Path) -> Option<u32> {
     let mut s = String::new();
     let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut s));
-    match s.trim().parse::<u32>() {
-        Ok(pid) => format!(" (pid {pid})"),
-        Err(_) => String::new(),
-    }
+    s.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -109,7 +136,7 @@ mod tests {
         // as another process's would.
         let e = match acquire(&dir, Duration::from_millis(300), 0).await {
             Ok(_) => panic!("two instances got the lock"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         assert!(e.contains(&format!("(pid {})", std::process::id())), "{e}");
         assert!(e.contains(&dir.display().to_string()), "{e}");

@@ -7,6 +7,7 @@
 pub mod babel_log;
 pub mod child;
 mod clock;
+pub mod error;
 mod event_loop;
 pub mod handover;
 pub mod instance;

@@ -7,6 +7,23 @@ use std::path::PathBuf;
 use clap::Parser;
 use re6st_proto::address::Proto;
 
+/// An option value the node cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    #[error("--disable-proto: invalid choice {0:?}")]
+    DisableProto(String),
+    #[error("--pp: invalid port {0:?}")]
+    PpPort(String),
+    #[error("--pp: {0}")]
+    PpProto(re6st_proto::address::AddressError),
+    #[error("--pp: missing protocol")]
+    PpMissingProto,
+    #[error("conflicting options --disable-proto {proto} and --pp {port} {proto}")]
+    Conflict { port: u16, proto: Proto },
+    #[error("--client {0:?}: no usable address")]
+    Client(String),
+}
+
 /// Protocols upstream does not tunnel over unless asked.
 pub const DEFAULT_DISABLED: [Proto; 2] = [Proto::Udp, Proto::Udp6];
 
@@ -135,7 +152,7 @@ impl Options {
     }
 
     /// Protocols never used for tunnels.
-    pub fn disabled(&self) -> Result<Vec<Proto>, String> {
+    pub fn disabled(&self) -> Result<Vec<Proto>, OptionError> {
         if self.disable_proto.iter().any(|p| p == "none") {
             return Ok(Vec::new());
         }
@@ -146,14 +163,14 @@ impl Options {
             .iter()
             .map(|p| match p.parse::<Proto>() {
                 Ok(p @ (Proto::Udp | Proto::Tcp | Proto::Udp6 | Proto::Tcp6)) => Ok(p),
-                _ => Err(format!("--disable-proto: invalid choice {p:?}")),
+                _ => Err(OptionError::DisableProto(p.clone())),
             })
             .collect()
     }
 
     /// The OpenVPN servers to run, in preference order: `--pp`, or 1194
     /// over udp and tcp minus the disabled protocols.
-    pub fn servers(&self) -> Result<Vec<(u16, Proto)>, String> {
+    pub fn servers(&self) -> Result<Vec<(u16, Proto)>, OptionError> {
         let disabled = self.disabled()?;
         if self.pp.is_empty() {
             return Ok([(1194, Proto::Udp), (1194, Proto::Tcp)]
@@ -166,17 +183,15 @@ impl Options {
             .map(|c| {
                 let port: u16 = c[0]
                     .parse()
-                    .map_err(|_| format!("--pp: invalid port {:?}", c[0]))?;
+                    .map_err(|_| OptionError::PpPort(c[0].clone()))?;
                 let proto: Proto = c
                     .get(1)
                     .map(|p| p.parse())
                     .transpose()
-                    .map_err(|e| format!("--pp: {e}"))?
-                    .ok_or("--pp: missing protocol")?;
+                    .map_err(OptionError::PpProto)?
+                    .ok_or(OptionError::PpMissingProto)?;
                 if disabled.contains(&proto) {
-                    return Err(format!(
-                        "conflicting options --disable-proto {proto} and --pp {port} {proto}"
-                    ));
+                    return Err(OptionError::Conflict { port, proto });
                 }
                 Ok((port, proto))
             })

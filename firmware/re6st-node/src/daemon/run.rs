@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+use super::error::NodeError;
 use super::log::error;
 use super::options::Options;
 
@@ -49,23 +50,5 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             error(e);
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Why the node's run ended other than by a signal.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// A new network configuration or CA needs a fresh start: everything
-    /// was cleaned up, the process starts over with its command line.
-    #[error("the node must start over")]
-    Restart,
-    /// The node cannot run (what, and why).
-    #[error("{0}")]
-    Fatal(String),
-}
-
-impl From<String> for NodeError {
-    fn from(why: String) -> NodeError {
-        NodeError::Fatal(why)
     }
 }

@@ -20,11 +20,12 @@ use re6st_registry_client::transport::RegistryUrl;
 use tokio::sync::mpsc;
 
 use super::clock::{clock, mono};
+use super::error::NodeError;
 use super::event_loop::{run_node, Inbox};
 use super::log::log;
 use super::node::Node;
+use super::options::OptionError;
 use super::options::Options;
-use super::run::NodeError;
 use crate::babel::kernel_check::KernelCheck;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::op::{PROTO_BOOT, PROTO_STATIC};
@@ -32,7 +33,7 @@ use crate::kernel::{Addr, KernelError, NetOp, Route, Setup};
 use crate::nat::advertised::Advertised;
 use crate::openvpn::args::Common;
 use crate::state::{netconfig as netconfig_cache, peers as peers_file, peers::DEFAULT_CAPACITY};
-use crate::underlay::RemoteGateways;
+use crate::underlay::{GatewayError, RemoteGateways};
 use re6st_node_core::node::NodeCore;
 use re6st_node_core::peer_link::PeerLink;
 use re6st_node_core::tunnel::{Config, CountryRule, Manager};
@@ -41,11 +42,7 @@ use re6st_node_core::tunnel::{Config, CountryRule, Manager};
 /// directory to finish its clean-up (a quick restart) before giving up.
 const INSTANCE_WAIT: Duration = Duration::from_secs(30);
 
-async fn network_config(
-    o: &Options,
-    registry: &mut RegistryClient,
-    ca: &X509,
-) -> Result<NetworkConfig, String> {
+async fn network_config(o: &Options, registry: &mut RegistryClient, ca: &X509) -> NetworkConfig {
     let path = o.state.join("network-config.bin");
     let mut delay = 1;
     loop {
@@ -58,13 +55,13 @@ async fn network_config(
                         format!("cannot cache the network configuration: {e}"),
                     );
                 }
-                return Ok(c);
+                return c;
             }
             Err(e) => {
                 match netconfig_cache::load(&path) {
                     Ok(c) if c.verify_version(ca).is_ok() => {
                         log(1, o.verbose, format!("registry unreachable ({e}): using the cached network configuration"));
-                        return Ok(c);
+                        return c;
                     }
                     _ => {
                         log(
@@ -84,36 +81,41 @@ async fn network_config(
 }
 
 pub(super) async fn run(o: Options) -> Result<(), NodeError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let ca = X509::from_pem(&read(&o.ca)?).map_err(|e| format!("CA: {e}"))?;
-    let my_cert = X509::from_pem(&read(&o.cert)?).map_err(|e| format!("certificate: {e}"))?;
-    let key = PKey::private_key_from_pem(&read(&o.key)?).map_err(|e| format!("key: {e}"))?;
-    let network = cert::network_from_ca(&ca).map_err(|e| e.to_string())?;
-    let prefix = cert::node_prefix(&my_cert).map_err(|e| e.to_string())?;
+    let read = |p: &Path| std::fs::read(p).map_err(NodeError::file(p));
+    let pem = |what| move |source| NodeError::Pem { what, source };
+    let cert = |what| move |source| NodeError::Cert { what, source };
+    let ca = X509::from_pem(&read(&o.ca)?).map_err(pem("CA"))?;
+    let my_cert = X509::from_pem(&read(&o.cert)?).map_err(pem("certificate"))?;
+    let key = PKey::private_key_from_pem(&read(&o.key)?).map_err(pem("key"))?;
+    let network = cert::network_from_ca(&ca).map_err(cert("CA"))?;
+    let prefix = cert::node_prefix(&my_cert).map_err(cert("certificate"))?;
     // Weak DH parameters let every OpenVPN server of ours die at start, in
     // a loop: refuse them before anything runs.
     let cached_dh = o.state.join("dh.pem");
     match &o.dh {
-        Some(d) => re6st_proto::dh::check(&read(d)?, &d.display().to_string())
-            .map_err(|e| format!("--dh {}: {e}", d.display()))?,
+        Some(d) => {
+            re6st_proto::dh::check(&read(d)?, &d.display().to_string()).map_err(|source| {
+                NodeError::Dh {
+                    path: d.clone(),
+                    source,
+                }
+            })?
+        }
         None if cached_dh.exists() => {
             re6st_proto::dh::check(&read(&cached_dh)?, &cached_dh.display().to_string()).map_err(
-                |e| {
-                    format!(
-                        "{} (the registry's, fetched earlier): {e}; or, if the registry \
-                         serves good ones now, remove this copy",
-                        cached_dh.display()
-                    )
+                |source| NodeError::CachedDh {
+                    path: cached_dh.clone(),
+                    source,
                 },
             )?
         }
         None => 0,
     };
     for d in [&o.state, &o.run, &o.log] {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(NodeError::file(d))?;
     }
     let _instance = super::instance::acquire(&o.run, INSTANCE_WAIT, o.verbose).await?;
-    let url = RegistryUrl::parse(&o.registry).map_err(|e| e.to_string())?;
+    let url = RegistryUrl::parse(&o.registry).map_err(NodeError::RegistryUrl)?;
     let mut registry = RegistryClient::new(
         url,
         ca.clone(),
@@ -121,30 +123,22 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
         &prefix,
         Duration::from_secs(20),
     );
-    let config = network_config(&o, &mut registry, &ca).await?;
+    let config = network_config(&o, &mut registry, &ca).await;
     let dh = match &o.dh {
         Some(d) => d.clone(),
         None => {
             let d = cached_dh;
             // A copy there was checked above.
             if !d.exists() {
-                let pem = registry
-                    .dh()
-                    .await
-                    .map_err(|e| format!("DH parameters: {e}"))?;
+                let pem = registry.dh().await.map_err(NodeError::FetchDh)?;
                 // Not kept: the registry's operator has to replace them.
-                re6st_proto::dh::check(&pem, "dh.pem").map_err(|e| {
-                    format!(
-                        "DH parameters from the registry (getDh): {e}, on the registry's \
-                         host, then restart re6st-registry with --dh dh.pem"
-                    )
-                })?;
-                crate::state::write_atomic(&d, &pem, 0o644).map_err(|e| e.to_string())?;
+                re6st_proto::dh::check(&pem, "dh.pem").map_err(NodeError::RegistryDh)?;
+                crate::state::write_atomic(&d, &pem, 0o644).map_err(NodeError::file(&d))?;
             }
             d
         }
     };
-    let subnet = network.concat(&prefix).map_err(|e| e.to_string())?;
+    let subnet = network.concat(&prefix)?;
     let own_serial = my_cert
         .serial_number()
         .to_bn()
@@ -155,7 +149,7 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
         .and_then(|epoch| epoch.diff(my_cert.not_after()))
         .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
         .unwrap_or(0);
-    let my_ip = node_address(&network, &prefix).map_err(|e| e.to_string())?;
+    let my_ip = node_address(&network, &prefix)?;
     // IPv4 payload: our subnet of the network's IPv4 network, numbered by
     // our certificate's subject serialNumber.
     let ipv4 = config.ipv4.and_then(|p| {
@@ -176,7 +170,7 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
         Some(list) => {
             let parsed = re6st_proto::address::parse_list(list);
             if parsed.addresses.is_empty() {
-                return Err(format!("--client {list:?}: no usable address").into());
+                return Err(OptionError::Client(list.clone()).into());
             }
             Some(
                 parsed
@@ -207,7 +201,10 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
     let timeout = 4 * i64::from(config.hello);
     let hook_sock = o.run.join("ovpn.sock");
     let _ = std::fs::remove_file(&hook_sock);
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|source| NodeError::Process {
+        what: "this program's path",
+        source,
+    })?;
     let common = Common {
         ca: o.ca.clone(),
         cert: o.cert.clone(),
@@ -233,8 +230,8 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
 
     // Checked before anything is set up.
     let remote_gateways = RemoteGateways::new(&o.remote_gateways)?;
-    for gw in &o.remote_gateways {
-        check_on_link(gw)?;
+    for gw in remote_gateways.gateways() {
+        check_on_link(*gw)?;
     }
     let v = o.verbose;
     // Undone when `run` returns, whatever way.
@@ -326,7 +323,7 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
                         },
                         PeerLink {
                             me: Identity::new(ca.clone(), my_cert.clone(), key.clone())
-                                .map_err(|e| e.to_string())?,
+                                .map_err(NodeError::Identity)?,
                             peers: PeerTable::default(),
                             crl: config.crl.clone(),
                             my_address,
@@ -378,7 +375,7 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
             )
             .await
         }
-        Err(e) => Err(e.to_string().into()),
+        Err(e) => Err(e.into()),
     };
     drop(setup);
     result
@@ -386,18 +383,15 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
 
 /// A `--remote-gateway` must be on a directly connected network (as for
 /// any route's gateway): else every tunnel's route through it would fail.
-fn check_on_link(gw: &str) -> Result<(), String> {
-    let ip: std::net::Ipv4Addr = gw
-        .parse()
-        .map_err(|_| format!("--remote-gateway {gw:?}: not an IPv4 address"))?;
+fn check_on_link(gw: std::net::Ipv4Addr) -> Result<(), GatewayError> {
     let route = Netlink::open()
-        .and_then(|mut nl| nl.route_to(ip.into()))
-        .map_err(|e| format!("--remote-gateway {gw}: unreachable ({e})"))?;
+        .and_then(|mut nl| nl.route_to(gw.into()))
+        .map_err(|source| GatewayError::Unreachable { gw, source })?;
     if route.via.is_some() {
-        return Err(format!(
-            "--remote-gateway {gw}: not on a directly connected network (the kernel \
-             routes it {route})"
-        ));
+        return Err(GatewayError::NotOnLink {
+            gw,
+            route: route.to_string(),
+        });
     }
     Ok(())
 }

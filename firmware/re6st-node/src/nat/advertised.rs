@@ -40,6 +40,17 @@ pub struct Advertised {
     seen_v6: Option<Ipv6Addr>,
 }
 
+/// An `--ip` value, or a mix of them, that cannot be announced.
+#[derive(Debug, thiserror::Error)]
+pub enum IpOptionError {
+    #[error("--ip upnp or --ip any can be given only once")]
+    KeywordTwice,
+    #[error("--ip {0:?}: not an IP address, upnp or any")]
+    NotAnAddress(String),
+    #[error("--ip upnp or --ip any cannot go with an IPv4 address")]
+    KeywordWithIpv4,
+}
+
 /// Servers reachable over IPv4, and over IPv6 (`udp`/`tcp` are both).
 fn serves_v4(p: Proto) -> bool {
     !matches!(p, Proto::Udp6 | Proto::Tcp6)
@@ -55,26 +66,22 @@ impl Advertised {
         ips: &[String],
         servers: &[(u16, Proto)],
         country: Option<&str>,
-    ) -> Result<Advertised, String> {
+    ) -> Result<Advertised, IpOptionError> {
         let (mut v4, mut v6, mut keyword) = (Vec::new(), Vec::new(), None);
         for ip in ips {
             match ip.as_str() {
-                "upnp" | "any" if keyword.is_some() => {
-                    return Err("--ip upnp or --ip any can be given only once".into())
-                }
+                "upnp" | "any" if keyword.is_some() => return Err(IpOptionError::KeywordTwice),
                 "upnp" => keyword = Some(Ipv4Source::Upnp),
                 "any" => keyword = Some(Ipv4Source::Any),
                 _ => match ip.parse::<IpAddr>() {
                     Ok(IpAddr::V4(a)) => v4.push(a),
                     Ok(IpAddr::V6(a)) => v6.push(a),
-                    Err(_) => return Err(format!("--ip {ip:?}: not an IP address, upnp or any")),
+                    Err(_) => return Err(IpOptionError::NotAnAddress(ip.clone())),
                 },
             }
         }
         let v4 = match (keyword, v4.is_empty()) {
-            (Some(_), false) => {
-                return Err("--ip upnp or --ip any cannot go with an IPv4 address".into())
-            }
+            (Some(_), false) => return Err(IpOptionError::KeywordWithIpv4),
             (Some(k), true) => k,
             (None, false) => Ipv4Source::Fixed(v4),
             (None, true) => Ipv4Source::Upnp,

@@ -18,14 +18,24 @@ pub fn encode(config: &NetworkConfig) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// The cached configuration; `Err` says why it is unusable (missing,
-/// corrupt), for the log.
-pub fn load(path: &Path) -> Result<NetworkConfig, String> {
-    decode(&std::fs::read(path).map_err(|e| e.to_string())?)
+/// Why the cached configuration is unusable, for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("bad magic")]
+    BadMagic,
+    #[error("corrupt: {0}")]
+    Corrupt(#[from] postcard::Error),
+}
+
+/// The cached configuration.
+pub fn load(path: &Path) -> Result<NetworkConfig, CacheError> {
+    decode(&std::fs::read(path)?)
 }
 
 /// Decodes the file's content (what [`encode`] wrote, or garbage).
-pub fn decode(data: &[u8]) -> Result<NetworkConfig, String> {
-    let body = data.strip_prefix(&MAGIC[..]).ok_or("bad magic")?;
-    postcard::from_bytes(body).map_err(|e| format!("corrupt: {e}"))
+pub fn decode(data: &[u8]) -> Result<NetworkConfig, CacheError> {
+    let body = data.strip_prefix(&MAGIC[..]).ok_or(CacheError::BadMagic)?;
+    Ok(postcard::from_bytes(body)?)
 }
