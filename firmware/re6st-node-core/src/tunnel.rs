@@ -155,6 +155,16 @@ struct Killer {
 /// [`Manager::on_routing_changed`]) or through our own events.
 pub const ROUTES_MAX_AGE: i64 = 60;
 
+/// Seconds an OpenVPN client waits for its peer's address to answer (the
+/// TCP connection, or over UDP the first packet back) before it gives up
+/// and the next address or peer is tried (`--connect-timeout`).
+/// OpenVPN's default, 120 s, held a tunnel slot two minutes per dead
+/// address, so a node whose cached peers had died took minutes to find a
+/// live one; a live peer answers within a round trip, and 15 s leaves
+/// room for four SYNs on a lossy link. The simulator gives failed
+/// attempts to dead addresses this long.
+pub const CONNECT_TIMEOUT: i64 = 15;
+
 /// Fewest seconds between two dumps brought by babeld's monitor.
 const MONITOR_DUMP_GAP: i64 = 5;
 

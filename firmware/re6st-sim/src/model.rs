@@ -20,7 +20,7 @@ use re6st_node_core::hook_event::{Event as Hook, Peer};
 use re6st_node_core::node::{Effect, Input, NodeCore, Now};
 use re6st_node_core::peer_cache::{PeerCache, DEFAULT_CAPACITY};
 use re6st_node_core::peer_link::PeerLink;
-use re6st_node_core::tunnel::{Config, Manager, ROUTES_MAX_AGE};
+use re6st_node_core::tunnel::{Config, Manager, CONNECT_TIMEOUT, ROUTES_MAX_AGE};
 use re6st_proto::message::Code;
 use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::PeerTable;
@@ -662,14 +662,17 @@ impl Sim {
         };
         let (c, s, proto) = (x.client, x.server, x.proto as usize);
         let server = &self.nodes[s as usize];
-        let ok = right_node
-            && self.alive[s as usize]
-            && !server.nat
-            && server.served[proto] < self.cfg.max_clients;
-        if !ok {
-            // OpenVPN gives up after its ping-exit.
+        let answers = self.alive[s as usize] && !server.nat;
+        if !answers || !right_node || server.served[proto] >= self.cfg.max_clients {
             self.counts.tunnel_failures += 1;
-            let at = (opened + self.cfg.timeout()).max(self.now);
+            // An address nobody answers at: the client's connect timeout.
+            // A server that answers but refuses (full, or another node's
+            // certificate): as soon as the handshake says so, now.
+            let at = if answers {
+                self.now
+            } else {
+                (opened + CONNECT_TIMEOUT).max(self.now)
+            };
             self.schedule(at, Event::TunnelExit { t, attempt });
             return;
         }

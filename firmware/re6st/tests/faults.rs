@@ -692,6 +692,18 @@ fn tunnel_carries_again_after_its_underlay_is_cut_and_restored() {
         !peers.is_empty() && peers.iter().all(|p| *p == node2),
         "node1's tunnels are not all to node2 ({node2}): {s}"
     );
+    // An address that does not answer holds a tunnel slot for the
+    // client's connect timeout (15 s), not OpenVPN's default two minutes:
+    // node1 tried node0 from its start, 45 s later it has given up.
+    let gave_up = "connect to [AF_INET]198.18.1.2:1194 failed";
+    let quick = Lab::wait_until(Duration::from_secs(45), || {
+        o.node_output(1).contains(gave_up)
+    });
+    assert!(
+        quick,
+        "no `{gave_up}` in node1's output\n{}",
+        o.node_output(1)
+    );
     let cut = "-s 198.18.2.0/24 -d 198.18.3.0/24 -j DROP";
     let back = "-s 198.18.3.0/24 -d 198.18.2.0/24 -j DROP";
     o.lab.sh(

@@ -165,6 +165,8 @@ fn client_to(
         s("0"),
         s("--connect-retry-max"),
         s("3"),
+        s("--connect-timeout"),
+        re6st_node_core::tunnel::CONNECT_TIMEOUT.to_string(),
         s("--tls-exit"),
         s("--remap-usr1"),
         s("SIGTERM"),
@@ -236,6 +238,7 @@ mod tests {
             "--verify-x509-name 2/16 name",
             "--client",
             "--ping-exit 60",
+            "--connect-timeout 15",
         ] {
             assert!(c.contains(want), "{want}: {c}");
         }
