@@ -379,6 +379,39 @@ impl Manager {
         self.decision_due().min(self.probe_at)
     }
 
+    /// The earliest second at which [`Manager::tick`] acts (asks for a
+    /// dump, asks a node for its address, checks the configuration): a
+    /// driver that does not tick every second, as the simulator at
+    /// thousands of nodes, wakes the manager then and misses nothing.
+    pub fn next_wake(&self) -> i64 {
+        let after = |gap: i64| self.last_routes.saturating_add(gap);
+        let mut t = self.next_timeout().min(after(ROUTES_MAX_AGE));
+        if self.routing_changed {
+            t = t.min(after(MONITOR_DUMP_GAP));
+        }
+        if self.connections.len() < self.limit() {
+            t = t.min(after(self.dump_every));
+            let retry = self.retry_at();
+            if self.last_routes < retry {
+                t = t.min(retry);
+            }
+        }
+        if !self.killing.is_empty() || !self.agreeing.is_empty() {
+            t = t.min(after(DRAIN_POLL));
+        }
+        if self.neighbour_missing() {
+            t = t.min(after(NEIGHBOUR_POLL));
+        }
+        if self.lonely() && self.cfg.registry != Some(self.cfg.me) {
+            t = t.min(match self.lonely_since {
+                // The next tick starts counting.
+                None => self.clock,
+                Some(since) => (since + LONELY_CHECK).max(self.config_check_at),
+            });
+        }
+        t
+    }
+
     /// When a routing view is due for a decision (a refresh, a drain).
     fn decision_due(&self) -> i64 {
         let k = self
@@ -1978,6 +2011,74 @@ mod tests {
         assert!(changed > 20, "graph changed only {changed} times");
         for n in &nodes {
             assert!(n.tunnels().count() <= 3);
+        }
+    }
+
+    /// A view in which `n` peers are babel neighbours, each routing
+    /// itself, and the registry's node is known.
+    fn view_of(n: u32) -> RoutingView {
+        let mut v = RoutingView::default();
+        for i in 1..=n {
+            v.known.insert(p(i));
+            v.neighbours.insert(p(i));
+        }
+        v.known.insert(p(0));
+        v
+    }
+
+    proptest::proptest! {
+        /// Ticking the manager only at `next_wake` and at events gives the
+        /// same actions at the same seconds as ticking it every second, as
+        /// the daemon does: what the simulator relies on at thousands of
+        /// nodes.
+        #[test]
+        fn waking_at_next_wake_misses_no_tick(
+            script in proptest::collection::vec((0u8..7, 1i64..90, 1u32..10), 1..40)
+        ) {
+            let make = || {
+                let mut cache = PeerCache::new(50);
+                for i in 1..=8 {
+                    cache.add_peer(p(i), &addr(i), false, &mut || 1);
+                }
+                Manager::new(cfg(9, 4), cache, 0, 1)
+            };
+            let (mut every, mut lazy) = (make(), make());
+            let (mut seen_every, mut seen_lazy) = (Vec::new(), Vec::new());
+            let mut now = 0;
+            for (kind, gap, peer) in script {
+                let until = now + gap;
+                for s in now + 1..=until {
+                    every.tick(s);
+                    seen_every.extend(drain(&mut every).into_iter().map(|a| (s, a)));
+                }
+                // Woken at `next_wake`, and at the event's second: events
+                // read the clock of the last tick.
+                let mut s = now;
+                loop {
+                    let wake = lazy.next_wake().max(s + 1).min(until);
+                    lazy.tick(wake);
+                    seen_lazy.extend(drain(&mut lazy).into_iter().map(|a| (wake, a)));
+                    s = wake;
+                    if wake == until {
+                        break;
+                    }
+                }
+                now = until;
+                let event = |m: &mut Manager| match kind {
+                    0 => m.on_routes(now, view_of(peer)),
+                    1 => m.on_tunnel_up(p(peer), peer.into()),
+                    2 => m.on_tunnel_exit(p(peer)),
+                    3 => m.on_served(p(peer), true),
+                    4 => m.on_served(p(peer), false),
+                    5 => m.on_routes(now, RoutingView::default()),
+                    _ => m.on_routing_changed(),
+                };
+                event(&mut every);
+                event(&mut lazy);
+                seen_every.extend(drain(&mut every).into_iter().map(|a| (now, a)));
+                seen_lazy.extend(drain(&mut lazy).into_iter().map(|a| (now, a)));
+                proptest::prop_assert_eq!(&seen_every, &seen_lazy);
+            }
         }
     }
 }

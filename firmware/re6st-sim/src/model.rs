@@ -73,11 +73,7 @@ fn sim_random(buf: &mut [u8]) {
 pub struct Counts {
     /// Babel dumps the managers asked for (each answered with a view).
     pub dumps: u64,
-    /// Dumps the daemon's ticks would have asked for and the simulator
-    /// skipped (see `Sim::tick_all`): with `tick` > 1, every second a
-    /// node below its tunnel target is not ticked.
-    pub idle_dumps: u64,
-    /// Of those dumps (asked for and skipped), the ones of nodes below
+    /// Of those dumps, the ones of nodes below
     /// their client count, and the node-seconds spent below it: issue
     /// 16's target is about the dumps of such a node while nothing changes.
     pub underconnected_dumps: u64,
@@ -102,7 +98,6 @@ impl Counts {
     pub fn minus(&self, o: &Counts) -> Counts {
         Counts {
             dumps: self.dumps - o.dumps,
-            idle_dumps: self.idle_dumps - o.idle_dumps,
             underconnected_dumps: self.underconnected_dumps - o.underconnected_dumps,
             underconnected_seconds: self.underconnected_seconds - o.underconnected_seconds,
             quiet_underconnected_dumps: self.quiet_underconnected_dumps
@@ -402,10 +397,13 @@ impl Sim {
     ///   so is a node for `ACTIVE_S` seconds after an event reached its
     ///   manager or it opened or closed a tunnel (it is settling);
     /// * a node below its manager's tunnel target otherwise every `tick`
-    ///   seconds, the seconds between counted as dumps (the daemon's
-    ///   tick would have asked for them with `tick` 1);
-    /// * any node at its manager's `next_timeout` (a refresh, a drain, a
-    ///   background address query: every ~30 s);
+    ///   seconds (for the core's other periodic work, below);
+    /// * any node at its manager's `next_wake`: the first second at which
+    ///   its tick acts (a dump, backing off while nothing changes below the
+    ///   target; a refresh, a drain, a background address query, a
+    ///   configuration check), so that the manager misses none of the
+    ///   daemon's per-second ticks whatever `tick` is (a unit test of the
+    ///   manager checks that both give the same actions);
     /// * a node at its target (full, or a NATed node with its two
     ///   tunnels) when its view is `ROUTES_MAX_AGE` old: its manager
     ///   takes that dump, or as babeld's monitor tells it of a neighbour
@@ -415,7 +413,8 @@ impl Sim {
     ///
     /// A core's other periodic work (renewal checks, kernel route
     /// comparisons, cache saves, hello0 retries) happens at the ticks it
-    /// gets: later than in the daemon for a node not ticked every second.
+    /// gets: later than in the daemon for a node not ticked every second;
+    /// and an event reaches a manager with the clock of its last tick.
     fn tick_all(&mut self) {
         let now = self.now;
         let time = self.time();
@@ -452,21 +451,10 @@ impl Sim {
             // address queries, and a dump counted here would be taken
             // again by that tick (its view would still be as old).
             let stale = full && now - node.last_dump >= ROUTES_MAX_AGE;
-            if busy || active || stale || announce || now >= m.next_timeout() || (periodic && !full)
-            {
+            if busy || active || stale || announce || now >= m.next_wake() || (periodic && !full) {
                 core.handle(Input::Tick, time);
                 self.touch(i);
                 self.run_work();
-            } else if !full {
-                // The daemon's tick would have asked for this dump.
-                node.last_dump = now;
-                self.counts.idle_dumps += 1;
-                if tunnels < client_count {
-                    self.counts.underconnected_dumps += 1;
-                }
-                if quiet {
-                    self.counts.quiet_underconnected_dumps += 1;
-                }
             }
         }
     }

@@ -148,7 +148,7 @@ fn rates(a: &Mark, b: &Mark) -> Rates {
         to: b.t,
         peer_messages: per_min(traffic.messages() - traffic.version_announcements),
         version_announcements: per_min(traffic.version_announcements),
-        babel_dumps: per_min(counts.dumps + counts.idle_dumps),
+        babel_dumps: per_min(counts.dumps),
         babel_dumps_underconnected: (counts.underconnected_seconds > 0).then(|| {
             counts.underconnected_dumps as f64 * 60.0 / counts.underconnected_seconds as f64
         }),
