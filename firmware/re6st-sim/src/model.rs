@@ -20,7 +20,7 @@ use re6st_node_core::hook_event::{Event as Hook, Peer};
 use re6st_node_core::node::{Effect, Input, NodeCore, Now};
 use re6st_node_core::peer_cache::{PeerCache, DEFAULT_CAPACITY};
 use re6st_node_core::peer_link::PeerLink;
-use re6st_node_core::tunnel::{Config, Manager, CONNECT_TIMEOUT, ROUTES_MAX_AGE};
+use re6st_node_core::tunnel::{Config, Manager, CONNECT_TIMEOUT};
 use re6st_proto::message::Code;
 use re6st_proto::netconfig::NetworkConfig;
 use re6st_proto::peer::PeerTable;
@@ -120,8 +120,6 @@ struct Node {
     nat: bool,
     boot_at: i64,
     next_tick: i64,
-    /// When the manager last got a routing view (or would have).
-    last_dump: i64,
     /// Until when the node is ticked every second after something
     /// happened to it (see `Sim::tick_all`).
     active_until: i64,
@@ -221,7 +219,6 @@ impl Sim {
                     rng.below(cfg.join_over as u64) as i64
                 },
                 next_tick: 0,
-                last_dump: 0,
                 active_until: 0,
                 quiet_from: 0,
                 served: [0; 2],
@@ -401,13 +398,10 @@ impl Sim {
     /// * any node at its manager's `next_wake`: the first second at which
     ///   its tick acts (a dump, backing off while nothing changes below the
     ///   target; a refresh, a drain, a background address query, a
-    ///   configuration check), so that the manager misses none of the
+    ///   configuration check; a full node's dump once its view is
+    ///   `ROUTES_MAX_AGE` old), so that the manager misses none of the
     ///   daemon's per-second ticks whatever `tick` is (a unit test of the
     ///   manager checks that both give the same actions);
-    /// * a node at its target (full, or a NATed node with its two
-    ///   tunnels) when its view is `ROUTES_MAX_AGE` old: its manager
-    ///   takes that dump, or as babeld's monitor tells it of a neighbour
-    ///   gone (see `kill`);
     /// * every node every `VERSION_EVERY` seconds after its boot, when its
     ///   core announces the network version to its neighbours.
     ///
@@ -446,12 +440,7 @@ impl Sim {
                 node.next_tick = now + tick;
             }
             let active = now < node.active_until;
-            // A full node's own periodic dump (ROUTES_MAX_AGE) is taken
-            // for real: it ticks every ~30 s anyway for its background
-            // address queries, and a dump counted here would be taken
-            // again by that tick (its view would still be as old).
-            let stale = full && now - node.last_dump >= ROUTES_MAX_AGE;
-            if busy || active || stale || announce || now >= m.next_wake() || (periodic && !full) {
+            if busy || active || announce || now >= m.next_wake() || (periodic && !full) {
                 core.handle(Input::Tick, time);
                 self.touch(i);
                 self.run_work();
@@ -848,7 +837,6 @@ impl Sim {
                         self.counts.quiet_underconnected_dumps += 1;
                     }
                 }
-                self.nodes[i as usize].last_dump = now;
                 let view = self.router.view(&self.graph, i);
                 // A dump is no event (the node stays idle).
                 self.input(i, Input::Dumped(Some(view)));

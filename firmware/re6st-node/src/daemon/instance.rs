@@ -21,7 +21,7 @@ pub const LOCK_FILE: &str = "node.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
     #[error("another node{} uses the run directory {} (lock {})",
-        owner.map(|p| format!(" (pid {p})")).unwrap_or_default(), run.display(), lock.display())]
+        pid_text(*owner), run.display(), lock.display())]
     Busy {
         run: PathBuf,
         lock: PathBuf,
@@ -82,7 +82,7 @@ pub async fn acquire(
                         verbose,
                         format!(
                             "another node{} uses the run directory {}: waiting up to {} s for it to stop",
-                            owner.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                            pid_text(owner),
                             run.display(),
                             wait.as_secs()
                         ),
@@ -114,6 +114,11 @@ fn try_lock(path: &Path) -> Result<Result<Flock<File>, ()>, InstanceError> {
             source,
         }),
     }
+}
+
+/// " (pid N)" when the lock's owner is known, for messages.
+fn pid_text(owner: Option<u32>) -> String {
+    owner.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
 
 /// The pid in the lock file, if any.
