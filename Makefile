@@ -72,13 +72,15 @@ QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' bo
 # Boards with a router kernel (board/<board>/kernel.config).
 KERNEL_BOARDS = $(filter-out common,$(patsubst board/%/kernel.config,%,$(wildcard board/*/kernel.config)))
 ## test-all builds the router kernels (cached), so every image with one
-## boots it; qemu-x86_64 then also boots at 64 MiB.
+## boots it; qemu-x86_64 then also boots at 64 MiB, and keeps 12 or more
+## tunnels for 10 minutes at 64 MiB (lab-memory).
 test-all: test
 	set -e; for b in $(KERNEL_BOARDS); do $(MAKE) kernel BOARD=$$b; done
 	set -e; for b in $(QEMU_BOARDS); do \
 	  $(MAKE) image BOARD=$$b; bash qemu-tests/smoke.sh $$b; done
 	$(MAKE) image BOARD=qemu-x86_64
 	QEMU_MEM=64 SMOKE_AB=0 SMOKE_RTC=0 bash qemu-tests/smoke.sh qemu-x86_64
+	$(MAKE) lab-memory
 	$(MAKE) cross-test-all
 	$(MAKE) deb-test
 	$(MAKE) lab-test-all
@@ -201,7 +203,7 @@ test-image: image
 ## transit one (an armv7 router; the underlay cut and the power-off, on a
 ## path the topology forces through a router in transit).
 ## Logs: target/lab/<topology>/ (summary.txt, <scenario>/result.txt, consoles).
-.PHONY: qemu-lab lab-test lab-test-all
+.PHONY: qemu-lab lab-test lab-test-all lab-memory
 TOPO ?= qemu-tests/topologies/mixed.toml
 # In `make test`: (a), the status page on a router's LAN (Chromium's
 # screenshot in target/lab/small/status-page/), and (d) with (c). The
@@ -215,6 +217,12 @@ qemu-lab:
 
 lab-test: build
 	python3 qemu-tests/lab.py test qemu-tests/topologies/small.toml $(LAB_TEST_SCENARIOS)
+
+## One router with 12 or more tunnels (memory.toml: 12 nodes on the host,
+## client count 10) at 64 MiB for 10 minutes: no OOM kill, no restart,
+## MemAvailable >= 16 MiB (LAB_BOARD, QEMU_MEM, LAB_MEMORY_SECONDS change it).
+lab-memory: build
+	python3 qemu-tests/lab.py test qemu-tests/topologies/memory.toml memory
 
 lab-test-all:
 	python3 qemu-tests/lab.py test qemu-tests/topologies/mixed.toml $(LAB_ALL_SCENARIOS)

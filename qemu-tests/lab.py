@@ -138,6 +138,18 @@ def load_topology(path):
             r["prefixlen"] = under.prefixlen
     if not t.get("router"):
         raise Fail("no [[router]]")
+    # Environment overrides, for running one topology per board and memory
+    # size (make bench's memory section): LAB_BOARD, QEMU_MEM (MiB).
+    for r in t["router"]:
+        r["board"] = os.environ.get("LAB_BOARD") or r["board"]
+        r["memory"] = str(os.environ.get("QEMU_MEM") or r.get("memory", ""))
+    # Nodes on the host (our binary, one namespace each, public addresses
+    # from .100): peers enough for a router's full client count while only
+    # the routers are emulated.
+    n_host = t.setdefault("host_nodes", 0)
+    if not 0 <= n_host <= 100:
+        raise Fail(f"host_nodes = {n_host}: 0 to 100")
+    t["_host_nodes"] = [{"name": f"h{i + 1}", "address": str(hosts[100 + i])} for i in range(n_host)]
     for b in t.get("block", []):
         for k in ("a", "b"):
             if b[k] not in names and b[k] != "registry":
@@ -196,7 +208,9 @@ class Console:
                 try:
                     c.sendall(d)
                 except OSError:
-                    self.clients.remove(c)
+                    # Its own thread may have removed it already (the
+                    # person left): that must not end this reader.
+                    self._forget(c)
             with self.cond:
                 self.buf.extend(d)
                 self.cond.notify_all()
@@ -225,8 +239,13 @@ class Console:
                 self.sock.sendall(d)
             except OSError:
                 break
-        if c in self.clients:
+        self._forget(c)
+
+    def _forget(self, c):
+        try:
             self.clients.remove(c)
+        except ValueError:
+            pass
 
     def close(self):
         for s in [self.sock, self.srv] + self.clients:
@@ -383,6 +402,12 @@ class Lab:
                     sh(["sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2",
                         "net.ipv6.conf.eth0.accept_dad=0"], ns=cns)
                     r["_clients"].append(cns)
+        for h in t["_host_nodes"]:
+            hns = self.ns(h["name"])
+            h["_ns"] = hns
+            self.veth(hns, "eth0", inet, f"w-{h['name']}")
+            sh(["ip", "-n", inet, "link", "set", f"w-{h['name']}", "master", "wan"])
+            sh(["ip", "-n", hns, "addr", "add", f"{h['address']}/{under.prefixlen}", "dev", "eth0"])
         # Blocked underlay paths (the overlay must route around them).
         self.nft_cut([(b["a"], b["b"]) for b in t.get("block", [])], "block")
 
@@ -459,6 +484,18 @@ class Lab:
                                "-s", f"{node}/state", "-r", f"{node}/run", "-l",
                                os.path.join(self.out, "regnode.log"), "--ip", ip], self.inet, cwd=node)
         log(f"registry on {ip}:9080 (CA sha256:{self.fp[:16]}...) with its node")
+        for h in self.t["_host_nodes"]:
+            d = os.path.join(self.work, h["name"])
+            os.makedirs(os.path.join(d, "run"), exist_ok=True)
+            sh([self.bin, "conf", "--registry", f"http://{ip}:9080/", "--anonymous", "--dir", d],
+               ns=h["_ns"])
+            self.spawn(h["name"], [self.bin, "node", f"@{d}/re6stnet.conf", "--ca", f"{d}/ca.crt",
+                                   "--cert", f"{d}/cert.crt", "--key", f"{d}/cert.key",
+                                   "-s", f"{d}/state", "-r", f"{d}/run",
+                                   "-l", os.path.join(self.out, f"{h['name']}.log"),
+                                   "--ip", h["address"]], h["_ns"], cwd=d)
+        if self.t["_host_nodes"]:
+            log(f"{len(self.t['_host_nodes'])} nodes on the host")
 
     def spawn(self, name, argv, ns, cwd=None):
         f = open(os.path.join(self.out, f"{name}.out"), "ab")
@@ -539,7 +576,7 @@ class Lab:
         cmdline = open(f"{r['_img']}/cmdline").read().strip() + r["_cmdline"]
         argv = [c["QEMU_SYSTEM"]] + c["QEMU_MACHINE"].split() + (
             ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg"]) + [
-            "-smp", "1", "-m", c["QEMU_MEM"] or "256", "-display", "none", "-monitor", "none",
+            "-smp", "1", "-m", r["memory"] or c["QEMU_MEM"] or "256", "-display", "none", "-monitor", "none",
             "-chardev", f"socket,id=con,path={sockp},server=on,wait=on", "-serial", "chardev:con",
             "-kernel", f"{r['_img']}/vmlinuz", "-initrd", f"{r['_img']}/initramfs.cpio.xz",
             "-append", cmdline,
@@ -1221,6 +1258,101 @@ class Scenarios:
             "for p in $(pidof httpd); do grep -E '^(VmRSS|RssAnon)' /proc/$p/status; done", 30)
         notes.append("httpd on the router: " + " ".join(out.split()))
 
+    def memory(self, notes):
+        """A router's memory with 12 or more tunnels: MemTotal/MemAvailable
+        and every process's RSS, PSS and private memory, sampled for
+        LAB_MEMORY_SECONDS (600); no OOM kill, no restart, MemAvailable
+        never under LAB_MEMORY_FLOOR_MB (16), tunnels kept."""
+        lab = self.lab
+        name = lab.t["router"][0]["name"]
+        r, con = lab.vms[name], lab.consoles[name]
+        seconds = float(os.environ.get("LAB_MEMORY_SECONDS", "600"))
+        every = float(os.environ.get("LAB_MEMORY_INTERVAL", "30"))
+        floor_kb = int(float(os.environ.get("LAB_MEMORY_FLOOR_MB", "16")) * 1024)
+        want = int(os.environ.get("LAB_MEMORY_TUNNELS", "12"))
+        lab.wait_provisioned([name], timeout=600)
+        notes.append(f"{name} ({r['board']}, -m {r['memory'] or r['_conf']['QEMU_MEM'] or '256'}) "
+                     f"provisioned {time.monotonic() - lab.t_boot:.1f} s after power-on")
+        # Before the tunnels: what the system costs without them.
+        info0, procs0 = memory_sample(con.run(MEMORY_SAMPLE, 120)[1])
+
+        def tunnels():
+            st = lab.status(name)
+            up = [t["peer"] for t in st.get("tunnels", []) if t.get("state") == "established"]
+            return len(up) + len(st.get("served", [])), st
+        n0, _ = wait_until(f"{name}: {want} tunnels (established and served)", 600,
+                           lambda: (lambda n: n if n[0] >= want else None)(tunnels()), 5)
+        notes.append(f"{n0} tunnels {time.monotonic() - lab.t_boot:.1f} s after power-on")
+
+        def init_services():
+            _, out = con.run("re6st init status", 30)
+            return {m[0]: (m[1], int(m[2])) for m in
+                    re.findall(r"^(\S+)\s+\S+\s+(\d+|-)\s+(\d+)\s*$", out, re.M)}
+        services0 = init_services()
+        samples, t0 = [], time.monotonic()
+        while True:
+            t = time.monotonic() - t0
+            _, out = con.run(MEMORY_SAMPLE, 120)
+            info, procs = memory_sample(out)
+            n, st = tunnels()
+            if "MemAvailable" not in info or not procs:
+                raise Fail(f"{name}: no memory sample in {out[-300:]!r}")
+            samples.append({"t": round(t, 1), "meminfo_kb": info, "tunnels": n,
+                            "babeld_restarts": st.get("babeld_restarts"),
+                            "openvpn_restarts": st.get("openvpn_restarts"), "processes": procs})
+            if t >= seconds:
+                break
+            time.sleep(max(0.0, every - (time.monotonic() - t0 - t)))
+        _, dmesg = con.run("dmesg | grep -i -E 'out of memory|oom-kill|killed process' || true", 60)
+        services = init_services()
+        # The kernel's largest slab caches, kB (only with SLUB/SLAB's
+        # /proc/slabinfo: num_slabs x pages per slab).
+        _, slab = con.run("[ ! -r /proc/slabinfo ] || awk 'NR>2{print $15*$6*4, $1}' /proc/slabinfo"
+                          " | sort -rn | head -15", 60)
+        last = samples[-1]
+        by_kind = {}
+        for p in last["processes"]:
+            k = process_kind(p["cmd"])
+            agg = by_kind.setdefault(k, {"count": 0, "rss_kb": 0, "pss_kb": 0, "private_kb": 0})
+            agg["count"] += 1
+            for f in ("rss_kb", "pss_kb", "private_kb"):
+                agg[f] += p[f]
+        avail = [s["meminfo_kb"]["MemAvailable"] for s in samples]
+        tun = [s["tunnels"] for s in samples]
+        result = {"router": name, "board": r["board"],
+                  "qemu_mem_mib": int(r["memory"] or r["_conf"]["QEMU_MEM"] or 256),
+                  "kernel": con.run("uname -r", 30)[1].strip(), "seconds": seconds,
+                  "mem_total_kb": last["meminfo_kb"]["MemTotal"], "mem_available_min_kb": min(avail),
+                  "mem_available_max_kb": max(avail), "tunnels_min": min(tun), "tunnels_max": max(tun),
+                  "by_kind": by_kind, "samples": samples,
+                  "at_provisioning": {"meminfo_kb": info0, "processes": procs0}, "services_before": services0,
+                  "services_after": services, "oom_lines": dmesg.strip(),
+                  "slab_top_kb": [[int(k), n] for k, n in re.findall(r"^(\d+) (\S+)\s*$", slab, re.M)]}
+        with open(os.path.join(lab.out, "memory.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        notes.append(f"kernel {result['kernel']}: MemTotal {result['mem_total_kb']} kB, MemAvailable "
+                     f"{min(avail)} to {max(avail)} kB over {len(samples)} samples in {seconds:.0f} s; "
+                     f"tunnels {min(tun)} to {max(tun)}")
+        notes.append(f"{'processes':16} {'count':>5} {'RSS kB':>8} {'PSS kB':>8} {'private kB':>10}")
+        for k, a in sorted(by_kind.items(), key=lambda kv: -kv[1]["pss_kb"]):
+            notes.append(f"{k:16} {a['count']:>5} {a['rss_kb']:>8} {a['pss_kb']:>8} {a['private_kb']:>10}")
+        problems = []
+        if dmesg.strip():
+            problems.append(f"the kernel killed for memory: {dmesg.strip()[:300]}")
+        for svc, (pid, restarts) in services.items():
+            if svc not in services0 or services0[svc] != (pid, restarts):
+                problems.append(f"init service {svc}: pid/restarts {services0.get(svc)} -> {(pid, restarts)}")
+        first = samples[0]
+        for k in ("babeld_restarts", "openvpn_restarts"):
+            if last[k] != first[k]:
+                problems.append(f"{k}: {first[k]} -> {last[k]}")
+        if min(avail) < floor_kb:
+            problems.append(f"MemAvailable fell to {min(avail)} kB (floor {floor_kb} kB)")
+        if min(tun) < want:
+            problems.append(f"tunnels fell to {min(tun)} (wanted {want} or more throughout)")
+        if problems:
+            raise Fail("; ".join(problems))
+
     def registry_down(self, notes):
         """(d) the registry (HTTP service) is stopped: the network keeps
         working, and a router rebooted meanwhile comes back from its cache."""
@@ -1303,6 +1435,43 @@ class Scenarios:
         lab.stop("http")
 
 
+# One sample of a router's memory, on its console (busybox sh and awk):
+# every process with user pages (RSS, PSS, private, in kB, from
+# smaps_rollup) and its command line (OpenVPN's only as server or client:
+# it is long), then /proc/meminfo (Shmem: tmpfs, i.e. logs and state in
+# /run and /tmp; SUnreclaim, KernelStack, PageTables: the kernel's own).
+MEMORY_SAMPLE = (
+    "for p in /proc/[0-9]*; do [ -r $p/smaps_rollup ] || continue; "
+    "c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); case \"$c\" in "
+    "*' --mode server'*) c=\"openvpn-server ${c%% *}\";; *' --client'*) c=\"openvpn-client ${c%% *}\";; "
+    "*) c=$(echo \"$c\" | cut -c1-60);; esac; "
+    "awk -v pid=${p#/proc/} -v c=\"$c\" '/^Rss:/{r=$2} /^Pss:/{s=$2} /^Private_/{v+=$2} "
+    "END{if(r)print \"MEMP\",pid,r,s,v,c}' $p/smaps_rollup; done; "
+    "sed 's/^/MEMI /' /proc/meminfo")
+
+
+def memory_sample(text):
+    """Parses MEMORY_SAMPLE's output: ({"MemTotal": kB, ...}, [process])."""
+    info = {k: int(v) for k, v in re.findall(r"MEMI (\w+):\s+(\d+) kB", text)}
+    procs = [{"pid": int(pid), "rss_kb": int(r), "pss_kb": int(ps), "private_kb": int(pv),
+              "cmd": c.strip()}
+             for pid, r, ps, pv, c in re.findall(r"MEMP (\d+) (\d+) (\d+) (\d+) ([^\n]*)", text)]
+    return info, procs
+
+
+def process_kind(cmd):
+    """init, node, babeld, openvpn server or client, or other."""
+    w = cmd.split()
+    if not w:
+        return "other"
+    if w[0] in ("openvpn-server", "openvpn-client"):
+        return w[0]
+    prog = os.path.basename(w[0])
+    if prog in ("re6st", "init") and len(w) > 1:
+        return {"init": "init", "node": "node", "lan": "lan", "status": "status"}.get(w[1], prog)
+    return "init" if prog == "init" else prog
+
+
 def upgrade_line(ip, name):
     """The console command that upgrades from http://IP:8000/NAME.squashfs
     and its signed manifest."""
@@ -1313,7 +1482,7 @@ def upgrade_line(ip, name):
 
 SCENARIOS = {"connectivity": "connectivity", "cut": "cut", "poweroff": "poweroff",
              "reboot": "reboot", "registry-down": "registry_down", "upgrade": "upgrade",
-             "status-page": "status_page"}
+             "status-page": "status_page", "memory": "memory"}
 
 
 def main():
@@ -1347,6 +1516,10 @@ def main():
         log(f"FAIL: {e}")
         rc = 1
     finally:
+        # A second SIGTERM or Ctrl-C (`timeout` passes its own on, a
+        # pkill hits both) must not cut the teardown short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         log("tearing down")
         lab.teardown()
     log(f"logs in {out}")
