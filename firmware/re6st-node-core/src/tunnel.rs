@@ -215,7 +215,8 @@ pub struct Manager {
     /// Peers whose tunnel we just drained and closed, until when they are
     /// not chosen again (reconnecting at once would waste the drain).
     replaced: BTreeMap<Prefix, i64>,
-    free_ifaces: Vec<String>,
+    /// Free taps, each with the peer its last tunnel went to.
+    free_ifaces: Vec<(String, Prefix)>,
     next_iface: usize,
     /// Peers asked for their address, not answered yet.
     connecting: BTreeSet<Prefix>,
@@ -801,16 +802,34 @@ impl Manager {
                 iface: c.iface.clone(),
                 drain: false,
             });
-            self.free_ifaces.push(c.iface);
+            self.free_ifaces.push((c.iface, prefix));
         }
     }
 
-    fn take_iface(&mut self) -> String {
-        self.free_ifaces.pop().unwrap_or_else(|| {
-            let i = format!("re6stnet{}", self.next_iface);
-            self.next_iface += 1;
-            i
-        })
+    /// A tap for a tunnel to `prefix`: the one its last tunnel used when
+    /// free. The tap keeps its MAC address, so the peer's babeld meets
+    /// the neighbour it knows again and its routes to us through that
+    /// address work at once; a tunnel on another tap is a new neighbour,
+    /// and the peer keeps routing to the old one until babeld gives it up
+    /// (2 to 3 hellos: 9 to 38 s after a certificate renewal reconnected
+    /// every tunnel, in tests/network_changes.rs).
+    /// Another peer takes the tap freed the longest ago: the peers whose
+    /// tunnels closed last are the likeliest to come back.
+    fn take_iface(&mut self, prefix: Prefix) -> String {
+        let oldest = (!self.free_ifaces.is_empty()).then_some(0);
+        let i = self
+            .free_ifaces
+            .iter()
+            .rposition(|(_, p)| *p == prefix)
+            .or(oldest);
+        match i {
+            Some(i) => self.free_ifaces.remove(i).0,
+            None => {
+                let i = format!("re6stnet{}", self.next_iface);
+                self.next_iface += 1;
+                i
+            }
+        }
     }
 
     /// Opens a tunnel to `prefix` if it makes sense; whether it did.
@@ -833,7 +852,7 @@ impl Manager {
         let Some(first) = addresses.first().cloned() else {
             return false;
         };
-        let iface = self.take_iface();
+        let iface = self.take_iface(prefix);
         self.actions.push_back(Action::Open {
             prefix,
             iface: iface.clone(),
@@ -1256,6 +1275,26 @@ mod tests {
         assert!(drain(&mut m)
             .iter()
             .any(|a| matches!(a, Action::Close { prefix, .. } if *prefix == p(3))));
+    }
+
+    #[test]
+    fn a_peer_gets_back_the_tap_its_last_tunnel_used() {
+        let mut m = with_tunnels_to_1_and_2(cfg(9, 3), PeerCache::new(10));
+        m.make_tunnel(p(4), &addr(4));
+        // All closed (a renewed certificate reconnects every tunnel), 4's
+        // first, 1's before 2's: a stack of free taps would give 1 the
+        // tap of 2.
+        for i in [4, 1, 2] {
+            m.close(p(i));
+        }
+        for i in [1, 3, 2] {
+            m.make_tunnel(p(i), &addr(i));
+        }
+        let taps: BTreeMap<Prefix, String> = m.tunnels().map(|(p, i)| (*p, i.to_owned())).collect();
+        assert_eq!(taps[&p(1)], "re6stnet1");
+        assert_eq!(taps[&p(2)], "re6stnet2");
+        // A new peer takes the tap freed first.
+        assert_eq!(taps[&p(3)], "re6stnet3");
     }
 
     #[test]

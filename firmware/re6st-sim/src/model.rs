@@ -782,7 +782,7 @@ impl Sim {
                 };
                 self.schedule(now + self.cfg.tunnel_delay, event);
             }
-            Effect::StopTunnel(p) => {
+            Effect::StopTunnel { prefix: p, .. } => {
                 let Some(j) = index(&p) else { return };
                 self.counts.tunnel_closes += 1;
                 self.stir(i);

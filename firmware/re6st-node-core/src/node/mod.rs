@@ -218,8 +218,13 @@ pub enum Effect {
         iface: String,
         address: Address,
     },
-    /// Stop a client tunnel's OpenVPN.
-    StopTunnel(Prefix),
+    /// Stop a client tunnel's OpenVPN, and take babeld's routes through
+    /// its tap out of the kernel: the tap goes to the next tunnel, maybe
+    /// to another peer, and stock babeld takes the kernel's "exists" for
+    /// success when it then routes through that peer on the tap (the
+    /// route through the old one stayed until the daemon's comparison of
+    /// both views repaired it: 10 to 30 s after a certificate renewal).
+    StopTunnel { prefix: Prefix, iface: String },
     /// Keep the routes through a tunnel being drained in the kernel
     /// (`hold`), or stop keeping them.
     HoldRoutes { iface: String, hold: bool },

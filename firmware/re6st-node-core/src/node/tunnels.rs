@@ -71,7 +71,7 @@ impl NodeCore {
                     2,
                     format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
                 );
-                self.effects.push_back(Effect::StopTunnel(prefix));
+                self.effects.push_back(Effect::StopTunnel { prefix, iface });
             }
             Action::QueryAddress(prefix) => self.send_to_peer(prefix, &[Code::Address as u8]),
             Action::SendKill { prefix, code } => {

@@ -68,8 +68,18 @@ pub fn hold(iface: &str) {
 
 /// Removes the copies on `iface`.
 pub fn release(iface: &str) {
+    delete_routes(iface, PROTO);
+}
+
+/// Removes babeld's routes through `iface`, whose tunnel closed (see
+/// `Effect::StopTunnel`).
+pub fn forget_babel_routes(iface: &str) {
+    delete_routes(iface, PROTO_BABEL);
+}
+
+fn delete_routes(iface: &str, proto: u8) {
     let Ok(mut nl) = Netlink::open() else { return };
-    for r in listing(&mut nl, iface, PROTO) {
+    for r in listing(&mut nl, iface, proto) {
         let _ = nl.apply(&NetOp::RouteDel(r));
     }
 }

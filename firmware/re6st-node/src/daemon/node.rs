@@ -144,7 +144,10 @@ impl Node {
                 iface,
                 address,
             } => self.start_tunnel(prefix, &iface, address),
-            Effect::StopTunnel(prefix) => self.stop_tunnel(prefix),
+            Effect::StopTunnel { prefix, iface } => {
+                self.stop_tunnel(prefix);
+                handover::forget_babel_routes(&iface);
+            }
             Effect::HoldRoutes { iface, hold: true } => handover::hold(&iface),
             Effect::HoldRoutes { iface, hold: false } => handover::release(&iface),
             Effect::MuteBabel { iface, mute } => {
