@@ -220,8 +220,9 @@ fn configuration_changes_and_revocations_spread() {
     // both views repaired it only two comparisons (10 s apart) later. 3.2
     // to 38.1 s in 7 runs (median 21.9) then; with babeld's routes through
     // a closed tunnel's tap deleted and a peer given back its last tap,
-    // 6.7 to 24.4 s in 6 runs (the machine busy with a make test beside).
-    // The slow pair is still node0 -> node3: in the 24.4 s run, node0's
+    // 6.7 to 25.6 s in 10 runs (median 15.2; the machine busy with a make
+    // test beside). The slow pair is still node0 -> node3: in a 24.4 s
+    // run, node0's
     // server tap still routed through the dropped node3 and babeld's new
     // route there met the same "exists", repaired 11 s later (a server's
     // tap never closes, so nothing deletes those routes yet).
