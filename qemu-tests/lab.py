@@ -474,28 +474,26 @@ class Lab:
             capture_output=True).returncode == 0, 0.2)
         fp = sh(["openssl", "x509", "-in", f"{reg}/ca.crt", "-noout", "-fingerprint", "-sha256"])
         self.fp = fp.split("=", 1)[1].strip().replace(":", "").lower()
-        if not os.path.exists(os.path.join(node, "cert.crt")):
-            conf = sh([self.bin, "conf", "--registry", f"http://{ip}:9080/", "--anonymous",
-                       "--dir", node], ns=self.inet)
-            del conf
         self.regnode = node
-        self.spawn("regnode", [self.bin, "node", f"@{node}/re6stnet.conf", "--ca", f"{node}/ca.crt",
-                               "--cert", f"{node}/cert.crt", "--key", f"{node}/cert.key",
-                               "-s", f"{node}/state", "-r", f"{node}/run", "-l",
-                               os.path.join(self.out, "regnode.log"), "--ip", ip], self.inet, cwd=node)
+        self.start_host_node("regnode", node, self.inet, ip)
         log(f"registry on {ip}:9080 (CA sha256:{self.fp[:16]}...) with its node")
         for h in self.t["_host_nodes"]:
-            d = os.path.join(self.work, h["name"])
-            os.makedirs(os.path.join(d, "run"), exist_ok=True)
-            sh([self.bin, "conf", "--registry", f"http://{ip}:9080/", "--anonymous", "--dir", d],
-               ns=h["_ns"])
-            self.spawn(h["name"], [self.bin, "node", f"@{d}/re6stnet.conf", "--ca", f"{d}/ca.crt",
-                                   "--cert", f"{d}/cert.crt", "--key", f"{d}/cert.key",
-                                   "-s", f"{d}/state", "-r", f"{d}/run",
-                                   "-l", os.path.join(self.out, f"{h['name']}.log"),
-                                   "--ip", h["address"]], h["_ns"], cwd=d)
+            self.start_host_node(h["name"], os.path.join(self.work, h["name"]), h["_ns"], h["address"])
         if self.t["_host_nodes"]:
             log(f"{len(self.t['_host_nodes'])} nodes on the host")
+
+    def start_host_node(self, name, d, ns, ip):
+        """A node of the host binary in namespace `ns`, at public address
+        `ip`, in directory `d` (an anonymous certificate from the registry
+        the first time); its log is `name`.log."""
+        os.makedirs(os.path.join(d, "run"), exist_ok=True)
+        if not os.path.exists(os.path.join(d, "cert.crt")):
+            sh([self.bin, "conf", "--registry", f"http://{self.t['registry_ip']}:9080/",
+                "--anonymous", "--dir", d], ns=ns)
+        self.spawn(name, [self.bin, "node", f"@{d}/re6stnet.conf", "--ca", f"{d}/ca.crt",
+                          "--cert", f"{d}/cert.crt", "--key", f"{d}/cert.key",
+                          "-s", f"{d}/state", "-r", f"{d}/run",
+                          "-l", os.path.join(self.out, f"{name}.log"), "--ip", ip], ns, cwd=d)
 
     def spawn(self, name, argv, ns, cwd=None):
         f = open(os.path.join(self.out, f"{name}.out"), "ab")
@@ -562,6 +560,12 @@ class Lab:
         else:
             r["_extra"] = ["-fw_cfg", f"name=opt/re6st/profile,file={d}/profile"]
 
+    @staticmethod
+    def memory_mib(r):
+        """Guest RAM of router `r` (prepared): the topology's or
+        QEMU_MEM, else the board's."""
+        return int(r["memory"] or r["_conf"]["QEMU_MEM"] or 256)
+
     def start_vm(self, name):
         r = self.vms[name]
         c = r["_conf"]
@@ -576,7 +580,7 @@ class Lab:
         cmdline = open(f"{r['_img']}/cmdline").read().strip() + r["_cmdline"]
         argv = [c["QEMU_SYSTEM"]] + c["QEMU_MACHINE"].split() + (
             ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg"]) + [
-            "-smp", "1", "-m", r["memory"] or c["QEMU_MEM"] or "256", "-display", "none", "-monitor", "none",
+            "-smp", "1", "-m", str(self.memory_mib(r)), "-display", "none", "-monitor", "none",
             "-chardev", f"socket,id=con,path={sockp},server=on,wait=on", "-serial", "chardev:con",
             "-kernel", f"{r['_img']}/vmlinuz", "-initrd", f"{r['_img']}/initramfs.cpio.xz",
             "-append", cmdline,
@@ -1271,7 +1275,7 @@ class Scenarios:
         floor_kb = int(float(os.environ.get("LAB_MEMORY_FLOOR_MB", "16")) * 1024)
         want = int(os.environ.get("LAB_MEMORY_TUNNELS", "12"))
         lab.wait_provisioned([name], timeout=600)
-        notes.append(f"{name} ({r['board']}, -m {r['memory'] or r['_conf']['QEMU_MEM'] or '256'}) "
+        notes.append(f"{name} ({r['board']}, -m {lab.memory_mib(r)}) "
                      f"provisioned {time.monotonic() - lab.t_boot:.1f} s after power-on")
         # Before the tunnels: what the system costs without them.
         info0, procs0 = memory_sample(con.run(MEMORY_SAMPLE, 120)[1])
@@ -1280,8 +1284,10 @@ class Scenarios:
             st = lab.status(name)
             up = [t["peer"] for t in st.get("tunnels", []) if t.get("state") == "established"]
             return len(up) + len(st.get("served", [])), st
-        n0, _ = wait_until(f"{name}: {want} tunnels (established and served)", 600,
-                           lambda: (lambda n: n if n[0] >= want else None)(tunnels()), 5)
+        def enough():
+            n, st = tunnels()
+            return (n, st) if n >= want else None
+        n0, _ = wait_until(f"{name}: {want} tunnels (established and served)", 600, enough, 5)
         notes.append(f"{n0} tunnels {time.monotonic() - lab.t_boot:.1f} s after power-on")
 
         def init_services():
@@ -1319,23 +1325,6 @@ class Scenarios:
                 agg[f] += p[f]
         avail = [s["meminfo_kb"]["MemAvailable"] for s in samples]
         tun = [s["tunnels"] for s in samples]
-        result = {"router": name, "board": r["board"],
-                  "qemu_mem_mib": int(r["memory"] or r["_conf"]["QEMU_MEM"] or 256),
-                  "kernel": con.run("uname -r", 30)[1].strip(), "seconds": seconds,
-                  "mem_total_kb": last["meminfo_kb"]["MemTotal"], "mem_available_min_kb": min(avail),
-                  "mem_available_max_kb": max(avail), "tunnels_min": min(tun), "tunnels_max": max(tun),
-                  "by_kind": by_kind, "samples": samples,
-                  "at_provisioning": {"meminfo_kb": info0, "processes": procs0}, "services_before": services0,
-                  "services_after": services, "oom_lines": dmesg.strip(),
-                  "slab_top_kb": [[int(k), n] for k, n in re.findall(r"^(\d+) (\S+)\s*$", slab, re.M)]}
-        with open(os.path.join(lab.out, "memory.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        notes.append(f"kernel {result['kernel']}: MemTotal {result['mem_total_kb']} kB, MemAvailable "
-                     f"{min(avail)} to {max(avail)} kB over {len(samples)} samples in {seconds:.0f} s; "
-                     f"tunnels {min(tun)} to {max(tun)}")
-        notes.append(f"{'processes':16} {'count':>5} {'RSS kB':>8} {'PSS kB':>8} {'private kB':>10}")
-        for k, a in sorted(by_kind.items(), key=lambda kv: -kv[1]["pss_kb"]):
-            notes.append(f"{k:16} {a['count']:>5} {a['rss_kb']:>8} {a['pss_kb']:>8} {a['private_kb']:>10}")
         problems = []
         if dmesg.strip():
             problems.append(f"the kernel killed for memory: {dmesg.strip()[:300]}")
@@ -1350,6 +1339,23 @@ class Scenarios:
             problems.append(f"MemAvailable fell to {min(avail)} kB (floor {floor_kb} kB)")
         if min(tun) < want:
             problems.append(f"tunnels fell to {min(tun)} (wanted {want} or more throughout)")
+        result = {"router": name, "board": r["board"],
+                  "qemu_mem_mib": lab.memory_mib(r),
+                  "kernel": con.run("uname -r", 30)[1].strip(), "seconds": seconds,
+                  "mem_total_kb": last["meminfo_kb"]["MemTotal"], "mem_available_min_kb": min(avail),
+                  "mem_available_max_kb": max(avail), "tunnels_min": min(tun), "tunnels_max": max(tun),
+                  "by_kind": by_kind, "samples": samples,
+                  "at_provisioning": {"meminfo_kb": info0, "processes": procs0}, "services_before": services0,
+                  "services_after": services, "oom_lines": dmesg.strip(), "problems": problems,
+                  "slab_top_kb": [[int(k), n] for k, n in re.findall(r"^(\d+) (\S+)\s*$", slab, re.M)]}
+        with open(os.path.join(lab.out, "memory.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        notes.append(f"kernel {result['kernel']}: MemTotal {result['mem_total_kb']} kB, MemAvailable "
+                     f"{min(avail)} to {max(avail)} kB over {len(samples)} samples in {seconds:.0f} s; "
+                     f"tunnels {min(tun)} to {max(tun)}")
+        notes.append(f"{'processes':16} {'count':>5} {'RSS kB':>8} {'PSS kB':>8} {'private kB':>10}")
+        for k, a in sorted(by_kind.items(), key=lambda kv: -kv[1]["pss_kb"]):
+            notes.append(f"{k:16} {a['count']:>5} {a['rss_kb']:>8} {a['pss_kb']:>8} {a['private_kb']:>10}")
         if problems:
             raise Fail("; ".join(problems))
 

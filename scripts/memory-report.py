@@ -21,23 +21,17 @@ def main():
             continue
         with open(p) as f:
             r = json.load(f)
-        result = os.path.join(os.path.dirname(p), "memory", "result.txt")
-        r["result"] = "not run"
-        if os.path.exists(result):
-            with open(result) as f:
-                last = f.read().strip().splitlines()[-1:]
-            r["result"] = last[0] if last else "not run"
         runs.append(r)
     print("| board | -m MiB | kernel | MemTotal kB | MemAvailable kB min / max | tunnels min / max "
-          "| samples over s | OOM or restarts | result |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| samples over s | result |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in runs:
-        troubles = "none" if not r["oom_lines"] and r["services_before"] == r["services_after"] \
-            else "yes (see memory.json)"
+        # The scenario's own verdict (OOM, restarts, floor, tunnels).
+        result = "FAIL: " + "; ".join(r["problems"]) if r["problems"] else "PASS"
         print(f"| {r['board']} | {r['qemu_mem_mib']} | {r['kernel']} | {r['mem_total_kb']:,} "
               f"| {r['mem_available_min_kb']:,} / {r['mem_available_max_kb']:,} "
               f"| {r['tunnels_min']} / {r['tunnels_max']} | {len(r['samples'])} over {r['seconds']:.0f} "
-              f"| {troubles} | {r['result']} |")
+              f"| {result} |")
     print()
     print("Processes in the last sample (kB, summed per kind; PSS shares library pages among the "
           "processes mapping them, private is the process's own):")

@@ -813,6 +813,7 @@ impl Manager {
     /// and the peer keeps routing to the old one until babeld gives it up
     /// (2 to 3 hellos: 9 to 38 s after a certificate renewal reconnected
     /// every tunnel, in tests/network_changes.rs).
+    ///
     /// Another peer takes the tap freed the longest ago: the peers whose
     /// tunnels closed last are the likeliest to come back.
     fn take_iface(&mut self, prefix: Prefix) -> String {

@@ -222,10 +222,9 @@ fn configuration_changes_and_revocations_spread() {
     // a closed tunnel's tap deleted and a peer given back its last tap,
     // 6.7 to 25.6 s in 10 runs (median 15.2; the machine busy with a make
     // test beside). The slow pair is still node0 -> node3: in a 24.4 s
-    // run, node0's
-    // server tap still routed through the dropped node3 and babeld's new
-    // route there met the same "exists", repaired 11 s later (a server's
-    // tap never closes, so nothing deletes those routes yet).
+    // run, node0's server tap still routed through the dropped node3 and
+    // babeld's new route there met the same "exists", repaired 11 s later
+    // (a server's tap never closes, so nothing deletes those routes yet).
     o.all_pairs_reach(Duration::from_secs(60));
     eprintln!(
         "renewal: new certificate {:.1} s after the revocation, every pair reachable {:.1} s after it",
