@@ -3,11 +3,33 @@
 # (bench/report.md and its plots) and `make sim` (bench/sim.md), so that
 # the page's numbers are never typed by hand. The reading below is fixed:
 # it must hold for any run, so it names no number.
+# --keep-bench: only `make sim` was run; the page keeps its benchmark
+# section and says which run that came from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPORT=bench/report.md
 SIM=bench/sim.md
+keep_bench=0
+kept=
+if [ "${1:-}" = --keep-bench ]; then keep_bench=1; shift; fi
 OUT=${1:-docs/measurements.md}
+if [ "$keep_bench" = 1 ]; then
+  # The page's own benchmark section, given back as the report it was
+  # made from (title line, headings one level up).
+  REPORT=$(mktemp)
+  kept=$REPORT
+  # shellcheck disable=SC2016 # backquotes of the page's text
+  run=$(sed -n 's/^> from `make bench` (run of \(.*\)) and `make sim`.*$/\1/p' "$OUT")
+  [ -n "$run" ] || { echo "measurements: $OUT names no benchmark run" >&2; exit 1; }
+  {
+    echo "# re6st benchmarks ($run)"
+    # shellcheck disable=SC2016
+    sed -n '/^## Benchmarks (`make bench`)$/,/^## Simulator (`make sim`)$/p' "$OUT" |
+      sed -e '1d' -e '$d' -e 's/^#\(#\{1,5\}\) /\1 /' \
+        -e 's#](measurements-\([A-Za-z0-9_-]*\)\.png)#](\1.png)#g' |
+      sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'   # no blank lines at the end
+  } > "$REPORT"
+fi
 for f in "$REPORT" "$SIM"; do
   [ -s "$f" ] || { echo "measurements: no $f (run make bench and make sim first)" >&2; exit 1; }
 done
@@ -33,7 +55,7 @@ for p in convergence scale; do
 done
 
 tmp=$(mktemp "$OUT.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" ${kept:+"$kept"}' EXIT
 {
   cat <<EOF
 # Measurements
@@ -82,5 +104,6 @@ EOF
   body "$SIM"
 } > "$tmp"
 mv "$tmp" "$OUT"
+rm -f ${kept:+"$kept"}
 trap - EXIT
 echo "measurements: wrote $OUT (bench: $bench_run; sim: $sim_run)"

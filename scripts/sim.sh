@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 $CARGO build --profile sim -p re6st-sim
+# The commit the runs are made with (the tree may change during the sweep).
+commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 BIN=${CARGO_TARGET_DIR:-target}/sim/re6st-sim
 OUT=bench/sim
 if [ "${SIM_RESUME:-0}" != 1 ]; then rm -rf "$OUT"; fi
@@ -59,7 +61,7 @@ if [ "${SIM_RESUME:-0}" != 1 ] || [ ! -s "$name.json" ]; then
 fi
 runs+=("$name.json")
 {
-  echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $(git describe --always --dirty 2>/dev/null || echo unknown))"
+  echo "# re6st-sim sweep ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $commit)"
   echo
   echo "Each node runs the node's real sans-IO core (NodeCore: tunnel manager, peer"
   echo "protocol with real handshakes, timers); routing is shortest paths"
