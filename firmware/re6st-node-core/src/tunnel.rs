@@ -133,6 +133,9 @@ struct Connection {
     /// The address that worked, once established.
     using: Option<usize>,
     serial: Option<u64>,
+    /// Its OpenVPN is being restarted with our new certificate: when it
+    /// exits, the tunnel opens again to the same peer on the same tap.
+    restarting: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -868,6 +871,7 @@ impl Manager {
                 trying: Some(0),
                 using: None,
                 serial: None,
+                restarting: false,
             },
         );
         true
@@ -1066,11 +1070,26 @@ impl Manager {
     }
 
     /// Our OpenVPN client to `prefix` exited: retry the next address, or
-    /// give up on the peer for this session.
+    /// give up on the peer for this session (but for a restart with our
+    /// new certificate: see [`Manager::on_new_certificate`]).
     pub fn on_tunnel_exit(&mut self, prefix: Prefix) {
         let Some(c) = self.connections.get_mut(&prefix) else {
             return;
         };
+        if std::mem::take(&mut c.restarting) {
+            // Killed to take our new certificate, not failed: the same
+            // address again.
+            let i = c.trying.or(c.using).unwrap_or(0);
+            c.trying = Some(i);
+            let action = Action::Open {
+                prefix,
+                iface: c.iface.clone(),
+                address: c.addresses[i].clone(),
+            };
+            self.actions.push_back(action);
+            self.refresh_after_open();
+            return;
+        }
         match c.trying {
             Some(i) if i + 1 < c.addresses.len() => {
                 c.trying = Some(i + 1);
@@ -1101,11 +1120,18 @@ impl Manager {
     }
 
     /// We took a new certificate into use: peers that refused the old one
-    /// (a revoked one, say) are worth trying again, and at once.
+    /// (a revoked one, say) are worth trying again, and at once. The shell
+    /// kills our client tunnels' OpenVPNs to restart them with it: each
+    /// opens again to the same peer on the same tap (not to a new peer),
+    /// so both ends' babeld meet the neighbour they know and their routes
+    /// through it work again at once; a new neighbour would leave the
+    /// peer routing to the old one until babeld gives it up (2 to 3
+    /// hellos). Not the tunnels being drained: they are going anyway.
     pub fn on_new_certificate(&mut self) {
         self.cache.reset_connecting();
-        for p in self.connections.keys() {
+        for (p, c) in self.connections.iter_mut() {
             self.cache.connecting(*p, true);
+            c.restarting = !self.killing.contains_key(p);
         }
         self.bootstrap_quiet_until = 0;
         self.bootstrap_retry_at = 0;
@@ -1900,6 +1926,53 @@ mod tests {
             .filter(|a| matches!(a, Action::Open { .. }))
             .count();
         assert_eq!(opened, 3);
+    }
+
+    #[test]
+    fn a_new_certificate_reopens_each_tunnel_to_the_same_peer_on_the_same_tap() {
+        let mut cache = PeerCache::new(10);
+        for i in 1..=3 {
+            cache.add_peer(p(i), &addr(i), false, &mut || 1);
+        }
+        let mut m = Manager::new(cfg(9, 3), cache, 0, 1);
+        m.on_routes(0, RoutingView::default());
+        let opened = |actions: Vec<Action>| -> BTreeMap<Prefix, (String, String)> {
+            actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Open {
+                        prefix,
+                        iface,
+                        address,
+                    } => Some((prefix, (iface, address.to_string()))),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = opened(drain(&mut m));
+        assert_eq!(first.len(), 3);
+        // Peers 1 and 2 answered on their second address (TCP); peer 3's
+        // first attempt is still under way.
+        for i in 1..=2 {
+            m.on_tunnel_exit(p(i));
+            m.on_tunnel_up(p(i), u64::from(i));
+        }
+        let tcp = opened(drain(&mut m));
+        m.on_new_certificate();
+        for i in 1..=3 {
+            m.on_tunnel_exit(p(i));
+        }
+        let again = opened(drain(&mut m));
+        assert_eq!(again[&p(1)], tcp[&p(1)]);
+        assert_eq!(again[&p(2)], tcp[&p(2)]);
+        assert_eq!(again[&p(3)], first[&p(3)]);
+        assert!(m.tunnels().count() == 3);
+        // Once: a later exit is a failure again (the next address).
+        m.on_tunnel_up(p(1), 11);
+        m.on_tunnel_exit(p(3));
+        let next = opened(drain(&mut m));
+        assert_eq!(next[&p(3)].0, first[&p(3)].0);
+        assert!(next[&p(3)].1.ends_with("tcp"), "{next:?}");
     }
 
     /// A toy network: every node runs a manager; "babel" is a BFS over the

@@ -253,7 +253,8 @@ impl NodeCore {
                 self.babeld.early_redumps -= 1;
                 self.babeld.redump_at = Some(now.at + EARLY_REDUMP);
             }
-            None => {}
+            // Said: the tunnel manager decides nothing until a dump comes.
+            None => self.log(2, "babeld did not answer a dump"),
         }
     }
 }

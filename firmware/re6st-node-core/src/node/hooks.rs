@@ -70,6 +70,7 @@ impl NodeCore {
                     // servers for a peer long gone.
                     self.served.serials.remove(&prefix);
                 }
+                self.check_kernel_soon();
             }
             Event::RouteUp {
                 cn,
@@ -88,5 +89,6 @@ impl NodeCore {
     pub(super) fn on_servers_restarted(&mut self) {
         self.served.clear();
         self.manager.clear_served();
+        self.check_kernel_soon();
     }
 }

@@ -317,7 +317,10 @@ impl NodeCore {
                 self.own_serial = serial.unwrap_or(self.own_serial);
                 self.manager.on_new_certificate();
             }
-            Input::RoutingChanged => self.manager.on_routing_changed(),
+            Input::RoutingChanged => {
+                self.manager.on_routing_changed();
+                self.check_kernel_soon();
+            }
             Input::NeighbourUsable(iface) => self.on_neighbour_usable(iface, &now),
             Input::ExchangeTaps(taps) => self.set_exchange_taps(taps),
             Input::InterfaceTakenBack(iface) => self.arm_exchange(&iface),

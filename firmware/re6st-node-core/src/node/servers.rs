@@ -72,6 +72,7 @@ impl NodeCore {
     pub(super) fn on_tunnel_exited(&mut self, prefix: Prefix) {
         self.servers.exits += 1;
         self.manager.on_tunnel_exit(prefix);
+        self.check_kernel_soon();
     }
 
     pub(super) fn on_drop_failed(&mut self, why: String) {

@@ -501,6 +501,47 @@ fn version_kernel_check_and_cache_save_periods() {
     );
 }
 
+/// The seconds at which the core compares the kernel's routes with
+/// babeld's, each comparison ending at once.
+fn kernel_checks(c: &mut NodeCore, clock: &mut Clock, secs: u64) -> Vec<u64> {
+    let mut at = Vec::new();
+    for _ in 0..secs {
+        if ticks(c, clock, 1)
+            .iter()
+            .any(|(_, e)| *e == Effect::CompareKernelRoutes)
+        {
+            at.push(clock.secs);
+            c.handle(Input::KernelRoutesCompared, clock.now());
+        }
+    }
+    at
+}
+
+#[test]
+fn kernel_checks_come_sooner_after_a_peer_or_a_neighbour_goes() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    c.handle(hook(Event::ClientConnect(peer(4, 4))), clock.now());
+    assert_eq!(kernel_checks(&mut c, &mut clock, 30), [1, 11, 21]);
+    // A peer left our server: every 2 s for 20 s, then every 10 s again.
+    c.handle(hook(Event::ClientDisconnect(peer(4, 4))), clock.now());
+    assert_eq!(
+        kernel_checks(&mut c, &mut clock, 40),
+        [31, 33, 35, 37, 39, 41, 43, 45, 47, 49, 59, 69]
+    );
+    // babeld's neighbours changed; another change extends the window.
+    c.handle(Input::RoutingChanged, clock.now());
+    assert_eq!(kernel_checks(&mut c, &mut clock, 5), [71, 73, 75]);
+    c.handle(Input::RoutingChanged, clock.now());
+    assert_eq!(
+        kernel_checks(&mut c, &mut clock, 35),
+        [77, 79, 81, 83, 85, 87, 89, 91, 93, 95, 105]
+    );
+    // A client tunnel's OpenVPN exited.
+    c.handle(Input::TunnelExited(prefix(6)), clock.now());
+    assert_eq!(kernel_checks(&mut c, &mut clock, 6), [111, 113, 115]);
+}
+
 fn any_peer() -> impl Strategy<Value = Peer> {
     (any::<u16>(), any::<u64>(), any::<u8>(), any::<u16>()).prop_map(|(p, serial, ip, port)| Peer {
         cn: format!("{p}/16"),

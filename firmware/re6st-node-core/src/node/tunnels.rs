@@ -72,6 +72,7 @@ impl NodeCore {
                     format!("tunnel to {} via {iface}: closed", prefix.to_subnet()),
                 );
                 self.effects.push_back(Effect::StopTunnel { prefix, iface });
+                self.check_kernel_soon();
             }
             Action::QueryAddress(prefix) => self.send_to_peer(prefix, &[Code::Address as u8]),
             Action::SendKill { prefix, code } => {

@@ -275,6 +275,9 @@ impl Node {
             .ok()
             .and_then(|s| u64::try_from(s).ok());
         self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
+        // The manager first: each tunnel's exit is then a restart with the
+        // new certificate, to the same peer (see `on_new_certificate`).
+        self.handle(Input::NewCertificate { serial });
         // Killed but kept: reaping them tells the manager, which reconnects.
         for c in self.clients.values_mut() {
             let _ = c.start_kill();
@@ -283,7 +286,6 @@ impl Node {
             tasks::kill_in_background(c);
         }
         self.reap_clients();
-        self.handle(Input::NewCertificate { serial });
     }
 
     /// Starts fetching the network configuration (a newer one exists).
