@@ -16,7 +16,7 @@ use super::error::NodeError;
 use super::log::log;
 use super::node::Node;
 use super::options::Options;
-use super::tasks::{send_babel_commands, Done};
+use super::tasks::{run_kernel_jobs, send_babel_commands, Done, KernelJob};
 use crate::babel::config::BabelConfig;
 use crate::babel::monitor::MonitorEvent;
 use crate::nat::advertised::Mapping;
@@ -42,11 +42,13 @@ pub(super) async fn run_node(
     let Inbox {
         done: mut done_rx,
         babel_commands,
+        kernel_jobs,
     } = inbox;
     tokio::spawn(send_babel_commands(
         node.babel_socket.clone(),
         babel_commands,
     ));
+    tokio::spawn(run_kernel_jobs(kernel_jobs, o.verbose));
     let v = o.verbose;
     let server_ifaces: Vec<String> = servers
         .iter()
@@ -304,7 +306,7 @@ pub(super) async fn run_node(
     if let Some(u) = upnp {
         u.stop().await;
     }
-    node.save_cache();
+    node.save_cache_now();
     node.flush_logs();
     for (_, mut c) in std::mem::take(&mut node.clients) {
         let _ = c.kill().await;
@@ -349,6 +351,7 @@ pub(super) async fn run_node(
 pub(super) struct Inbox {
     pub(super) done: mpsc::UnboundedReceiver<Done>,
     pub(super) babel_commands: mpsc::UnboundedReceiver<Vec<String>>,
+    pub(super) kernel_jobs: mpsc::UnboundedReceiver<KernelJob>,
 }
 
 /// A child's exit; never ready without one.

@@ -20,11 +20,10 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use super::clock::{clock, now};
-use super::handover;
 use super::log::log;
 use super::options::Options;
 use super::renewal;
-use super::tasks::{self, Done, Renewed, ViewSource};
+use super::tasks::{self, Done, KernelJob, Renewed, ViewSource};
 use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
 use crate::babel::table::Table;
 use crate::kernel::{self, Addr, NetOp};
@@ -51,6 +50,8 @@ pub(super) struct Node {
     pub(super) done: mpsc::UnboundedSender<Done>,
     /// Lines for babeld, sent in order by one task.
     pub(super) babel_commands: mpsc::UnboundedSender<Vec<String>>,
+    /// Kernel work, carried out in order by one task.
+    pub(super) kernel_jobs: mpsc::UnboundedSender<KernelJob>,
     /// The node's decisions (and the tunnel manager).
     pub(super) core: NodeCore,
     /// `re6st ctl status` dumps under way.
@@ -137,7 +138,7 @@ impl Node {
                 // The new one first: babeld then sees one change, not two.
                 let mut ops = vec![NetOp::AddrAdd(addr(add))];
                 ops.extend(remove.map(|r| NetOp::AddrDel(addr(r))));
-                tokio::spawn(tasks::apply_all(ops, self.o.verbose));
+                self.kernel(KernelJob::Apply(ops));
             }
             Effect::StartTunnel {
                 prefix,
@@ -146,20 +147,10 @@ impl Node {
             } => self.start_tunnel(prefix, &iface, address),
             Effect::StopTunnel { prefix, iface } => {
                 self.stop_tunnel(prefix);
-                handover::forget_babel_routes(&iface);
+                self.kernel(KernelJob::ForgetBabelRoutes(iface));
             }
-            Effect::HoldRoutes { iface, hold: true } => handover::hold(&iface),
-            Effect::HoldRoutes { iface, hold: false } => handover::release(&iface),
-            Effect::MuteBabel { iface, mute } => {
-                if let Err(e) = handover::mute(&iface, mute) {
-                    let what = if mute { "silence" } else { "unsilence" };
-                    log(
-                        0,
-                        self.o.verbose,
-                        format!("{iface}: cannot {what} babel: {e}"),
-                    );
-                }
-            }
+            Effect::HoldRoutes { iface, hold } => self.kernel(KernelJob::Hold { iface, hold }),
+            Effect::MuteBabel { iface, mute } => self.kernel(KernelJob::Mute { iface, mute }),
             // Carried out by `run_node`, with the children it holds.
             Effect::StartBabeld
             | Effect::AnswerHook { .. }
@@ -181,13 +172,29 @@ impl Node {
         }
     }
 
-    /// Saves the peer cache (atomically: a failed write leaves the
-    /// previous file); the core says what of it to log.
+    /// Saves the peer cache in a task (atomically: a failed write leaves
+    /// the previous file; a flash write can take a while); the core says
+    /// what of it to log.
     pub(super) fn save_cache(&mut self) {
+        let (cache, done) = (self.core.manager().cache().clone(), self.done.clone());
+        let path = self.o.state.join("peers.bin");
+        tokio::task::spawn_blocking(move || {
+            let saved = peers_file::save(&cache, &path).map_err(|e| e.to_string());
+            let _ = done.send(Done::CacheSaved(saved));
+        });
+    }
+
+    /// The last save, as the node stops (nothing waits on the loop then).
+    pub(super) fn save_cache_now(&mut self) {
         let saved = self.core.manager().cache();
         let saved =
             peers_file::save(saved, &self.o.state.join("peers.bin")).map_err(|e| e.to_string());
         self.handle(Input::CacheSaved(saved));
+    }
+
+    /// Hands kernel work to the task that carries it out in order.
+    fn kernel(&self, job: KernelJob) {
+        let _ = self.kernel_jobs.send(job);
     }
 
     /// The tunnel to `prefix` no longer uses its peer address.
@@ -544,7 +551,7 @@ impl Node {
             );
         }
         if !fixes.is_empty() {
-            tokio::spawn(tasks::apply_all(fixes, self.o.verbose));
+            self.kernel(KernelJob::Apply(fixes));
         }
     }
 
@@ -633,6 +640,7 @@ impl Node {
                     Renewed::Nothing => CoreRenewed::Nothing,
                 }));
             }
+            Done::CacheSaved(saved) => self.handle(Input::CacheSaved(saved)),
             Done::KernelRoutes(found) => {
                 self.handle(Input::KernelRoutesCompared);
                 if let Some((table, kernel)) = found {

@@ -283,6 +283,7 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
         Ok(()) => {
             let (done, done_rx) = mpsc::unbounded_channel();
             let (babel_commands, babel_rx) = mpsc::unbounded_channel();
+            let (kernel_jobs, kernel_rx) = mpsc::unbounded_channel();
             run_node(
                 o.clone(),
                 Node {
@@ -345,6 +346,7 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
                     registry: Arc::new(tokio::sync::Mutex::new(registry)),
                     done,
                     babel_commands,
+                    kernel_jobs,
                     client_count: taps,
                     cert_not_after,
                     my_ip,
@@ -371,6 +373,7 @@ pub(super) async fn run(o: Options) -> Result<(), NodeError> {
                 Inbox {
                     done: done_rx,
                     babel_commands: babel_rx,
+                    kernel_jobs: kernel_rx,
                 },
             )
             .await

@@ -1,5 +1,6 @@
 //! The node's slow work (registry calls, babeld dumps and commands, the
-//! kernel's route listing), each run in its own task that reports back to
+//! kernel's route listing, kernel operations, the peer cache's file),
+//! each run in its own task that reports back to
 //! the event loop as a [`Done`]: the loop itself awaits only its channels,
 //! sockets and timers, so that hooks, peers and `re6st ctl` are answered
 //! whatever babeld or the registry are doing.
@@ -16,6 +17,7 @@ use re6st_proto::prefix::Prefix;
 use re6st_registry_client::client::{ClientError, RegistryClient};
 use tokio::sync::{mpsc, Mutex};
 
+use super::handover;
 use super::log::log;
 use super::renewal;
 use crate::babel::client::BabelClient;
@@ -37,6 +39,8 @@ pub enum Done {
     Renewal(RenewalOutcome),
     /// babeld's table and the kernel's routes of babeld's protocol.
     KernelRoutes(Option<(Table, KernelRoutes)>),
+    /// The peer cache written (or why not).
+    CacheSaved(Result<(), String>),
 }
 
 /// The kernel's routes of babeld's protocol, by (destination, source).
@@ -130,10 +134,43 @@ pub async fn send_babel_commands(socket: PathBuf, mut rx: mpsc::UnboundedReceive
     }
 }
 
-/// Carries out kernel operations (fixes of the kernel's routes) one
-/// after the other, off the event loop.
-pub async fn apply_all(ops: Vec<NetOp>, verbose: u8) {
-    let _ = tokio::task::spawn_blocking(move || kernel::apply_logged(&ops, verbose)).await;
+/// Kernel work the loop hands to one task, carried out in the order it
+/// was decided (a tap's routes held before babel is silenced there, a
+/// closed tunnel's routes deleted before a fix puts others on its tap).
+pub enum KernelJob {
+    /// Operations applied one after the other (logged).
+    Apply(Vec<NetOp>),
+    /// Copies of babeld's routes through a tap being drained
+    /// ([`handover::hold`]), or their removal.
+    Hold { iface: String, hold: bool },
+    /// babeld's routes through the tap of a closed tunnel go.
+    ForgetBabelRoutes(String),
+    /// babel silenced on a tap, or heard again ([`handover::mute`]).
+    Mute { iface: String, mute: bool },
+}
+
+impl KernelJob {
+    fn run(self, verbose: u8) {
+        match self {
+            KernelJob::Apply(ops) => kernel::apply_logged(&ops, verbose),
+            KernelJob::Hold { iface, hold: true } => handover::hold(&iface),
+            KernelJob::Hold { iface, hold: false } => handover::release(&iface),
+            KernelJob::ForgetBabelRoutes(iface) => handover::forget_babel_routes(&iface),
+            KernelJob::Mute { iface, mute } => {
+                if let Err(e) = handover::mute(&iface, mute) {
+                    let what = if mute { "silence" } else { "unsilence" };
+                    log(0, verbose, format!("{iface}: cannot {what} babel: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Carries out the loop's kernel jobs in order, off the event loop.
+pub async fn run_kernel_jobs(mut rx: mpsc::UnboundedReceiver<KernelJob>, verbose: u8) {
+    while let Some(job) = rx.recv().await {
+        let _ = tokio::task::spawn_blocking(move || job.run(verbose)).await;
+    }
 }
 
 /// Kills a child without waiting for it here: its exit is reaped by a task.
