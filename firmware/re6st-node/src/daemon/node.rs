@@ -23,19 +23,17 @@ use super::clock::{clock, now};
 use super::log::log;
 use super::options::Options;
 use super::renewal;
-use super::tasks::{self, Done, KernelJob, Renewed, ViewSource};
-use crate::babel::kernel_check::{KernelCheck, KernelRoute, Net};
-use crate::babel::table::Table;
+use super::tasks::{self, Done, KernelJob, Renewed};
+use crate::babel::kernel_check::KernelCheck;
 use crate::kernel::{self, Addr, NetOp};
 use crate::nat::advertised::{Advertised, Mapping};
-use crate::openvpn::args::{client, Common};
+use crate::openvpn::args::Common;
 use crate::openvpn::hook::Event;
 use crate::openvpn::management;
 use crate::state::{netconfig as netconfig_cache, peers as peers_file};
 use crate::underlay::RemoteGateways;
 use re6st_node_core::node::servers::Renewed as CoreRenewed;
 use re6st_node_core::node::{Effect, Input, NodeCore};
-use re6st_node_core::tunnel::RoutingView;
 
 pub(super) struct Node {
     pub(super) o: Options,
@@ -80,12 +78,6 @@ pub(super) struct Node {
     pub(super) tunnel_peers: BTreeMap<Prefix, std::net::IpAddr>,
     pub(super) kernel_check: KernelCheck,
 }
-
-/// At most this many `re6st ctl status` dumps at a time.
-const STATUS_DUMPS: usize = 4;
-/// How long `re6st ctl status` waits for a fresh dump of babeld's routes
-/// before it answers with the tunnel manager's view.
-const STATUS_DUMP_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a revoked peer keeps its tunnel to our servers after we
 /// announced the revoking version to it (see `Node::drop_served`).
@@ -193,17 +185,8 @@ impl Node {
     }
 
     /// Hands kernel work to the task that carries it out in order.
-    fn kernel(&self, job: KernelJob) {
+    pub(super) fn kernel(&self, job: KernelJob) {
         let _ = self.kernel_jobs.send(job);
-    }
-
-    /// The tunnel to `prefix` no longer uses its peer address.
-    pub(super) fn forget_peer_route(&mut self, prefix: Prefix) {
-        if let Some(ip) = self.tunnel_peers.remove(&prefix) {
-            if let Some(op) = self.remote_gateways.remove(ip) {
-                kernel::apply_logged(&[op], self.o.verbose);
-            }
-        }
     }
 
     /// New port mappings on the gateway (or none any more).
@@ -230,25 +213,6 @@ impl Node {
             format!("our address for peers: {address:?}"),
         );
         self.handle(Input::OurAddress(address));
-    }
-
-    /// `--client`: keeps the one OpenVPN client running.
-    pub(super) fn client_mode_tunnel(&mut self) {
-        let Some(remotes) = &self.client_mode else {
-            return;
-        };
-        let running = self
-            .client_mode_child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-        if running {
-            return;
-        }
-        let args = crate::openvpn::args::client_mode(&self.common, "re6stnet1", remotes);
-        match super::child::command("openvpn").args(&args).spawn() {
-            Ok(c) => self.client_mode_child = Some(c),
-            Err(e) => log(1, self.o.verbose, format!("openvpn: {e}")),
-        }
     }
 
     /// Starts a renewal check (see [`tasks::renew`]).
@@ -365,70 +329,6 @@ impl Node {
         });
     }
 
-    /// Sends our network version to every tunnel neighbour: right after a
-    /// change, then every 30 s, so that a neighbour that missed it (its
-    /// tunnel was restarting) still gets it. Same versions cost nothing.
-    pub(super) fn status(&self, fresh: Option<&RoutingView>) -> crate::status::NodeStatus {
-        let view = fresh.unwrap_or(self.core.manager().routing());
-        let subnet = |p: &Prefix| {
-            self.network
-                .concat(p)
-                .map(|s| format!("{}/{}", s.to_ipv6(), s.len()))
-                .unwrap_or_else(|_| p.to_subnet())
-        };
-        crate::status::NodeStatus {
-            network: format!("{}/{}", self.network.to_ipv6(), self.network.len()),
-            subnet: subnet(&self.prefix),
-            address: self.my_ip.to_string(),
-            config_version: re6st_proto::crypto::version_number(&self.core.link().version)
-                .unwrap_or(0),
-            cert_not_after: self.cert_not_after,
-            registry_cut: self.core.manager().is_disconnected(),
-            cached_peers: self.core.manager().cache().len(),
-            known_nodes: view.known.len(),
-            tunnels: self
-                .core
-                .manager()
-                .client_tunnels()
-                .into_iter()
-                .map(|t| crate::status::TunnelStatus {
-                    peer: subnet(&t.peer),
-                    iface: t.iface.clone(),
-                    state: t.state.into(),
-                    protocol: t.address.as_deref().and_then(crate::status::protocol_of),
-                    address: t.address,
-                    routes: view.routes_per_iface.get(&t.iface).copied().unwrap_or(0),
-                    // `re6st ctl` reads the interface's counters.
-                    rx_bytes: None,
-                    tx_bytes: None,
-                })
-                .collect(),
-            served: self.core.manager().served().iter().map(subnet).collect(),
-            served_traffic: Vec::new(),
-            reachable_at: self.core.link().my_address.clone(),
-            ipv4: self.advertised.ipv4_source().into(),
-            port_mappings: self
-                .advertised
-                .mapping()
-                .map(|m| {
-                    m.ports
-                        .iter()
-                        .map(|((port, proto), ext)| {
-                            format!("{}:{ext}/{proto} -> {port}", m.external_ip)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            ipv4_payload: self.ipv4.map(|(ip, len)| format!("{ip}/{len}")),
-            country: self.country.clone(),
-            same_country: self.core.config().same_country.clone(),
-            babeld_restarts: self.core.babeld_restarts(),
-            openvpn_restarts: self.core.openvpn_restarts(),
-            // Added by `re6st ctl`, which runs on the host.
-            system: None,
-        }
-    }
-
     /// A datagram on the peer protocol's port. One from a local socket
     /// is the registry's relay if the registry sent it (see
     /// `relay_source`), and dropped otherwise.
@@ -452,164 +352,6 @@ impl Node {
         self.handle(Input::Hook {
             event,
             reply_to: from.map(Path::to_path_buf),
-        });
-    }
-
-    pub(super) fn reap_clients(&mut self) {
-        let exited: Vec<Prefix> = self
-            .clients
-            .iter_mut()
-            .filter_map(|(p, c)| matches!(c.try_wait(), Ok(Some(_))).then_some(*p))
-            .collect();
-        for p in exited {
-            self.clients.remove(&p);
-            self.handle(Input::TunnelExited(p));
-        }
-    }
-
-    /// Starts a client tunnel's OpenVPN to `address` on `iface`.
-    pub(super) fn start_tunnel(
-        &mut self,
-        prefix: Prefix,
-        iface: &str,
-        address: re6st_proto::address::Address,
-    ) {
-        if let Some(old) = self.clients.remove(&prefix) {
-            tasks::kill_in_background(old);
-        }
-        self.forget_peer_route(prefix);
-        if let Some(op) = self.remote_gateways.add(address.ip) {
-            kernel::apply_logged(&[op], self.o.verbose);
-        }
-        self.tunnel_peers.insert(prefix, address.ip);
-        let args = client(
-            &self.common,
-            iface,
-            &prefix.to_subnet(),
-            &[(address.ip.to_string(), address.port, address.proto)],
-        );
-        match super::child::command("openvpn").args(&args).spawn() {
-            Ok(c) => {
-                self.clients.insert(prefix, c);
-            }
-            Err(e) => self.handle(Input::TunnelStartFailed {
-                prefix,
-                error: e.to_string(),
-            }),
-        }
-    }
-
-    pub(super) fn stop_tunnel(&mut self, prefix: Prefix) {
-        if let Some(c) = self.clients.remove(&prefix) {
-            tasks::kill_in_background(c);
-        }
-        self.forget_peer_route(prefix);
-    }
-
-    /// Sends configuration lines to babeld (in order, by a task).
-    pub(super) fn tell_babel(&self, lines: &[String]) {
-        let _ = self.babel_commands.send(lines.to_vec());
-    }
-
-    /// The interfaces babeld was told about, for a babeld (re)started.
-    pub(super) fn babel_interfaces(&self) -> Vec<String> {
-        self.core
-            .babel_interfaces()
-            .known()
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// Starts comparing babeld's routes with the kernel's (see
-    /// [`KernelCheck`]); [`Node::fix_kernel_routes`] gets the result.
-    pub(super) fn check_kernel_routes(&mut self) {
-        let (source, done) = (self.view_source(), self.done.clone());
-        tokio::spawn(async move {
-            let _ = done.send(tasks::kernel_and_babel(source).await);
-        });
-    }
-
-    /// Puts into the kernel the routes babeld believes installed and the
-    /// kernel does not hold.
-    pub(super) fn fix_kernel_routes(
-        &mut self,
-        table: &Table,
-        kernel: &BTreeMap<(Net, Net), KernelRoute>,
-    ) {
-        let (v6, v4) = (self.my_ip, self.ipv4.map(|(a, _)| a));
-        let pref_src = move |dest: std::net::IpAddr| match dest {
-            std::net::IpAddr::V6(_) => Some(std::net::IpAddr::V6(v6)),
-            std::net::IpAddr::V4(_) => v4.map(std::net::IpAddr::V4),
-        };
-        let fixes = self.kernel_check.compare(table.routes(), kernel, &pref_src);
-        for op in &fixes {
-            log(
-                1,
-                self.o.verbose,
-                format!("the kernel differs from babeld: {op}"),
-            );
-        }
-        if !fixes.is_empty() {
-            self.kernel(KernelJob::Apply(fixes));
-        }
-    }
-
-    pub(super) fn view_source(&self) -> ViewSource {
-        ViewSource {
-            socket: self.babel_socket.clone(),
-            network: self.network,
-            me: self.prefix,
-            lan: self.o.interfaces.clone(),
-        }
-    }
-
-    /// Starts a dump for the tunnel manager.
-    pub(super) fn request_dump(&mut self) {
-        let (source, done) = (self.view_source(), self.done.clone());
-        tokio::spawn(async move {
-            let _ = done.send(Done::Routes(source.view().await));
-        });
-    }
-
-    /// Answers `re6st ctl status` on `stream`: with a fresh dump (the
-    /// manager's view may be minutes old) when babeld gives one quickly,
-    /// else with the manager's view. At most [`STATUS_DUMPS`] dumps at a
-    /// time: more clients get the manager's view at once.
-    pub(super) fn answer_status(&mut self, stream: tokio::net::UnixStream) {
-        if self.status_dumps >= STATUS_DUMPS {
-            self.write_status(stream, None);
-            return;
-        }
-        self.status_dumps += 1;
-        let (source, done) = (self.view_source(), self.done.clone());
-        tokio::spawn(async move {
-            let view = tokio::time::timeout(STATUS_DUMP_WAIT, source.view())
-                .await
-                .ok()
-                .flatten();
-            let _ = done.send(Done::Status(stream, view));
-        });
-    }
-
-    /// Writes the status in a task, with the byte counts of our servers'
-    /// clients asked from their management sockets there.
-    pub(super) fn write_status(
-        &self,
-        mut stream: tokio::net::UnixStream,
-        view: Option<RoutingView>,
-    ) {
-        let mut status = self.status(view.as_ref());
-        let sockets: Vec<(String, PathBuf)> = self
-            .server_ifaces
-            .iter()
-            .map(|i| (i.clone(), management::socket_path(&self.o.run, i)))
-            .collect();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            status.served_traffic = management::traffic(&sockets).await;
-            let json = serde_json::to_vec(&status).unwrap_or_default();
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&json)).await;
         });
     }
 
