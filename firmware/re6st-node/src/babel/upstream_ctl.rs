@@ -11,11 +11,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use re6st_proto::babel_ctl::{self, Dump, Request, Response};
+use re6st_proto::babel_ctl::{self, CtlError, Dump, Request, Response};
+use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::client::BabelClient;
+use super::client::{BabelClient, ClientError};
 use super::control::Line;
 
 /// A neutral cost multiplier: patched babeld's "no change" value.
@@ -132,43 +133,48 @@ async fn read_some(s: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::Result<boo
     Ok(n > 0)
 }
 
-async fn connection(mut s: UnixStream, babel_socket: &Path) -> Result<(), String> {
+/// Why a client's connection was closed.
+#[derive(Debug, Error)]
+enum ConnectionError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol version {0} unknown")]
+    Version(u8),
+    #[error(transparent)]
+    Protocol(#[from] CtlError),
+    #[error("cost multipliers are not supported with stock babeld")]
+    CostMultiplier,
+    #[error("babeld: {0}")]
+    Babeld(#[from] ClientError),
+}
+
+async fn connection(mut s: UnixStream, babel_socket: &Path) -> Result<(), ConnectionError> {
     let mut buf = Vec::new();
     while buf.is_empty() {
-        if !read_some(&mut s, &mut buf)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if !read_some(&mut s, &mut buf).await? {
             return Ok(());
         }
     }
     if buf[0] != babel_ctl::VERSION {
-        return Err(format!("protocol version {} unknown", buf[0]));
+        return Err(ConnectionError::Version(buf[0]));
     }
     buf.remove(0);
     loop {
-        match Request::decode(&buf).map_err(|e| e.to_string())? {
+        match Request::decode(&buf)? {
             None => {
-                if !read_some(&mut s, &mut buf)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
+                if !read_some(&mut s, &mut buf).await? {
                     return Ok(());
                 }
             }
             Some((req, used)) => {
                 buf.drain(..used);
                 let Request::Dump { flags } = req else {
-                    return Err("cost multipliers are not supported with stock babeld".into());
+                    return Err(ConnectionError::CostMultiplier);
                 };
-                let mut babel = BabelClient::connect(babel_socket, Duration::from_secs(5))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let lines = babel.dump().await.map_err(|e| e.to_string())?;
-                let bytes = Response::Dump(translate(&lines, flags, system_ifindex))
-                    .encode()
-                    .map_err(|e| e.to_string())?;
-                s.write_all(&bytes).await.map_err(|e| e.to_string())?;
+                let mut babel = BabelClient::connect(babel_socket, Duration::from_secs(5)).await?;
+                let lines = babel.dump().await?;
+                let bytes = Response::Dump(translate(&lines, flags, system_ifindex)).encode()?;
+                s.write_all(&bytes).await?;
             }
         }
     }

@@ -11,11 +11,34 @@ use std::time::Duration;
 
 use clap::Parser;
 use openssl::x509::X509;
-use re6st_proto::cert;
+use re6st_proto::cert::{self, CertError};
+use re6st_proto::prefix::PrefixError;
 use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
 use super::ra::{self, Advert};
+
+/// Why `re6st lan` cannot advertise.
+#[derive(Debug, Error)]
+enum LanError {
+    #[error("{0}: {1}")]
+    Read(String, #[source] std::io::Error),
+    #[error("{0}: {1}")]
+    Pem(&'static str, #[source] openssl::error::ErrorStack),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Prefix(#[from] PrefixError),
+    #[error("our subnet {0} is longer than /64: no room for SLAAC")]
+    SubnetTooLong(String),
+    #[error("at most {} --dns servers", ra::MAX_RDNSS)]
+    TooManyDns,
+    #[error("signals: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("the farewell advertisement: {0}")]
+    Farewell(#[source] std::io::Error),
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,22 +101,18 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-fn advert(o: &Options) -> Result<Advert, String> {
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let ca = X509::from_pem(&read(&o.ca)?).map_err(|e| format!("CA: {e}"))?;
-    let mine = X509::from_pem(&read(&o.cert)?).map_err(|e| format!("certificate: {e}"))?;
-    let network = cert::network_from_ca(&ca).map_err(|e| e.to_string())?;
-    let prefix = cert::node_prefix(&mine).map_err(|e| e.to_string())?;
-    let subnet = network.concat(&prefix).map_err(|e| e.to_string())?;
-    let lan = ra::lan_prefix(&subnet).ok_or_else(|| {
-        format!(
-            "our subnet {}/{} is longer than /64: no room for SLAAC",
-            subnet.to_ipv6(),
-            subnet.len()
-        )
-    })?;
+fn advert(o: &Options) -> Result<Advert, LanError> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| LanError::Read(p.display().to_string(), e));
+    let ca = X509::from_pem(&read(&o.ca)?).map_err(|e| LanError::Pem("CA", e))?;
+    let mine = X509::from_pem(&read(&o.cert)?).map_err(|e| LanError::Pem("certificate", e))?;
+    let network = cert::network_from_ca(&ca)?;
+    let prefix = cert::node_prefix(&mine)?;
+    let subnet = network.concat(&prefix)?;
+    let lan = ra::lan_prefix(&subnet)
+        .ok_or_else(|| LanError::SubnetTooLong(format!("{}/{}", subnet.to_ipv6(), subnet.len())))?;
     if o.dns.len() > ra::MAX_RDNSS {
-        return Err(format!("at most {} --dns servers", ra::MAX_RDNSS));
+        return Err(LanError::TooManyDns);
     }
     let mut a = Advert::new(lan);
     a.rdnss = o.dns.clone();
@@ -141,11 +160,11 @@ async fn send(fd: &AsyncFd<Socket>, index: u32, msg: &[u8]) -> std::io::Result<(
     }
 }
 
-async fn run(o: &Options, advert: Advert) -> Result<(), String> {
+async fn run(o: &Options, advert: Advert) -> Result<(), LanError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
+        .map_err(LanError::Signals)?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| e.to_string())?;
+        .map_err(LanError::Signals)?;
     // The LAN interface may not be there yet at boot.
     let (fd, index) = loop {
         match open(&o.interface) {
@@ -205,8 +224,8 @@ async fn run(o: &Options, advert: Advert) -> Result<(), String> {
     }
 }
 
-async fn farewell(fd: &AsyncFd<Socket>, index: u32, advert: &Advert) -> Result<(), String> {
+async fn farewell(fd: &AsyncFd<Socket>, index: u32, advert: &Advert) -> Result<(), LanError> {
     send(fd, index, &advert.farewell().encode())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(LanError::Farewell)
 }

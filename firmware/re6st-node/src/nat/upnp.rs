@@ -12,12 +12,33 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use igd_next::{search_gateway, AddPortError, Gateway, PortMappingProtocol, SearchOptions};
+use igd_next::{
+    search_gateway, AddPortError, Gateway, GetExternalIpError, PortMappingProtocol, SearchError,
+    SearchOptions,
+};
 use re6st_proto::address::Proto;
+use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
 use super::advertised::Mapping;
 use crate::daemon::log::log;
+
+/// Why no mapping now (said at -v 2; tried again in a minute).
+#[derive(Debug, Error)]
+enum UpnpError {
+    #[error("no Internet gateway device: {0}")]
+    NoGateway(#[source] SearchError),
+    #[error("finding our address towards the gateway: {0}")]
+    OurAddress(#[source] std::io::Error),
+    #[error("the gateway is not reachable over IPv4")]
+    NotIpv4,
+    #[error("the gateway has no usable external address ({0})")]
+    NoExternalAddress(IpAddr),
+    #[error("external address: {0}")]
+    ExternalAddress(#[source] GetExternalIpError),
+    #[error("mapping {0}: {1}")]
+    Mapping(String, #[source] AddPortError),
+}
 
 /// Lease asked for each mapping: a node that dies without cleaning up
 /// does not leave ports open for ever.
@@ -128,44 +149,44 @@ impl Forwarder {
     }
 
     /// Finds the gateway and our address on its side.
-    fn discover() -> Result<(Gateway, Ipv4Addr), String> {
+    fn discover() -> Result<(Gateway, Ipv4Addr), UpnpError> {
         let mut options = SearchOptions::default();
         options.timeout = Some(Duration::from_secs(3));
         options.single_search_timeout = Some(Duration::from_secs(3));
-        let gw = search_gateway(options).map_err(|e| format!("no Internet gateway device: {e}"))?;
+        let gw = search_gateway(options).map_err(UpnpError::NoGateway)?;
         // The address the gateway must forward to: the one our packets to
         // it leave from.
-        let probe = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-        probe.connect(gw.addr).map_err(|e| e.to_string())?;
-        match probe.local_addr().map_err(|e| e.to_string())?.ip() {
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").map_err(UpnpError::OurAddress)?;
+        probe.connect(gw.addr).map_err(UpnpError::OurAddress)?;
+        match probe.local_addr().map_err(UpnpError::OurAddress)?.ip() {
             IpAddr::V4(ip) => Ok((gw, ip)),
-            IpAddr::V6(_) => Err("the gateway is not reachable over IPv4".into()),
+            IpAddr::V6(_) => Err(UpnpError::NotIpv4),
         }
     }
 
     /// Maps (or renews) every port; the mapping as the gateway granted it.
-    fn refresh(&mut self) -> Result<Mapping, String> {
-        if self.gateway.is_none() {
-            self.gateway = Some(Self::discover()?);
-        }
-        let result = self.map_all();
-        if result.is_err() {
-            // Maybe another gateway now (or it rebooted): search again.
-            self.gateway = None;
+    fn refresh(&mut self) -> Result<Mapping, UpnpError> {
+        let (gw, local) = match self.gateway.take() {
+            Some(g) => g,
+            None => Self::discover()?,
+        };
+        let result = self.map_all(&gw, local);
+        if result.is_ok() {
+            // Else maybe another gateway now (or it rebooted): search again.
+            self.gateway = Some((gw, local));
         }
         result
     }
 
-    fn map_all(&mut self) -> Result<Mapping, String> {
-        let (gw, local) = self.gateway.as_ref().ok_or("no gateway")?;
+    fn map_all(&mut self, gw: &Gateway, local: Ipv4Addr) -> Result<Mapping, UpnpError> {
         let external_ip = match gw.get_external_ip() {
             Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => ip,
-            Ok(ip) => return Err(format!("the gateway has no usable external address ({ip})")),
-            Err(e) => return Err(format!("external address: {e}")),
+            Ok(ip) => return Err(UpnpError::NoExternalAddress(ip)),
+            Err(e) => return Err(UpnpError::ExternalAddress(e)),
         };
         for (port, proto) in self.servers.clone() {
             let desc = format!("re6stnet openvpn server ({port}/{proto})");
-            let local_addr = SocketAddr::new(IpAddr::V4(*local), port);
+            let local_addr = SocketAddr::new(IpAddr::V4(local), port);
             // The port we had, else ours, else random ones.
             let mut external = self.mapped.get(&(port, proto)).copied().unwrap_or(port);
             let mut tries = 0;
@@ -182,7 +203,7 @@ impl Forwarder {
                         tries += 1;
                         external = random_port();
                     }
-                    Err(e) => return Err(format!("mapping {desc}: {e}")),
+                    Err(e) => return Err(UpnpError::Mapping(desc, e)),
                 }
             }
             if self.mapped.insert((port, proto), external) != Some(external) {

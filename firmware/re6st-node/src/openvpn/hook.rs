@@ -9,7 +9,32 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::Duration;
 
+use thiserror::Error;
+
 pub use re6st_node_core::hook_event::{Event, HookError, Peer};
+
+/// Why the hook failed (OpenVPN then refuses the client or the tunnel).
+#[derive(Debug, Error)]
+pub enum HookRunError {
+    #[error("usage: ovpn-hook SOCKET ...")]
+    Usage,
+    #[error(transparent)]
+    Event(#[from] HookError),
+    #[error("OpenVPN did not set dev")]
+    NoDev,
+    #[error("bringing the tap up: {0}")]
+    TapUp(#[source] crate::kernel::KernelError),
+    #[error("our reply socket: {0}")]
+    ReplySocket(#[source] std::io::Error),
+    #[error("daemon socket {0}: {1}")]
+    Daemon(String, #[source] std::io::Error),
+    #[error("refused by the daemon")]
+    Refused,
+    #[error("no verdict from the daemon: {0}")]
+    NoVerdict(#[source] std::io::Error),
+    #[error("the client's options file: {0}")]
+    ClientFile(#[source] std::io::Error),
+}
 
 fn env_var<'a>(
     env: &'a dyn Fn(&str) -> Option<String>,
@@ -58,29 +83,29 @@ pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Event>, H
 
 /// Runs the hook: `args` are what follows `ovpn-hook` (SOCKET, then the
 /// words OpenVPN appends, e.g. the client-connect config file).
-pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
-    let socket = args.first().ok_or("usage: ovpn-hook SOCKET ...")?;
-    let event = match from_env(env).map_err(|e| e.to_string())? {
+pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<(), HookRunError> {
+    let socket = args.first().ok_or(HookRunError::Usage)?;
+    let event = match from_env(env)? {
         Some(e) => e,
         None => {
             // `up`: OpenVPN only brings a tap up itself in IPv4 mode.
-            let dev = env("dev").ok_or("OpenVPN did not set dev")?;
+            let dev = env("dev").ok_or(HookRunError::NoDev)?;
             let mtu = env("tun_mtu").and_then(|m| m.parse().ok()).unwrap_or(1500);
             let up = crate::kernel::NetOp::LinkUp {
                 dev,
                 mtu: Some(mtu),
             };
-            return crate::kernel::apply(&up).map_err(|e| e.to_string());
+            return crate::kernel::apply(&up).map_err(HookRunError::TapUp);
         }
     };
-    let sock = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+    let sock = UnixDatagram::unbound().map_err(HookRunError::ReplySocket)?;
     let reply_path = std::env::temp_dir().join(format!("re6st-ovpn-hook-{}", std::process::id()));
     let _ = std::fs::remove_file(&reply_path);
     let needs_reply = matches!(event, Event::ClientConnect(_));
     let sock = if needs_reply {
-        let s = UnixDatagram::bind(&reply_path).map_err(|e| e.to_string())?;
+        let s = UnixDatagram::bind(&reply_path).map_err(HookRunError::ReplySocket)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
+            .map_err(HookRunError::ReplySocket)?;
         s
     } else {
         sock
@@ -93,20 +118,20 @@ pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<(), 
         Ok(1)
     };
     let _ = std::fs::remove_file(&reply_path);
-    sent.map_err(|e| format!("daemon socket {socket}: {e}"))?;
+    sent.map_err(|e| HookRunError::Daemon(socket.clone(), e))?;
     match (verdict, &event) {
         (Ok(1), Event::ClientConnect(p)) => {
             // OpenVPN passes the file for the client's dynamic options last.
             if let Some(conf) = args.last().filter(|_| args.len() > 1) {
-                let mut f = std::fs::File::create(conf).map_err(|e| e.to_string())?;
+                let mut f = std::fs::File::create(conf).map_err(HookRunError::ClientFile)?;
                 writeln!(f, "push \"setenv-safe external_ip {}\"", p.ip)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(HookRunError::ClientFile)?;
             }
             Ok(())
         }
         (Ok(1), _) => Ok(()),
-        (Ok(_), _) => Err("refused by the daemon".into()),
-        (Err(e), _) => Err(format!("no verdict from the daemon: {e}")),
+        (Ok(_), _) => Err(HookRunError::Refused),
+        (Err(e), _) => Err(HookRunError::NoVerdict(e)),
     }
 }
 
