@@ -23,6 +23,15 @@ struct Persisted {
     peers: Vec<(Prefix, String)>,
 }
 
+/// Why a saved cache cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("bad magic")]
+    BadMagic,
+    #[error(transparent)]
+    Body(#[from] postcard::Error),
+}
+
 #[derive(Debug, Clone)]
 pub struct PeerCache {
     peers: BTreeMap<Prefix, String>,
@@ -188,9 +197,9 @@ impl PeerCache {
         out
     }
 
-    pub fn from_bytes(data: &[u8], capacity: usize) -> Result<PeerCache, String> {
-        let body = data.strip_prefix(&MAGIC[..]).ok_or("bad magic")?;
-        let p: Persisted = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+    pub fn from_bytes(data: &[u8], capacity: usize) -> Result<PeerCache, DecodeError> {
+        let body = data.strip_prefix(&MAGIC[..]).ok_or(DecodeError::BadMagic)?;
+        let p: Persisted = postcard::from_bytes(body)?;
         let mut c = PeerCache::new(capacity);
         c.my_address = p.my_address;
         c.peers = p.peers.into_iter().take(capacity).collect();

@@ -12,7 +12,7 @@ pub enum CacheError {
     #[error("peer cache {0}: {1}")]
     Io(String, std::io::Error),
     #[error("peer cache {0} is corrupt ({1}); starting with an empty cache")]
-    Corrupt(String, String),
+    Corrupt(String, #[source] re6st_node_core::peer_cache::DecodeError),
 }
 
 pub fn save(cache: &PeerCache, path: &Path) -> Result<(), CacheError> {
