@@ -115,7 +115,7 @@ pub async fn serve(path: PathBuf, babel_socket: PathBuf) -> std::io::Result<()> 
         let babel_socket = babel_socket.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(stream, &babel_socket).await {
-                eprintln!("babeld.sock client: {e}");
+                tracing::info!("babeld.sock client: {e}");
             }
         });
     }
