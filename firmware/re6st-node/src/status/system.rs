@@ -1,6 +1,8 @@
-//! The host's figures that `re6st ctl` adds to the node's status: memory,
-//! load and uptime, read with `sysinfo` (on Linux: /proc/meminfo,
-//! /proc/loadavg, /proc/uptime).
+//! The host's figures that `re6st ctl` adds to the node's status: memory
+//! and uptime read with `sysinfo` (on Linux: /proc/meminfo, /proc/uptime),
+//! the load from /proc/loadavg here: sysinfo parses it as `f64`, which
+//! links the float parser (about 16 KB of the router's mipsel binary, its
+//! only user there) for numbers the kernel writes with two decimals.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,15 +27,39 @@ impl SystemFigures {
     pub fn read() -> SystemFigures {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();
-        let load = sysinfo::System::load_average();
+        let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         SystemFigures {
             memory_total_bytes: sys.total_memory(),
             memory_available_bytes: sys.available_memory(),
-            load_hundredths: [load.one, load.five, load.fifteen]
-                .map(|l| (l.max(0.0) * 100.0).round() as u64),
+            load_hundredths: loads(&loadavg),
             uptime_seconds: sysinfo::System::uptime(),
         }
     }
+}
+
+/// The three load averages of /proc/loadavg's text in hundredths (0 for
+/// what is missing or not a number).
+fn loads(text: &str) -> [u64; 3] {
+    let mut words = text.split_whitespace();
+    [(); 3].map(|()| words.next().and_then(hundredths).unwrap_or(0))
+}
+
+/// `12.5` -> 1250, `0.05` -> 5, `3` -> 300; digits past the second
+/// decimal are dropped (the kernel writes two).
+fn hundredths(text: &str) -> Option<u64> {
+    let (units, decimals) = text.split_once('.').unwrap_or((text, ""));
+    let digit = |i: usize| match decimals.as_bytes().get(i) {
+        Some(d) if d.is_ascii_digit() => Some(u64::from(d - b'0')),
+        Some(_) => None,
+        None => Some(0),
+    };
+    if units.is_empty() || !decimals.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let units: u64 = units.parse().ok()?;
+    units
+        .checked_mul(100)?
+        .checked_add(digit(0)? * 10 + digit(1)?)
 }
 
 /// Received and sent bytes of network interface `iface` (its kernel
@@ -91,6 +117,16 @@ mod tests {
         );
         assert_eq!(load_text(5), "0.05");
         assert_eq!(load_text(1250), "12.50");
+    }
+
+    #[test]
+    fn load_averages_in_hundredths() {
+        assert_eq!(loads("0.25 0.16 0.06 1/80 1234\n"), [25, 16, 6]);
+        assert_eq!(loads("12.50 3.1 7"), [1250, 310, 700]);
+        assert_eq!(loads("1.234 x 0.-1"), [123, 0, 0]);
+        assert_eq!(loads(""), [0, 0, 0]);
+        assert_eq!(hundredths(".5"), None);
+        assert_eq!(hundredths("99999999999999999999.00"), None);
     }
 
     #[test]
