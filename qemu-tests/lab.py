@@ -1309,10 +1309,13 @@ class Scenarios:
         # Before the tunnels: what the system costs without them.
         info0, procs0 = memory_sample(con.run(MEMORY_SAMPLE, 120)[1])
 
+        def established(st):
+            """Established client tunnels plus served clients."""
+            up = [t for t in st.get("tunnels", []) if t.get("state") == "established"]
+            return len(up) + len(st.get("served", []))
         def tunnels():
             st = lab.status(name)
-            up = [t["peer"] for t in st.get("tunnels", []) if t.get("state") == "established"]
-            return len(up) + len(st.get("served", [])), st
+            return established(st), st
         def enough():
             n, st = tunnels()
             return (n, st) if n >= want else None
@@ -1344,11 +1347,10 @@ class Scenarios:
             _, out = con.run(MEMORY_SAMPLE, 120)
             info, procs = memory_sample(out)
             n, st = held()
-            established = tunnels()[0]
             if "MemAvailable" not in info or not procs:
                 raise Fail(f"{name}: no memory sample in {out[-300:]!r}")
             samples.append({"t": round(t, 1), "meminfo_kb": info, "tunnels": n,
-                            "tunnels_established": established,
+                            "tunnels_established": established(st),
                             "babeld_restarts": st.get("babeld_restarts"),
                             "openvpn_restarts": st.get("openvpn_restarts"), "processes": procs})
             if t >= seconds:

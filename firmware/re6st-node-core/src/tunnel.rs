@@ -1076,32 +1076,25 @@ impl Manager {
         let Some(c) = self.connections.get_mut(&prefix) else {
             return;
         };
-        if std::mem::take(&mut c.restarting) {
+        let next = if std::mem::take(&mut c.restarting) {
             // Killed to take our new certificate, not failed: the same
             // address again.
-            let i = c.trying.or(c.using).unwrap_or(0);
-            c.trying = Some(i);
-            let action = Action::Open {
-                prefix,
-                iface: c.iface.clone(),
-                address: c.addresses[i].clone(),
-            };
-            self.actions.push_back(action);
-            self.refresh_after_open();
-            return;
-        }
-        match c.trying {
-            Some(i) if i + 1 < c.addresses.len() => {
-                c.trying = Some(i + 1);
+            Some(c.trying.or(c.using).unwrap_or(0))
+        } else {
+            c.trying.map(|i| i + 1).filter(|&i| i < c.addresses.len())
+        };
+        match next {
+            Some(i) => {
+                c.trying = Some(i);
                 let action = Action::Open {
                     prefix,
                     iface: c.iface.clone(),
-                    address: c.addresses[i + 1].clone(),
+                    address: c.addresses[i].clone(),
                 };
                 self.actions.push_back(action);
                 self.refresh_after_open();
             }
-            _ => {
+            None => {
                 self.close(prefix);
                 self.actions.push_back(Action::RequestDump);
             }

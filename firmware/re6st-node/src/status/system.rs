@@ -48,18 +48,19 @@ fn loads(text: &str) -> [u64; 3] {
 /// decimal are dropped (the kernel writes two).
 fn hundredths(text: &str) -> Option<u64> {
     let (units, decimals) = text.split_once('.').unwrap_or((text, ""));
-    let digit = |i: usize| match decimals.as_bytes().get(i) {
-        Some(d) if d.is_ascii_digit() => Some(u64::from(d - b'0')),
-        Some(_) => None,
-        None => Some(0),
-    };
     if units.is_empty() || !decimals.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    let digit = |i: usize| {
+        decimals
+            .as_bytes()
+            .get(i)
+            .map_or(0, |d| u64::from(d - b'0'))
+    };
     let units: u64 = units.parse().ok()?;
     units
         .checked_mul(100)?
-        .checked_add(digit(0)? * 10 + digit(1)?)
+        .checked_add(digit(0) * 10 + digit(1))
 }
 
 /// Received and sent bytes of network interface `iface` (its kernel
