@@ -5,7 +5,8 @@
 # `make sim`, when present).
 # BENCH_NODES="8:2 16:10 32:10" (nodes:client count per network),
 # BENCH_PATH="3:2" (nodes:client count of the overlay-vs-direct network),
-# BENCH_IPERF_SECONDS=5, BENCH_CLIENTS=20,200 (registry client counts),
+# BENCH_START="16:10" and BENCH_START_RUNS=5 (networks started together, the
+# all-pairs time after the last start, median of the runs), BENCH_IPERF_SECONDS=5, BENCH_CLIENTS=20,200 (registry client counts),
 # BENCH_SECONDS=10, BENCH_REGISTRY_RUNS=5, BENCH_CROSS=1, BENCH_IMAGES=1,
 # BENCH_MEMORY_BOARDS (default: the boards with a router kernel),
 # BENCH_MEMORY_MIB=64, BENCH_MEMORY_SECONDS=600.
@@ -91,6 +92,20 @@ KERNEL_BOARDS=$(find board -mindepth 2 -name kernel.config -path 'board/qemu-*' 
     target/release/re6st-bench node --binary "$BIN" --nodes "$n" --client-count "$c" --settle 30 --json "bench/node-$n.json"
   done
   echo
+  start_spec=${BENCH_START:-16:10} start_runs=${BENCH_START_RUNS:-5}
+  sn=${start_spec%%:*} sc=${start_spec##*:}
+  echo "## Nodes started together: ${sn} nodes, ${start_runs} runs"
+  echo
+  echo "\`re6st-bench node --nodes ${sn} --client-count ${sc} --settle 5\`, ${start_runs} times, each a new network (new registry, empty state directories): seconds from the last node's start until every node pinged every other over the overlay in one round. Target (issue 20, ${sn} nodes, client count 10): median <= 10 s."
+  echo
+  rm -f bench/start-*.json
+  for i in $(seq 1 "$start_runs"); do
+    target/release/re6st-bench node --binary "$BIN" --nodes "$sn" --client-count "$sc" --settle 5 \
+      --json "bench/start-$i.json" >"bench/start-$i.log" 2>&1 </dev/null ||
+      echo "bench: start run $i failed (bench/start-$i.log)" >&2
+  done
+  python3 scripts/start-report.py bench/start.json $(seq -f "bench/start-%g.json" 1 "$start_runs")
+  echo
   pspec=${BENCH_PATH:-3:2}
   echo "## Overlay against the direct path (iperf3, ping)"
   echo
@@ -115,6 +130,7 @@ report = {"binary_bytes": os.path.getsize(sys.argv[1]),
                          key=lambda n: n["nodes"]),
           "path": json.load(open("bench/path.json")),
           "join": json.load(open("bench/join.json")),
+          "start": json.load(open("bench/start.json")) if os.path.exists("bench/start.json") else {},
           "boot": json.load(open("bench/boot.json")),
           "images": json.load(open("bench/images.json")),
           "memory": json.load(open("bench/memory.json")) if os.path.exists("bench/memory.json") else [],
