@@ -337,7 +337,8 @@ class Lab:
         self.p = f"lab{self.id}"          # namespace prefix
         self.work = tempfile.mkdtemp(prefix=f"lab-{topo['name']}-")
         self.images = os.environ.get("LAB_IMAGES", os.path.join(ROOT, "target", "images"))
-        self.bin = os.environ.get("RE6ST_HOST_BIN", os.path.join(ROOT, "target", "debug", "re6st"))
+        # Absolute: the nodes run with other working directories.
+        self.bin = os.path.abspath(os.environ.get("RE6ST_HOST_BIN", os.path.join(ROOT, "target", "debug", "re6st")))
         self.accel = os.environ.get("LAB_ACCEL", "auto")
         self.namespaces = []
         self.procs = {}       # name -> Popen (registry, regnode, http)
