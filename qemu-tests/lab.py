@@ -492,6 +492,7 @@ class Lab:
         for h in early:
             self.start_host_node(h["name"], os.path.join(self.work, h["name"]), h["_ns"], h["address"],
                                  self.t["host_node_args"])
+        self.expect_running(["registry", "regnode"] + [h["name"] for h in early])
         if early:
             log(f"{len(early)} nodes on the host")
 
@@ -508,7 +509,21 @@ class Lab:
         for h in late:
             self.start_host_node(h["name"], os.path.join(self.work, h["name"]), h["_ns"], h["address"],
                                  ["--neighbour", cn])
+        self.expect_running([h["name"] for h in late])
         log(f"{len(late)} more nodes on the host, {router} ({cn}) their neighbour")
+
+    def expect_running(self, names, grace=1.0):
+        """Fails at once when one of these processes is gone `grace` s
+        after its start (a binary that cannot run, a bad option), with the
+        end of its output, instead of a timeout later on whatever waited
+        for it."""
+        time.sleep(grace)
+        for name in names:
+            p = self.procs.get(name)
+            if p is not None and p.poll() is not None:
+                with open(os.path.join(self.out, f"{name}.out"), errors="replace") as f:
+                    tail = "".join(f.readlines()[-5:]).strip()
+                raise Fail(f"{name} exited ({p.returncode}) at its start: {tail}")
 
     def start_host_node(self, name, d, ns, ip, extra=()):
         """A node of the host binary in namespace `ns`, at public address
