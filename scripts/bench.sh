@@ -21,8 +21,6 @@ cargo build --release -p re6st -p re6st-bench
 # Binaries for every firmware target (slow the first time; BENCH_CROSS=0 skips).
 if [ "${BENCH_CROSS:-1}" = 1 ]; then make cross-all || echo "bench: some cross builds failed" >&2; fi
 BIN=target/release/re6st
-# Boards with a router kernel (make bench builds them first).
-KERNEL_BOARDS=$(find board -mindepth 2 -name kernel.config -path 'board/qemu-*' | cut -d/ -f2 | sort)
 {
   echo "# re6st benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, commit $(git describe --always --dirty 2>/dev/null || echo unknown))"
   echo
@@ -53,21 +51,7 @@ KERNEL_BOARDS=$(find board -mindepth 2 -name kernel.config -path 'board/qemu-*' 
   fi
   python3 scripts/image-report.py bench/images.json
   echo
-  mem_mib=${BENCH_MEMORY_MIB:-64}
-  mem_secs=${BENCH_MEMORY_SECONDS:-600}
-  echo "## Router memory: one QEMU router with 12 or more tunnels, ${mem_mib} MiB"
-  echo
-  echo "\`qemu-tests/lab.py test qemu-tests/topologies/memory.toml memory\` per board (\`LAB_BOARD\`, \`QEMU_MEM=${mem_mib}\`, the image just built: the router kernel when the board has one): the router, alone emulated (TCG), among 12 of our nodes in namespaces and the registry's node, client count 10. Once it has 12 tunnels (established client tunnels plus served clients), every 30 s for ${mem_secs} s its console gives /proc/meminfo and every process's RSS, PSS and private memory (smaps_rollup). It fails on an OOM kill, a restarted service, babeld or OpenVPN process, MemAvailable under 16 MiB or fewer than 12 tunnels at any sample."
-  echo
-  mem_json=()
-  for b in ${BENCH_MEMORY_BOARDS:-$KERNEL_BOARDS}; do
-    rm -rf "bench/memory-$b"
-    LAB_BOARD=$b QEMU_MEM=$mem_mib LAB_MEMORY_SECONDS=$mem_secs LAB_OUT="bench/memory-$b" \
-      RE6ST_HOST_BIN="$BIN" python3 qemu-tests/lab.py test qemu-tests/topologies/memory.toml memory \
-      >"bench/memory-$b.log" 2>&1 </dev/null || echo "bench: memory run of $b failed (bench/memory-$b.log)" >&2
-    mem_json+=("bench/memory-$b/memory.json")
-  done
-  python3 scripts/memory-report.py bench/memory.json "${mem_json[@]}"
+  BIN="$BIN" bash scripts/bench-memory.sh
   echo
   echo "## Registry: ours against upstream re6stnet 0.642, $CLIENTS concurrent clients, ${SECONDS_EACH}s per test, $REGISTRY_RUNS runs"
   echo

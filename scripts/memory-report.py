@@ -14,10 +14,13 @@ KINDS = ("init", "node", "babeld", "openvpn-client", "openvpn-server", "lan", "h
 
 def main():
     out, paths = sys.argv[1], sys.argv[2:]
-    runs = []
+    runs, missing = [], []
     for p in paths:
         if not os.path.exists(p):
+            # bench/memory-BOARD/memory.json: the board is in the directory's name.
+            board = os.path.basename(os.path.dirname(p)).removeprefix("memory-")
             print(f"memory-report: no {p} (the run failed before sampling)", file=sys.stderr)
+            missing.append(board)
             continue
         with open(p) as f:
             r = json.load(f)
@@ -32,6 +35,8 @@ def main():
               f"| {r['mem_available_min_kb']:,} / {r['mem_available_max_kb']:,} "
               f"| {r['tunnels_min']} / {r['tunnels_max']} | {len(r['samples'])} over {r['seconds']:.0f} "
               f"| {result} |")
+    for board in missing:
+        print(f"| {board} | - | - | - | - | - | 0 | FAIL: no sample (its log: bench/memory-{board}.log) |")
     print()
     print("Processes in the last sample (kB, summed per kind; PSS shares library pages among the "
           "processes mapping them, private is the process's own):")
