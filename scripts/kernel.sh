@@ -86,13 +86,16 @@ KCONFIG_CONFIG=$BUILD/.config "$SRC/scripts/kconfig/merge_config.sh" -m -O "$BUI
   "$BUILD/.config" "$ROOT/board/common/kernel.config" "$BOARD_DIR/kernel.config" >/dev/null
 "${MAKE[@]}" -s olddefconfig
 # Every setting asked for must have survived (a dependency left out drops it).
+# The board's fragment may override a common line: the last one counts.
 missing=0
 while IFS= read -r line; do
   case $line in
     CONFIG_*=n) opt=${line%%=*}; grep -q "^$opt=" "$BUILD/.config" && { log "not off: $line"; missing=1; } ;;
     CONFIG_*=*) grep -qxF "$line" "$BUILD/.config" || { log "not set: $line (got: $(grep "^${line%%=*}=" "$BUILD/.config" || echo unset))"; missing=1; } ;;
   esac
-done < <(cat "$ROOT/board/common/kernel.config" "$BOARD_DIR/kernel.config")
+done < <(cat "$ROOT/board/common/kernel.config" "$BOARD_DIR/kernel.config" |
+  awk -F= '/^CONFIG_/ { v[$1] = $0; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+    END { for (i = 1; i <= n; i++) print v[order[i]] }')
 [ $missing = 0 ] || die "the fragments do not apply (see above; a missing dependency?)"
 JOBS=${KERNEL_JOBS:-$(nproc)}
 log "building $KERNEL_TARGET with ${CROSS}gcc, -j$JOBS (log: $BUILD/build.log)"
