@@ -329,6 +329,14 @@ class Console:
 
 # --- the lab ----------------------------------------------------------------
 
+def nic_device(conf, i):
+    """The board's QEMU NIC for its i-th port. A board that pins its NIC to
+    a PCI slot (Malta: `pcnet,addr=0x0b`, where its IRQ table routes it)
+    gets the next slots for the next ports (Malta routes slot 12 too)."""
+    dev = conf["QEMU_NET_DEVICE"] or "virtio-net-pci"
+    return re.sub(r"addr=0x([0-9a-fA-F]+)", lambda m: f"addr={int(m.group(1), 16) + i:#04x}", dev)
+
+
 class Lab:
     def __init__(self, topo, out):
         self.t = topo
@@ -631,10 +639,10 @@ class Lab:
             "-drive", f"file={d}/disk.img,if=none,id=disk,format=raw",
             "-device", f"{c['QEMU_BLK_DEVICE'] or 'virtio-blk-pci'},drive=disk"] + r["_extra"] + [
             "-netdev", "tap,id=n0,ifname=tw,script=no,downscript=no",
-            "-device", f"{c['QEMU_NET_DEVICE'] or 'virtio-net-pci'},netdev=n0,mac=52:54:00:{self.mac(r, 0)}"]
+            "-device", f"{nic_device(c, 0)},netdev=n0,mac=52:54:00:{self.mac(r, 0)}"]
         if r["lan"]:
             argv += ["-netdev", "tap,id=n1,ifname=tl,script=no,downscript=no",
-                     "-device", f"{c['QEMU_NET_DEVICE'] or 'virtio-net-pci'},netdev=n1,mac=52:54:00:{self.mac(r, 1)}"]
+                     "-device", f"{nic_device(c, 1)},netdev=n1,mac=52:54:00:{self.mac(r, 1)}"]
         err = open(f"{self.out}/qemu-{name}.err", "ab")
         self.qemu[name] = subprocess.Popen(["ip", "netns", "exec", r["_ns"]] + argv,
                                            stdout=err, stderr=err, start_new_session=True)
