@@ -6,7 +6,8 @@
 # BENCH_NODES="8:2 16:10 32:10" (nodes:client count per network),
 # BENCH_PATH="3:2" (nodes:client count of the overlay-vs-direct network),
 # BENCH_START="16:10" and BENCH_START_RUNS=5 (networks started together, the
-# all-pairs time after the last start, median of the runs), BENCH_IPERF_SECONDS=5, BENCH_CLIENTS=20,200 (registry client counts),
+# all-pairs time after the last start, median of the runs),
+# BENCH_IPERF_SECONDS=5, BENCH_CLIENTS=20,200 (registry client counts),
 # BENCH_SECONDS=10, BENCH_REGISTRY_RUNS=5, BENCH_CROSS=1, BENCH_IMAGES=1,
 # BENCH_MEMORY_BOARDS (default: the boards with a router kernel),
 # BENCH_MEMORY_MIB=64, BENCH_MEMORY_SECONDS=600.
