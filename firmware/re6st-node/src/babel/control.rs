@@ -11,7 +11,6 @@
 //!
 //! Parsing is pure and total: any line gives a [`Line`] or an error.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use thiserror::Error;
@@ -110,12 +109,16 @@ pub enum Line {
     XRoute,
 }
 
-fn fields(words: &[&str]) -> BTreeMap<String, String> {
-    words
-        .chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| (c[0].to_owned(), c[1].to_owned()))
-        .collect()
+/// The value after `name` among babeld's `name value` pairs (the last
+/// one, should a line say it twice). A lookup instead of a map of the
+/// pairs: babeld's dumps are thousands of lines, and a map of owned
+/// strings per line made nearly half of the node's allocations.
+fn field<'a>(pairs: &[&'a str], name: &str) -> Option<&'a str> {
+    pairs
+        .chunks_exact(2)
+        .rev()
+        .find(|c| c[0] == name)
+        .map(|c| c[1])
 }
 
 /// `2001:db8::/48` as an address and a length.
@@ -150,13 +153,13 @@ pub fn parse_line(line: &str) -> Result<Line, ControlError> {
     let (Some(&kind), Some(&key)) = (words.get(1), words.get(2)) else {
         return Err(unknown());
     };
-    let f = fields(&words[3..]);
+    let f = |name| field(&words[3..], name);
     let bad = |field| ControlError::Bad {
         field,
         line: line.chars().take(200).collect(),
     };
     let get = |kind: &'static str, field: &'static str| {
-        f.get(field).ok_or_else(|| ControlError::Missing {
+        f(field).ok_or_else(|| ControlError::Missing {
             kind,
             field,
             line: line.chars().take(200).collect(),
@@ -169,7 +172,7 @@ pub fn parse_line(line: &str) -> Result<Line, ControlError> {
         "interface" => Ok(Line::Interface {
             action,
             name: key.to_owned(),
-            up: f.get("up").is_some_and(|v| v == "true"),
+            up: f("up").is_some_and(|v| v == "true"),
         }),
         "neighbour" => {
             let neighbour = if action == Action::Flush {
@@ -179,8 +182,8 @@ pub fn parse_line(line: &str) -> Result<Line, ControlError> {
                     address: get("neighbour", "address")?
                         .parse()
                         .map_err(|_| bad("address"))?,
-                    interface: get("neighbour", "if")?.clone(),
-                    reach: match f.get("reach") {
+                    interface: get("neighbour", "if")?.to_owned(),
+                    reach: match f("reach") {
                         Some(r) => u16::from_str_radix(r, 16).map_err(|_| bad("reach"))?,
                         None => 0,
                     },
@@ -202,16 +205,16 @@ pub fn parse_line(line: &str) -> Result<Line, ControlError> {
                 Some(Route {
                     key: key.to_owned(),
                     prefix: prefix(get("route", "prefix")?).ok_or_else(|| bad("prefix"))?,
-                    from: match f.get("from") {
+                    from: match f("from") {
                         Some(s) => prefix(s).ok_or_else(|| bad("from"))?,
                         None => (IpAddr::from([0u16; 8]), 0),
                     },
                     installed: get("route", "installed")? == "yes",
-                    router_id: get("route", "id")?.clone(),
+                    router_id: get("route", "id")?.to_owned(),
                     metric: num("route", "metric")?,
                     refmetric: num("route", "refmetric")?,
                     via: get("route", "via")?.parse().map_err(|_| bad("via"))?,
-                    interface: get("route", "if")?.clone(),
+                    interface: get("route", "if")?.to_owned(),
                 })
             };
             Ok(Line::Route {
@@ -229,6 +232,19 @@ pub fn parse_line(line: &str) -> Result<Line, ControlError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_field_said_twice_counts_once_the_last_and_odd_words_are_ignored() {
+        let Line::Route {
+            route: Some(r), ..
+        } = parse_line("add route 1 prefix 2001:db8:1::/48 installed no installed yes id x metric 96 refmetric 0 via fe80::1 if re6stnet0 trailing").unwrap()
+        else {
+            panic!("not a route")
+        };
+        assert!(r.installed);
+        assert_eq!(r.interface, "re6stnet0");
+        assert!(parse_line("add route 1 prefix 2001:db8:1::/48 installed yes id x metric 96 refmetric 0 via fe80::1 if").is_err());
+    }
 
     #[test]
     fn real_lines() {

@@ -445,7 +445,9 @@ impl Netlink {
         each: &mut dyn FnMut(u16, &[u8]),
     ) -> io::Result<()> {
         self.send(msg)?;
-        let mut buf = vec![0u8; 64 * 1024];
+        // The kernel fills a dump's messages up to 32 KiB
+        // (SKB_WITH_OVERHEAD(32768) in netlink_recvmsg), never more.
+        let mut buf = vec![0u8; 32 * 1024];
         loop {
             let got = self.recv(&mut buf)?;
             for (kind, s, payload) in messages(got) {
