@@ -69,8 +69,9 @@ smoke:
 	SMOKE_AB=0 SMOKE_RTC=0 bash qemu-tests/smoke.sh qemu-aarch64-virt
 
 QEMU_BOARDS = $(patsubst board/%/board.conf,%,$(shell grep -l '^QEMU_SYSTEM=' board/*/board.conf))
-# Boards with a router kernel (board/<board>/kernel.config).
-KERNEL_BOARDS = $(filter-out common,$(patsubst board/%/kernel.config,%,$(wildcard board/*/kernel.config)))
+# QEMU boards with a router kernel (board/<board>/kernel.config); rpi4's
+# is opt-in (board/rpi4/README.md).
+KERNEL_BOARDS = $(patsubst board/%/kernel.config,%,$(wildcard board/qemu-*/kernel.config))
 ## test-all builds the router kernels (cached), so every image with one
 ## boots it; qemu-x86_64 then also boots at 64 MiB, and keeps 12 or more
 ## tunnels for 10 minutes at 64 MiB (lab-memory).

@@ -382,7 +382,7 @@ bash "$ROOT/scripts/sign-image.sh" "$OUT/rootfs.squashfs" "$BOARD" "$ARCH" \
 echo "re6st_disk=$DISK_DEVICE ro panic=5 console=${KERNEL_CONSOLE:-ttyS0}" > "$OUT/cmdline"
 
 # Board hook (e.g. board/rpi4: boot partition files), with this script's
-# variables (OUT, STAGE, PKGROOT, KPKG, KVER, log, die).
+# variables (OUT, STAGE, PKGROOT, KPKG, KDIR, KVER, log, die).
 # shellcheck source=/dev/null
 [ ! -f "$BOARD_DIR/post-image.sh" ] || . "$BOARD_DIR/post-image.sh"
 

@@ -40,7 +40,7 @@ if [ -z "$SRC_VER" ]; then
   SRC_VER=$(apt-cache policy "$SRC_PKG" 2>/dev/null | sed -n 's/^ *Candidate: //p')
 fi
 [ -n "$SRC_VER" ] && [ "$SRC_VER" != "(none)" ] || die "no $SRC_PKG in apt (apt-get update?)"
-KEY=$( { echo "$SRC_PKG $SRC_VER $KERNEL_ARCH $KERNEL_TARGET $KERNEL_IMAGE $CROSS"
+KEY=$( { echo "$SRC_PKG $SRC_VER $KERNEL_ARCH $KERNEL_TARGET $KERNEL_IMAGE $CROSS${KERNEL_DTBS:+ $KERNEL_DTBS}"
   cat "$ROOT/board/common/kernel.config" "$BOARD_DIR/kernel.config"; } | sha256sum | cut -c1-16)
 OUT=$CACHE/$BOARD-$KEY
 if [ $PRINT_DIR = 1 ]; then echo "$OUT"; exit 0; fi
@@ -99,10 +99,14 @@ done < <(cat "$ROOT/board/common/kernel.config" "$BOARD_DIR/kernel.config" |
 [ $missing = 0 ] || die "the fragments do not apply (see above; a missing dependency?)"
 JOBS=${KERNEL_JOBS:-$(nproc)}
 log "building $KERNEL_TARGET with ${CROSS}gcc, -j$JOBS (log: $BUILD/build.log)"
-nice -n 10 "${MAKE[@]}" -j"$JOBS" "$KERNEL_TARGET" > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log" >&2; die "build failed"; }
+# KERNEL_DTBS: device trees built from the same source (e.g.
+# broadcom/bcm2711-rpi-4-b.dtb), kept beside vmlinuz by their file name.
+# shellcheck disable=SC2086
+nice -n 10 "${MAKE[@]}" -j"$JOBS" "$KERNEL_TARGET" ${KERNEL_DTBS:-} > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log" >&2; die "build failed"; }
 TMP=$OUT.tmp.$$
 rm -rf "$TMP" && mkdir -p "$TMP"
 cp "$BUILD/$KERNEL_IMAGE" "$TMP/vmlinuz"
+for dtb in ${KERNEL_DTBS:-}; do cp "$BUILD/arch/$KERNEL_ARCH/boot/dts/$dtb" "$TMP/"; done
 cp "$BUILD/.config" "$TMP/config"
 "${MAKE[@]}" -s kernelrelease > "$TMP/release"
 echo "$SRC_PKG $SRC_VER, ${CROSS}gcc $("${CROSS}gcc" -dumpfullversion), built in $(( $(date +%s) - T0 )) s" > "$TMP/source"
