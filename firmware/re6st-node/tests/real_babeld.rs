@@ -37,11 +37,7 @@ async fn table(sock: &std::path::Path) -> Table {
     let mut c = BabelClient::connect(sock, Duration::from_secs(5))
         .await
         .unwrap();
-    let mut t = Table::default();
-    for l in c.dump().await.unwrap() {
-        t.apply(&l);
-    }
-    t
+    c.dump_table().await.unwrap()
 }
 
 /// Two babelds (our configuration, hello `hello`, network 2001:db8::/32)

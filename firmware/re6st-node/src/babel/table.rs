@@ -25,45 +25,45 @@ pub fn node_prefix(network: &Prefix, (addr, len): (IpAddr, u8)) -> Option<Prefix
 
 impl Table {
     /// Applies one line; other lines (ok, greeting...) change nothing.
-    pub fn apply(&mut self, line: &Line) {
+    pub fn apply(&mut self, line: Line) {
         match line {
             Line::Neighbour {
                 action: Action::Flush,
                 key,
                 ..
             } => {
-                self.neighbours.remove(key);
+                self.neighbours.remove(&key);
             }
             Line::Neighbour {
                 key,
                 neighbour: Some(n),
                 ..
             } => {
-                self.neighbours.insert(key.clone(), n.clone());
+                self.neighbours.insert(key, n);
             }
             Line::Route {
                 action: Action::Flush,
                 key,
                 ..
             } => {
-                self.routes.remove(key);
+                self.routes.remove(&key);
             }
             Line::Route {
                 key,
                 route: Some(r),
                 ..
             } => {
-                self.routes.insert(key.clone(), r.clone());
+                self.routes.insert(key, r);
             }
             Line::Interface {
                 action: Action::Flush,
                 name,
                 ..
             } => {
-                self.interfaces.remove(name);
+                self.interfaces.remove(&name);
             }
             Line::Interface { name, up, .. } => {
-                self.interfaces.insert(name.clone(), *up);
+                self.interfaces.insert(name, up);
             }
             _ => {}
         }
@@ -146,7 +146,7 @@ mod tests {
             // Retracted, still installed as unreachable: reaches nobody.
             "add route r5 prefix 2001:db8:5::/48 from ::/0 installed yes id d metric 65535 refmetric 65535 via fe80::2 if t1",
         ] {
-            t.apply(&parse_line(l).unwrap());
+            t.apply(parse_line(l).unwrap());
         }
         let p = |s: &str| Prefix::from_subnet(s).unwrap();
         assert_eq!(t.reachable(&net), [p("2/16"), p("3/16")].into());
@@ -155,9 +155,9 @@ mod tests {
         assert_eq!(*own, Some(p("2/16")));
         assert_eq!(*via, [p("2/16"), p("3/16")].into());
         assert_eq!(t.routes_through(&net, "t1"), 2);
-        t.apply(&parse_line("flush route r2 prefix 2001:db8:3::/48").unwrap());
+        t.apply(parse_line("flush route r2 prefix 2001:db8:3::/48").unwrap());
         assert_eq!(t.routes_through(&net, "t1"), 1);
-        t.apply(&parse_line("flush neighbour n1 address fe80::2 if t1").unwrap());
+        t.apply(parse_line("flush neighbour n1 address fe80::2 if t1").unwrap());
         assert_eq!(t.neighbours().count(), 0);
     }
 }

@@ -95,11 +95,7 @@ impl ViewSource {
 /// What babeld knows now (one `dump`).
 async fn babel_table(socket: &std::path::Path) -> Option<Table> {
     let mut c = BabelClient::connect(socket, BABEL_WAIT).await.ok()?;
-    let mut t = Table::default();
-    for l in c.dump().await.ok()? {
-        t.apply(&l);
-    }
-    Some(t)
+    c.dump_table().await.ok()
 }
 
 /// babeld's table and the kernel's routes of protocol 42 (babeld's).
