@@ -1,36 +1,29 @@
 //! The node as the event loop holds it: what the shell keeps beside the
-//! core (the peer link, children, the registry client, our addresses),
-//! and how each effect of the core is carried out.
+//! core (our tunnels' OpenVPNs, the registry client, the tasks' channels,
+//! our certificate and addresses), and where each effect of the core is
+//! carried out (here, or in the file named after what it touches).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openssl::pkey::PKey;
 use openssl::x509::X509;
-use re6st_proto::cert;
-use re6st_proto::netconfig::NetworkConfig;
-use re6st_proto::peer::Identity;
 use re6st_proto::prefix::Prefix;
 use re6st_registry_client::client::RegistryClient;
 use tokio::net::UdpSocket;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-use super::clock::{clock, now};
+use super::clock::clock;
 use super::log::log;
 use super::options::Options;
-use super::renewal;
-use super::tasks::{self, Done, KernelJob, Renewed};
+use super::tasks::{Done, KernelJob, Renewed};
 use crate::babel::kernel_check::KernelCheck;
 use crate::kernel::{self, Addr, NetOp};
-use crate::nat::advertised::{Advertised, Mapping};
+use crate::nat::advertised::Advertised;
 use crate::openvpn::args::Common;
-use crate::openvpn::hook::Event;
-use crate::openvpn::management;
-use crate::state::{netconfig as netconfig_cache, peers as peers_file};
+use crate::state::peers as peers_file;
 use crate::underlay::RemoteGateways;
 use re6st_node_core::node::servers::Renewed as CoreRenewed;
 use re6st_node_core::node::{Effect, Input, NodeCore};
@@ -79,10 +72,6 @@ pub(super) struct Node {
     pub(super) kernel_check: KernelCheck,
 }
 
-/// How long a revoked peer keeps its tunnel to our servers after we
-/// announced the revoking version to it (see `Node::drop_served`).
-const REVOKED_DROP_DELAY: Duration = Duration::from_secs(1);
-
 impl Drop for Node {
     /// The routes to tunnel peers through `--remote-gateway`s go with the
     /// node, whatever way `run_node` returns.
@@ -104,13 +93,7 @@ impl Node {
             Effect::Log { level, message } => log(level, self.o.verbose, message),
             Effect::PeerSawUs(ip) => self.peer_saw(&ip),
             Effect::DumpBabel => self.request_dump(),
-            Effect::AskBootstrap => {
-                let (registry, done) = (self.registry.clone(), self.done.clone());
-                tokio::spawn(async move {
-                    let answer = registry.lock().await.bootstrap_peer().await;
-                    let _ = done.send(Done::Bootstrap(answer));
-                });
-            }
+            Effect::AskBootstrap => self.ask_bootstrap(),
             Effect::FetchConfig => self.fetch_config(),
             Effect::CheckRenewal => self.check_renewal(),
             Effect::CompareKernelRoutes => self.check_kernel_routes(),
@@ -143,7 +126,8 @@ impl Node {
             }
             Effect::HoldRoutes { iface, hold } => self.kernel(KernelJob::Hold { iface, hold }),
             Effect::MuteBabel { iface, mute } => self.kernel(KernelJob::Mute { iface, mute }),
-            // Carried out by `run_node`, with the children it holds.
+            // Carried out by `run_node`, with the sockets and `Children` it
+            // holds.
             Effect::StartBabeld
             | Effect::AnswerHook { .. }
             | Effect::CheckServers
@@ -187,172 +171,6 @@ impl Node {
     /// Hands kernel work to the task that carries it out in order.
     pub(super) fn kernel(&self, job: KernelJob) {
         let _ = self.kernel_jobs.send(job);
-    }
-
-    /// New port mappings on the gateway (or none any more).
-    pub(super) fn set_mapping(&mut self, m: Option<Mapping>) {
-        if self.advertised.set_mapping(m) {
-            self.announce_change();
-        }
-    }
-
-    /// A peer's server saw our client come from `ip`.
-    pub(super) fn peer_saw(&mut self, ip: &str) {
-        if let Ok(ip) = ip.parse() {
-            if self.advertised.peer_saw(ip) {
-                self.announce_change();
-            }
-        }
-    }
-
-    pub(super) fn announce_change(&mut self) {
-        let address = self.advertised.render();
-        log(
-            2,
-            self.o.verbose,
-            format!("our address for peers: {address:?}"),
-        );
-        self.handle(Input::OurAddress(address));
-    }
-
-    /// Starts a renewal check (see [`tasks::renew`]).
-    pub(super) fn check_renewal(&mut self) {
-        let input = tasks::RenewalInput {
-            registry: self.registry.clone(),
-            ca: self.ca.clone(),
-            ca_path: self.o.ca.clone(),
-            cert: self.my_cert.clone(),
-            cert_path: self.o.cert.clone(),
-            key: self.key.clone(),
-            revoked: self.core.config().crl.contains(&self.core.own_serial()),
-            now: now(),
-            verbose: self.o.verbose,
-        };
-        let done = self.done.clone();
-        tokio::spawn(async move {
-            let _ = done.send(tasks::renew(input).await);
-        });
-    }
-
-    /// Takes our renewed certificate into use: the peer protocol's identity
-    /// and the client tunnels (they reconnect with it; the caller restarts
-    /// the servers).
-    pub(super) fn use_new_cert(&mut self) {
-        match Identity::new(self.ca.clone(), self.my_cert.clone(), self.key.clone()) {
-            Ok(me) => self.core.use_identity(me),
-            Err(e) => log(1, self.o.verbose, format!("new certificate: {e}")),
-        }
-        let serial = cert::serial(&self.my_cert)
-            .ok()
-            .and_then(|s| u64::try_from(s).ok());
-        self.cert_not_after = renewal::unix(self.my_cert.not_after()).unwrap_or(0);
-        // The manager first: each tunnel's exit is then a restart with the
-        // new certificate, to the same peer (see `on_new_certificate`).
-        self.handle(Input::NewCertificate { serial });
-        // Killed but kept: reaping them tells the manager, which reconnects.
-        for c in self.clients.values_mut() {
-            let _ = c.start_kill();
-        }
-        if let Some(c) = self.client_mode_child.take() {
-            tasks::kill_in_background(c);
-        }
-        self.reap_clients();
-    }
-
-    /// Starts fetching the network configuration (a newer one exists).
-    pub(super) fn fetch_config(&mut self) {
-        let (registry, done) = (self.registry.clone(), self.done.clone());
-        tokio::spawn(async move {
-            let answer = registry.lock().await.network_config().await;
-            let _ = done.send(Done::NetworkConfig(answer));
-        });
-    }
-
-    /// Takes a newer network configuration into use: cached, its version
-    /// and CRL for the peer protocol, its hello for OpenVPN's time-out.
-    pub(super) fn use_config(&mut self, new: &NetworkConfig) {
-        if let Err(e) = netconfig_cache::save(&self.o.state.join("network-config.bin"), new) {
-            log(
-                1,
-                self.o.verbose,
-                format!("cannot cache the network configuration: {e}"),
-            );
-        }
-        self.common.ping_exit = 4 * new.hello;
-    }
-
-    /// Drops the connections to our servers that use a certificate just
-    /// revoked (`serials`), alone: the other clients keep their tunnels,
-    /// and so does a new connection of the same node with a renewed
-    /// certificate. In a task, through each server's management socket; a
-    /// failure is reported on `failed` (the servers are then restarted).
-    pub(super) fn drop_served(
-        &self,
-        serials: &BTreeSet<u64>,
-        failed: &tokio::sync::mpsc::Sender<String>,
-    ) {
-        let targets = self.core.served().links().using(serials);
-        if targets.is_empty() {
-            return;
-        }
-        let run = self.o.run.clone();
-        let (v, failed) = (self.o.verbose, failed.clone());
-        tokio::spawn(async move {
-            // The revoking version, just announced, must get through the
-            // tunnel first: a node cut before it learns of its revocation
-            // only once alone (15 s) and checking the configuration. With
-            // the servers restarted at once, it took 43 s in the revocation
-            // test (tests/network_changes.rs) instead of 2 s.
-            tokio::time::sleep(REVOKED_DROP_DELAY).await;
-            for (iface, addresses) in &targets {
-                let socket = management::socket_path(&run, iface);
-                let r = management::kill_connections(&socket, addresses, Duration::from_secs(5));
-                match r.await {
-                    Ok(n) => {
-                        log(
-                            2,
-                            v,
-                            format!("revoked peers: dropped {n} of {addresses:?} from {iface}"),
-                        );
-                        // babeld keeps routing through the dropped peer
-                        // until its link-quality estimate gives up on it
-                        // (12 lost 1 s hellos; sooner as its cost doubles
-                        // with each): it cannot forget one neighbour, and
-                        // re-creating the interface is unsafe with stock
-                        // babeld 1.12 (see `handover`).
-                    }
-                    Err(e) => {
-                        let _ = failed.send(format!("{iface}: {e}")).await;
-                    }
-                }
-            }
-        });
-    }
-
-    /// A datagram on the peer protocol's port. One from a local socket
-    /// is the registry's relay if the registry sent it (see
-    /// `relay_source`), and dropped otherwise.
-    pub(super) fn datagram(&mut self, from: SocketAddr, data: Vec<u8>) {
-        if from.ip().to_canonical().is_loopback() {
-            let our_uid = nix::unistd::geteuid().as_raw();
-            if super::relay_source::trusted(from, our_uid) {
-                self.handle(Input::Relay { from, data });
-            } else {
-                self.handle(Input::RelayRefused { from });
-            }
-        } else {
-            self.handle(Input::Datagram { from, data });
-        }
-    }
-
-    pub(super) fn hook_event(&mut self, data: &[u8], from: Option<&Path>) {
-        let Ok(event) = Event::decode(data) else {
-            return;
-        };
-        self.handle(Input::Hook {
-            event,
-            reply_to: from.map(Path::to_path_buf),
-        });
     }
 
     /// What a task reports, for the core (and the state it changes).
