@@ -12,6 +12,10 @@ use super::control::{Action, Line, Neighbour, Route};
 #[derive(Debug, Default, Clone)]
 pub struct Table {
     neighbours: BTreeMap<String, Neighbour>,
+    /// The routes babeld installed, and those from a neighbour's own node
+    /// (refmetric 0: who the neighbour is). Every question below is about
+    /// these; the others (a route per prefix and neighbour: most of a
+    /// dump) are not kept.
     routes: BTreeMap<String, Route>,
     interfaces: BTreeMap<String, bool>,
 }
@@ -53,7 +57,11 @@ impl Table {
                 route: Some(r),
                 ..
             } => {
-                self.routes.insert(key, r);
+                if r.installed || r.refmetric == 0 {
+                    self.routes.insert(key, r);
+                } else {
+                    self.routes.remove(&key);
+                }
             }
             Line::Interface {
                 action: Action::Flush,
@@ -159,5 +167,38 @@ mod tests {
         assert_eq!(t.routes_through(&net, "t1"), 1);
         t.apply(parse_line("flush neighbour n1 address fe80::2 if t1").unwrap());
         assert_eq!(t.neighbours().count(), 0);
+    }
+
+    /// A route neither installed nor announced by the neighbour's own
+    /// node answers no question: it is not kept, and one that stops being
+    /// installed goes. A neighbour's own route is kept installed or not.
+    #[test]
+    fn only_installed_routes_and_neighbours_own_are_kept() {
+        let net = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
+        let mut t = Table::default();
+        for l in [
+            "add neighbour n1 address fe80::2 if t1 reach ffff ureach 0000 rxcost 96 txcost 96 rtt 0 rttcost 0 cost 96",
+            "add neighbour n2 address fe80::9 if t2 reach ffff ureach 0000 rxcost 96 txcost 96 rtt 0 rttcost 0 cost 96",
+            "add route r1 prefix 2001:db8:2::/48 from ::/0 installed yes id a metric 96 refmetric 0 via fe80::2 if t1",
+            // node 2 through node 9: neither installed nor node 9's own.
+            "add route r2 prefix 2001:db8:2::/48 from ::/0 installed no id a metric 300 refmetric 200 via fe80::9 if t2",
+            // node 9's own route, not installed (a better path exists).
+            "add route r3 prefix 2001:db8:9::/48 from ::/0 installed no id b metric 96 refmetric 0 via fe80::9 if t2",
+            "add route r4 prefix 2001:db8:9::/48 from ::/0 installed yes id b metric 90 refmetric 10 via fe80::2 if t1",
+        ] {
+            t.apply(parse_line(l).unwrap());
+        }
+        let keys: Vec<&str> = t.routes.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["r1", "r3", "r4"]);
+        let p = |s: &str| Prefix::from_subnet(s).unwrap();
+        let by = t.by_neighbour(&net);
+        assert_eq!(
+            by[&("t2".to_string(), "fe80::9".parse().unwrap())].0,
+            Some(p("9/16"))
+        );
+        assert_eq!(t.reachable(&net), [p("2/16"), p("9/16")].into());
+        t.apply(parse_line("change route r4 prefix 2001:db8:9::/48 from ::/0 installed no id b metric 90 refmetric 10 via fe80::2 if t1").unwrap());
+        let keys: Vec<&str> = t.routes.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["r1", "r3"]);
     }
 }
