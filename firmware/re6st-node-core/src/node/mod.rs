@@ -285,7 +285,7 @@ impl NodeCore {
             babeld: babel::Babeld::new(&now),
             registry: registry::Registry::new(&now),
             timers: timers::Timers::new(&now),
-            servers: servers::Servers::new(&now),
+            servers: servers::Servers::default(),
             babel: tunnels::BabelIfaces::default(),
             relay_refused: 0,
             effects: VecDeque::new(),

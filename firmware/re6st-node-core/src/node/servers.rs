@@ -1,5 +1,5 @@
-//! What restarts: our OpenVPN servers when one exited (checked at most
-//! every 10 s after they were started), when a revoked peer could not be
+//! What restarts: our OpenVPN servers when one exited (looked for at
+//! every tick, but not within 10 s of a restart), when a revoked peer could not be
 //! dropped alone, or when the network's limits changed; babeld for new
 //! babel parameters; the whole node (re-executed) for a new CA or for a
 //! change every tunnel depends on; the tunnels for a renewed certificate.
@@ -24,10 +24,11 @@ pub enum Renewed {
     Ca,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Servers {
-    /// When our servers were last (re)started.
-    started: Instant,
+    /// When our servers were last restarted (none since the node
+    /// started: an exit is acted on at once).
+    restarted: Option<Instant>,
     /// A revoked peer could not be dropped alone: restart at the next tick.
     restart_wanted: bool,
     /// A restart was asked of the shell and not yet done.
@@ -37,15 +38,6 @@ pub struct Servers {
 }
 
 impl Servers {
-    pub fn new(now: &Now) -> Servers {
-        Servers {
-            started: now.at,
-            restart_wanted: false,
-            restarting: false,
-            exits: 0,
-        }
-    }
-
     pub fn exits(&self) -> u64 {
         self.exits
     }
@@ -53,12 +45,17 @@ impl Servers {
 
 impl NodeCore {
     /// At the tick: a restart asked since, or a look at whether a server
-    /// exited (not within [`SERVER_RESTART_EVERY`] of their start).
+    /// exited (not within [`SERVER_RESTART_EVERY`] of a restart: a server
+    /// that cannot start is not restarted every second).
     pub(super) fn servers_tick(&mut self, now: &Now) {
         if std::mem::take(&mut self.servers.restart_wanted) {
             self.restart_servers();
         }
-        if now.at.saturating_duration_since(self.servers.started) >= SERVER_RESTART_EVERY {
+        if self
+            .servers
+            .restarted
+            .is_none_or(|at| now.at.saturating_duration_since(at) >= SERVER_RESTART_EVERY)
+        {
             self.effects.push_back(Effect::CheckServers);
         }
     }
@@ -94,7 +91,7 @@ impl NodeCore {
 
     pub(super) fn servers_restarted(&mut self, now: &Now) {
         self.servers.restarting = false;
-        self.servers.started = now.at;
+        self.servers.restarted = Some(now.at);
         self.on_servers_restarted();
     }
 
