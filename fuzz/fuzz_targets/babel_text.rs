@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = vec![];
     for l in text.lines() {
         if let Ok(line) = parse_line(l) {
-            table.apply(&line);
+            table.apply(line.clone());
             lines.push(line);
         }
     }

@@ -192,7 +192,7 @@ fuzz_target!(|data: &[u8]| {
                     let mut t = Table::default();
                     for line in String::from_utf8_lossy(bytes).lines() {
                         if let Ok(l) = parse_line(line) {
-                            t.apply(&l);
+                            t.apply(l);
                         }
                     }
                     Some(Input::Dumped(Some(views.view_of(&t))))
