@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use re6st_node::babel::control::{parse_line, Line};
 use re6st_testkit::netns::{alive, Lab};
 use re6st_testkit::overlay::{ns_of, Overlay, Registry};
 
@@ -130,22 +131,25 @@ fn routes_directly(o: &Overlay, n: u32, prefix: &str) -> bool {
     if sock.write_all(b"dump\n").is_err() {
         return false;
     }
-    let want = format!(" prefix {prefix} ");
     // The greeting ends with "ok", then the dump with a second one.
     let mut oks = 0;
     for line in BufReader::new(sock).lines() {
         let Ok(line) = line else { return false };
-        if line == "ok" {
-            oks += 1;
-            if oks == 2 {
-                return false;
+        match parse_line(&line) {
+            Ok(Line::Ok) => {
+                oks += 1;
+                if oks == 2 {
+                    return false;
+                }
             }
-        } else if line.starts_with("add route ")
-            && line.contains(&want)
-            && line.contains(" installed yes ")
-            && line.contains(" refmetric 0 ")
-        {
-            return true;
+            Ok(Line::Route { route: Some(r), .. })
+                if r.installed
+                    && r.refmetric == 0
+                    && format!("{}/{}", r.prefix.0, r.prefix.1) == prefix =>
+            {
+                return true
+            }
+            _ => {}
         }
     }
     false

@@ -1,8 +1,9 @@
 //! What restarts: our OpenVPN servers when one exited (looked for at
-//! every tick, but not within 10 s of a restart), when a revoked peer could not be
-//! dropped alone, or when the network's limits changed; babeld for new
-//! babel parameters; the whole node (re-executed) for a new CA or for a
-//! change every tunnel depends on; the tunnels for a renewed certificate.
+//! every tick, but not within 10 s of a restart), when a revoked peer
+//! could not be dropped alone, or when the network's limits changed;
+//! babeld for new babel parameters; the whole node (re-executed) for a
+//! new CA or for a change every tunnel depends on; the tunnels for a
+//! renewed certificate.
 
 use std::time::{Duration, Instant};
 

@@ -141,11 +141,19 @@ mod tests {
     use super::super::control::parse_line;
     use super::*;
 
+    /// A table made of babeld's lines.
+    fn table(lines: &[&str]) -> Table {
+        let mut t = Table::default();
+        for l in lines {
+            t.apply(parse_line(l).unwrap());
+        }
+        t
+    }
+
     #[test]
     fn neighbours_and_their_routes() {
         let net = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
-        let mut t = Table::default();
-        for l in [
+        let mut t = table(&[
             "add neighbour n1 address fe80::2 if t1 reach ffff ureach 0000 rxcost 96 txcost 96 rtt 0 rttcost 0 cost 96",
             "add route r1 prefix 2001:db8:2::/48 from ::/0 installed yes id a metric 96 refmetric 0 via fe80::2 if t1",
             "add route r2 prefix 2001:db8:3::/48 from ::/0 installed yes id b metric 192 refmetric 96 via fe80::2 if t1",
@@ -153,9 +161,7 @@ mod tests {
             "add route r4 prefix ::/0 from 2001:db8::/32 installed yes id c metric 96 refmetric 0 via fe80::2 if t1",
             // Retracted, still installed as unreachable: reaches nobody.
             "add route r5 prefix 2001:db8:5::/48 from ::/0 installed yes id d metric 65535 refmetric 65535 via fe80::2 if t1",
-        ] {
-            t.apply(parse_line(l).unwrap());
-        }
+        ]);
         let p = |s: &str| Prefix::from_subnet(s).unwrap();
         assert_eq!(t.reachable(&net), [p("2/16"), p("3/16")].into());
         let by = t.by_neighbour(&net);
@@ -175,8 +181,7 @@ mod tests {
     #[test]
     fn only_installed_routes_and_neighbours_own_are_kept() {
         let net = Prefix::from_ipv6("2001:db8::".parse().unwrap(), 32).unwrap();
-        let mut t = Table::default();
-        for l in [
+        let mut t = table(&[
             "add neighbour n1 address fe80::2 if t1 reach ffff ureach 0000 rxcost 96 txcost 96 rtt 0 rttcost 0 cost 96",
             "add neighbour n2 address fe80::9 if t2 reach ffff ureach 0000 rxcost 96 txcost 96 rtt 0 rttcost 0 cost 96",
             "add route r1 prefix 2001:db8:2::/48 from ::/0 installed yes id a metric 96 refmetric 0 via fe80::2 if t1",
@@ -185,11 +190,9 @@ mod tests {
             // node 9's own route, not installed (a better path exists).
             "add route r3 prefix 2001:db8:9::/48 from ::/0 installed no id b metric 96 refmetric 0 via fe80::9 if t2",
             "add route r4 prefix 2001:db8:9::/48 from ::/0 installed yes id b metric 90 refmetric 10 via fe80::2 if t1",
-        ] {
-            t.apply(parse_line(l).unwrap());
-        }
-        let keys: Vec<&str> = t.routes.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["r1", "r3", "r4"]);
+        ]);
+        let keys = |t: &Table| t.routes.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&t), ["r1", "r3", "r4"]);
         let p = |s: &str| Prefix::from_subnet(s).unwrap();
         let by = t.by_neighbour(&net);
         assert_eq!(
@@ -198,7 +201,6 @@ mod tests {
         );
         assert_eq!(t.reachable(&net), [p("2/16"), p("9/16")].into());
         t.apply(parse_line("change route r4 prefix 2001:db8:9::/48 from ::/0 installed no id b metric 90 refmetric 10 via fe80::2 if t1").unwrap());
-        let keys: Vec<&str> = t.routes.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["r1", "r3"]);
+        assert_eq!(keys(&t), ["r1", "r3"]);
     }
 }

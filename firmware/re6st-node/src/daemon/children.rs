@@ -56,8 +56,11 @@ impl Children {
             .map(|(_, proto)| format!("re6stnet-{proto}"))
             .collect();
         node.server_ifaces = server_ifaces.clone();
-        let mut interfaces = server_ifaces.clone();
-        interfaces.extend((1..=node.client_count).map(|i| format!("re6stnet{i}")));
+        // Our taps (servers', then our client tunnels'); babeld also runs
+        // on the `--interface`s.
+        let mut taps = server_ifaces.clone();
+        taps.extend((1..=node.client_count).map(|i| format!("re6stnet{i}")));
+        let mut interfaces = taps.clone();
         interfaces.extend(o.interfaces.iter().cloned());
         let babel = BabelConfig {
             address: my_ip,
@@ -82,8 +85,6 @@ impl Children {
         // With an IPv4 payload OpenVPN gives the taps their IPv4 address,
         // which the table exchanges would not change.
         if node.ipv4.is_none() {
-            let mut taps = server_ifaces.clone();
-            taps.extend((1..=node.client_count).map(|i| format!("re6stnet{i}")));
             node.handle(Input::ExchangeTaps(taps));
         }
         let mut c = Children {
@@ -117,10 +118,9 @@ impl Children {
 
     fn spawn_servers(&self, common: &Common, max_clients: u32) -> Result<Vec<Child>, NodeError> {
         let mut children = Vec::new();
-        for (port, proto) in &self.servers {
-            let iface = format!("re6stnet-{proto}");
-            let mut args = server(common, &iface, *port, *proto, max_clients, &self.dh);
-            let mgmt = management::socket_path(&self.run, &iface);
+        for ((port, proto), iface) in self.servers.iter().zip(&self.server_ifaces) {
+            let mut args = server(common, iface, *port, *proto, max_clients, &self.dh);
+            let mgmt = management::socket_path(&self.run, iface);
             let _ = std::fs::remove_file(&mgmt);
             args.extend(management::args(&mgmt));
             children.push(
@@ -230,42 +230,36 @@ impl Children {
         for mut c in self.openvpn {
             let _ = c.kill().await;
         }
+        // All at once: they share the 5 s.
         for d in &self.daemons {
-            if let Some(pid) = d.id() {
-                terminate(pid);
-            }
+            terminate(d);
         }
         for mut d in self.daemons {
-            if tokio::time::timeout(Duration::from_secs(5), d.wait())
-                .await
-                .is_err()
-            {
-                let _ = d.kill().await;
-            }
+            wait_or_kill(&mut d).await;
         }
+        // SIGTERM lets babeld retract its routes: neighbours reroute at once.
         if let Some(mut b) = self.babeld {
-            stop_babeld(&mut b).await;
+            terminate(&b);
+            wait_or_kill(&mut b).await;
         }
     }
 }
 
-fn terminate(pid: u32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
-/// Stops babeld for good, the way that lets it retract its routes (SIGTERM:
-/// neighbours reroute at once), killing it if it does not within 5 s.
-async fn stop_babeld(babeld: &mut Child) {
-    if let Some(pid) = babeld.id() {
-        terminate(pid);
-    }
-    if tokio::time::timeout(Duration::from_secs(5), babeld.wait())
+/// Waits for a child told to stop, killing it if it has not within 5 s.
+async fn wait_or_kill(child: &mut Child) {
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .is_err()
     {
-        let _ = babeld.kill().await;
+        let _ = child.kill().await;
     }
 }
