@@ -10,9 +10,14 @@
 //!
 //! It also says when a neighbour becomes usable (both its costs finite:
 //! each side heard the other, past babeld's HMAC challenge), once per
-//! neighbour until it is flushed or its cost becomes infinite again: the
-//! node then makes babeld exchange full route tables on that tunnel (see
-//! `core::babel`).
+//! neighbour until it is flushed, its cost becomes infinite again or its
+//! interface goes down: the node then makes babeld exchange full route
+//! tables on that tunnel (see `core::babel`). The last case is a tunnel
+//! that reconnects to the same peer on the same tap (a new certificate,
+//! an OpenVPN restart): babeld (`-l`) drops the tap's routes while its
+//! OpenVPN is gone but keeps the neighbour, whose costs stay finite
+//! through a second's outage, so without it the routes came back only
+//! with the peer's next full update (4 hellos later).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,7 +28,7 @@ use tokio::sync::mpsc;
 
 use std::net::IpAddr;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::control::{prefix, INFINITY};
 
@@ -54,6 +59,8 @@ struct Seen<'a> {
     /// A neighbour's interface and whether both its costs are finite.
     iface: Option<&'a str>,
     usable: bool,
+    /// An interface line's `up` (`false`: babeld took it down).
+    up: Option<bool>,
     /// A route's prefix, as written.
     prefix: Option<&'a str>,
 }
@@ -65,13 +72,14 @@ fn seen(raw: &str) -> Option<Seen<'_>> {
         .filter(|a| matches!(*a, "add" | "change" | "flush"))?;
     let kind = words.next()?;
     let key = words.next()?;
-    let (mut iface, mut prefix, mut rx, mut tx) = (None, None, None, None);
+    let (mut iface, mut prefix, mut rx, mut tx, mut up) = (None, None, None, None, None);
     while let (Some(field), Some(value)) = (words.next(), words.next()) {
         match field {
             "if" => iface = Some(value),
             "prefix" => prefix = Some(value),
             "rxcost" => rx = value.parse::<u32>().ok(),
             "txcost" => tx = value.parse::<u32>().ok(),
+            "up" => up = Some(value == "true"),
             _ => {}
         }
     }
@@ -82,12 +90,14 @@ fn seen(raw: &str) -> Option<Seen<'_>> {
         iface,
         usable: rx.is_some_and(|c| c < INFINITY) && tx.is_some_and(|c| c < INFINITY),
         prefix,
+        up,
     })
 }
 
-/// The neighbours (babeld's keys) whose costs are finite.
+/// The neighbours (babeld's keys) whose costs are finite, with their
+/// interface.
 #[derive(Debug, Default)]
-pub struct Usable(BTreeSet<String>);
+pub struct Usable(BTreeMap<String, String>);
 
 impl Usable {
     /// The interface of a neighbour that just became usable, if the line
@@ -98,13 +108,20 @@ impl Usable {
     }
 
     fn on_seen(&mut self, line: &Seen) -> Option<String> {
+        if line.kind == "interface" {
+            // Down (or gone): its neighbours are usable anew once it is up.
+            if line.up != Some(true) {
+                self.0.retain(|_, iface| iface != line.key);
+            }
+            return None;
+        }
         if line.kind != "neighbour" {
             return None;
         }
         match line.iface {
             Some(iface) if line.action != "flush" && line.usable => {
-                if self.0.len() < MAX_TRACKED && !self.0.contains(line.key) {
-                    self.0.insert(line.key.to_owned());
+                if self.0.len() < MAX_TRACKED && !self.0.contains_key(line.key) {
+                    self.0.insert(line.key.to_owned(), iface.to_owned());
                     return Some(iface.to_owned());
                 }
             }
@@ -254,5 +271,45 @@ mod tests {
         assert_eq!(u.on_line("flush neighbour 55e5"), None);
         assert_eq!(u.on_line(&line("add", 96, 96)), Some("re6stnet1".into()));
         assert_eq!(u.on_line("garbage"), None);
+    }
+
+    #[test]
+    fn a_neighbour_is_usable_again_after_its_interface_went_down() {
+        // A tunnel reconnected to the same peer on the same tap: babeld
+        // dropped the tap's routes while it was down, the neighbour's
+        // costs never became infinite.
+        let mut u = Usable::default();
+        let line = |key: &str, iface: &str| {
+            format!("change neighbour {key} address fe80::1 if {iface} reach ff00 ureach 0000 rxcost 96 txcost 96 cost 96")
+        };
+        assert_eq!(
+            u.on_line(&line("55e5", "re6stnet1")),
+            Some("re6stnet1".into())
+        );
+        assert_eq!(
+            u.on_line(&line("77e7", "re6stnet2")),
+            Some("re6stnet2".into())
+        );
+        assert_eq!(
+            u.on_line("change interface re6stnet1 up true ipv6 fe80::2"),
+            None
+        );
+        assert_eq!(u.on_line(&line("55e5", "re6stnet1")), None, "still up");
+        assert_eq!(u.on_line("change interface re6stnet1 up false"), None);
+        assert_eq!(
+            u.on_line("change interface re6stnet1 up true ipv6 fe80::2"),
+            None
+        );
+        assert_eq!(
+            u.on_line(&line("55e5", "re6stnet1")),
+            Some("re6stnet1".into()),
+            "usable anew"
+        );
+        assert_eq!(u.on_line(&line("77e7", "re6stnet2")), None, "another tap's");
+        assert_eq!(u.on_line("flush interface re6stnet2"), None);
+        assert_eq!(
+            u.on_line(&line("77e7", "re6stnet2")),
+            Some("re6stnet2".into())
+        );
     }
 }
