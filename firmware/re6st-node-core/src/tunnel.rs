@@ -136,6 +136,10 @@ struct Connection {
     /// Its OpenVPN is being restarted with our new certificate: when it
     /// exits, the tunnel opens again to the same peer on the same tap.
     restarting: bool,
+    /// It exited while our revoked certificate was being renewed (the
+    /// peer dropped the revoked one): it opens again to the same peer on
+    /// the same tap with the new one.
+    awaiting_cert: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +240,9 @@ pub struct Manager {
     lonely_since: Option<i64>,
     /// Until when not to ask for another configuration check.
     config_check_at: i64,
+    /// Our certificate is revoked and being renewed: until when tunnels
+    /// that exit wait for the new one (see [`Self::on_own_revocation`]).
+    renewing_until: Option<i64>,
     next_refresh: i64,
     crl: BTreeSet<u64>,
     actions: VecDeque<Action>,
@@ -278,6 +285,7 @@ impl Manager {
             disconnected: false,
             lonely_since: None,
             config_check_at: 0,
+            renewing_until: None,
             crl: BTreeSet::new(),
             actions: VecDeque::from([Action::RequestDump]),
             last_view: RoutingView::default(),
@@ -440,6 +448,9 @@ impl Manager {
     /// Time passes: asks for a babel dump when decisions are due.
     pub fn tick(&mut self, now: i64) {
         self.clock = now;
+        if self.renewing_until.is_some_and(|t| now >= t) {
+            self.renewal_given_up();
+        }
         if now >= self.probe_at {
             self.probe(now);
         }
@@ -872,6 +883,7 @@ impl Manager {
                 using: None,
                 serial: None,
                 restarting: false,
+                awaiting_cert: false,
             },
         );
         true
@@ -1080,6 +1092,14 @@ impl Manager {
             // Killed to take our new certificate, not failed: the same
             // address again.
             Some(c.trying.or(c.using).unwrap_or(0))
+        } else if self.renewing_until.is_some() && !self.killing.contains_key(&prefix) {
+            // The peer dropped our revoked certificate: this peer, on this
+            // tap, again with the new one (another peer would be a new
+            // babel neighbour at both ends, and routes through the old one
+            // would wait for babel to give it up).
+            c.awaiting_cert = true;
+            c.trying = Some(c.trying.or(c.using).unwrap_or(0));
+            return;
         } else {
             c.trying.map(|i| i + 1).filter(|&i| i < c.addresses.len())
         };
@@ -1121,14 +1141,57 @@ impl Manager {
     /// peer routing to the old one until babeld gives it up (2 to 3
     /// hellos). Not the tunnels being drained: they are going anyway.
     pub fn on_new_certificate(&mut self) {
+        self.renewing_until = None;
         self.cache.reset_connecting();
+        let mut reopen = Vec::new();
         for (p, c) in self.connections.iter_mut() {
             self.cache.connecting(*p, true);
-            c.restarting = !self.killing.contains_key(p);
+            if std::mem::take(&mut c.awaiting_cert) {
+                // No OpenVPN left to restart: opened here.
+                let i = c.trying.unwrap_or(0);
+                reopen.push(Action::Open {
+                    prefix: *p,
+                    iface: c.iface.clone(),
+                    address: c.addresses[i].clone(),
+                });
+            } else {
+                c.restarting = !self.killing.contains_key(p);
+            }
+        }
+        if !reopen.is_empty() {
+            self.actions.extend(reopen);
+            self.refresh_after_open();
         }
         self.bootstrap_quiet_until = 0;
         self.bootstrap_retry_at = 0;
         self.actions.push_back(Action::RequestDump);
+    }
+
+    /// Our own certificate is revoked (a new network configuration says
+    /// so) and a new one is being asked for: the peers drop the revoked
+    /// one, and until the new one comes (or the tunnel timeout passes)
+    /// the tunnels they close wait for it instead of going to other
+    /// peers.
+    pub fn on_own_revocation(&mut self, now: i64) {
+        self.renewing_until = Some(now + self.cfg.timeout);
+    }
+
+    /// No new certificate within the tunnel timeout: the tunnels waiting
+    /// for one close, and their taps go to new tunnels as usual.
+    fn renewal_given_up(&mut self) {
+        self.renewing_until = None;
+        let waiting: Vec<Prefix> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.awaiting_cert)
+            .map(|(p, _)| *p)
+            .collect();
+        if !waiting.is_empty() {
+            for p in waiting {
+                self.close(p);
+            }
+            self.actions.push_back(Action::RequestDump);
+        }
     }
 
     /// New CRL: tunnels to revoked peers are closed.
@@ -1966,6 +2029,77 @@ mod tests {
         let next = opened(drain(&mut m));
         assert_eq!(next[&p(3)].0, first[&p(3)].0);
         assert!(next[&p(3)].1.ends_with("tcp"), "{next:?}");
+    }
+
+    #[test]
+    fn tunnels_dropped_for_our_revoked_certificate_wait_for_the_new_one() {
+        let mut cache = PeerCache::new(10);
+        for i in 1..=4 {
+            cache.add_peer(p(i), &addr(i), false, &mut || 1);
+        }
+        let mut m = Manager::new(cfg(9, 2), cache, 0, 1);
+        m.on_routes(0, RoutingView::default());
+        let opened = |actions: &[Action]| -> BTreeMap<Prefix, String> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Open { prefix, iface, .. } => Some((*prefix, iface.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = opened(&drain(&mut m));
+        assert_eq!(first.len(), 2);
+        for (i, p) in first.keys().enumerate() {
+            m.on_tunnel_up(*p, i as u64);
+        }
+        let (a, b) = {
+            let mut k = first.keys();
+            (*k.next().unwrap(), *k.next().unwrap())
+        };
+        // Our certificate is revoked; peer a drops us before the new one.
+        m.on_own_revocation(10);
+        m.on_tunnel_exit(a);
+        m.tick(11);
+        m.on_routes(11, RoutingView::default());
+        let meanwhile = drain(&mut m);
+        assert!(
+            opened(&meanwhile).is_empty()
+                && !meanwhile.iter().any(|x| matches!(x, Action::Close { .. })),
+            "no other peer on a's tap, nothing closed: {meanwhile:?}"
+        );
+        assert_eq!(m.tunnels().count(), 2);
+        // The new certificate: a opens again on its tap at once, b when
+        // the shell's restart of its OpenVPN exits.
+        m.on_new_certificate();
+        assert_eq!(opened(&drain(&mut m)), [(a, first[&a].clone())].into());
+        m.on_tunnel_exit(b);
+        assert_eq!(opened(&drain(&mut m)), [(b, first[&b].clone())].into());
+
+        // No new certificate within the tunnel timeout: given up, the
+        // tunnel closes and its tap goes elsewhere as usual.
+        m.on_tunnel_up(a, 20);
+        m.on_tunnel_up(b, 21);
+        m.on_own_revocation(100);
+        m.on_tunnel_exit(a);
+        m.tick(119);
+        assert!(!drain(&mut m)
+            .iter()
+            .any(|x| matches!(x, Action::Close { .. })));
+        m.tick(120);
+        let closed: Vec<Prefix> = drain(&mut m)
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::Close { prefix, .. } => Some(prefix),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed, [a]);
+        // And without a revocation, an exit is a failure as before.
+        m.on_tunnel_exit(b);
+        assert!(drain(&mut m)
+            .iter()
+            .any(|x| matches!(x, Action::Close { prefix, .. } if *prefix == b)));
     }
 
     /// A toy network: every node runs a manager; "babel" is a BFS over the

@@ -29,6 +29,9 @@ pub struct Registry {
     /// When to check our certificate's and the CA's ends next (wall clock).
     renewal_at: i64,
     renewal_asked: bool,
+    /// Our certificate was found revoked while a check was under way
+    /// (which may have looked before): check again once it is done.
+    renewal_again: bool,
 }
 
 impl Registry {
@@ -41,6 +44,7 @@ impl Registry {
             // Soon after start: a node down for weeks may need it.
             renewal_at: now.wall + 10,
             renewal_asked: false,
+            renewal_again: false,
         }
     }
 }
@@ -127,13 +131,22 @@ impl NodeCore {
 
     pub(super) fn on_renewal_done(&mut self, retry_tomorrow: bool, now: &Now) {
         self.registry.renewal_asked = false;
-        if retry_tomorrow {
+        if std::mem::take(&mut self.registry.renewal_again) {
+            self.registry.renewal_at = now.wall;
+            self.registry_tick(now);
+        } else if retry_tomorrow {
             self.registry.renewal_at = now.wall + 86_400;
         }
     }
 
+    /// Renewed at once, not at the next tick (or as soon as a check under
+    /// way is done); meanwhile the tunnels our peers close wait for the
+    /// new certificate.
     pub(super) fn own_cert_revoked(&mut self, now: &Now) {
         self.registry.renewal_at = now.wall;
+        self.registry.renewal_again = self.registry.renewal_asked;
+        self.manager.on_own_revocation(now.mono);
+        self.registry_tick(now);
     }
 
     /// The registry calls whose time came.

@@ -452,6 +452,39 @@ fn renewal_is_checked_soon_after_start_then_hourly_and_tomorrow_after_a_refusal(
 }
 
 #[test]
+fn a_revocation_seen_during_a_renewal_check_is_checked_again_once_it_is_done() {
+    let mut clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    // The check soon after start, under way.
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 10), &Effect::CheckRenewal),
+        [10]
+    );
+    // Our certificate revoked meanwhile: that check may have looked
+    // before, so another follows it at once.
+    c.handle(Input::OwnCertRevoked, clock.now());
+    assert!(!effects(&mut c).contains(&Effect::CheckRenewal));
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    assert!(effects(&mut c).contains(&Effect::CheckRenewal));
+    // Once: the next one an hour later.
+    c.handle(
+        Input::RenewalDone {
+            retry_tomorrow: false,
+        },
+        clock.now(),
+    );
+    assert_eq!(
+        times(&ticks(&mut c, &mut clock, 3601), &Effect::CheckRenewal),
+        [3610]
+    );
+}
+
+#[test]
 fn version_kernel_check_and_cache_save_periods() {
     let mut clock = Clock::new();
     let mut c = core(&clock, &[]);
@@ -1048,6 +1081,8 @@ fn a_newer_configuration_is_used_announced_and_restarts_what_it_changes() {
                 to: address(4),
                 data: hello0(&c),
             },
+            // Our own serial is in the new CRL: renewed at once.
+            Effect::CheckRenewal,
             Effect::RestartBabeld,
             Effect::DropServed([44].into()),
             Effect::RestartServers,
