@@ -33,6 +33,21 @@ const EARLY_REDUMP: Duration = Duration::from_millis(200);
 /// worth; babeld opens its socket within ~0.1 s of starting).
 const EARLY_REDUMPS: u8 = 20;
 
+/// Dumps in a row that babeld did not answer, once it answered one, that
+/// restart it. Stock babeld 1.12 with HMAC stops serving its sockets
+/// while it cannot sign a message buffered for a neighbour on a tap that
+/// went down: its main loop skips `select` while that message is
+/// overdue, so it neither answers nor reads babel packets nor hears the
+/// kernel say the tap is back, until its next periodic interface check
+/// or the neighbour's expiry (10 to 13 s seen after a renewal, at 100 %
+/// CPU). The node asks for a dump every second or more often while
+/// tunnels change.
+const STUCK_AFTER: u8 = 3;
+
+/// At most one such restart per this long (a babeld slow for another
+/// reason is not restarted in a loop).
+const STUCK_RESTART_GAP: Duration = Duration::from_secs(60);
+
 /// How long the copies of a given-up drain's routes stay after the table
 /// exchange that brings babeld's back (the neighbour answers at once;
 /// babeld installs what it hears within its next update flush).
@@ -70,6 +85,10 @@ pub struct Babeld {
     redump_at: Option<Instant>,
     /// Early failed dumps still to be tried again at once.
     early_redumps: u8,
+    /// Dumps in a row not answered since the last answered one.
+    unanswered: u8,
+    /// When babeld was last restarted for not answering.
+    stuck_restart: Option<Instant>,
     /// Per tap (the shell's list: our servers' and the client count's).
     exchanges: BTreeMap<String, Exchanges>,
     /// Taps of a drain given up, whose copies of the routes (see
@@ -87,6 +106,8 @@ impl Babeld {
             restarts: 0,
             redump_at: None,
             early_redumps: EARLY_REDUMPS,
+            unanswered: 0,
+            stuck_restart: None,
             exchanges: BTreeMap::new(),
             held: BTreeMap::new(),
         }
@@ -121,6 +142,7 @@ impl NodeCore {
     pub(super) fn on_babeld_started(&mut self, restarted: bool, now: &Now) {
         self.babeld.backoff.on_start(now.mono as u64);
         self.babeld.early_redumps = EARLY_REDUMPS;
+        self.babeld.unanswered = 0;
         // Every neighbour challenges the new babeld: exchange everywhere.
         for x in self.babeld.exchanges.values_mut() {
             x.armed = true;
@@ -246,6 +268,7 @@ impl NodeCore {
         match view {
             Some(view) => {
                 self.babeld.early_redumps = 0;
+                self.babeld.unanswered = 0;
                 self.babeld.redump_at = None;
                 self.manager.on_routes(now.mono, view);
             }
@@ -254,7 +277,25 @@ impl NodeCore {
                 self.babeld.redump_at = Some(now.at + EARLY_REDUMP);
             }
             // Said: the tunnel manager decides nothing until a dump comes.
-            None => self.log(2, "babeld did not answer a dump"),
+            None => {
+                self.log(2, "babeld did not answer a dump");
+                let b = &mut self.babeld;
+                b.unanswered = b.unanswered.saturating_add(1);
+                if b.unanswered >= STUCK_AFTER
+                    && b.stuck_restart
+                        .is_none_or(|t| now.at >= t + STUCK_RESTART_GAP)
+                {
+                    b.unanswered = 0;
+                    b.stuck_restart = Some(now.at);
+                    self.log(
+                        1,
+                        format!(
+                            "babeld answered none of {STUCK_AFTER} dumps in a row: restarting it"
+                        ),
+                    );
+                    self.effects.push_back(Effect::RestartBabeld);
+                }
+            }
         }
     }
 }

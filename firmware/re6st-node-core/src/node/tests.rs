@@ -1102,6 +1102,40 @@ fn a_newer_configuration_is_used_announced_and_restarts_what_it_changes() {
 }
 
 #[test]
+fn a_babeld_that_stops_answering_is_restarted_at_most_once_a_minute() {
+    let clock = Clock::new();
+    let mut c = core(&clock, &[]);
+    let mut now = clock.now();
+    c.handle(Input::BabeldStarted { restarted: false }, now);
+    c.handle(Input::Dumped(Some(RoutingView::default())), now);
+    effects(&mut c);
+    let restarts = |c: &mut NodeCore| {
+        acts(c)
+            .iter()
+            .filter(|e| **e == Effect::RestartBabeld)
+            .count()
+    };
+    // Two unanswered, one answered: nothing.
+    for answered in [false, false, true, false, false] {
+        let view = answered.then(RoutingView::default);
+        c.handle(Input::Dumped(view), now);
+        assert_eq!(restarts(&mut c), 0);
+    }
+    // The third in a row restarts it.
+    c.handle(Input::Dumped(None), now);
+    assert_eq!(restarts(&mut c), 1);
+    // Not again within a minute, however many.
+    for _ in 0..10 {
+        now.at += Duration::from_secs(5);
+        c.handle(Input::Dumped(None), now);
+        assert_eq!(restarts(&mut c), 0);
+    }
+    now.at += Duration::from_secs(10);
+    c.handle(Input::Dumped(None), now);
+    assert_eq!(restarts(&mut c), 1);
+}
+
+#[test]
 fn a_dump_that_fails_right_after_babeld_starts_is_tried_again_at_once() {
     let clock = Clock::new();
     let mut c = core(&clock, &[]);
