@@ -238,6 +238,8 @@ pub struct Manager {
     disconnected: bool,
     /// Since when no tunnel is established, either way.
     lonely_since: Option<i64>,
+    /// A tunnel was established since we were last alone.
+    was_connected: bool,
     /// Until when not to ask for another configuration check.
     config_check_at: i64,
     /// Our certificate is revoked and being renewed: until when tunnels
@@ -284,6 +286,7 @@ impl Manager {
             bootstrap_retry_at: 0,
             disconnected: false,
             lonely_since: None,
+            was_connected: false,
             config_check_at: 0,
             renewing_until: None,
             crl: BTreeSet::new(),
@@ -456,8 +459,19 @@ impl Manager {
         }
         let lonely = self.lonely();
         match self.lonely_since {
-            _ if !lonely => self.lonely_since = None,
-            None => self.lonely_since = Some(now),
+            _ if !lonely => {
+                self.lonely_since = None;
+                self.was_connected = true;
+            }
+            None => {
+                self.lonely_since = Some(now);
+                // Every tunnel lost (our certificate revoked, the news
+                // lost with them?): checked after LONELY_CHECK, whatever
+                // check came before we were connected.
+                if std::mem::take(&mut self.was_connected) {
+                    self.config_check_at = self.config_check_at.min(now + LONELY_CHECK);
+                }
+            }
             Some(t) if now - t >= LONELY_CHECK => self.check_config(now),
             Some(_) => {}
         }
@@ -1817,6 +1831,31 @@ mod tests {
         // Alone again: a check 15 s later, then one a minute.
         m.on_served(p(2), false);
         assert_eq!(checks(&mut m, 300, 460), vec![315, 375, 435]);
+    }
+
+    #[test]
+    fn losing_every_tunnel_checks_the_configuration_15_s_later_despite_a_recent_check() {
+        let mut cache = PeerCache::new(10);
+        cache.add_peer(p(1), &addr(1), false, &mut || 1);
+        let mut m = Manager::new(cfg(9, 1), cache, 0, 1);
+        m.on_routes(0, RoutingView::default());
+        drain(&mut m);
+        let checks = |m: &mut Manager, from: i64, to: i64| -> Vec<i64> {
+            (from..to)
+                .filter(|t| {
+                    m.tick(*t);
+                    drain(m).contains(&Action::CheckConfig)
+                })
+                .collect()
+        };
+        // Alone while starting: a check.
+        assert_eq!(checks(&mut m, 1, 20), vec![16]);
+        // Connected, then every tunnel lost (a revocation whose news did
+        // not reach us): 15 s later, not a minute after the first check.
+        m.on_tunnel_up(p(1), 20);
+        assert!(checks(&mut m, 20, 25).is_empty());
+        m.on_tunnel_exit(p(1));
+        assert_eq!(checks(&mut m, 25, 45), vec![40]);
     }
 
     #[test]
