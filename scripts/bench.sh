@@ -44,13 +44,16 @@ BIN=target/release/re6st
   echo
   echo "Per QEMU board: \`make image\` then \`qemu-tests/smoke.sh\` with SMOKE_AB=0 SMOKE_OVERLAY=1, against a registry and its node in a namespace (TCG wherever KVM cannot run Debian's kernel). First boot: blank data partition, power-on to the kernel's first line, to init, to the \`provisioned\` milestone (key, certificate) and to init's \`overlay reached\` line (an established tunnel and a babel route to the registry's node, init asking its node every second). Reboot: the same, now provisioned, disk booted again after a clean poweroff, power-on to the overlay. Seconds from QEMU's start, as the console driver sees the lines. Target: root filesystem at most 8 MiB."
   echo
+  # The QEMU boards only: target/images may hold others built by hand
+  # (rpi4), with no boot times and maybe older binaries.
+  mapfile -t qemu_boards < <(grep -l '^QEMU_SYSTEM=' board/*/board.conf | cut -d/ -f2)
   if [ "${BENCH_IMAGES:-1}" = 1 ]; then
-    while read -r b; do
+    for b in "${qemu_boards[@]}"; do
       { make image BOARD="$b" && SMOKE_AB=0 SMOKE_OVERLAY=1 bash qemu-tests/smoke.sh "$b"; } >"bench/image-$b.log" 2>&1 </dev/null ||
         echo "bench: image or smoke of $b failed (bench/image-$b.log)" >&2
-    done < <(grep -l '^QEMU_SYSTEM=' board/*/board.conf | cut -d/ -f2)
+    done
   fi
-  python3 scripts/image-report.py bench/images.json
+  python3 scripts/image-report.py bench/images.json "${qemu_boards[@]}"
   echo
   BIN="$BIN" bash scripts/bench-memory.sh
   echo
