@@ -1258,6 +1258,16 @@ mod tests {
         std::iter::from_fn(|| m.poll_action()).collect()
     }
 
+    /// The seconds in `from..to` whose tick asks for a configuration check.
+    fn config_checks(m: &mut Manager, from: i64, to: i64) -> Vec<i64> {
+        (from..to)
+            .filter(|t| {
+                m.tick(*t);
+                drain(m).contains(&Action::CheckConfig)
+            })
+            .collect()
+    }
+
     /// Babel neighbours that each route only themselves.
     fn direct<const N: usize>(peers: [Prefix; N]) -> BTreeSet<Prefix> {
         peers.into()
@@ -1811,26 +1821,18 @@ mod tests {
         m.on_routes(0, RoutingView::default());
         let opened = drain(&mut m);
         assert!(opened.iter().any(|a| matches!(a, Action::Open { .. })));
-        let checks = |m: &mut Manager, from: i64, to: i64| -> Vec<i64> {
-            (from..to)
-                .filter(|t| {
-                    m.tick(*t);
-                    drain(m).contains(&Action::CheckConfig)
-                })
-                .collect()
-        };
         // A tunnel being tried is no tunnel: after 15 s, a check.
-        assert_eq!(checks(&mut m, 1, 30), vec![16]);
+        assert_eq!(config_checks(&mut m, 1, 30), vec![16]);
         // Up: no more checks, however long.
         m.on_tunnel_up(p(1), 1);
-        assert!(checks(&mut m, 30, 200).is_empty());
+        assert!(config_checks(&mut m, 30, 200).is_empty());
         // Served only: still in the network.
         m.on_tunnel_exit(p(1));
         m.on_served(p(2), true);
-        assert!(checks(&mut m, 200, 300).is_empty());
+        assert!(config_checks(&mut m, 200, 300).is_empty());
         // Alone again: a check 15 s later, then one a minute.
         m.on_served(p(2), false);
-        assert_eq!(checks(&mut m, 300, 460), vec![315, 375, 435]);
+        assert_eq!(config_checks(&mut m, 300, 460), vec![315, 375, 435]);
     }
 
     #[test]
@@ -1840,22 +1842,14 @@ mod tests {
         let mut m = Manager::new(cfg(9, 1), cache, 0, 1);
         m.on_routes(0, RoutingView::default());
         drain(&mut m);
-        let checks = |m: &mut Manager, from: i64, to: i64| -> Vec<i64> {
-            (from..to)
-                .filter(|t| {
-                    m.tick(*t);
-                    drain(m).contains(&Action::CheckConfig)
-                })
-                .collect()
-        };
         // Alone while starting: a check.
-        assert_eq!(checks(&mut m, 1, 20), vec![16]);
+        assert_eq!(config_checks(&mut m, 1, 20), vec![16]);
         // Connected, then every tunnel lost (a revocation whose news did
         // not reach us): 15 s later, not a minute after the first check.
         m.on_tunnel_up(p(1), 20);
-        assert!(checks(&mut m, 20, 25).is_empty());
+        assert!(config_checks(&mut m, 20, 25).is_empty());
         m.on_tunnel_exit(p(1));
-        assert_eq!(checks(&mut m, 25, 45), vec![40]);
+        assert_eq!(config_checks(&mut m, 25, 45), vec![40]);
     }
 
     #[test]

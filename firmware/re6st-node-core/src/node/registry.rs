@@ -132,8 +132,7 @@ impl NodeCore {
     pub(super) fn on_renewal_done(&mut self, retry_tomorrow: bool, now: &Now) {
         self.registry.renewal_asked = false;
         if std::mem::take(&mut self.registry.renewal_again) {
-            self.registry.renewal_at = now.wall;
-            self.registry_tick(now);
+            self.renewal_check_now(now);
         } else if retry_tomorrow {
             self.registry.renewal_at = now.wall + 86_400;
         }
@@ -143,9 +142,15 @@ impl NodeCore {
     /// way is done); meanwhile the tunnels our peers close wait for the
     /// new certificate.
     pub(super) fn own_cert_revoked(&mut self, now: &Now) {
-        self.registry.renewal_at = now.wall;
         self.registry.renewal_again = self.registry.renewal_asked;
         self.manager.on_own_revocation(now.mono);
+        self.renewal_check_now(now);
+    }
+
+    /// A renewal check now rather than at the next tick (if none is under
+    /// way).
+    fn renewal_check_now(&mut self, now: &Now) {
+        self.registry.renewal_at = now.wall;
         self.registry_tick(now);
     }
 
